@@ -1,0 +1,111 @@
+"""The one error hierarchy of carecrm.
+
+Every error a user or a plugin can see derives from :class:`CareCRMError`.  Backends
+translate their drivers' exceptions into :class:`StorageError` subclasses so that core
+and plugin code never catch ``sqlalchemy`` or ``pymongo`` exceptions.
+
+Messages never carry personal data: they name the source, the record (an index or a
+vendor's record id) and the field, never the value (HIPAA 45 CFR 164.502(b), the
+minimum-necessary standard, applied to logs and error output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CareCRMError(Exception):
+    """Base class of every carecrm error."""
+
+
+class ConfigError(CareCRMError):
+    """The configuration (``carecrm.toml``, environment, CLI options) is wrong or missing."""
+
+
+class UnknownComponentError(ConfigError):
+    """A name in config or on the command line names no registered component.
+
+    :param family: what was looked up (``"storage backend"``, ``"source"``, ...).
+    :param name: the unknown name.
+    :param known: the registered names; the message lists them so the user can pick one.
+    """
+
+    def __init__(self, family: str, name: str, known: Iterable[str]) -> None:
+        self.family = family
+        self.name = name
+        self.known = sorted(known)
+        listed = ", ".join(self.known) if self.known else "(none registered)"
+        super().__init__(f"unknown {family} {name!r}; known: {listed}")
+
+
+class PluginError(CareCRMError):
+    """A plugin misbehaved at registration (duplicate name, bad hook implementation)."""
+
+
+
+class CryptoError(CareCRMError):
+    """A key is missing, unreadable or wrong, or a ciphertext failed authentication.
+
+    Raised instead of ever returning garbage plaintext (AES-GCM authenticates every
+    ciphertext, so a wrong key is always detected).
+    """
+
+
+class ValidationFailed(CareCRMError):
+    """One record of a payload cannot be accepted.
+
+    :param source: the source connector's name (``"typeform"``).
+    :param record: which record: the vendor's record id or ``"#<index>"`` in the batch.
+    :param field: the field at fault (``"email"``, ``"submitted_at"``, ``"body"``).
+    :param reason: what is wrong, in words, never echoing the offending value.
+    """
+
+    def __init__(self, source: str, record: str, field: str, reason: str) -> None:
+        self.source = source
+        self.record = record
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source}: record {record}: field {field!r}: {reason}")
+
+
+class InvalidTransition(CareCRMError):
+    """A lifecycle-stage move that the pipeline does not allow.
+
+    :param from_stage: the contact's current stage.
+    :param to_stage: the requested stage.
+    :param allowed: the stages that may follow ``from_stage``; the message lists them.
+    """
+
+    def __init__(self, from_stage: str, to_stage: str, allowed: Iterable[str]) -> None:
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+        self.allowed = list(allowed)
+        super().__init__(
+            f"cannot move from {from_stage!r} to {to_stage!r}; allowed next stages: "
+            + (", ".join(self.allowed) if self.allowed else "(none)")
+        )
+
+
+class StorageError(CareCRMError):
+    """Base class of the errors a storage backend raises."""
+
+
+class NotFound(StorageError):
+    """The record asked for does not exist."""
+
+
+class ConflictError(StorageError):
+    """An update lost an optimistic-concurrency race (the stored version moved on)."""
+
+
+class DuplicateError(StorageError):
+    """A record with the same unique key already exists (e.g. (source, idempotency key))."""
+
+
+class BackendUnavailable(StorageError):
+    """The database cannot be reached or opened; the message says what to check."""
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by another schema version (newer: upgrade carecrm;
+    older: run ``carecrm storage upgrade``).  Never silently misread."""

@@ -1,0 +1,432 @@
+"""The storage interface every backend implements (no SQL or Mongo in here).
+
+A backend is a :class:`StorageBackend`: it opens a :class:`UnitOfWork`, which exposes one
+repository per kind of record (see :mod:`carecrm.core.records`).  Use-case code does::
+
+    with backend.unit_of_work() as uow:
+        uow.contacts.add(record)
+        uow.commit()
+
+Leaving the block without :meth:`UnitOfWork.commit` rolls everything back.  Repositories
+take and return stored records only; they raise :mod:`carecrm.core.errors` exceptions
+(``NotFound``, ``DuplicateError``, ``ConflictError``, ``BackendUnavailable``), never a
+driver's.  Datetimes come back timezone-aware UTC at millisecond precision.
+
+The conformance suite in :mod:`carecrm.core.testing.storage` checks every rule here; a
+third-party backend passes it to be a backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from carecrm.core.records import (
+    AppointmentRecord,
+    AuditRecord,
+    ConsentRecord,
+    ContactRecord,
+    IdentityRecord,
+    InboxRecord,
+    InteractionRecord,
+    MergeRecord,
+    NoteRecord,
+    ReviewRecord,
+    ScoreRecord,
+    SegmentRecord,
+    StageChangeRecord,
+    TaskRecord,
+)
+
+#: Cursor for timeline keyset pagination: (occurred_at, id) of the last row seen.
+TimelineCursor = tuple[datetime, uuid.UUID]
+
+#: The schema version this release of carecrm reads and writes.  A database with a
+#: higher number is refused (SchemaVersionError); a lower one must be upgraded first.
+SCHEMA_VERSION = 1
+
+
+class ContactRepository(Protocol):
+    """Contacts by id and by name blind index."""
+
+    def add(self, record: ContactRecord) -> None:
+        """Insert a new contact.  :raises DuplicateError: if the id exists."""
+
+    def add_many(self, records: Sequence[ContactRecord]) -> None:
+        """Insert several new contacts in one statement where the database allows."""
+
+    def get(self, contact_id: uuid.UUID) -> ContactRecord:
+        """The contact with this id.  :raises NotFound: if there is none."""
+
+    def get_many(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ContactRecord]:
+        """The contacts among ``contact_ids`` that exist, by id (missing ids are left out)."""
+
+    def update(self, record: ContactRecord) -> ContactRecord:
+        """Replace the stored contact whose ``version`` equals ``record.version``.
+
+        :returns: the stored record, with ``version`` increased by one.
+        :raises NotFound: if the contact does not exist.
+        :raises ConflictError: if the stored version differs (someone updated it first).
+        """
+
+    def find_by_name(self, name_bidx: str) -> list[ContactRecord]:
+        """Active contacts whose full-name blind index equals ``name_bidx``, oldest first."""
+
+    def find_by_family_name(self, family_name_bidx: str) -> list[ContactRecord]:
+        """Active contacts whose family-name blind index equals ``family_name_bidx``, oldest first."""
+
+    def list(
+        self, *, stage: str | None = None, after: uuid.UUID | None = None, limit: int = 100
+    ) -> list[ContactRecord]:
+        """Active contacts in id order (creation order), optionally of one stage, after ``after``."""
+
+    def count_by_stage(self) -> dict[str, int]:
+        """Number of active contacts per stage."""
+
+    def count(self) -> int:
+        """Number of stored contacts, whatever their status."""
+
+
+class IdentityRepository(Protocol):
+    """Identities (email, phone, external ids) and their blind indexes."""
+
+    def add(self, record: IdentityRecord) -> None:
+        """Insert an identity.  The same (contact, kind, bidx) twice is a DuplicateError."""
+
+    def add_many(self, records: Sequence[IdentityRecord]) -> None:
+        """Insert several identities in one statement where the database allows."""
+
+    def find(self, kind: str, bidx: str) -> list[IdentityRecord]:
+        """Identities of ``kind`` with this blind index (several contacts may share one)."""
+
+    def find_many(self, keys: Iterable[tuple[str, str]]) -> list[IdentityRecord]:
+        """Identities matching any of the (kind, bidx) pairs, in one round trip where possible."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
+        """All identities of one contact, oldest first."""
+
+    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
+        """Move every identity of ``from_contact`` to ``to_contact`` (merging); returns the count."""
+
+    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
+        """Delete a contact's identities (erasure); returns the count."""
+
+    def count(self) -> int:
+        """Number of stored identities."""
+
+
+class InteractionRepository(Protocol):
+    """The timeline: interactions, idempotent on (source, idempotency key)."""
+
+    def add(self, record: InteractionRecord) -> None:
+        """Append an interaction.
+
+        :raises DuplicateError: if one with the same (source, idempotency_key) exists.
+        """
+
+    def add_many(self, records: Sequence[InteractionRecord]) -> None:
+        """Append several interactions in one statement where the database allows.
+
+        :raises DuplicateError: if any (source, idempotency_key) exists; then none of
+            them is stored by this call (callers check :meth:`existing_keys` first).
+        """
+
+    def existing_keys(self, source: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are already stored for ``source`` (batched duplicate check)."""
+
+    def get(self, interaction_id: uuid.UUID) -> InteractionRecord:
+        """One interaction.  :raises NotFound: if there is none."""
+
+    def timeline(
+        self,
+        contact_id: uuid.UUID,
+        *,
+        after: TimelineCursor | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+    ) -> list[InteractionRecord]:
+        """A contact's interactions ordered by (occurred_at, id), oldest first.
+
+        Keyset pagination: pass the (occurred_at, id) of the last row of the previous page
+        as ``after``.  ``kinds`` restricts to those interaction kinds.
+        """
+
+    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
+        """Move a contact's interactions to another contact (merging); returns the count."""
+
+    def count(self) -> int:
+        """Number of stored interactions."""
+
+
+class StageRepository(Protocol):
+    """Stage history (append-only)."""
+
+    def add(self, record: StageChangeRecord) -> None:
+        """Append a stage change."""
+
+    def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
+        """One contact's stage changes, oldest first."""
+
+    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
+        """Every stage change ordered by (contact_id, changed_at), streamed."""
+
+    def count(self) -> int:
+        """Number of stored stage changes."""
+
+
+class AppointmentRepository(Protocol):
+    """Appointments, unique on (source, external_id)."""
+
+    def put(self, record: AppointmentRecord) -> AppointmentRecord:
+        """Insert, or replace the stored appointment with the same (source, external_id)
+        keeping its stored ``id`` and ``created_at``; returns what is stored."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
+        """One contact's appointments ordered by starts_at (unknown times last)."""
+
+    def count(self) -> int:
+        """Number of stored appointments."""
+
+
+class ConsentRepository(Protocol):
+    """The consent ledger (append-only), unique on (source, idempotency_key)."""
+
+    def add(self, record: ConsentRecord) -> None:
+        """Append a consent event.  :raises DuplicateError: on a repeated (source, key)."""
+
+    def for_contact_point(
+        self, contact_point_bidx: str, *, channel: str | None = None, purpose: str | None = None
+    ) -> list[ConsentRecord]:
+        """Events for one contact point, ordered by (occurred_at, id)."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[ConsentRecord]:
+        """Events recorded for one contact, ordered by (occurred_at, id)."""
+
+    def count(self) -> int:
+        """Number of stored consent events."""
+
+
+class NoteRepository(Protocol):
+    """Coordinators' notes."""
+
+    def add(self, record: NoteRecord) -> None:
+        """Store a note."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[NoteRecord]:
+        """One contact's notes, oldest first."""
+
+
+class TaskRepository(Protocol):
+    """Tasks about contacts."""
+
+    def add(self, record: TaskRecord) -> None:
+        """Store a task."""
+
+    def get(self, task_id: uuid.UUID) -> TaskRecord:
+        """One task.  :raises NotFound: if there is none."""
+
+    def update(self, record: TaskRecord) -> None:
+        """Replace a stored task.  :raises NotFound: if there is none."""
+
+    def list(
+        self,
+        *,
+        assignee: str | None = None,
+        contact_id: uuid.UUID | None = None,
+        status: str | None = None,
+        due_before: datetime | None = None,
+    ) -> list[TaskRecord]:
+        """Tasks matching every given filter, ordered by (due_at with unknown last, id)."""
+
+
+class ScoreRepository(Protocol):
+    """Current lead scores, one per (contact, model)."""
+
+    def put(self, record: ScoreRecord) -> None:
+        """Insert or replace the score of (contact_id, model)."""
+
+    def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
+        """:raises NotFound: if the contact has no score under ``model``."""
+
+    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
+        """Highest scores first (ties by contact id)."""
+
+
+class ReviewRepository(Protocol):
+    """Pairs of contacts waiting for a person's review."""
+
+    def add(self, record: ReviewRecord) -> bool:
+        """Store a pair unless the same unordered pair is already stored.
+
+        :returns: True if stored, False if it was there already.
+        """
+
+    def list(self, *, status: str | None = "open") -> list[ReviewRecord]:
+        """Pairs with this status (all if None), oldest first."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[ReviewRecord]:
+        """Pairs that involve one contact, oldest first."""
+
+
+class SegmentRepository(Protocol):
+    """Saved segments, by name."""
+
+    def put(self, record: SegmentRecord) -> None:
+        """Insert or replace the segment of this name."""
+
+    def get(self, name: str) -> SegmentRecord:
+        """:raises NotFound: if no segment has this name."""
+
+    def list(self) -> list[SegmentRecord]:
+        """All saved segments by name."""
+
+    def delete(self, name: str) -> None:
+        """:raises NotFound: if no segment has this name."""
+
+
+class InboxRepository(Protocol):
+    """Raw payloads as received."""
+
+    def add(self, record: InboxRecord) -> None:
+        """Store a received payload."""
+
+    def get(self, inbox_id: uuid.UUID) -> InboxRecord:
+        """:raises NotFound: if there is none."""
+
+    def set_status(
+        self,
+        inbox_id: uuid.UUID,
+        status: str,
+        *,
+        reason: str | None = None,
+        processed_at: datetime | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Change a payload's status (and reason, processed time, attempt count)."""
+
+    def list(
+        self, *, status: str | None = None, source: str | None = None, limit: int = 100
+    ) -> list[InboxRecord]:
+        """Payloads, newest first, filtered by status and source."""
+
+    def find_digest(self, source: str, digest: str) -> list[InboxRecord]:
+        """Payloads of ``source`` with this digest (a re-delivery of the same bytes)."""
+
+    def purge(self, *, status: str, before: datetime) -> int:
+        """Delete payloads of ``status`` received before ``before``; returns the count."""
+
+    def count(self) -> int:
+        """Number of stored payloads."""
+
+
+class MergeRepository(Protocol):
+    """The merge journal (append-only)."""
+
+    def add(self, record: MergeRecord) -> None:
+        """Append an entry."""
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
+        """Entries in which the contact survived or was merged, oldest first."""
+
+
+class AuditRepository(Protocol):
+    """The audit log (append-only; no update or delete exists)."""
+
+    def append(self, record: AuditRecord) -> None:
+        """Append an entry.  :raises DuplicateError: if ``seq`` is taken (a concurrent writer)."""
+
+    def last(self) -> AuditRecord | None:
+        """The entry with the highest ``seq``, or None for an empty log."""
+
+    def iter(self, *, since_seq: int = 0) -> Iterator[AuditRecord]:
+        """Entries with ``seq > since_seq`` in seq order, streamed."""
+
+
+class MetaRepository(Protocol):
+    """Small key/value settings of the database (schema version, key check value)."""
+
+    def get(self, key: str) -> str | None:
+        """The value, or None."""
+
+    def set(self, key: str, value: str) -> None:
+        """Insert or replace."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction over every repository.
+
+    Leaving the ``with`` block without :meth:`commit` rolls back; an exception inside
+    the block rolls back and propagates.
+    """
+
+    contacts: ContactRepository
+    identities: IdentityRepository
+    interactions: InteractionRepository
+    stages: StageRepository
+    appointments: AppointmentRepository
+    consents: ConsentRepository
+    notes: NoteRepository
+    tasks: TaskRepository
+    scores: ScoreRepository
+    reviews: ReviewRepository
+    segments: SegmentRepository
+    inbox: InboxRepository
+    merges: MergeRepository
+    audit: AuditRepository
+    meta: MetaRepository
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None:
+        """Make everything done in this unit durable."""
+
+    def rollback(self) -> None:
+        """Undo everything done in this unit since it began or last committed."""
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """A storage backend, opened from a URL by the factory its plugin registers.
+
+    ``capabilities`` names optional abilities: ``"transactions"`` (a unit of work is
+    atomic across records), ``"savepoints"``.
+    """
+
+    name: str
+    url_display: str
+    capabilities: frozenset[str]
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new unit of work (one transaction)."""
+
+    def create_schema(self) -> None:
+        """Create the schema of a new, empty database (idempotent) at SCHEMA_VERSION."""
+
+    def upgrade(self) -> list[str]:
+        """Bring an older database up to SCHEMA_VERSION; returns the steps applied."""
+
+    def schema_version(self) -> int | None:
+        """The stored schema version, or None if the database holds no carecrm schema."""
+
+    def check(self) -> dict[str, Any]:
+        """Ping and describe: ``{"ok", "backend", "server_version", "schema_version",
+        "capabilities", ...}``.  :raises BackendUnavailable: if unreachable."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+class StorageFactory(Protocol):
+    """What a storage plugin registers: called with the URL and backend options."""
+
+    def __call__(self, url: str, options: dict[str, Any]) -> StorageBackend: ...

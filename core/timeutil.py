@@ -1,0 +1,44 @@
+"""Time helpers: every datetime in carecrm is timezone-aware UTC, truncated to milliseconds.
+
+Milliseconds because BSON dates (MongoDB) hold no finer precision, so every backend
+round-trips the same value (decisions.md, "Time").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+UTC = timezone.utc
+
+
+def to_utc_ms(value: datetime) -> datetime:
+    """Return ``value`` converted to UTC and truncated to whole milliseconds.
+
+    :param value: a timezone-aware datetime.
+    :raises ValueError: if ``value`` is naive (carries no time zone): a naive time is
+        ambiguous and is never guessed to be UTC inside the core.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: carecrm needs timezone-aware datetimes")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=(value.microsecond // 1000) * 1000, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, UTC, truncated to milliseconds."""
+    return to_utc_ms(datetime.now(UTC))
+
+
+def from_naive_utc(value: datetime) -> datetime:
+    """Attach UTC to a naive datetime read back from a database that stores naive UTC.
+
+    Backends call this in one place when reading; an aware value is converted to UTC.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def isoformat_z(value: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision and a ``Z`` suffix (``2018-01-18T18:17:02.000Z``)."""
+    return to_utc_ms(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.astimezone(UTC).microsecond // 1000:03d}Z"
