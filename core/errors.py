@@ -42,7 +42,6 @@ class PluginError(CareCRMError):
     """A plugin misbehaved at registration (duplicate name, bad hook implementation)."""
 
 
-
 class CryptoError(CareCRMError):
     """A key is missing, unreadable or wrong, or a ciphertext failed authentication.
 

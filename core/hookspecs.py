@@ -174,9 +174,4 @@ def carecrm_match_contact(candidate: MatchCandidate, uow: UnitOfWork, app: CareC
 
 def hook_names() -> list[str]:
     """Names of every hookspec in this module, sorted."""
-    return sorted(
-        name
-        for name, value in globals().items()
-        if name.startswith("carecrm_") and callable(value)
-    )
-
+    return sorted(name for name, value in globals().items() if name.startswith("carecrm_") and callable(value))

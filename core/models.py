@@ -319,9 +319,7 @@ class Practice:
 
     name: str = "Practice"
     regime: str = "US"
-    locations: tuple[Location, ...] = attrs.field(
-        default=(Location(name="main"),), converter=_tuple
-    )
+    locations: tuple[Location, ...] = attrs.field(default=(Location(name="main"),), converter=_tuple)
     providers: tuple[Provider, ...] = attrs.field(default=(), converter=_tuple)
     service_lines: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
 

@@ -97,9 +97,7 @@ class Registry(Generic[T]):
     def register(self, name: str, item: T, *, owner: str) -> None:
         """Register ``item`` as ``name``.  :raises PluginError: if the name is taken."""
         if name in self._items:
-            raise PluginError(
-                f"{self.family} {name!r} registered twice: by {self._owners[name]} and by {owner}"
-            )
+            raise PluginError(f"{self.family} {name!r} registered twice: by {self._owners[name]} and by {owner}")
         self._items[name] = item
         self._owners[name] = owner
 
@@ -157,8 +155,7 @@ def origin_of(pm: pluggy.PluginManager, plugin: object) -> str:
 
 def iter_plugins(pm: pluggy.PluginManager) -> Iterable[tuple[str, object]]:
     """(name, plugin) of every registered plugin, in registration order."""
-    for name, plugin in pm.list_name_plugin():
-        yield name, plugin
+    yield from pm.list_name_plugin()
 
 
 def entry_point_names() -> list[str]:
@@ -185,4 +182,3 @@ def families_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
         if fam and fam not in names:
             names.append(fam)
     return tuple(names)
-

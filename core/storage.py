@@ -307,9 +307,7 @@ class InboxRepository(Protocol):
     ) -> None:
         """Change a payload's status (and reason, processed time, attempt count)."""
 
-    def list(
-        self, *, status: str | None = None, source: str | None = None, limit: int = 100
-    ) -> list[InboxRecord]:
+    def list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxRecord]:
         """Payloads, newest first, filtered by status and source."""
 
     def find_digest(self, source: str, digest: str) -> list[InboxRecord]:

@@ -6,9 +6,9 @@ round-trips the same value (decisions.md, "Time").
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def to_utc_ms(value: datetime) -> datetime:

@@ -1,0 +1,1080 @@
+"""The :class:`CareCRM` facade: settings, plugins, registries, keys, storage, use cases.
+
+The CLI and any other front end call this object only.  It is cheap to build: the key
+ring and the storage backend are opened on first use, so ``carecrm --help`` and
+``carecrm plugins`` never touch the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pluggy
+
+from carecrm.core import events as ev
+from carecrm.core.config import Settings, load_settings
+from carecrm.core.connectors import SourceConnector
+from carecrm.core.crypto import KeyRing
+from carecrm.core.errors import (
+    CareCRMError,
+    CryptoError,
+    NotFound,
+    PluginError,
+    UnknownComponentError,
+    ValidationFailed,
+)
+from carecrm.core.identity import IdentityError, normalize_email, normalize_name, normalize_phone
+from carecrm.core.ids import new_id
+from carecrm.core.ingest import Ingestor, IngestReport, Quarantined
+from carecrm.core.mapping import RecordMapper
+from carecrm.core.matching import MatchCandidate, MatchResult
+from carecrm.core.models import (
+    Actor,
+    Contact,
+    Interaction,
+    LeadEvent,
+    Note,
+    RawPayload,
+    StageChange,
+    Touchpoint,
+)
+from carecrm.core.plugins import (
+    DEFAULT_PLUGINS,
+    PluginInfo,
+    Registry,
+    build_plugin_manager,
+    collect,
+    entry_point_names,
+    families_of,
+    origin_of,
+)
+from carecrm.core.records import ACTIVE, AuditRecord, InboxRecord
+from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
+from carecrm.core.timeutil import utcnow
+
+log = logging.getLogger("carecrm")
+
+#: Default time-zone-free settings for a brand-new practice written by ``init``.
+_META_KEY_CHECK = "key_check"
+
+
+@attrs.frozen(kw_only=True)
+class StorageEntry:
+    """A registered storage backend: its name, URL schemes and factory."""
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: StorageFactory
+
+
+@attrs.frozen(kw_only=True)
+class Timeline:
+    """A contact and one page of its interactions, oldest first.
+
+    ``next_cursor`` is the (occurred_at, id) to pass as ``after`` for the next page, or
+    None when this page is the last.
+    """
+
+    contact: Contact
+    interactions: tuple[Interaction, ...]
+    next_cursor: TimelineCursor | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StageSummary:
+    """One row of the pipeline report: contacts now in ``stage`` and the median time
+    they have spent there so far, in seconds (None when empty)."""
+
+    stage: str
+    count: int
+    median_seconds: float | None
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """An inbox entry as shown to people: everything clear about a stored payload."""
+
+    id: uuid.UUID
+    source: str
+    received_at: datetime
+    status: str
+    reason: str | None
+    processed_at: datetime | None
+    attempts: int
+
+
+class CareCRM:
+    """The app object.
+
+    :param settings: the practice's settings (``load_settings()``).
+    :param actor: who acts (recorded on every change and read); default the OS user as admin.
+    :param keys: the key ring; default read from ``CARECRM_KEYS``, ``CARECRM_KEY_FILE``
+        or ``[keys] file`` on first use.
+    :param load_entrypoints: load third-party plugins from the ``carecrm`` entry points.
+    :param extra_plugins: plugin objects registered after the built-ins (tests).
+    :raises ConfigError: if config enables a plugin that is not installed, or names an
+        unknown connector.
+    :raises PluginError: if two plugins register the same name.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        actor: Actor | None = None,
+        keys: KeyRing | None = None,
+        load_entrypoints: bool = True,
+        extra_plugins: Sequence[object] = (),
+    ) -> None:
+        self.settings = settings
+        self.actor = actor or default_actor()
+        self._keys = keys
+        self._storage: StorageBackend | None = None
+        self._mapper: RecordMapper | None = None
+        self.pm: pluggy.PluginManager = build_plugin_manager(
+            load_entrypoints=load_entrypoints, extra_plugins=extra_plugins
+        )
+        self._check_enabled_plugins()
+        self.storage_backends: Registry[StorageEntry] = Registry("storage backend")
+        self._schemes: dict[str, str] = {}
+        self.sources: Registry[type[SourceConnector]] = Registry("source connector")
+        self.scoring_models: Registry[Any] = Registry("scoring model")
+        self.attribution_models: Registry[Any] = Registry("attribution model")
+        self.segment_builders: Registry[Any] = Registry("segment builder")
+        self._components: dict[str, list[str]] = {}
+        self._build_registries()
+        self.pm.hook.carecrm_configure(app=self)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> CareCRM:
+        """Load ``carecrm.toml`` (see :func:`carecrm.core.config.find_config`) and build the app."""
+        return cls(load_settings(path), **kwargs)
+
+    def _check_enabled_plugins(self) -> None:
+        enabled = self.settings.enabled_plugins
+        if enabled is None:
+            return
+        installed = set(entry_point_names()) | {name for name, _ in self.pm.list_name_plugin()}
+        for name in enabled:
+            if name not in installed:
+                raise UnknownComponentError(
+                    "plugin", name, sorted(entry_point_names()) or ["(no third-party plugins installed)"]
+                )
+
+    def _build_registries(self) -> None:
+        def storage_register(owner: str) -> Any:
+            def register(name: str, schemes: Sequence[str], factory: StorageFactory) -> None:
+                self.storage_backends.register(
+                    name, StorageEntry(name=name, schemes=tuple(schemes), factory=factory), owner=owner
+                )
+                for scheme in schemes:
+                    if scheme in self._schemes:
+                        raise PluginError(
+                            f"URL scheme {scheme!r} registered twice: by {self._schemes[scheme]} and by {owner}"
+                        )
+                    self._schemes[scheme] = name
+                self._components.setdefault(owner, []).append(f"storage:{name}")
+
+            return register
+
+        def class_register(registry: Registry[Any], attr: str, family: str) -> Any:
+            def make(owner: str) -> Any:
+                def register(cls_: Any) -> None:
+                    name = getattr(cls_, attr, None)
+                    if not name:
+                        raise PluginError(f"{owner} registered a {registry.family} without {attr}")
+                    registry.register(name, cls_, owner=owner)
+                    self._components.setdefault(owner, []).append(f"{family}:{name}")
+
+                return register
+
+            return make
+
+        collect(self.pm, "carecrm_register_storage_backends", storage_register)
+        collect(self.pm, "carecrm_register_sources", class_register(self.sources, "connector_id", "source"))
+        collect(
+            self.pm,
+            "carecrm_register_scoring_models",
+            class_register(self.scoring_models, "model_id", "scoring"),
+        )
+        collect(
+            self.pm,
+            "carecrm_register_attribution_models",
+            class_register(self.attribution_models, "model_id", "attribution"),
+        )
+        collect(
+            self.pm,
+            "carecrm_register_segment_builders",
+            class_register(self.segment_builders, "builder_id", "segment"),
+        )
+
+    # ------------------------------------------------------------------ keys and storage
+
+    @property
+    def keys(self) -> KeyRing:
+        """The key ring, loaded on first use.  :raises CryptoError: if missing or unreadable."""
+        if self._keys is None:
+            if self.settings.keys_json:
+                self._keys = KeyRing.from_json(self.settings.keys_json, origin="CARECRM_KEYS")
+            elif self.settings.key_file is not None:
+                self._keys = KeyRing.from_file(self.settings.key_file)
+            else:
+                raise CryptoError(
+                    "no keys configured: set [keys] file in carecrm.toml, CARECRM_KEY_FILE or CARECRM_KEYS"
+                )
+        return self._keys
+
+    @property
+    def mapper(self) -> RecordMapper:
+        """The encryption boundary (domain ⇄ stored records)."""
+        if self._mapper is None:
+            self._mapper = RecordMapper(self.keys)
+        return self._mapper
+
+    def open_backend(self, url: str | None = None, options: dict[str, Any] | None = None) -> StorageBackend:
+        """Open a backend by URL (default ``[storage] url``) without checking its schema.
+
+        :raises UnknownComponentError: if no backend serves the URL's scheme (listing those that do).
+        """
+        url = url or self.settings.storage_url
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        name = self._schemes.get(scheme)
+        if name is None:
+            raise UnknownComponentError("storage URL scheme", scheme or url, self._schemes)
+        entry = self.storage_backends.get(name)
+        return entry.factory(url, dict(options if options is not None else self.settings.storage_options))
+
+    @property
+    def storage(self) -> StorageBackend:
+        """The practice's storage, opened on first use and checked: its schema version must
+        be this release's, and the keys must be the ones it was written with.
+
+        :raises SchemaVersionError: for a database of another schema version.
+        :raises CryptoError: when the keys do not match the database.
+        :raises BackendUnavailable: when it cannot be opened.
+        """
+        if self._storage is None:
+            backend = self.open_backend()
+            try:
+                self._verify(backend)
+            except BaseException:
+                backend.close()
+                raise
+            self._storage = backend
+        return self._storage
+
+    def _verify(self, backend: StorageBackend) -> None:
+        from carecrm.core.errors import SchemaVersionError
+
+        version = backend.schema_version()
+        if version is None:
+            raise SchemaVersionError(
+                f"{backend.url_display} holds no carecrm schema: run `carecrm init` (or `carecrm storage upgrade`)"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{backend.url_display} was written by a newer carecrm (schema {version}, this release reads "
+                f"{SCHEMA_VERSION}): upgrade carecrm"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{backend.url_display} has schema {version}; this release needs {SCHEMA_VERSION}: "
+                "run `carecrm storage upgrade`"
+            )
+        with backend.unit_of_work() as uow:
+            stored = uow.meta.get(_META_KEY_CHECK)
+            if stored is None:
+                uow.meta.set(_META_KEY_CHECK, self.keys.check_value())
+                uow.commit()
+            elif not self.keys.matches_check_value(stored):
+                raise CryptoError(
+                    "the keys do not match this database (wrong key file or CARECRM_KEYS?); nothing was read or written"
+                )
+
+    def create_schema(self) -> None:
+        """Create the schema on the configured storage and record the key check value."""
+        backend = self.open_backend()
+        try:
+            backend.create_schema()
+            self._verify(backend)
+        except BaseException:
+            backend.close()
+            raise
+        self._storage = backend
+
+    def close(self) -> None:
+        """Close the storage."""
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+
+    def __enter__(self) -> CareCRM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plugins
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table (empty when absent)."""
+        return dict(self.settings.plugin_options.get(name, {}))
+
+    def plugins_info(self) -> list[PluginInfo]:
+        """Every registered plugin with families, origin and components, for ``carecrm plugins``."""
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            out.append(
+                PluginInfo(
+                    name=name,
+                    families=families_of(self.pm, plugin),
+                    origin=origin_of(self.pm, plugin),
+                    components=tuple(self._components.get(name, ())),
+                )
+            )
+        return out
+
+    def plugin_enabled(self, name: str) -> bool:
+        """Built-ins are always enabled; a third-party plugin is enabled unless
+        ``[plugins] enabled`` lists others only."""
+        if name in DEFAULT_PLUGINS or self.settings.enabled_plugins is None:
+            return True
+        return name in self.settings.enabled_plugins
+
+    def connector(self, source: str) -> SourceConnector:
+        """The configured connector of ``source`` (a ``[sources.<name>]`` table, or a
+        registered connector id used with no options).
+
+        :raises UnknownComponentError: listing the configured sources and connectors.
+        """
+        settings = self.settings.sources.get(source)
+        if settings is None:
+            if source in self.sources and source != "mapped":
+                return self.sources.get(source)(source, {}, self.settings.practice)
+            known = sorted(set(self.settings.sources) | (set(self.sources.names()) - {"mapped"}))
+            raise UnknownComponentError("source", source, known)
+        cls_ = self.sources.get(settings.connector)
+        return cls_(source, settings.options, self.settings.practice)
+
+    def source_secret(self, source: str) -> str | None:
+        """The resolved ``secret`` of a source (``$env:`` / ``$file:`` references read)."""
+        from carecrm.core.config import resolve_secret
+
+        settings = self.settings.sources.get(source)
+        if settings is None:
+            return None
+        return resolve_secret(settings.secret, what=f"sources.{source}.secret")
+
+    def match(self, candidate: MatchCandidate, uow: Any) -> MatchResult:
+        """Ask the matching hook (plugins first, the exact matcher last)."""
+        result = self.pm.hook.carecrm_match_contact(candidate=candidate, uow=uow, app=self)
+        if result is None:
+            return MatchResult(contact_id=None, rule="new")
+        return result  # type: ignore[no-any-return]
+
+    def dispatch(self, events: Iterable[ev.Event]) -> None:
+        """Call ``carecrm_track_event`` for each committed event; an implementation's
+        exception is logged with its plugin's name and never undoes committed data."""
+        impls = self.pm.hook.carecrm_track_event.get_hookimpls()
+        if not impls:
+            return
+        for event in events:
+            for impl in reversed(impls):
+                kwargs = {"event": event, "app": self}
+                try:
+                    impl.function(**{k: kwargs[k] for k in impl.argnames})
+                except Exception:
+                    log.exception(
+                        "plugin %s failed in carecrm_track_event (%s)", impl.plugin_name, type(event).__name__
+                    )
+
+    def classify_touchpoint(self, tp: Touchpoint) -> Touchpoint:
+        """Fill ``channel_group`` from the practice's rules when a connector did not set it."""
+        if tp.channel_group is not None or tp.is_empty():
+            return tp
+        from carecrm.core.channels import classify
+
+        group = classify(tp, self.settings.raw.get("channel_groups"))
+        return attrs.evolve(tp, channel_group=group)
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(
+        self,
+        uow: UnitOfWork,
+        action: str,
+        *,
+        contact_id: uuid.UUID | None = None,
+        purpose: str | None = None,
+        fields: Sequence[str] = (),
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit-log entry in ``uow`` (HIPAA 45 CFR 164.312(b)), chained to the last
+        one by a keyed hash.  ``fields`` and ``details`` hold names and counts, never values."""
+        last = uow.audit.last()
+        seq = 1 if last is None else last.seq + 1
+        prev = None if last is None else last.hash
+        at = utcnow()
+        entry_id = new_id()
+        body = json.dumps(
+            [
+                seq,
+                str(entry_id),
+                at.isoformat(),
+                self.actor.name,
+                self.actor.role,
+                action,
+                str(contact_id) if contact_id else None,
+                purpose,
+                list(fields),
+                details or {},
+            ],
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        uow.audit.append(
+            AuditRecord(
+                seq=seq,
+                id=entry_id,
+                at=at,
+                actor=self.actor.name,
+                role=self.actor.role,
+                action=action,
+                contact_id=contact_id,
+                purpose=purpose,
+                fields=list(fields),
+                details=details or {},
+                prev_hash=prev,
+                hash=self.keys.audit_mac(prev, body),
+            )
+        )
+
+    def verify_audit_chain(self) -> tuple[bool, int, str | None]:
+        """Recompute the audit chain: ``(ok, entries checked, first bad seq or reason)``."""
+        prev = None
+        n = 0
+        with self.storage.unit_of_work() as uow:
+            expected_seq = 1
+            for rec in uow.audit.iter():
+                body = json.dumps(
+                    [
+                        rec.seq,
+                        str(rec.id),
+                        rec.at.isoformat(),
+                        rec.actor,
+                        rec.role,
+                        rec.action,
+                        str(rec.contact_id) if rec.contact_id else None,
+                        rec.purpose,
+                        list(rec.fields),
+                        rec.details,
+                    ],
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ).encode()
+                if rec.seq != expected_seq or rec.prev_hash != prev or self.keys.audit_mac(prev, body) != rec.hash:
+                    return False, n, f"seq {rec.seq}"
+                prev, n, expected_seq = rec.hash, n + 1, expected_seq + 1
+        return True, n, None
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest_payloads(self, source: str, payloads: Iterable[RawPayload], *, verify: bool = True) -> IngestReport:
+        """Ingest raw payloads of ``source``: each is written to the (encrypted) inbox first,
+        its signature verified when a secret is configured, parsed by the source's
+        connector, and its lead events ingested.  A payload that fails verification or
+        parsing is quarantined whole with its reason; a bad record is quarantined while
+        the payload's other records go in.  A byte-identical re-delivery of a processed
+        payload is counted as a duplicate and changes nothing.
+
+        :raises UnknownComponentError: if ``source`` is not configured (listing those that are).
+        :raises ConfigError: if the source's secret reference cannot be resolved.
+        """
+        connector = self.connector(source)
+        secret = self.source_secret(source)
+        report = IngestReport()
+        pending: list[tuple[InboxRecord, RawPayload]] = []
+        chunk = max(1, self.settings.batch_size)
+        buffer: list[RawPayload] = []
+
+        def flush() -> None:
+            if not buffer:
+                return
+            with self.storage.unit_of_work() as uow:
+                for payload in buffer:
+                    rec = self.mapper.inbox_to_record(new_id(), source, payload)
+                    dup = [
+                        r for r in uow.inbox.find_digest(source, rec.digest) if r.status in ("processed", "received")
+                    ]
+                    if dup and dup[0].status == "processed":
+                        report.duplicate_payloads += 1
+                        continue
+                    if dup:
+                        pending.append((dup[0], payload))
+                        continue
+                    uow.inbox.add(rec)
+                    pending.append((rec, payload))
+                uow.commit()
+            buffer.clear()
+            self._process(connector, secret if verify else None, pending, report)
+            pending.clear()
+
+        for payload in payloads:
+            report.payloads += 1
+            buffer.append(payload)
+            if len(buffer) >= chunk:
+                flush()
+        flush()
+        return report
+
+    def _process(
+        self,
+        connector: SourceConnector,
+        secret: str | None,
+        items: list[tuple[InboxRecord, RawPayload]],
+        report: IngestReport,
+    ) -> None:
+        events: list[tuple[LeadEvent, uuid.UUID | None]] = []
+        failed: dict[uuid.UUID, list[Quarantined]] = {}
+        for rec, payload in items:
+            try:
+                if secret is not None:
+                    connector.verify(payload, secret)
+                produced = list(connector.parse(payload))
+            except ValidationFailed as exc:
+                failed.setdefault(rec.id, []).append(Quarantined(exc.source, exc.record, exc.field, exc.reason, rec.id))
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                failed.setdefault(rec.id, []).append(
+                    Quarantined(connector.name, "payload", "body", f"cannot be parsed ({type(exc).__name__})", rec.id)
+                )
+                continue
+            if not produced:
+                failed.setdefault(rec.id, []).append(
+                    Quarantined(connector.name, "payload", "body", "no records in the payload", rec.id)
+                )
+            for item in produced:
+                if isinstance(item, ValidationFailed):
+                    failed.setdefault(rec.id, []).append(
+                        Quarantined(item.source, item.record, item.field, item.reason, rec.id)
+                    )
+                else:
+                    events.append((item, rec.id))
+        before = len(report.quarantined)
+        for qs in failed.values():
+            report.quarantined.extend(qs)
+        self.ingestor.run(events, report)
+        # every payload with a quarantined record stays quarantined with its reasons
+        bad: dict[uuid.UUID, list[str]] = {}
+        for q in report.quarantined[before:]:
+            if q.inbox_id is not None:
+                bad.setdefault(q.inbox_id, []).append(q.message())
+        processed_ids = {rec.id for rec, _ in items}
+        with self.storage.unit_of_work() as uow:
+            now = utcnow()
+            for iid in processed_ids:
+                stored = uow.inbox.get(iid)
+                if iid in bad:
+                    uow.inbox.set_status(
+                        iid,
+                        "quarantined",
+                        reason="; ".join(bad[iid])[:2000],
+                        processed_at=now,
+                        attempts=stored.attempts + 1,
+                    )
+                elif stored.status != "processed":
+                    uow.inbox.set_status(iid, "processed", processed_at=now, attempts=stored.attempts + 1)
+                else:
+                    uow.inbox.set_status(
+                        iid, "processed", processed_at=stored.processed_at, attempts=stored.attempts + 1
+                    )
+            uow.commit()
+
+    @property
+    def ingestor(self) -> Ingestor:
+        """The ingest engine (see :mod:`carecrm.core.ingest`)."""
+        return Ingestor(self)
+
+    def ingest(self, events: Iterable[LeadEvent]) -> IngestReport:
+        """Ingest lead events that did not come through the inbox (a connector run in code,
+        an import).  Same rules as :meth:`ingest_payloads` from normalization on."""
+        report = IngestReport()
+        items: list[tuple[LeadEvent, uuid.UUID | None]] = [(e, None) for e in events]
+        self.ingestor.run(items, report)
+        return report
+
+    # ------------------------------------------------------------------ inbox
+
+    def inbox_list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxItem]:
+        """Inbox entries, newest first (no payload content)."""
+        with self.storage.unit_of_work() as uow:
+            return [_inbox_item(r) for r in uow.inbox.list(status=status, source=source, limit=limit)]
+
+    def inbox_show(self, inbox_id: uuid.UUID) -> tuple[InboxItem, RawPayload]:
+        """One entry and its decrypted payload (an audited read of raw personal data).
+
+        :raises NotFound: if there is no such entry.
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+            payload = self.mapper.inbox_payload(rec)
+            self.audit(
+                uow,
+                "inbox.read",
+                purpose="operations",
+                fields=["payload"],
+                details={"inbox_id": str(inbox_id)},
+            )
+            uow.commit()
+        return _inbox_item(rec), payload
+
+    def inbox_retry(self, inbox_id: uuid.UUID) -> IngestReport:
+        """Process a stored payload again (after fixing config or a connector).
+
+        :raises NotFound: if there is no such entry.
+        :raises CareCRMError: if it was discarded.
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+        if rec.status == "discarded":
+            raise CareCRMError(f"inbox entry {inbox_id} was discarded; it cannot be retried")
+        payload = self.mapper.inbox_payload(rec)
+        connector = self.connector(rec.source)
+        report = IngestReport(payloads=1)
+        self._process(connector, self.source_secret(rec.source), [(rec, payload)], report)
+        return report
+
+    def inbox_discard(self, inbox_id: uuid.UUID, *, reason: str | None = None) -> None:
+        """Mark an entry discarded (it is never processed again; purged later).
+
+        :raises NotFound: if there is no such entry.
+        """
+        with self.storage.unit_of_work() as uow:
+            uow.inbox.get(inbox_id)
+            uow.inbox.set_status(
+                inbox_id,
+                "discarded",
+                reason=reason or f"discarded by {self.actor.name}",
+                processed_at=utcnow(),
+            )
+            self.audit(uow, "inbox.discard", details={"inbox_id": str(inbox_id)})
+            uow.commit()
+
+    def inbox_purge(self, *, now: datetime | None = None) -> int:
+        """Delete processed and discarded payloads older than the retention
+        (``[ingest] inbox_retention_days``, default 30); quarantined ones stay."""
+        from datetime import timedelta
+
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.inbox_retention_days)
+        with self.storage.unit_of_work() as uow:
+            n = uow.inbox.purge(status="processed", before=cutoff) + uow.inbox.purge(status="discarded", before=cutoff)
+            uow.commit()
+        return n
+
+    # ------------------------------------------------------------------ contacts
+
+    def add_contact(
+        self,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        emails: Sequence[str] = (),
+        phones: Sequence[str] = (),
+        service_interest: str | None = None,
+        location: str | None = None,
+        city: str | None = None,
+        postal_code: str | None = None,
+    ) -> Contact:
+        """Create a contact by hand (a walk-in, a phone call), matched like any lead.
+
+        :returns: the stored contact (an existing one when an identity matches).
+        :raises ValidationFailed: when no valid email or phone is given (field named).
+        """
+        ref = f"manual-{new_id()}"
+        event = LeadEvent(
+            source="manual",
+            record_ref=ref,
+            emails=tuple(emails),
+            phones=tuple(phones),
+            first_name=first_name,
+            last_name=last_name,
+            service_interest=service_interest,
+            location=location,
+            city=city,
+            postal_code=postal_code,
+        )
+        report = self.ingest([event])
+        if report.quarantined:
+            q = report.quarantined[0]
+            raise ValidationFailed(q.source, "new contact", q.field, q.reason)
+        if report.warnings:
+            raise ValidationFailed(
+                "manual",
+                "new contact",
+                "email/phone",
+                "; ".join(w.split(": ", 2)[-1] for w in report.warnings),
+            )
+        return self.get_contact(report.contact_ids[0])
+
+    def get_contact(self, contact_id: uuid.UUID, *, purpose: str = "view") -> Contact:
+        """A contact with its identities, decrypted (an audited read).
+
+        :raises NotFound: if there is no such contact.
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact_id)
+            contact = self.mapper.contact_from_record(rec, uow.identities.for_contact(rec.id))
+            self.audit(uow, "contact.read", contact_id=rec.id, purpose=purpose, fields=["name", "identities"])
+            uow.commit()
+        return contact
+
+    def resolve(self, ref: str) -> Contact:
+        """Find one contact by id, email or phone (via blind indexes).
+
+        :raises NotFound: when nothing matches.
+        :raises CareCRMError: when the email or phone is shared by several contacts
+            (household): the message lists their ids to pick from.
+        """
+        ref = ref.strip()
+        try:
+            cid = uuid.UUID(ref)
+        except ValueError:
+            cid = None
+        if cid is not None:
+            return self._follow_merge(cid)
+        found = self.find_contacts(email=ref) if "@" in ref else self.find_contacts(phone=ref)
+        if not found:
+            raise NotFound("no contact has that email or phone")
+        if len(found) > 1:
+            raise CareCRMError(
+                "several contacts share that email or phone (a household?): use one of their ids: "
+                + ", ".join(str(c.id) for c in found)
+            )
+        return found[0]
+
+    def _follow_merge(self, contact_id: uuid.UUID) -> Contact:
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact_id)
+            hops = 0
+            while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
+                rec, hops = uow.contacts.get(rec.merged_into), hops + 1
+        return self.get_contact(rec.id)
+
+    def find_contacts(
+        self, *, email: str | None = None, phone: str | None = None, name: str | None = None, limit: int = 50
+    ) -> list[Contact]:
+        """Contacts by exact email, phone (any format, read in the default location's
+        region) or full / family name (case and accents folded).
+
+        :raises ValidationFailed: if the email or phone cannot be normalized.
+        """
+        keys: list[tuple[str, str]] = []
+        try:
+            if email:
+                keys.append(("email", self.mapper.identity_bidx("email", normalize_email(email))))
+            if phone:
+                e164, _ = normalize_phone(phone, self.settings.practice.default_location.region)
+                keys.append(("phone", self.mapper.identity_bidx("phone", e164)))
+        except IdentityError as exc:
+            raise ValidationFailed("search", "query", "email" if email and not keys else "phone", str(exc)) from None
+        ids: list[uuid.UUID] = []
+        with self.storage.unit_of_work() as uow:
+            if keys:
+                for ident in uow.identities.find_many(keys):
+                    if ident.contact_id not in ids:
+                        ids.append(ident.contact_id)
+            if name:
+                norm = normalize_name(name)
+                if norm:
+                    recs = uow.contacts.find_by_name(self.keys.blind_index("name", norm))
+                    if not recs:
+                        recs = uow.contacts.find_by_family_name(self.keys.blind_index("family_name", norm))
+                    for r in recs:
+                        if r.id not in ids:
+                            ids.append(r.id)
+            records = uow.contacts.get_many(ids)
+            out = []
+            for cid in ids[:limit]:
+                rec = records.get(cid)
+                if rec is None or rec.status != ACTIVE:
+                    continue
+                out.append(self.mapper.contact_from_record(rec, uow.identities.for_contact(cid)))
+            if out:
+                self.audit(
+                    uow,
+                    "contact.search",
+                    purpose="lookup",
+                    fields=["name", "identities"],
+                    details={"results": len(out)},
+                )
+                uow.commit()
+        return out
+
+    def timeline(
+        self,
+        ref: str | uuid.UUID,
+        *,
+        after: TimelineCursor | None = None,
+        limit: int = 100,
+        purpose: str = "care",
+    ) -> Timeline:
+        """A contact's timeline, oldest first, decrypted (an audited read).
+
+        :param ref: contact id, email or phone.
+        :param after: keyset cursor of the previous page.
+        :param limit: interactions per page.
+        :raises NotFound: if the contact does not exist.
+        """
+        contact = self.resolve(str(ref)) if not isinstance(ref, uuid.UUID) else self._follow_merge(ref)
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact.id)
+            key = self.mapper.key_of(rec) if rec.wrapped_key is not None else None
+            rows = uow.interactions.timeline(contact.id, after=after, limit=limit + 1)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = tuple(self.mapper.interaction_from_record(r, key) for r in rows)
+            self.audit(
+                uow,
+                "timeline.read",
+                contact_id=contact.id,
+                purpose=purpose,
+                fields=["interactions", "body"],
+                details={"interactions": len(items)},
+            )
+            uow.commit()
+        cursor = (rows[-1].occurred_at, rows[-1].id) if more and rows else None
+        return Timeline(contact=contact, interactions=items, next_cursor=cursor)
+
+    def notes(self, contact_id: uuid.UUID) -> list[Note]:
+        """A contact's notes, oldest first (an audited read)."""
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact_id)
+            key = self.mapper.key_of(rec) if rec.wrapped_key is not None else None
+            notes = [self.mapper.note_from_record(n, key) for n in uow.notes.for_contact(contact_id)]
+            if notes:
+                self.audit(uow, "notes.read", contact_id=contact_id, purpose="care", fields=["note"])
+                uow.commit()
+        return notes
+
+    def add_note(self, ref: str | uuid.UUID, text: str) -> Note:
+        """Add a coordinator's note (encrypted) and a ``note.added`` interaction.
+
+        :raises ValueError: if ``text`` is empty.
+        :raises NotFound: if the contact does not exist.
+        """
+        if not text or not text.strip():
+            raise ValueError("note text is empty")
+        contact = self.resolve(str(ref))
+        now = utcnow()
+        note = Note(contact_id=contact.id, created_at=now, author=self.actor.name, text=text)
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact.id)
+            key = self.mapper.key_of(rec)
+            uow.notes.add(self.mapper.note_to_record(note, key))
+            inter = Interaction(
+                contact_id=contact.id,
+                kind="note.added",
+                occurred_at=now,
+                recorded_at=now,
+                source="carecrm",
+                idempotency_key=f"note.added:{note.id}",
+                channel=None,
+                body=text,
+                actor=self.actor.name,
+                attributes={"note_id": str(note.id)},
+            )
+            uow.interactions.add(self.mapper.interaction_to_record(inter, key))
+            self.audit(uow, "note.add", contact_id=contact.id, fields=["note"])
+            uow.commit()
+        self.dispatch(
+            [
+                ev.InteractionRecorded(
+                    at=now,
+                    contact_id=contact.id,
+                    interaction_id=inter.id,
+                    kind=inter.kind,
+                    occurred_at=now,
+                    source="carecrm",
+                )
+            ]
+        )
+        return note
+
+    # ------------------------------------------------------------------ pipeline
+
+    def set_stage(self, ref: str | uuid.UUID, stage: str, *, reason: str | None = None) -> StageChange:
+        """A person's move of a contact to ``stage`` (always wins over implied moves).
+
+        ``lost`` needs a reason code.
+
+        :raises InvalidTransition: if the pipeline does not allow it (lists the allowed stages).
+        :raises ValueError: for an unknown stage or a ``lost`` move without a reason.
+        :raises ConflictError: if the contact changed meanwhile (retry).
+        """
+        pipeline = self.settings.pipeline
+        contact = self.resolve(str(ref))
+        if stage == "lost" and not reason:
+            raise ValueError("moving to 'lost' needs a reason code (--reason)")
+        now = utcnow()
+        with self.storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact.id)
+            pipeline.check_move(rec.stage, stage)
+            change = StageChange(
+                contact_id=rec.id,
+                pipeline=pipeline.name,
+                from_stage=rec.stage,
+                to_stage=stage,
+                changed_at=now,
+                actor=self.actor.name,
+                reason=reason,
+            )
+            uow.contacts.update(attrs.evolve(rec, stage=stage, stage_changed_at=now, updated_at=now))
+            uow.stages.add(self.mapper.stage_change_to_record(change))
+            uow.interactions.add(
+                self.mapper.interaction_to_record(
+                    Interaction(
+                        contact_id=rec.id,
+                        kind="stage.changed",
+                        occurred_at=now,
+                        recorded_at=now,
+                        source="carecrm",
+                        idempotency_key=f"stage.changed:{change.id}",
+                        actor=self.actor.name,
+                        attributes={
+                            "from_stage": rec.stage,
+                            "to_stage": stage,
+                            **({"reason": reason} if reason else {}),
+                        },
+                    ),
+                    self.mapper.key_of(rec),
+                )
+            )
+            self.audit(uow, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
+            uow.commit()
+        self.dispatch(
+            [
+                ev.StageChanged(
+                    at=now,
+                    contact_id=rec.id,
+                    pipeline=pipeline.name,
+                    from_stage=rec.stage,
+                    to_stage=stage,
+                    actor=self.actor.name,
+                )
+            ]
+        )
+        return change
+
+    def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:
+        """A contact's stage changes, oldest first."""
+        with self.storage.unit_of_work() as uow:
+            return [self.mapper.stage_change_from_record(r) for r in uow.stages.history(contact_id)]
+
+    def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
+        """Contacts per stage and the median time (seconds) they have been in it."""
+        now = now or utcnow()
+        durations: dict[str, list[float]] = {s: [] for s in self.settings.pipeline.all_stages}
+        with self.storage.unit_of_work() as uow:
+            after = None
+            while True:
+                page = uow.contacts.list(after=after, limit=1000)
+                if not page:
+                    break
+                for rec in page:
+                    since = rec.stage_changed_at or rec.created_at
+                    durations.setdefault(rec.stage, []).append(max(0.0, (now - since).total_seconds()))
+                after = page[-1].id
+        return [
+            StageSummary(stage=s, count=len(d), median_seconds=statistics.median(d) if d else None)
+            for s, d in durations.items()
+        ]
+
+    # ------------------------------------------------------------------ reviews
+
+    def review_pairs(self, contact_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+        """Open pairs of contacts awaiting review: (a, b, reason)."""
+        with self.storage.unit_of_work() as uow:
+            recs = uow.reviews.for_contact(contact_id) if contact_id else uow.reviews.list(status="open")
+        return [(r.contact_a, r.contact_b, r.reason) for r in recs if r.status == "open"]
+
+    # ------------------------------------------------------------------ storage admin
+
+    def storage_check(self) -> dict[str, Any]:
+        """Ping the configured storage and describe it (never raises for a schema mismatch:
+        the answer says what to do)."""
+        backend = self.open_backend()
+        try:
+            info = dict(backend.check())
+            version = info.get("schema_version")
+            info["expected_schema_version"] = SCHEMA_VERSION
+            if version is None:
+                info["advice"] = "no carecrm schema: run `carecrm init` or `carecrm storage upgrade`"
+            elif version < SCHEMA_VERSION:
+                info["advice"] = "run `carecrm storage upgrade`"
+            elif version > SCHEMA_VERSION:
+                info["advice"] = "written by a newer carecrm: upgrade carecrm"
+            return info
+        finally:
+            backend.close()
+
+    def storage_upgrade(self) -> list[str]:
+        """Upgrade the configured storage to this release's schema; returns the steps applied."""
+        backend = self.open_backend()
+        try:
+            if backend.schema_version() is None:
+                backend.create_schema()
+                return ["create schema"]
+            return backend.upgrade()
+        finally:
+            backend.close()
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per kind of record (for checks and migrations)."""
+        with self.storage.unit_of_work() as uow:
+            return {
+                "contacts": uow.contacts.count(),
+                "identities": uow.identities.count(),
+                "interactions": uow.interactions.count(),
+                "stage_changes": uow.stages.count(),
+                "consents": uow.consents.count(),
+                "inbox": uow.inbox.count(),
+            }
+
+
+def default_actor() -> Actor:
+    """``CARECRM_ACTOR`` (``NAME[:ROLE]``), else the operating-system user as admin."""
+    import getpass
+    import os
+
+    text = os.environ.get("CARECRM_ACTOR")
+    if text:
+        return Actor.parse(text)
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor(name=name, role="admin")
+
+
+def _inbox_item(rec: InboxRecord) -> InboxItem:
+    return InboxItem(
+        id=rec.id,
+        source=rec.source,
+        received_at=rec.received_at,
+        status=rec.status,
+        reason=rec.reason,
+        processed_at=rec.processed_at,
+        attempts=rec.attempts,
+    )

@@ -1,0 +1,256 @@
+"""Settings: ``carecrm.toml`` plus environment overrides for secrets.
+
+Where the file is found: ``--config PATH``, else ``CARECRM_CONFIG``, else
+``./carecrm.toml``.  Relative paths inside it (the SQLite file, the key file) are read
+relative to the file's folder.  Environment overrides: ``CARECRM_STORAGE_URL``,
+``CARECRM_KEYS`` (the key JSON itself) and ``CARECRM_KEY_FILE``.  A value written
+``"$env:NAME"`` or ``"$file:PATH"`` is read from that variable or file (secrets stay out
+of the file).
+
+The full reference is ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+
+from carecrm.core.errors import ConfigError
+from carecrm.core.models import Location, Practice, Provider
+from carecrm.core.pipeline import PipelineConfig
+
+CONFIG_NAME = "carecrm.toml"
+
+#: Fields a practice collects unless it turns them off, and those off unless turned on
+#: (decisions.md, "Data minimization defaults"; HIPAA minimum necessary, 45 CFR 164.502(b)).
+COLLECT_DEFAULTS: dict[str, bool] = {
+    "name": True,
+    "email": True,
+    "phone": True,
+    "postal_code": True,
+    "city": True,
+    "service_interest": True,
+    "inquiry_text": True,
+    "consent": True,
+    "touchpoint": True,
+    "date_of_birth": False,
+    "sex": False,
+    "insurance": False,
+    "street_address": False,
+    "other_answers": False,
+}
+
+
+def resolve_secret(value: Any, *, what: str) -> str | None:
+    """Resolve ``"$env:NAME"`` / ``"$file:PATH"`` references; other strings pass through.
+
+    :raises ConfigError: naming ``what`` when the variable is unset or the file unreadable.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if text.startswith("$env:"):
+        name = text[5:]
+        if name not in os.environ:
+            raise ConfigError(f"{what}: environment variable {name} is not set")
+        return os.environ[name]
+    if text.startswith("$file:"):
+        path = Path(text[6:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    return text
+
+
+@attrs.frozen(kw_only=True)
+class SourceSettings:
+    """One ``[sources.<name>]`` table: the connector it uses, its secret, its options."""
+
+    name: str
+    connector: str
+    secret: str | None = attrs.field(default=None, repr=False)
+    options: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything read from ``carecrm.toml`` (immutable).
+
+    :ivar path: the config file, or None for settings built in code.
+    :ivar base_dir: the folder relative paths are read from.
+    :ivar storage_url: the database URL (``sqlite:///carecrm.db`` is the embedded default).
+    :ivar batch_size: lead events written per unit of work during ingest.
+    :ivar inbox_retention_days: days processed payloads stay in the inbox.
+    """
+
+    path: Path | None = None
+    base_dir: Path = attrs.Factory(Path.cwd)
+    practice: Practice = attrs.Factory(Practice)
+    storage_url: str = "sqlite:///carecrm.db"
+    storage_options: dict[str, Any] = attrs.Factory(dict)
+    key_file: Path | None = None
+    keys_json: str | None = attrs.field(default=None, repr=False)
+    pipeline: PipelineConfig = attrs.Factory(PipelineConfig.default)
+    sources: dict[str, SourceSettings] = attrs.Factory(dict)
+    collect: dict[str, bool] = attrs.Factory(lambda: dict(COLLECT_DEFAULTS))
+    batch_size: int = 500
+    inbox_retention_days: int = 30
+    enabled_plugins: tuple[str, ...] | None = None
+    plugin_options: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    raw: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: ``explicit``, ``CARECRM_CONFIG``, else ``./carecrm.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("CARECRM_CONFIG")
+    if env:
+        return Path(env)
+    return Path.cwd() / CONFIG_NAME
+
+
+def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _location(raw: Any, i: int) -> Location:
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"practice.locations[{i}] needs a name")
+    tz = str(raw.get("timezone", "UTC"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"practice.locations[{i}].timezone: unknown IANA time zone {tz!r}") from None
+    hours = {str(k).lower()[:3]: (str(v[0]), str(v[1])) for k, v in dict(raw.get("business_hours", {})).items()}
+    return Location(
+        name=str(raw["name"]),
+        timezone=tz,
+        region=str(raw.get("region", "US")),
+        business_hours=hours,
+        holidays=tuple(str(h) for h in raw.get("holidays", ())),
+        phones=tuple(str(p) for p in raw.get("phones", ())),
+        tracking_numbers={str(k): str(v) for k, v in dict(raw.get("tracking_numbers", {})).items()},
+        address=raw.get("address"),
+    )
+
+
+def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_dir: Path | None = None) -> Settings:
+    """Build :class:`Settings` from a parsed TOML document (plus the environment).
+
+    :raises ConfigError: naming the key at fault.
+    """
+    where = str(path) if path else "config"
+    base = base_dir or (path.parent if path else Path.cwd())
+    practice_raw = _table(doc, "practice", where)
+    locations = tuple(_location(x, i) for i, x in enumerate(practice_raw.get("locations", []))) or (
+        Location(name="main"),
+    )
+    providers = tuple(
+        Provider(
+            name=str(p["name"]),
+            locations=tuple(p.get("locations", ())),
+            service_lines=tuple(p.get("service_lines", ())),
+        )
+        for p in practice_raw.get("providers", [])
+    )
+    regime = str(practice_raw.get("regime", "US")).upper()
+    if regime not in ("US", "UK", "EU"):
+        raise ConfigError(f"{where}: practice.regime must be US, UK or EU")
+    practice = Practice(
+        name=str(practice_raw.get("name", "Practice")),
+        regime=regime,
+        locations=locations,
+        providers=providers,
+        service_lines=tuple(str(s) for s in practice_raw.get("service_lines", ())),
+    )
+
+    storage = _table(doc, "storage", where)
+    url = os.environ.get("CARECRM_STORAGE_URL") or resolve_secret(storage.get("url"), what="storage.url")
+    if not url:
+        raise ConfigError(f"{where}: [storage] url is required (e.g. sqlite:///carecrm.db)")
+    url = _anchor_sqlite(url, base)
+
+    keys = _table(doc, "keys", where)
+    key_file_text = os.environ.get("CARECRM_KEY_FILE") or keys.get("file")
+    key_file = (
+        (base / key_file_text)
+        if key_file_text and not Path(key_file_text).is_absolute()
+        else (Path(key_file_text) if key_file_text else None)
+    )
+
+    sources: dict[str, SourceSettings] = {}
+    for name, table in _table(doc, "sources", where).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [sources.{name}] must be a table")
+        opts = dict(table)
+        connector = str(opts.pop("connector", name))
+        secret = opts.pop("secret", None)
+        sources[name] = SourceSettings(name=name, connector=connector, secret=secret, options=opts)
+
+    collect = dict(COLLECT_DEFAULTS)
+    for key, value in _table(doc, "collect", where).items():
+        if key not in COLLECT_DEFAULTS:
+            raise ConfigError(f"{where}: [collect] {key!r} is not a field; known: {', '.join(COLLECT_DEFAULTS)}")
+        collect[key] = bool(value)
+
+    ingest = _table(doc, "ingest", where)
+    plugins = _table(doc, "plugins", where)
+    enabled = plugins.get("enabled")
+    pipeline = PipelineConfig.from_dict(_table(doc, "pipeline", where), where=where)
+    return Settings(
+        path=path,
+        base_dir=base,
+        practice=practice,
+        storage_url=url,
+        storage_options={k: v for k, v in storage.items() if k != "url"},
+        key_file=key_file,
+        keys_json=os.environ.get("CARECRM_KEYS"),
+        pipeline=pipeline,
+        sources=sources,
+        collect=collect,
+        batch_size=int(ingest.get("batch_size", 500)),
+        inbox_retention_days=int(ingest.get("inbox_retention_days", 30)),
+        enabled_plugins=tuple(enabled) if enabled is not None else None,
+        plugin_options={k: v for k, v in plugins.items() if isinstance(v, dict)},
+        raw=doc,
+    )
+
+
+def _anchor_sqlite(url: str, base: Path) -> str:
+    """Make a relative SQLite path (``sqlite:///carecrm.db``) relative to ``base``."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            rest = url[len(prefix) :]
+            if rest and rest != ":memory:" and not rest.startswith("/"):
+                return prefix + str((base / rest).resolve())
+    return url
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the config file.
+
+    :raises ConfigError: if the file is missing (saying how to create one), is not valid
+        TOML (with the line), or holds a wrong value.
+    """
+    p = find_config(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {p}: run `carecrm init` or pass --config") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return settings_from_dict(doc, path=p.resolve(), base_dir=p.resolve().parent)
