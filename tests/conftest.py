@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated app on a temporary SQLite database.
+
+Entry points are never loaded (``load_entrypoints=False``) and ``CARECRM_*`` variables
+are removed, so a developer's environment cannot leak into the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carecrm.core import CareCRM, settings_from_dict
+from carecrm.core.crypto import KeyRing
+from carecrm.core.models import Actor
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+BASE_CONFIG: dict[str, Any] = {
+    "practice": {
+        "name": "Lakeside Dermatology",
+        "service_lines": ["acne", "botox", "mohs"],
+        "locations": [
+            {
+                "name": "downtown",
+                "timezone": "America/Chicago",
+                "region": "US",
+                "phones": ["+13125550100"],
+                "business_hours": {d: ["08:00", "17:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
+            }
+        ],
+    },
+    "keys": {"file": "carecrm.keys"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CARECRM_") and not name.startswith("CARECRM_TEST_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The shared corpus of vendors' payloads (skips when the folder is absent)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus folder {CORPUS} not present")
+    return CORPUS
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., CareCRM]]:
+    """Build apps on a fresh SQLite file: ``make_app(sources={...}, url=None, **sections)``."""
+    apps: list[CareCRM] = []
+
+    def factory(url: str | None = None, actor: str = "tester:admin", **sections: Any) -> CareCRM:
+        doc = {**BASE_CONFIG, **sections}
+        doc["storage"] = {"url": url or f"sqlite:///{tmp_path / 'carecrm.db'}"}
+        keyfile = tmp_path / "carecrm.keys"
+        if not keyfile.exists():
+            KeyRing.generate().write_file(keyfile)
+        settings = settings_from_dict(doc, base_dir=tmp_path)
+        app = CareCRM(settings, actor=Actor.parse(actor), load_entrypoints=False)
+        app.create_schema()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.close()
