@@ -1,0 +1,236 @@
+"""Every hook has a docstring, a documented section and a ``test_hook_<name>`` test; and
+each hook works as a plugin author would use it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carecrm.core import (
+    CareCRM,
+    InteractionDraft,
+    LeadEvent,
+    PluginError,
+    RawPayload,
+    SourceConnector,
+    UnknownComponentError,
+    ValidationFailed,
+    hookimpl,
+    hookspecs,
+)
+from carecrm.core import events as ev
+from carecrm.core.hookdocs import render
+from carecrm.core.matching import MatchResult
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lead(ref: str, email: str, name: str = "Maria") -> LeadEvent:
+    return LeadEvent(
+        source="web",
+        record_ref=ref,
+        emails=(email,),
+        first_name=name,
+        interactions=(
+            InteractionDraft(
+                kind="form.submitted",
+                occurred_at=datetime(2026, 4, 2, 15, tzinfo=timezone.utc),
+                idempotency_key=f"form.submitted:{ref}",
+                channel="web",
+            ),
+        ),
+    )
+
+
+def test_every_hook_has_docstring_docs_and_test() -> None:
+    names = hookspecs.hook_names()
+    assert names, "no hooks found"
+    tests_text = "\n".join(p.read_text() for p in (REPO / "tests").rglob("test_*.py"))
+    docs = (REPO / "docs" / "plugin_hooks.md").read_text()
+    for name in names:
+        doc = inspect.getdoc(getattr(hookspecs, name))
+        assert doc and ":param" in doc and ":returns:" in doc, f"{name} lacks a full docstring"
+        assert f"## `{name}`" in docs, f"{name} is not in docs/plugin_hooks.md"
+        assert re.search(rf"def test_hook_{name}\b", tests_text), f"{name} has no test_hook_{name} test"
+
+
+def test_hook_reference_is_generated_from_the_code() -> None:
+    assert (REPO / "docs" / "plugin_hooks.md").read_text() == render(), (
+        "docs/plugin_hooks.md is stale: run python -m carecrm.core.hookdocs > docs/plugin_hooks.md"
+    )
+
+
+def test_hook_carecrm_register_storage_backends(make_app: Callable[..., CareCRM], tmp_path: Path) -> None:
+    opened: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def carecrm_register_storage_backends(self, register: Any) -> None:
+            def factory(url: str, options: dict[str, Any]) -> Any:
+                opened.append(url)
+                entry = app.storage_backends.get("sql")
+                return entry.factory("sqlite:///" + url.split("://", 1)[1], options)
+
+            register("wrapped-sqlite", ["wrapsqlite"], factory)
+
+    app = make_app()
+    app2 = CareCRM(app.settings, keys=app.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    backend = app2.open_backend(f"wrapsqlite://{tmp_path / 'other.db'}")
+    backend.create_schema()
+    assert backend.schema_version() is not None and opened
+    backend.close()
+    assert "wrapped-sqlite" in app2.storage_backends.names()
+    with pytest.raises(UnknownComponentError, match="known: .*sqlite"):
+        app2.open_backend("oracle://x")
+
+    class Clash:
+        @hookimpl
+        def carecrm_register_storage_backends(self, register: Any) -> None:
+            register("again", ["sqlite"], lambda url, options: None)
+
+    with pytest.raises(PluginError, match="registered twice"):
+        CareCRM(app.settings, keys=app.keys, load_entrypoints=False, extra_plugins=[Clash()])
+
+
+class _LineConnector(SourceConnector):
+    """A test connector: one lead per line, ``email,name``."""
+
+    connector_id = "lines"
+
+    def parse(self, payload: RawPayload) -> Iterable[LeadEvent | ValidationFailed]:
+        for i, line in enumerate(payload.body.decode().splitlines()):
+            if "," not in line:
+                yield ValidationFailed(self.name, f"line {i + 1}", "line", "expected email,name")
+                continue
+            email, name = line.split(",", 1)
+            yield _lead(f"{self.name}-{i}", email, name)
+
+
+def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None:
+    class Plugin:
+        @hookimpl
+        def carecrm_register_sources(self, register: Any) -> None:
+            register(_LineConnector)
+
+    base = make_app()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    assert "lines" in app.sources.names()
+    report = app.ingest_payloads("lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n",
+                                                      content_type="text/plain")])
+    assert report.contacts_created == 2
+    assert [q.field for q in report.quarantined] == ["line"]
+    assert "broken" not in report.quarantined[0].message()
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("hook", "attr", "registry"),
+    [
+        ("carecrm_register_scoring_models", "model_id", "scoring_models"),
+        ("carecrm_register_attribution_models", "model_id", "attribution_models"),
+        ("carecrm_register_segment_builders", "builder_id", "segment_builders"),
+    ],
+)
+def test_component_registration(make_app: Callable[..., CareCRM], hook: str, attr: str, registry: str) -> None:
+    component = type("Component", (), {attr: "test-component"})
+    plugin = type("Plugin", (), {hook: hookimpl(lambda self, register: register(component))})()
+    base = make_app()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin])
+    assert getattr(app, registry).get("test-component") is component
+    with pytest.raises(UnknownComponentError, match="test-component"):
+        getattr(app, registry).get("nope")
+    twice = type("Plugin2", (), {hook: hookimpl(lambda self, register: register(component))})()
+    with pytest.raises(PluginError, match="registered twice"):
+        CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin, twice])
+
+
+def test_hook_carecrm_register_scoring_models(make_app: Callable[..., CareCRM]) -> None:
+    test_component_registration(make_app, "carecrm_register_scoring_models", "model_id", "scoring_models")
+
+
+def test_hook_carecrm_register_attribution_models(make_app: Callable[..., CareCRM]) -> None:
+    test_component_registration(make_app, "carecrm_register_attribution_models", "model_id", "attribution_models")
+
+
+def test_hook_carecrm_register_segment_builders(make_app: Callable[..., CareCRM]) -> None:
+    test_component_registration(make_app, "carecrm_register_segment_builders", "builder_id", "segment_builders")
+
+
+def test_hook_carecrm_configure(make_app: Callable[..., CareCRM]) -> None:
+    seen: list[Any] = []
+
+    class Plugin:
+        @hookimpl
+        def carecrm_configure(self, app: CareCRM) -> None:
+            seen.append((app, app.plugin_options("myplugin")))
+
+    base = make_app(plugins={"myplugin": {"threshold": 3}})
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    assert seen == [(app, {"threshold": 3})]
+
+
+def test_hook_carecrm_track_event(make_app: Callable[..., CareCRM], caplog: pytest.LogCaptureFixture) -> None:
+    received: list[ev.Event] = []
+
+    class Recorder:
+        @hookimpl
+        def carecrm_track_event(self, event: ev.Event) -> None:
+            received.append(event)
+
+    class Broken:
+        @hookimpl
+        def carecrm_track_event(self, event: ev.Event, app: CareCRM) -> None:
+            raise RuntimeError("boom")
+
+    base = make_app()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Recorder(), Broken()])
+    with caplog.at_level(logging.ERROR, logger="carecrm"):
+        report = app.ingest([_lead("r1", "maria.placeholder@example.com")])
+    assert report.contacts_created == 1
+    kinds = [type(e).__name__ for e in received]
+    assert kinds == ["ContactCreated", "InteractionRecorded"]
+    assert "Broken" in caplog.text or "boom" in caplog.text
+    # the broken plugin undid nothing
+    assert app.counts()["interactions"] == 1
+    # events carry no personal data
+    assert "maria" not in repr(received).lower()
+    app.set_stage(report.contact_ids[0], "contacted")
+    assert isinstance(received[-1], ev.StageChanged) and received[-1].to_stage == "contacted"
+    app.close()
+
+
+def test_hook_carecrm_match_contact(make_app: Callable[..., CareCRM]) -> None:
+    base = make_app()
+    first = base.ingest([_lead("r1", "maria.placeholder@example.com")])
+    target = first.contact_ids[0]
+
+    class AlwaysSame:
+        @hookimpl
+        def carecrm_match_contact(self, candidate: Any, uow: Any, app: CareCRM) -> MatchResult:
+            return MatchResult(contact_id=target, rule="test")
+
+    class Abstains:
+        calls = 0
+
+        @hookimpl(tryfirst=True)
+        def carecrm_match_contact(self, candidate: Any) -> None:
+            Abstains.calls += 1
+            return None
+
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[AlwaysSame(), Abstains()])
+    report = app.ingest([_lead("r2", "someone.else@example.com", "Zed")])
+    assert report.contacts_created == 0 and report.contact_ids == [target]
+    assert Abstains.calls == 1
+    # without the plugin the exact matcher makes a new contact for the unknown email
+    report = base.ingest([_lead("r3", "third.person@example.com", "Ty")])
+    assert report.contacts_created == 1 and report.contact_ids[0] != target
+    assert isinstance(target, uuid.UUID)
+    app.close()
