@@ -391,7 +391,9 @@ class Ingestor:
                         report.duplicates += 1
                         continue
                     key = mapper.new_contact_key()
-                    contact = self._new_contact(p, now)
+                    # a lead enters the pipeline at its first touch, not at ingest time
+                    since = min([d.occurred_at for d in fresh] + [now])
+                    contact = self._new_contact(p, now, since)
                     mapper.remember(contact.id, key)
                     rec = mapper.contact_to_record(contact, key)
                     contacts.new[rec.id] = rec
@@ -405,7 +407,7 @@ class Ingestor:
                             pipeline=pipeline.name,
                             from_stage=None,
                             to_stage=rec.stage,
-                            changed_at=now,
+                            changed_at=since,
                             actor=app.actor.name,
                             reason=f"created from {event.source}",
                         )
@@ -548,7 +550,7 @@ class Ingestor:
 
     # ------------------------------------------------------------------ helpers
 
-    def _new_contact(self, p: _Prepared, now: Any) -> Contact:
+    def _new_contact(self, p: _Prepared, now: Any, since: Any) -> Contact:
         app = self.app
         event = p.event
         collect = app.settings.collect
@@ -567,7 +569,7 @@ class Ingestor:
             sex=extra.get("sex") if collect.get("sex") else None,
             pipeline=app.settings.pipeline.name,
             stage=app.settings.pipeline.initial,
-            stage_changed_at=now,
+            stage_changed_at=since,
             service_interest=event.service_interest if collect.get("service_interest", True) else None,
             location=event.location,
             first_source=event.source,
