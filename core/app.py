@@ -11,6 +11,7 @@ import json
 import logging
 import statistics
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from carecrm.core.connectors import SourceConnector
 from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import (
     CareCRMError,
+    ConfigError,
     CryptoError,
     NotFound,
     PluginError,
@@ -150,6 +152,7 @@ class CareCRM:
         self.attribution_models: Registry[Any] = Registry("attribution model")
         self.segment_builders: Registry[Any] = Registry("segment builder")
         self._components: dict[str, list[str]] = {}
+        self._connectors: dict[str, SourceConnector] = {}
         self._build_registries()
         self.pm.hook.carecrm_configure(app=self)
 
@@ -359,6 +362,14 @@ class CareCRM:
 
         :raises UnknownComponentError: listing the configured sources and connectors.
         """
+        cached = self._connectors.get(source)
+        if cached is not None:
+            return cached
+        connector = self._make_connector(source)
+        self._connectors[source] = connector
+        return connector
+
+    def _make_connector(self, source: str) -> SourceConnector:
         settings = self.settings.sources.get(source)
         if settings is None:
             if source in self.sources and source != "mapped":
@@ -461,6 +472,23 @@ class CareCRM:
             )
         )
 
+    def audit_log(self, *, limit: int = 50, contact_id: uuid.UUID | None = None) -> list[AuditRecord]:
+        """The newest ``limit`` audit-log entries, oldest first (for ``carecrm audit log``).
+
+        Entries hold who (actor and role), what (action, purpose, field names, counts)
+        and which contact id, never personal data, so reading them is not itself audited.
+        The log is read from its start (it has no index by time); fine for a person's
+        review, not for a hot path.
+
+        :param contact_id: keep only the entries about this contact.
+        """
+        tail: deque[AuditRecord] = deque(maxlen=max(1, limit))
+        with self.storage.unit_of_work() as uow:
+            for rec in uow.audit.iter():
+                if contact_id is None or rec.contact_id == contact_id:
+                    tail.append(rec)
+        return list(tail)
+
     def verify_audit_chain(self) -> tuple[bool, int, str | None]:
         """Recompute the audit chain: ``(ok, entries checked, first bad seq or reason)``."""
         prev = None
@@ -504,6 +532,11 @@ class CareCRM:
         """
         connector = self.connector(source)
         secret = self.source_secret(source)
+        if verify and secret is None and getattr(connector, "signed", False):
+            raise ConfigError(
+                f"source {source!r} verifies signatures but has no secret: set [sources.{source}] secret "
+                '(e.g. "$env:NAME"), so unsigned payloads are never accepted silently'
+            )
         report = IngestReport()
         pending: list[tuple[InboxRecord, RawPayload]] = []
         chunk = max(1, self.settings.batch_size)
@@ -562,9 +595,7 @@ class CareCRM:
                 )
                 continue
             if not produced:
-                failed.setdefault(rec.id, []).append(
-                    Quarantined(connector.name, "payload", "body", "no records in the payload", rec.id)
-                )
+                report.empty_payloads += 1
             for item in produced:
                 if isinstance(item, ValidationFailed):
                     failed.setdefault(rec.id, []).append(

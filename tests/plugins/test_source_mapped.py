@@ -64,6 +64,24 @@ def example_options(vendor: str) -> dict[str, Any]:
     return {k: v for k, v in table.items() if k not in ("connector", "secret")}
 
 
+def signed_example_options(name: str) -> dict[str, Any]:
+    """The example's options with its commented-out signature table switched on, exactly as
+    a practice does by uncommenting it (the examples ship without a secret so that the
+    quickstart runs on the corpus files)."""
+    text = (EXAMPLES / f"{name}.toml").read_text()
+    lines, on = [], False
+    for line in text.splitlines():
+        if line.strip() == f"# [sources.{name}.signature]":
+            on = True
+        elif on and not line.startswith("# "):
+            on = False
+        if on:
+            lines.append(line[2:])
+    assert lines, f"no commented signature table in {name}.toml"
+    table = tomllib.loads("\n".join(lines))["sources"][name]["signature"]
+    return {**example_options(name), "signature": table}
+
+
 def attrs_dump(event: LeadEvent) -> dict[str, Any]:
     """Every field of a lead event, personal ones included (repr hides those)."""
     return attrs.asdict(event)
@@ -248,9 +266,7 @@ def test_typeform_person_id_option_gives_an_external_identity() -> None:
 
 @needs_corpus
 def test_typeform_date_answer_is_not_a_timestamp() -> None:
-    options = example_options("typeform") | {
-        "occurred_at": "form_response.answers[?field.type=='date'] | [0].date"
-    }
+    options = example_options("typeform") | {"occurred_at": "form_response.answers[?field.type=='date'] | [0].date"}
     (failure,) = parse_all(connector(options, "typeform"), TYPEFORM_FILE.read_bytes())
     assert isinstance(failure, ValidationFailed)
     assert (failure.source, failure.record, failure.field) == (
@@ -408,8 +424,7 @@ UNBOUNCE = {
     "json_strings": ["data.json"],
     "answers": '"data.json"',
     "occurred_at": (
-        '"data.json".date_submitted[0] && '
-        "join(' ', [\"data.json\".date_submitted[0], \"data.json\".time_submitted[0]])"
+        '"data.json".date_submitted[0] && join(\' \', ["data.json".date_submitted[0], "data.json".time_submitted[0]])'
     ),
     "occurred_at_fallback": "received",
     "time_format": "%Y-%m-%d %I:%M %p UTC",
@@ -506,8 +521,8 @@ def test_jotform_multipart(newline: bytes) -> None:
 
 def test_multipart_file_parts_are_never_read() -> None:
     body = (
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nb.placeholder@example.com\r\n"
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"id_scan\"; filename=\"id.png\"\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="email"\r\n\r\nb.placeholder@example.com\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="id_scan"; filename="id.png"\r\n'
         b"Content-Type: image/png\r\n\r\n\x89PNG...\r\n--XyZ--\r\n"
     )
     options = {"occurred_at_fallback": "received", "fields": {"email": "email"}, "keep_other_answers": True}
@@ -662,7 +677,7 @@ SECRET = "whsec_test_secret"
 
 @needs_corpus
 def test_typeform_signature_base64() -> None:
-    conn = connector(example_options("typeform"), "typeform")
+    conn = connector(signed_example_options("typeform"), "typeform")
     assert conn.signed is True and MappedConnector.signed is False
     body = TYPEFORM_FILE.read_bytes()
     good = "sha256=" + base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
@@ -684,7 +699,7 @@ def test_typeform_signature_base64() -> None:
 
 @needs_corpus
 def test_webflow_signature_hex_with_millisecond_timestamp() -> None:
-    conn = connector(example_options("webflow"), "webflow")
+    conn = connector(signed_example_options("webflow"), "webflow")
     body = WEBFLOW_FILE.read_bytes()
     stamp = "1722370035277"  # ms: 2024-07-30T20:07:15.277Z
     signed_at = datetime(2024, 7, 30, 20, 7, 15, 277000, tzinfo=UTC)
@@ -710,7 +725,8 @@ def test_webflow_signature_hex_with_millisecond_timestamp() -> None:
     assert refused(headers, signed_at - timedelta(seconds=301)) == "x-webflow-timestamp"
     # a seconds-based reading of the same header would be wildly off: ms is required
     seconds_conn = connector(
-        example_options("webflow") | {"signature": example_options("webflow")["signature"] | {"timestamp_unit": "s"}}
+        example_options("webflow")
+        | {"signature": signed_example_options("webflow")["signature"] | {"timestamp_unit": "s"}}
     )
     with pytest.raises(ValidationFailed):
         seconds_conn.verify(RawPayload(body=body, headers=headers, received_at=signed_at), SECRET)
@@ -730,9 +746,7 @@ def test_hmac_sha1_hex_over_the_body() -> None:
 
 
 def test_signed_payload_template_with_literal_text_and_url() -> None:
-    options = SIMPLE | {
-        "signature": {"scheme": "hmac-sha256", "header": "X-Sig", "signed_payload": "v1|{url}|{body}"}
-    }
+    options = SIMPLE | {"signature": {"scheme": "hmac-sha256", "header": "X-Sig", "signed_payload": "v1|{url}|{body}"}}
     conn = connector(options)
     body, url = b"{}", "https://crm.example.com/hooks/test"
     good = hmac.new(SECRET.encode(), b"v1|" + url.encode() + b"|" + body, hashlib.sha256).hexdigest()
@@ -772,16 +786,24 @@ def test_secret_without_signature_table_is_a_config_error() -> None:
         ({"keep_other_answers": "yes"}, "keep_other_answers"),
         ({"literals": {"email": "x@example.com"}}, "literals.email"),
         ({"literals": {"phone": "1"}, "fields": {}}, "literals.phone"),
-        ({"consent": [{"field": "x", "contact_point": "fax", "channel": "email", "purpose": "m", "text": "t"}]},
-         "consent[0].contact_point"),
-        ({"consent": [{"field": "x", "contact_point": "email", "channel": "email", "purpose": "m"}]},
-         "consent[0].text"),
+        (
+            {"consent": [{"field": "x", "contact_point": "fax", "channel": "email", "purpose": "m", "text": "t"}]},
+            "consent[0].contact_point",
+        ),
+        (
+            {"consent": [{"field": "x", "contact_point": "email", "channel": "email", "purpose": "m"}]},
+            "consent[0].text",
+        ),
         ({"signature": {"scheme": "hmac-md5", "header": "X"}}, "signature.scheme"),
         ({"signature": {"scheme": "hmac-sha256"}}, "signature.header"),
-        ({"signature": {"scheme": "hmac-sha256", "header": "X", "signed_payload": "{ts}.{body}"}},
-         "signature.signed_payload"),
-        ({"signature": {"scheme": "hmac-sha256", "header": "X", "signed_payload": "{timestamp}.{body}"}},
-         "signature.timestamp_header"),
+        (
+            {"signature": {"scheme": "hmac-sha256", "header": "X", "signed_payload": "{ts}.{body}"}},
+            "signature.signed_payload",
+        ),
+        (
+            {"signature": {"scheme": "hmac-sha256", "header": "X", "signed_payload": "{timestamp}.{body}"}},
+            "signature.timestamp_header",
+        ),
         ({"signature": {"scheme": "hmac-sha256", "header": "X", "encoding": "b64"}}, "signature.encoding"),
     ],
 )
@@ -810,8 +832,13 @@ def test_extra_fields_and_body() -> None:
         "fields": {"body": "message", "date_of_birth": "dob", "street_address": "street"},
         "literals": {"service_interest": "botox"},
     }
-    doc = {"id": "r1", "at": "2024-01-01T00:00:00Z", "message": "Is it painful?", "dob": "1990-02-03",
-           "street": "1 Placeholder Way"}
+    doc = {
+        "id": "r1",
+        "at": "2024-01-01T00:00:00Z",
+        "message": "Is it painful?",
+        "dob": "1990-02-03",
+        "street": "1 Placeholder Way",
+    }
     event = parse_one(connector(options), json.dumps(doc).encode())
     assert event.interactions[0].body == "Is it painful?"
     assert event.extra["date_of_birth"].isoformat() == "1990-02-03"
@@ -823,8 +850,10 @@ def test_documentation_lists_every_option() -> None:
     text = (REPO / "docs" / "sources" / "mapped.md").read_text(encoding="utf-8")
     for option in mapped._OPTIONS | mapped._CONSENT_OPTIONS | mapped._SIGNATURE_OPTIONS:
         # plain options in a table row, tables as a section heading
-        assert f"`{option}`" in text or f"### `[sources.<name>.{option}]`" in text or (
-            f"### `[[sources.<name>.{option}]]`" in text
+        assert (
+            f"`{option}`" in text
+            or f"### `[sources.<name>.{option}]`" in text
+            or (f"### `[[sources.<name>.{option}]]`" in text)
         ), option
     for name in mapped.PERSON_FIELDS + mapped.TOUCHPOINT_FIELDS:
         assert f"`{name}`" in text, name
@@ -846,11 +875,19 @@ def test_every_documented_mapping_is_a_valid_config() -> None:
 def test_list_answers_named_by_answer_key() -> None:
     """A list of answers is named by ``answer_key``; the record is restored after the
     leave-one-out checks, so the next selector sees every answer."""
-    conn = connector(SIMPLE | {"records": "items", "answers": "answers", "answer_key": "k",
-                               "fields": {"email": "answers[?k=='e'] | [0].v"}})
-    doc = {"items": [{"id": "r1", "at": "2024-01-01T00:00:00Z",
-                      "answers": [{"k": "e", "v": "g.placeholder@example.com"}, {"k": "z", "v": 1},
-                                  {"v": 2}]}]}
+    conn = connector(
+        SIMPLE
+        | {"records": "items", "answers": "answers", "answer_key": "k", "fields": {"email": "answers[?k=='e'] | [0].v"}}
+    )
+    doc = {
+        "items": [
+            {
+                "id": "r1",
+                "at": "2024-01-01T00:00:00Z",
+                "answers": [{"k": "e", "v": "g.placeholder@example.com"}, {"k": "z", "v": 1}, {"v": 2}],
+            }
+        ]
+    }
     (event,) = parse_all(conn, json.dumps(doc).encode())
     assert event.emails == ("g.placeholder@example.com",)
     assert event.dropped_fields == ("z", "#2")
@@ -876,7 +913,7 @@ def test_typeform_through_the_app(make_app: Any) -> None:
 
 @needs_corpus
 def test_webflow_signed_through_the_app(make_app: Any) -> None:
-    table = example_options("webflow")
+    table = signed_example_options("webflow")
     app = make_app(sources={"webflow": {"connector": "mapped", "secret": SECRET, **table}})
     body = WEBFLOW_FILE.read_bytes()
     stamp = "1663158916500"
