@@ -10,7 +10,8 @@ repository per kind of record (see :mod:`carecrm.core.records`).  Use-case code 
 Leaving the block without :meth:`UnitOfWork.commit` rolls everything back.  Repositories
 take and return stored records only; they raise :mod:`carecrm.core.errors` exceptions
 (``NotFound``, ``DuplicateError``, ``ConflictError``, ``BackendUnavailable``), never a
-driver's.  Datetimes come back timezone-aware UTC at millisecond precision.
+driver's.  Datetimes come back timezone-aware UTC at millisecond precision; a naive
+datetime given to any repository method raises ``ValueError`` (never guessed to be UTC).
 
 The conformance suite in :mod:`carecrm.core.testing.storage` checks every rule here; a
 third-party backend passes it to be a backend.
@@ -109,7 +110,11 @@ class IdentityRepository(Protocol):
         """All identities of one contact, oldest first."""
 
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move every identity of ``from_contact`` to ``to_contact`` (merging); returns the count."""
+        """Move every identity of ``from_contact`` to ``to_contact`` (merging); returns the count.
+
+        An identity ``to_contact`` already has (same kind and bidx) is kept once: the
+        survivor's row stays, marked verified if either was, and the moved twin is dropped.
+        """
 
     def delete_for_contact(self, contact_id: uuid.UUID) -> int:
         """Delete a contact's identities (erasure); returns the count."""
@@ -305,7 +310,11 @@ class InboxRepository(Protocol):
         processed_at: datetime | None = None,
         attempts: int | None = None,
     ) -> None:
-        """Change a payload's status (and reason, processed time, attempt count)."""
+        """Change a payload's status and reason (``None`` clears the reason); the processed
+        time and attempt count change only when given.
+
+        :raises NotFound: if there is no such payload.
+        """
 
     def list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxRecord]:
         """Payloads, newest first, filtered by status and source."""
@@ -415,6 +424,18 @@ class StorageBackend(Protocol):
 
     def schema_version(self) -> int | None:
         """The stored schema version, or None if the database holds no carecrm schema."""
+
+    def verify_schema(self) -> int:
+        """Read the stored schema version (always, never cached) and check it is SCHEMA_VERSION.
+
+        A backend also makes this check when it is opened (at the latest, on entering its
+        first unit of work), so an older or newer database is never silently misread.
+
+        :returns: SCHEMA_VERSION.
+        :raises SchemaVersionError: if the database holds no carecrm schema (run ``carecrm
+            init``), an older one (run ``carecrm storage upgrade``) or a newer one (upgrade
+            carecrm).
+        """
 
     def check(self) -> dict[str, Any]:
         """Ping and describe: ``{"ok", "backend", "server_version", "schema_version",
