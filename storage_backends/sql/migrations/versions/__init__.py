@@ -1,0 +1,1 @@
+"""Alembic revision files of the carecrm SQL schema, oldest first (``0001_initial``, ...)."""

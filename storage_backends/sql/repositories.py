@@ -1,0 +1,917 @@
+"""The repositories of the SQL unit of work (SQLAlchemy Core, 2.0 style).
+
+Each class implements one repository Protocol of :mod:`carecrm.core.storage` over the
+connection of its :class:`~carecrm.storage_backends.sql.backend.SqlUnitOfWork`.  Records go
+in and come out as :mod:`carecrm.core.records` instances; column names are field names.
+
+Rules shared by every repository:
+
+* a datetime field or argument must be timezone-aware (``ValueError`` otherwise); it is
+  stored as UTC truncated to milliseconds;
+* an INSERT that breaks a unique key raises :class:`~carecrm.core.errors.DuplicateError`
+  and leaves the unit of work usable (a SAVEPOINT guards multi-row inserts everywhere and
+  single-row inserts on PostgreSQL, where a failed statement aborts the transaction);
+  ``add_many`` stores all rows or none;
+* long lists of keys are sent in chunks of :data:`CHUNK` (one statement per chunk);
+* "streamed" iterators page through the table by key (:data:`PAGE` rows per query), so they
+  hold no server cursor open and other statements may run between two rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
+
+from carecrm.core.errors import ConflictError, DuplicateError, NotFound
+from carecrm.core.records import (
+    ACTIVE,
+    AppointmentRecord,
+    AuditRecord,
+    ConsentRecord,
+    ContactRecord,
+    IdentityRecord,
+    InboxRecord,
+    InteractionRecord,
+    MergeRecord,
+    NoteRecord,
+    ReviewRecord,
+    ScoreRecord,
+    SegmentRecord,
+    StageChangeRecord,
+    TaskRecord,
+)
+from carecrm.core.storage import TimelineCursor
+from carecrm.core.timeutil import to_utc_ms
+from carecrm.storage_backends.sql import schema
+from carecrm.storage_backends.sql.errors import translated
+
+if TYPE_CHECKING:
+    from carecrm.storage_backends.sql.backend import SqlUnitOfWork
+
+#: Keys per IN (...) list.
+CHUNK = 500
+#: Rows per query of a streamed iterator.
+PAGE = 1000
+
+R = TypeVar("R")
+
+
+def utc(value: datetime, what: str = "datetime") -> datetime:
+    """``value`` as UTC truncated to milliseconds.
+
+    :raises ValueError: if ``value`` is naive (the message names ``what``, never the value).
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
+    return to_utc_ms(value)
+
+
+def _chunks(items: Sequence[R], size: int = CHUNK) -> Iterator[Sequence[R]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def upsert_statement(dialect: str, table: sa.Table, row: dict[str, Any], keys: Sequence[str]) -> sa.Executable:
+    """One atomic "insert or replace by ``keys``" statement in the dialect's own syntax
+    (``ON CONFLICT DO UPDATE`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY UPDATE`` on
+    MariaDB/MySQL)."""
+    changes = [name for name in row if name not in keys]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(table).values(row)
+        return pg.on_conflict_do_update(index_elements=list(keys), set_={n: pg.excluded[n] for n in changes})
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(table).values(row)
+        return lite.on_conflict_do_update(index_elements=list(keys), set_={n: lite.excluded[n] for n in changes})
+    from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+    my = mysql_insert(table).values(row)
+    return my.on_duplicate_key_update({n: my.inserted[n] for n in changes})
+
+
+class _Codec:
+    """Record ⇄ row dict for one record class (field names are column names)."""
+
+    def __init__(self, cls: type[Any], table: sa.Table) -> None:
+        self.cls = cls
+        self.table = table
+        self.fields = tuple(f.name for f in attrs.fields(cls))
+        # Field types are strings under ``from __future__ import annotations``.
+        self.datetimes = tuple(
+            f.name for f in attrs.fields(cls) if f.type is datetime or str(f.type).startswith("datetime")
+        )
+        columns = {c.name for c in table.columns}
+        if set(self.fields) != columns:
+            raise RuntimeError(f"schema of {table.name} does not match {cls.__name__}")
+
+    def row(self, record: Any) -> dict[str, Any]:
+        """The row for ``record``.  :raises ValueError: on a naive datetime."""
+        row = {name: getattr(record, name) for name in self.fields}
+        for name in self.datetimes:
+            value = row[name]
+            if value is not None:
+                row[name] = utc(value, f"{self.table.name}.{name}")
+        return row
+
+    def record(self, row: sa.Row[Any]) -> Any:
+        """The record for a result row."""
+        return self.cls(**row._mapping)
+
+
+_CODECS: dict[type[Any], _Codec] = {}
+
+
+def _codec(cls: type[Any], table: sa.Table) -> _Codec:
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _Codec(cls, table)
+    return codec
+
+
+class _Repository:
+    """Base: the unit of work's connection, error translation, inserts and upserts."""
+
+    table: sa.Table
+    record_class: type[Any]
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+        self._codec = _codec(self.record_class, self.table)
+
+    # -- execution
+
+    def _execute(self, statement: sa.Executable, params: Any = None) -> CursorResult[Any]:
+        conn = self._uow.connection
+        with translated(self.table.name, self._uow.where):
+            return conn.execute(statement, params) if params is not None else conn.execute(statement)
+
+    def _records(self, statement: sa.Executable) -> list[Any]:
+        codec = self._codec
+        return [codec.record(row) for row in self._execute(statement)]
+
+    def _one(self, statement: sa.Executable, missing: str) -> Any:
+        row = self._execute(statement).first()
+        if row is None:
+            raise NotFound(missing)
+        return self._codec.record(row)
+
+    def _count(self) -> int:
+        return int(self._execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+
+    # -- writes
+
+    def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        conn = self._uow.connection
+        statement = sa.insert(self.table)
+        with translated(self.table.name, self._uow.where):
+            if len(rows) == 1 and not self._uow.savepoint_single_inserts:
+                conn.execute(statement, rows[0])
+            else:
+                with conn.begin_nested():
+                    conn.execute(statement, rows if len(rows) > 1 else rows[0])
+
+    def _insert(self, record: Any) -> None:
+        self._insert_rows([self._codec.row(record)])
+
+    def _insert_many(self, records: Sequence[Any]) -> None:
+        row = self._codec.row
+        self._insert_rows([row(r) for r in records])
+
+    def _upsert(self, row: dict[str, Any], keys: Sequence[str]) -> None:
+        """Insert ``row`` or replace the row with the same ``keys`` (one statement)."""
+        self._execute(upsert_statement(self._uow.dialect_name, self.table, row, keys))
+
+
+# --------------------------------------------------------------------------- contacts
+
+
+class SqlContacts(_Repository):
+    """:class:`carecrm.core.storage.ContactRepository` on table ``contacts``."""
+
+    table = schema.contacts
+    record_class = ContactRecord
+
+    def add(self, record: ContactRecord) -> None:
+        """Insert a new contact.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def add_many(self, records: Sequence[ContactRecord]) -> None:
+        """Insert several contacts in one statement; all or none.  :raises DuplicateError:"""
+        self._insert_many(records)
+
+    def get(self, contact_id: uuid.UUID) -> ContactRecord:
+        """The contact with this id.  :raises NotFound: if there is none."""
+        t = self.table
+        record: ContactRecord = self._one(sa.select(t).where(t.c.id == contact_id), f"no contact {contact_id}")
+        return record
+
+    def get_many(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ContactRecord]:
+        """The contacts among ``contact_ids`` that exist, by id."""
+        t = self.table
+        ids = list(dict.fromkeys(contact_ids))
+        found: dict[uuid.UUID, ContactRecord] = {}
+        for chunk in _chunks(ids):
+            for record in self._records(sa.select(t).where(t.c.id.in_(chunk))):
+                found[record.id] = record
+        return found
+
+    def update(self, record: ContactRecord) -> ContactRecord:
+        """Replace the contact if its stored version equals ``record.version``.
+
+        :returns: the stored record, ``version`` increased by one.
+        :raises NotFound: if the contact does not exist.
+        :raises ConflictError: if the stored version differs.
+        """
+        t = self.table
+        row = self._codec.row(record)
+        row["version"] = record.version + 1
+        values = {name: value for name, value in row.items() if name != "id"}
+        result = self._execute(
+            sa.update(t).where(t.c.id == record.id, t.c.version == record.version).values(**values)
+        )
+        if result.rowcount == 1:
+            return ContactRecord(**row)
+        stored = self._execute(sa.select(t.c.version).where(t.c.id == record.id)).scalar_one_or_none()
+        if stored is None:
+            raise NotFound(f"no contact {record.id}")
+        raise ConflictError(
+            f"contact {record.id} was changed by someone else (stored version {stored}, "
+            f"update based on version {record.version}); read it again and retry"
+        )
+
+    def _active(self) -> sa.Select[Any]:
+        t = self.table
+        return sa.select(t).where(t.c.status == ACTIVE)
+
+    def find_by_name(self, name_bidx: str) -> list[ContactRecord]:
+        """Active contacts whose full-name blind index equals ``name_bidx``, oldest first."""
+        t = self.table
+        return self._records(self._active().where(t.c.name_bidx == name_bidx).order_by(t.c.created_at, t.c.id))
+
+    def find_by_family_name(self, family_name_bidx: str) -> list[ContactRecord]:
+        """Active contacts whose family-name blind index matches, oldest first."""
+        t = self.table
+        return self._records(
+            self._active().where(t.c.family_name_bidx == family_name_bidx).order_by(t.c.created_at, t.c.id)
+        )
+
+    def list(
+        self, *, stage: str | None = None, after: uuid.UUID | None = None, limit: int = 100
+    ) -> list[ContactRecord]:
+        """Active contacts in id order, optionally of one stage, after id ``after``."""
+        t = self.table
+        statement = self._active()
+        if stage is not None:
+            statement = statement.where(t.c.stage == stage)
+        if after is not None:
+            statement = statement.where(t.c.id > after)
+        return self._records(statement.order_by(t.c.id).limit(max(limit, 0)))
+
+    def count_by_stage(self) -> dict[str, int]:
+        """Number of active contacts per stage."""
+        t = self.table
+        rows = self._execute(
+            sa.select(t.c.stage, sa.func.count()).where(t.c.status == ACTIVE).group_by(t.c.stage)
+        )
+        return {stage: int(n) for stage, n in rows}
+
+    def count(self) -> int:
+        """Number of stored contacts, whatever their status."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- identities
+
+
+class SqlIdentities(_Repository):
+    """:class:`carecrm.core.storage.IdentityRepository` on table ``identities``."""
+
+    table = schema.identities
+    record_class = IdentityRecord
+
+    def add(self, record: IdentityRecord) -> None:
+        """Insert an identity.  :raises DuplicateError: same id, or same (contact, kind, bidx)."""
+        self._insert(record)
+
+    def add_many(self, records: Sequence[IdentityRecord]) -> None:
+        """Insert several identities in one statement; all or none.  :raises DuplicateError:"""
+        self._insert_many(records)
+
+    def find(self, kind: str, bidx: str) -> list[IdentityRecord]:
+        """Identities of ``kind`` with this blind index (several contacts may share one), oldest first."""
+        t = self.table
+        return self._records(
+            sa.select(t).where(t.c.kind == kind, t.c.bidx == bidx).order_by(t.c.created_at, t.c.id)
+        )
+
+    def find_many(self, keys: Iterable[tuple[str, str]]) -> list[IdentityRecord]:
+        """Identities matching any (kind, bidx) pair, oldest first.
+
+        One query per :data:`CHUNK` pairs: ``kind IN (...) AND bidx IN (...)`` (a range scan
+        of the (kind, bidx) index on every database), filtered to the exact pairs here.
+        """
+        t = self.table
+        wanted = list(dict.fromkeys((kind, bidx) for kind, bidx in keys))
+        wanted_set = set(wanted)
+        found: dict[uuid.UUID, IdentityRecord] = {}
+        for chunk in _chunks(wanted):
+            kinds = sorted({kind for kind, _ in chunk})
+            bidxs = sorted({bidx for _, bidx in chunk})
+            statement = sa.select(t).where(t.c.kind.in_(kinds), t.c.bidx.in_(bidxs))
+            for record in self._records(statement):
+                if (record.kind, record.bidx) in wanted_set:
+                    found[record.id] = record
+        return sorted(found.values(), key=lambda r: (r.created_at, r.id))
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
+        """All identities of one contact, oldest first."""
+        t = self.table
+        return self._records(sa.select(t).where(t.c.contact_id == contact_id).order_by(t.c.created_at, t.c.id))
+
+    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
+        """Move every identity of ``from_contact`` to ``to_contact``; returns how many it had.
+
+        An identity ``to_contact`` already has (same kind and bidx) is kept once: the
+        survivor's row stays (marked verified if either was) and the moved one is dropped.
+        """
+        if from_contact == to_contact:
+            return 0
+        t = self.table
+        columns = (t.c.id, t.c.kind, t.c.bidx, t.c.verified)
+        moving = self._execute(sa.select(*columns).where(t.c.contact_id == from_contact)).all()
+        if not moving:
+            return 0
+        kept = {
+            (row.kind, row.bidx): row
+            for row in self._execute(sa.select(*columns).where(t.c.contact_id == to_contact))
+        }
+        drop: list[uuid.UUID] = []
+        verify: list[uuid.UUID] = []
+        for row in moving:
+            twin = kept.get((row.kind, row.bidx))
+            if twin is not None:
+                drop.append(row.id)
+                if row.verified and not twin.verified:
+                    verify.append(twin.id)
+        for chunk in _chunks(drop):
+            self._execute(sa.delete(t).where(t.c.id.in_(chunk)))
+        for chunk in _chunks(verify):
+            self._execute(sa.update(t).where(t.c.id.in_(chunk)).values(verified=True))
+        self._execute(sa.update(t).where(t.c.contact_id == from_contact).values(contact_id=to_contact))
+        return len(moving)
+
+    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
+        """Delete a contact's identities (erasure); returns the count."""
+        t = self.table
+        return int(self._execute(sa.delete(t).where(t.c.contact_id == contact_id)).rowcount)
+
+    def count(self) -> int:
+        """Number of stored identities."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+class SqlInteractions(_Repository):
+    """:class:`carecrm.core.storage.InteractionRepository` on table ``interactions``."""
+
+    table = schema.interactions
+    record_class = InteractionRecord
+
+    def add(self, record: InteractionRecord) -> None:
+        """Append an interaction.  :raises DuplicateError: on a repeated (source, idempotency_key)."""
+        self._insert(record)
+
+    def add_many(self, records: Sequence[InteractionRecord]) -> None:
+        """Append several interactions in one executemany INSERT; all or none.
+
+        :raises DuplicateError: if any (source, idempotency_key) or id exists.
+        """
+        self._insert_many(records)
+
+    def existing_keys(self, source: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are already stored for ``source`` (one query per chunk)."""
+        t = self.table
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        for chunk in _chunks(wanted):
+            statement = sa.select(t.c.idempotency_key).where(t.c.source == source, t.c.idempotency_key.in_(chunk))
+            found.update(self._execute(statement).scalars())
+        return found
+
+    def get(self, interaction_id: uuid.UUID) -> InteractionRecord:
+        """One interaction.  :raises NotFound: if there is none."""
+        t = self.table
+        record: InteractionRecord = self._one(
+            sa.select(t).where(t.c.id == interaction_id), f"no interaction {interaction_id}"
+        )
+        return record
+
+    def timeline(
+        self,
+        contact_id: uuid.UUID,
+        *,
+        after: TimelineCursor | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+    ) -> list[InteractionRecord]:
+        """A contact's interactions by (occurred_at, id), oldest first, after the cursor.
+
+        ``kinds=[]`` matches nothing.  :raises ValueError: if the cursor's time is naive.
+        """
+        t = self.table
+        statement = sa.select(t).where(t.c.contact_id == contact_id)
+        if kinds is not None:
+            if not kinds:
+                return []
+            statement = statement.where(t.c.kind.in_(list(kinds)))
+        if after is not None:
+            at, after_id = after
+            at = utc(at, "timeline cursor")
+            statement = statement.where(
+                sa.or_(t.c.occurred_at > at, sa.and_(t.c.occurred_at == at, t.c.id > after_id))
+            )
+        return self._records(statement.order_by(t.c.occurred_at, t.c.id).limit(max(limit, 0)))
+
+    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
+        """Move a contact's interactions to another contact; returns the count."""
+        if from_contact == to_contact:
+            return 0
+        t = self.table
+        result = self._execute(sa.update(t).where(t.c.contact_id == from_contact).values(contact_id=to_contact))
+        return int(result.rowcount)
+
+    def count(self) -> int:
+        """Number of stored interactions."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- stage history
+
+
+class SqlStages(_Repository):
+    """:class:`carecrm.core.storage.StageRepository` on table ``stage_changes``."""
+
+    table = schema.stage_changes
+    record_class = StageChangeRecord
+
+    def add(self, record: StageChangeRecord) -> None:
+        """Append a stage change.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
+        """One contact's stage changes, oldest first."""
+        t = self.table
+        return self._records(sa.select(t).where(t.c.contact_id == contact_id).order_by(t.c.changed_at, t.c.id))
+
+    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
+        """Every stage change by (contact_id, changed_at, id), fetched :data:`PAGE` at a time."""
+        t = self.table
+        base = sa.select(t)
+        if pipeline is not None:
+            base = base.where(t.c.pipeline == pipeline)
+        base = base.order_by(t.c.contact_id, t.c.changed_at, t.c.id).limit(PAGE)
+        last: StageChangeRecord | None = None
+        while True:
+            statement = base
+            if last is not None:
+                statement = statement.where(
+                    sa.or_(
+                        t.c.contact_id > last.contact_id,
+                        sa.and_(t.c.contact_id == last.contact_id, t.c.changed_at > last.changed_at),
+                        sa.and_(
+                            t.c.contact_id == last.contact_id,
+                            t.c.changed_at == last.changed_at,
+                            t.c.id > last.id,
+                        ),
+                    )
+                )
+            page: list[StageChangeRecord] = self._records(statement)
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1]
+
+    def count(self) -> int:
+        """Number of stored stage changes."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- appointments
+
+
+class SqlAppointments(_Repository):
+    """:class:`carecrm.core.storage.AppointmentRepository` on table ``appointments``."""
+
+    table = schema.appointments
+    record_class = AppointmentRecord
+
+    def put(self, record: AppointmentRecord) -> AppointmentRecord:
+        """Insert, or replace the appointment with the same (source, external_id), keeping
+        its stored ``id`` and ``created_at``; returns what is stored."""
+        t = self.table
+        row = self._codec.row(record)
+        stored = self._execute(
+            sa.select(t.c.id, t.c.created_at).where(
+                t.c.source == record.source, t.c.external_id == record.external_id
+            )
+        ).first()
+        if stored is None:
+            self._insert_rows([row])
+            return AppointmentRecord(**row)
+        keep = ("id", "created_at", "source", "external_id")
+        values = {name: value for name, value in row.items() if name not in keep}
+        self._execute(sa.update(t).where(t.c.id == stored.id).values(**values))
+        row["id"] = stored.id
+        row["created_at"] = stored.created_at
+        return AppointmentRecord(**row)
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
+        """One contact's appointments by starts_at (unknown times last), then id."""
+        t = self.table
+        return self._records(
+            sa.select(t)
+            .where(t.c.contact_id == contact_id)
+            .order_by(t.c.starts_at.is_(None), t.c.starts_at, t.c.id)
+        )
+
+    def count(self) -> int:
+        """Number of stored appointments."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- consent ledger
+
+
+class SqlConsents(_Repository):
+    """:class:`carecrm.core.storage.ConsentRepository` on table ``consents``."""
+
+    table = schema.consents
+    record_class = ConsentRecord
+
+    def add(self, record: ConsentRecord) -> None:
+        """Append a consent event.  :raises DuplicateError: on a repeated (source, key) or id."""
+        self._insert(record)
+
+    def for_contact_point(
+        self, contact_point_bidx: str, *, channel: str | None = None, purpose: str | None = None
+    ) -> list[ConsentRecord]:
+        """Events for one contact point (optionally one channel / purpose), by (occurred_at, id)."""
+        t = self.table
+        statement = sa.select(t).where(t.c.contact_point_bidx == contact_point_bidx)
+        if channel is not None:
+            statement = statement.where(t.c.channel == channel)
+        if purpose is not None:
+            statement = statement.where(t.c.purpose == purpose)
+        return self._records(statement.order_by(t.c.occurred_at, t.c.id))
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[ConsentRecord]:
+        """Events recorded for one contact, by (occurred_at, id)."""
+        t = self.table
+        return self._records(sa.select(t).where(t.c.contact_id == contact_id).order_by(t.c.occurred_at, t.c.id))
+
+    def count(self) -> int:
+        """Number of stored consent events."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- notes, tasks
+
+
+class SqlNotes(_Repository):
+    """:class:`carecrm.core.storage.NoteRepository` on table ``notes``."""
+
+    table = schema.notes
+    record_class = NoteRecord
+
+    def add(self, record: NoteRecord) -> None:
+        """Store a note.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[NoteRecord]:
+        """One contact's notes, oldest first."""
+        t = self.table
+        return self._records(sa.select(t).where(t.c.contact_id == contact_id).order_by(t.c.created_at, t.c.id))
+
+
+class SqlTasks(_Repository):
+    """:class:`carecrm.core.storage.TaskRepository` on table ``tasks``."""
+
+    table = schema.tasks
+    record_class = TaskRecord
+
+    def add(self, record: TaskRecord) -> None:
+        """Store a task.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def get(self, task_id: uuid.UUID) -> TaskRecord:
+        """One task.  :raises NotFound: if there is none."""
+        t = self.table
+        record: TaskRecord = self._one(sa.select(t).where(t.c.id == task_id), f"no task {task_id}")
+        return record
+
+    def update(self, record: TaskRecord) -> None:
+        """Replace a stored task.  :raises NotFound: if there is none."""
+        t = self.table
+        row = self._codec.row(record)
+        values = {name: value for name, value in row.items() if name != "id"}
+        result = self._execute(sa.update(t).where(t.c.id == record.id).values(**values))
+        if result.rowcount == 0:
+            raise NotFound(f"no task {record.id}")
+
+    def list(
+        self,
+        *,
+        assignee: str | None = None,
+        contact_id: uuid.UUID | None = None,
+        status: str | None = None,
+        due_before: datetime | None = None,
+    ) -> list[TaskRecord]:
+        """Tasks matching every given filter, by (due_at with unknown last, id).
+
+        ``due_before`` keeps tasks due strictly before it (tasks with no due time never
+        match).  :raises ValueError: if ``due_before`` is naive.
+        """
+        t = self.table
+        statement = sa.select(t)
+        if assignee is not None:
+            statement = statement.where(t.c.assignee == assignee)
+        if contact_id is not None:
+            statement = statement.where(t.c.contact_id == contact_id)
+        if status is not None:
+            statement = statement.where(t.c.status == status)
+        if due_before is not None:
+            statement = statement.where(t.c.due_at < utc(due_before, "due_before"))
+        return self._records(statement.order_by(t.c.due_at.is_(None), t.c.due_at, t.c.id))
+
+
+# --------------------------------------------------------------------------- scores, reviews
+
+
+class SqlScores(_Repository):
+    """:class:`carecrm.core.storage.ScoreRepository` on table ``scores``."""
+
+    table = schema.scores
+    record_class = ScoreRecord
+
+    def put(self, record: ScoreRecord) -> None:
+        """Insert or replace the score of (contact_id, model)."""
+        self._upsert(self._codec.row(record), ("contact_id", "model"))
+
+    def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
+        """:raises NotFound: if the contact has no score under ``model``."""
+        t = self.table
+        record: ScoreRecord = self._one(
+            sa.select(t).where(t.c.contact_id == contact_id, t.c.model == model),
+            f"no score of contact {contact_id} under model {model!r}",
+        )
+        return record
+
+    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
+        """Highest scores of ``model`` first (ties by contact id)."""
+        t = self.table
+        return self._records(
+            sa.select(t).where(t.c.model == model).order_by(t.c.score.desc(), t.c.contact_id).limit(max(limit, 0))
+        )
+
+
+class SqlReviews(_Repository):
+    """:class:`carecrm.core.storage.ReviewRepository` on table ``reviews``."""
+
+    table = schema.reviews
+    record_class = ReviewRecord
+
+    def add(self, record: ReviewRecord) -> bool:
+        """Store a pair unless the same unordered pair is stored; True if stored.
+
+        A pair given larger id first is stored with ``contact_a`` the smaller id.
+        """
+        if record.contact_a > record.contact_b:
+            record = attrs.evolve(record, contact_a=record.contact_b, contact_b=record.contact_a)
+        t = self.table
+        exists = self._execute(
+            sa.select(t.c.id).where(t.c.contact_a == record.contact_a, t.c.contact_b == record.contact_b)
+        ).first()
+        if exists is not None:
+            return False
+        row = self._codec.row(record)
+        conn = self._uow.connection
+        try:
+            with translated(self.table.name, self._uow.where), conn.begin_nested():
+                conn.execute(sa.insert(t), row)
+        except DuplicateError as exc:
+            if getattr(exc, "columns", ()) == ("id",):
+                raise
+            return False  # a concurrent writer stored the same pair first
+        return True
+
+    def list(self, *, status: str | None = "open") -> list[ReviewRecord]:
+        """Pairs with this status (all if None), oldest first."""
+        t = self.table
+        statement = sa.select(t)
+        if status is not None:
+            statement = statement.where(t.c.status == status)
+        return self._records(statement.order_by(t.c.created_at, t.c.id))
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[ReviewRecord]:
+        """Pairs that involve one contact, oldest first."""
+        t = self.table
+        return self._records(
+            sa.select(t)
+            .where(sa.or_(t.c.contact_a == contact_id, t.c.contact_b == contact_id))
+            .order_by(t.c.created_at, t.c.id)
+        )
+
+
+# --------------------------------------------------------------------------- segments, inbox
+
+
+class SqlSegments(_Repository):
+    """:class:`carecrm.core.storage.SegmentRepository` on table ``segments``."""
+
+    table = schema.segments
+    record_class = SegmentRecord
+
+    def put(self, record: SegmentRecord) -> None:
+        """Insert or replace the segment of this name (every field is replaced)."""
+        self._upsert(self._codec.row(record), ("name",))
+
+    def get(self, name: str) -> SegmentRecord:
+        """:raises NotFound: if no segment has this name."""
+        t = self.table
+        record: SegmentRecord = self._one(sa.select(t).where(t.c.name == name), f"no segment named {name!r}")
+        return record
+
+    def list(self) -> list[SegmentRecord]:
+        """All saved segments by name (binary order)."""
+        t = self.table
+        records: list[SegmentRecord] = self._records(sa.select(t))
+        return sorted(records, key=lambda r: r.name)
+
+    def delete(self, name: str) -> None:
+        """:raises NotFound: if no segment has this name."""
+        t = self.table
+        if self._execute(sa.delete(t).where(t.c.name == name)).rowcount == 0:
+            raise NotFound(f"no segment named {name!r}")
+
+
+class SqlInbox(_Repository):
+    """:class:`carecrm.core.storage.InboxRepository` on table ``inbox``."""
+
+    table = schema.inbox
+    record_class = InboxRecord
+
+    def add(self, record: InboxRecord) -> None:
+        """Store a received payload.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def get(self, inbox_id: uuid.UUID) -> InboxRecord:
+        """:raises NotFound: if there is none."""
+        t = self.table
+        record: InboxRecord = self._one(sa.select(t).where(t.c.id == inbox_id), f"no inbox payload {inbox_id}")
+        return record
+
+    def set_status(
+        self,
+        inbox_id: uuid.UUID,
+        status: str,
+        *,
+        reason: str | None = None,
+        processed_at: datetime | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Set the status and the reason (None clears it); ``processed_at`` and ``attempts``
+        change only when given.
+
+        :raises NotFound: if there is no such payload.
+        :raises ValueError: if ``processed_at`` is naive.
+        """
+        t = self.table
+        values: dict[str, Any] = {"status": status, "reason": reason}
+        if processed_at is not None:
+            values["processed_at"] = utc(processed_at, "processed_at")
+        if attempts is not None:
+            values["attempts"] = attempts
+        if self._execute(sa.update(t).where(t.c.id == inbox_id).values(**values)).rowcount == 0:
+            raise NotFound(f"no inbox payload {inbox_id}")
+
+    def list(
+        self, *, status: str | None = None, source: str | None = None, limit: int = 100
+    ) -> list[InboxRecord]:
+        """Payloads, newest first (received_at, then id), filtered by status and source."""
+        t = self.table
+        statement = sa.select(t)
+        if status is not None:
+            statement = statement.where(t.c.status == status)
+        if source is not None:
+            statement = statement.where(t.c.source == source)
+        statement = statement.order_by(t.c.received_at.desc(), t.c.id.desc()).limit(max(limit, 0))
+        return self._records(statement)
+
+    def find_digest(self, source: str, digest: str) -> list[InboxRecord]:
+        """Payloads of ``source`` with this digest, oldest first."""
+        t = self.table
+        return self._records(
+            sa.select(t).where(t.c.source == source, t.c.digest == digest).order_by(t.c.received_at, t.c.id)
+        )
+
+    def purge(self, *, status: str, before: datetime) -> int:
+        """Delete payloads of ``status`` received before ``before``; returns the count.
+
+        :raises ValueError: if ``before`` is naive.
+        """
+        t = self.table
+        statement = sa.delete(t).where(t.c.status == status, t.c.received_at < utc(before, "before"))
+        return int(self._execute(statement).rowcount)
+
+    def count(self) -> int:
+        """Number of stored payloads."""
+        return self._count()
+
+
+# --------------------------------------------------------------------------- journals
+
+
+class SqlMerges(_Repository):
+    """:class:`carecrm.core.storage.MergeRepository` on table ``merges``."""
+
+    table = schema.merges
+    record_class = MergeRecord
+
+    def add(self, record: MergeRecord) -> None:
+        """Append an entry.  :raises DuplicateError: if the id exists."""
+        self._insert(record)
+
+    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
+        """Entries in which the contact survived or was merged, oldest first."""
+        t = self.table
+        return self._records(
+            sa.select(t)
+            .where(sa.or_(t.c.survivor_id == contact_id, t.c.merged_id == contact_id))
+            .order_by(t.c.merged_at, t.c.id)
+        )
+
+
+class SqlAudit(_Repository):
+    """:class:`carecrm.core.storage.AuditRepository` on table ``audit_log`` (append-only:
+    there is no update or delete)."""
+
+    table = schema.audit_log
+    record_class = AuditRecord
+
+    def append(self, record: AuditRecord) -> None:
+        """Append an entry.  :raises DuplicateError: if ``seq`` is taken."""
+        self._insert(record)
+
+    def last(self) -> AuditRecord | None:
+        """The entry with the highest ``seq``, or None for an empty log."""
+        t = self.table
+        rows = self._records(sa.select(t).order_by(t.c.seq.desc()).limit(1))
+        return rows[0] if rows else None
+
+    def iter(self, *, since_seq: int = 0) -> Iterator[AuditRecord]:
+        """Entries with ``seq > since_seq`` in seq order, fetched :data:`PAGE` at a time."""
+        t = self.table
+        last = since_seq
+        while True:
+            page: list[AuditRecord] = self._records(
+                sa.select(t).where(t.c.seq > last).order_by(t.c.seq).limit(PAGE)
+            )
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1].seq
+
+
+class SqlMeta:
+    """:class:`carecrm.core.storage.MetaRepository` on table ``meta`` (key → text)."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+        self.table = schema.meta
+
+    def _execute(self, statement: sa.Executable) -> CursorResult[Any]:
+        with translated(self.table.name, self._uow.where):
+            return self._uow.connection.execute(statement)
+
+    def get(self, key: str) -> str | None:
+        """The value, or None."""
+        t = self.table
+        value = self._execute(sa.select(t.c.value).where(t.c.key == key)).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def set(self, key: str, value: str) -> None:
+        """Insert or replace (one atomic statement)."""
+        self._execute(upsert_statement(self._uow.dialect_name, self.table, {"key": key, "value": value}, ("key",)))
