@@ -1,0 +1,7 @@
+"""Test helpers shipped with carecrm, for its own tests and for third-party plugins.
+
+* :mod:`carecrm.core.testing.storage` — the storage conformance suite
+  (``StorageBackendContract``) every backend passes;
+* :mod:`carecrm.core.testing.pytest_plugin` — the ``pytest11`` plugin with the
+  ``carecrm_sqlite_backend`` fixture.
+"""

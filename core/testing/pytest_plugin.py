@@ -1,0 +1,59 @@
+"""carecrm's pytest plugin (entry point ``pytest11: carecrm``), loaded by every pytest run
+where carecrm is installed.
+
+It rewrites the asserts of :mod:`carecrm.core.testing.storage` (so a failing conformance
+test shows its values) and offers one fixture:
+
+* ``carecrm_sqlite_backend`` — a fresh SQLite-file backend with the carecrm schema, in the
+  test's ``tmp_path``, closed afterwards.  The schema is built once per session and copied,
+  so the fixture costs a file copy per test.
+
+Importing this module imports neither SQLAlchemy nor any driver.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+pytest.register_assert_rewrite("carecrm.core.testing.storage")
+
+if TYPE_CHECKING:
+    from carecrm.core.storage import StorageBackend
+
+
+def sqlite_url(path: Path) -> str:
+    """The storage URL of a SQLite file."""
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def carecrm_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file holding an empty carecrm schema, built once per test session."""
+    from carecrm.storage_backends.sql import open_backend
+
+    path = tmp_path_factory.mktemp("carecrm-template") / "template.db"
+    backend = open_backend(sqlite_url(path), {})
+    try:
+        backend.create_schema()
+    finally:
+        backend.close()  # checkpoints the WAL into the main file
+    return path
+
+
+@pytest.fixture
+def carecrm_sqlite_backend(tmp_path: Path, carecrm_sqlite_template: Path) -> Iterator[StorageBackend]:
+    """A fresh, empty, schema-created SQLite backend (file ``tmp_path / "carecrm.db"``)."""
+    from carecrm.storage_backends.sql import open_backend
+
+    path = tmp_path / "carecrm.db"
+    shutil.copyfile(carecrm_sqlite_template, path)
+    backend = open_backend(sqlite_url(path), {})
+    try:
+        yield backend
+    finally:
+        backend.close()

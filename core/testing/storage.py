@@ -1,0 +1,1225 @@
+"""The storage conformance suite: every rule of :mod:`carecrm.core.storage`, as pytest tests.
+
+A backend passes this suite to be a carecrm backend (decisions.md, "Storage").  Subclass
+:class:`StorageBackendContract` in a module named ``test_*.py`` and override the
+``backend`` fixture::
+
+    import pytest
+    from carecrm.core.testing.storage import StorageBackendContract
+
+    class TestMyBackend(StorageBackendContract):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            backend = MyBackend(f"mine://{tmp_path}")
+            backend.create_schema()
+            yield backend
+            backend.close()
+
+        @pytest.fixture
+        def reopen_backend(self, backend):       # optional, see below
+            opened = []
+            def reopen():
+                opened.append(MyBackend(backend_url))
+                return opened[-1]
+            yield reopen
+            for b in opened:
+                b.close()
+
+Fixtures a subclass provides:
+
+* ``backend`` (required): a fresh, empty backend whose schema is created
+  (``create_schema()`` done), one per test; closed afterwards.
+* ``reopen_backend`` (optional): a callable returning a *new* backend instance on the
+  same database as ``backend``, the way the app opens it at start-up; tests of the
+  open-time schema-version check skip without it.
+
+The suite uses only the public interface (:mod:`carecrm.core.storage`,
+:mod:`carecrm.core.records`, :mod:`carecrm.core.errors`), so it runs unchanged against
+any backend.  The record builders (:func:`contact_record`, ...) are public too, for a
+backend's own extra tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+
+from carecrm.core.errors import ConflictError, DuplicateError, NotFound, SchemaVersionError
+from carecrm.core.ids import new_id
+from carecrm.core.records import (
+    ERASED,
+    MERGED,
+    AppointmentRecord,
+    AuditRecord,
+    ConsentRecord,
+    ContactRecord,
+    IdentityRecord,
+    InboxRecord,
+    InteractionRecord,
+    MergeRecord,
+    NoteRecord,
+    ReviewRecord,
+    ScoreRecord,
+    SegmentRecord,
+    StageChangeRecord,
+    TaskRecord,
+)
+from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, UnitOfWork
+
+#: A base time with milliseconds, so every round trip proves millisecond precision.
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+#: Nested, unicode JSON that every backend must round-trip unchanged.
+RICH_JSON: dict[str, Any] = {
+    "utm": {"source": "google", "medium": "cpc", "terms": ["botox", "lip filler"]},
+    "gclid": "Cj0KCQjw-abc_123",
+    "unicode": "Zoë Müller — 東京 ✓ 😀",
+    "numbers": {"int": 42, "negative": -7, "float": 1.5, "big": 9007199254740993},
+    "flags": [True, False, None],
+    "empty": {},
+    "list_of_objects": [{"a": 1}, {"b": [1, 2, {"c": "d"}]}],
+}
+
+
+def at(seconds: float = 0) -> datetime:
+    """``T0`` plus ``seconds`` (timezone-aware UTC, whole milliseconds)."""
+    return T0 + timedelta(milliseconds=round(seconds * 1000))
+
+
+def bidx(text: str) -> str:
+    """A blind-index-shaped value (64 lowercase hex characters) derived from ``text``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def ciphertext(text: str = "secret", size: int | None = None) -> bytes:
+    """Ciphertext-shaped bytes (any byte value, including NUL); ``size`` pads to a length."""
+    raw = b"\x00\xff\x10" + hashlib.sha512(text.encode("utf-8")).digest()
+    if size is None:
+        return raw
+    return (raw * (size // len(raw) + 1))[:size]
+
+
+def contact_record(**overrides: Any) -> ContactRecord:
+    """A contact with every field set (override any of them)."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "created_at": at(0),
+        "updated_at": at(1),
+        "version": 1,
+        "status": "active",
+        "merged_into": None,
+        "key_version": "mk1",
+        "wrapped_key": ciphertext("key"),
+        "pii_enc": ciphertext("pii"),
+        "name_bidx": bidx("name:jane doe"),
+        "family_name_bidx": bidx("family:doe"),
+        "name_confidence": "high",
+        "pipeline": "default",
+        "stage": "new_lead",
+        "stage_changed_at": at(2),
+        "service_interest": "botox",
+        "location": "miami",
+        "city": "Miami",
+        "postal_prefix": "331",
+        "owner": "alice",
+        "score": 12.5,
+        "first_source": "typeform",
+    }
+    values.update(overrides)
+    return ContactRecord(**values)
+
+
+def identity_record(contact_id: uuid.UUID, **overrides: Any) -> IdentityRecord:
+    """An email identity of ``contact_id`` (override ``kind``, ``bidx`` ...)."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "kind": "email",
+        "bidx": bidx("jane@example.com"),
+        "value_enc": ciphertext("jane@example.com"),
+        "source": "typeform",
+        "verified": False,
+        "valid": None,
+        "created_at": at(0),
+    }
+    values.update(overrides)
+    return IdentityRecord(**values)
+
+
+def interaction_record(contact_id: uuid.UUID, **overrides: Any) -> InteractionRecord:
+    """An interaction of ``contact_id`` with a unique idempotency key."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "kind": "form.submitted",
+        "occurred_at": at(0),
+        "recorded_at": at(5),
+        "source": "typeform",
+        "idempotency_key": f"evt-{uuid.uuid4().hex}",
+        "channel": "web",
+        "direction": "inbound",
+        "location": "miami",
+        "campaign": "spring-botox",
+        "channel_group": "paid_search",
+        "touchpoint": RICH_JSON,
+        "attributes": {"form": "consult", "answers": 3},
+        "body_enc": ciphertext("I would like a consult"),
+        "actor": None,
+        "inbox_id": new_id(),
+    }
+    values.update(overrides)
+    return InteractionRecord(**values)
+
+
+def stage_change_record(contact_id: uuid.UUID, **overrides: Any) -> StageChangeRecord:
+    """A stage change of ``contact_id`` (new_lead → contacted)."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "pipeline": "default",
+        "from_stage": "new_lead",
+        "to_stage": "contacted",
+        "changed_at": at(0),
+        "actor": "alice:coordinator",
+        "reason": "called back",
+        "implied_by": new_id(),
+    }
+    values.update(overrides)
+    return StageChangeRecord(**values)
+
+
+def appointment_record(contact_id: uuid.UUID, **overrides: Any) -> AppointmentRecord:
+    """A booked consult of ``contact_id`` from a booking tool."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "source": "calendly",
+        "external_id": f"inv-{uuid.uuid4().hex[:12]}",
+        "type": "consult",
+        "status": "booked",
+        "location": "miami",
+        "provider": "dr-lee",
+        "starts_at": at(3600),
+        "ends_at": at(5400),
+        "created_at": at(0),
+        "updated_at": at(0),
+    }
+    values.update(overrides)
+    return AppointmentRecord(**values)
+
+
+def consent_record(**overrides: Any) -> ConsentRecord:
+    """A granted SMS marketing consent for a phone contact point."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": new_id(),
+        "contact_point_bidx": bidx("+13055550123"),
+        "channel": "sms",
+        "purpose": "marketing",
+        "status": "granted",
+        "occurred_at": at(0),
+        "recorded_at": at(1),
+        "source": "typeform",
+        "idempotency_key": f"consent-{uuid.uuid4().hex}",
+        "evidence_enc": ciphertext("I agree to receive texts"),
+        "regime": {"tcpa": {"pewc": True, "form_version": "v3"}, "note": "ünïcode"},
+        "expires_at": at(86400 * 365),
+    }
+    values.update(overrides)
+    return ConsentRecord(**values)
+
+
+def note_record(contact_id: uuid.UUID, **overrides: Any) -> NoteRecord:
+    """A coordinator's note on ``contact_id``."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "created_at": at(0),
+        "author": "alice",
+        "body_enc": ciphertext("prefers mornings"),
+    }
+    values.update(overrides)
+    return NoteRecord(**values)
+
+
+def task_record(contact_id: uuid.UUID, **overrides: Any) -> TaskRecord:
+    """An open call-back task on ``contact_id``."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_id": contact_id,
+        "created_at": at(0),
+        "created_by": "alice",
+        "assignee": "bob",
+        "due_at": at(3600),
+        "status": "open",
+        "completed_at": None,
+        "completed_by": None,
+        "body_enc": ciphertext("call back"),
+    }
+    values.update(overrides)
+    return TaskRecord(**values)
+
+
+def score_record(contact_id: uuid.UUID, **overrides: Any) -> ScoreRecord:
+    """A score of ``contact_id`` under model ``rules`` with reasons."""
+    values: dict[str, Any] = {
+        "contact_id": contact_id,
+        "model": "rules",
+        "score": 0.1 + 0.2,
+        "reasons": [{"rule": "opened_email", "points": 5, "interaction_id": str(new_id())}, {"rule": "é"}],
+        "computed_at": at(0),
+    }
+    values.update(overrides)
+    return ScoreRecord(**values)
+
+
+def review_record(a: uuid.UUID, b: uuid.UUID, **overrides: Any) -> ReviewRecord:
+    """An open review of the pair (a, b) with ``contact_a`` the smaller id."""
+    low, high = sorted((a, b))
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "contact_a": low,
+        "contact_b": high,
+        "reason": "same_phone_names_differ",
+        "created_at": at(0),
+        "status": "open",
+        "resolved_at": None,
+        "resolved_by": None,
+    }
+    values.update(overrides)
+    return ReviewRecord(**values)
+
+
+def segment_record(name: str = "botox-leads", **overrides: Any) -> SegmentRecord:
+    """A saved segment with a nested filter tree."""
+    values: dict[str, Any] = {
+        "name": name,
+        "definition": {
+            "all": [
+                {"field": "stage", "op": "eq", "value": "new_lead"},
+                {"any": [{"field": "city", "op": "in", "value": ["Miami", "Tampa"]}]},
+            ]
+        },
+        "created_at": at(0),
+        "updated_at": at(0),
+        "created_by": "alice",
+    }
+    values.update(overrides)
+    return SegmentRecord(**values)
+
+
+def inbox_record(**overrides: Any) -> InboxRecord:
+    """A received payload."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "source": "typeform",
+        "received_at": at(0),
+        "status": "received",
+        "reason": None,
+        "key_version": "mk1",
+        "wrapped_key": ciphertext("payload key"),
+        "payload_enc": ciphertext("payload body"),
+        "digest": bidx("payload body"),
+        "processed_at": None,
+        "attempts": 0,
+    }
+    values.update(overrides)
+    return InboxRecord(**values)
+
+
+def merge_record(survivor: uuid.UUID, merged: uuid.UUID, **overrides: Any) -> MergeRecord:
+    """A merge-journal entry: ``merged`` folded into ``survivor``."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "survivor_id": survivor,
+        "merged_id": merged,
+        "merged_at": at(0),
+        "actor": "alice:admin",
+        "reason": "duplicate",
+        "details": {"moved": {"identities": 2, "interactions": 7}, "kept": ["email"]},
+    }
+    values.update(overrides)
+    return MergeRecord(**values)
+
+
+def audit_record(seq: int, **overrides: Any) -> AuditRecord:
+    """Audit entry number ``seq``."""
+    values: dict[str, Any] = {
+        "seq": seq,
+        "id": new_id(),
+        "at": at(seq),
+        "actor": "alice",
+        "role": "coordinator",
+        "action": "contact.read",
+        "contact_id": new_id(),
+        "purpose": "treatment",
+        "fields": ["name", "email"],
+        "details": {"via": "cli", "n": seq},
+        "prev_hash": bidx(f"entry {seq - 1}") if seq > 1 else None,
+        "hash": bidx(f"entry {seq}"),
+    }
+    values.update(overrides)
+    return AuditRecord(**values)
+
+
+def assert_same_record(got: Any, expected: Any) -> None:
+    """Assert ``got`` equals ``expected`` field by field, with the stored types.
+
+    Datetimes must be timezone-aware UTC and equal to the millisecond; bytes must come
+    back as ``bytes``; dicts and lists as equal JSON.
+    """
+    assert type(got) is type(expected), f"{type(got).__name__} returned for {type(expected).__name__}"
+    for field in attrs.fields(type(expected)):
+        value, want = getattr(got, field.name), getattr(expected, field.name)
+        if isinstance(want, datetime):
+            assert isinstance(value, datetime), f"{field.name}: {type(value).__name__}, not datetime"
+            assert value.tzinfo is not None and value.utcoffset() == timedelta(0), (
+                f"{field.name}: not timezone-aware UTC"
+            )
+            assert value == want, f"{field.name}: {value.isoformat()} != {want.isoformat()}"
+        elif isinstance(want, bytes):
+            assert type(value) is bytes, f"{field.name}: {type(value).__name__}, not bytes"
+            assert value == want, f"{field.name}: bytes differ"
+        elif isinstance(want, uuid.UUID):
+            assert isinstance(value, uuid.UUID), f"{field.name}: {type(value).__name__}, not UUID"
+            assert value == want, f"{field.name}: {value} != {want}"
+        else:
+            assert value == want, f"{field.name}: {value!r} != {want!r}"
+            assert type(value) is type(want), f"{field.name}: {type(value).__name__} != {type(want).__name__}"
+
+
+class StorageBackendContract:
+    """Conformance tests every storage backend passes (see the module docstring)."""
+
+    # ------------------------------------------------------------------ fixtures
+
+    @pytest.fixture
+    def backend(self) -> Iterator[StorageBackend]:
+        """A fresh, empty, schema-created backend per test.  Subclasses MUST override."""
+        raise NotImplementedError("override the `backend` fixture in your StorageBackendContract subclass")
+        yield  # pragma: no cover
+
+    @pytest.fixture
+    def reopen_backend(self, backend: StorageBackend) -> Callable[[], StorageBackend]:
+        """A callable opening a new backend on ``backend``'s database.  Optional to override."""
+        pytest.skip("no reopen_backend fixture: the open-time schema check is not tested")
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def store(backend: StorageBackend, fill: Callable[[UnitOfWork], Any]) -> Any:
+        """Run ``fill(uow)`` in a new unit of work and commit; returns what it returned."""
+        with backend.unit_of_work() as uow:
+            result = fill(uow)
+            uow.commit()
+        return result
+
+    @staticmethod
+    def read(backend: StorageBackend, query: Callable[[UnitOfWork], Any]) -> Any:
+        """Run ``query(uow)`` in a new unit of work (rolled back) and return its result."""
+        with backend.unit_of_work() as uow:
+            return query(uow)
+
+    def new_contact(self, backend: StorageBackend, **overrides: Any) -> ContactRecord:
+        """Store and return a contact."""
+        record = contact_record(**overrides)
+        self.store(backend, lambda uow: uow.contacts.add(record))
+        return record
+
+    # ------------------------------------------------------------------ interface and schema
+
+    def test_is_a_storage_backend(self, backend: StorageBackend) -> None:
+        """The backend satisfies the StorageBackend protocol: name, url_display, capabilities."""
+        assert isinstance(backend, StorageBackend)
+        assert isinstance(backend.name, str) and backend.name
+        assert isinstance(backend.url_display, str)
+        assert isinstance(backend.capabilities, frozenset)
+
+    def test_check_describes_a_reachable_backend(self, backend: StorageBackend) -> None:
+        """check() pings and names ok, backend, server_version, schema_version, capabilities."""
+        info = backend.check()
+        for key in ("ok", "backend", "server_version", "schema_version", "capabilities"):
+            assert key in info, f"check() lacks {key!r}"
+        assert info["ok"] is True
+        assert info["backend"] == backend.name
+        assert info["schema_version"] == SCHEMA_VERSION
+
+    def test_schema_version_is_current_after_create_schema(self, backend: StorageBackend) -> None:
+        """After create_schema() the stored version is SCHEMA_VERSION and verify_schema() agrees."""
+        assert backend.schema_version() == SCHEMA_VERSION
+        assert backend.verify_schema() == SCHEMA_VERSION
+
+    def test_create_schema_is_idempotent_and_keeps_data(self, backend: StorageBackend) -> None:
+        """create_schema() on a current database changes nothing and loses nothing."""
+        contact = self.new_contact(backend)
+        backend.create_schema()
+        assert backend.schema_version() == SCHEMA_VERSION
+        assert_same_record(self.read(backend, lambda uow: uow.contacts.get(contact.id)), contact)
+
+    def test_upgrade_of_a_current_database_applies_nothing(self, backend: StorageBackend) -> None:
+        """upgrade() on a current database returns an empty list of steps."""
+        assert backend.upgrade() == []
+        assert backend.schema_version() == SCHEMA_VERSION
+
+    def _set_stored_version(self, backend: StorageBackend, version: int) -> None:
+        self.store(backend, lambda uow: uow.meta.set("schema_version", str(version)))
+
+    def test_newer_schema_version_is_refused(self, backend: StorageBackend) -> None:
+        """A database written by a newer carecrm is refused (verify, upgrade, create) and left untouched."""
+        self._set_stored_version(backend, SCHEMA_VERSION + 1)
+        assert backend.schema_version() == SCHEMA_VERSION + 1
+        with pytest.raises(SchemaVersionError):
+            backend.verify_schema()
+        with pytest.raises(SchemaVersionError):
+            backend.upgrade()
+        with pytest.raises(SchemaVersionError):
+            backend.create_schema()
+        assert backend.schema_version() == SCHEMA_VERSION + 1, "a refused database must stay untouched"
+
+    def test_newer_schema_version_is_refused_on_open(
+        self, backend: StorageBackend, reopen_backend: Callable[[], StorageBackend]
+    ) -> None:
+        """Opening a newer database refuses the first unit of work with SchemaVersionError."""
+        self._set_stored_version(backend, SCHEMA_VERSION + 1)
+        reopened = reopen_backend()
+        with pytest.raises(SchemaVersionError):
+            with reopened.unit_of_work() as uow:
+                uow.contacts.count()
+
+    def test_older_schema_version_is_refused_until_upgraded(
+        self, backend: StorageBackend, reopen_backend: Callable[[], StorageBackend]
+    ) -> None:
+        """An older database is refused until upgrade(), which keeps its data and works."""
+        contact = self.new_contact(backend)
+        self._set_stored_version(backend, SCHEMA_VERSION - 1)
+        with pytest.raises(SchemaVersionError):
+            backend.verify_schema()
+        with pytest.raises(SchemaVersionError):
+            with reopen_backend().unit_of_work() as uow:
+                uow.contacts.count()
+        with pytest.raises(SchemaVersionError):
+            backend.create_schema()
+        assert isinstance(backend.upgrade(), list)
+        assert backend.schema_version() == SCHEMA_VERSION
+        assert backend.verify_schema() == SCHEMA_VERSION
+        assert_same_record(self.read(backend, lambda uow: uow.contacts.get(contact.id)), contact)
+        with reopen_backend().unit_of_work() as uow:
+            assert uow.contacts.count() == 1
+
+    # ------------------------------------------------------------------ round trips
+
+    def test_contact_round_trip(self, backend: StorageBackend) -> None:
+        """Contacts round-trip field by field: every field set, every optional field None, merged."""
+        full = self.new_contact(backend)
+        minimal = contact_record(
+            wrapped_key=None, pii_enc=None, name_bidx=None, family_name_bidx=None, key_version=None,
+            name_confidence=None, stage_changed_at=None, service_interest=None, location=None, city=None,
+            postal_prefix=None, owner=None, score=None, first_source=None,
+        )
+        merged = contact_record(status=MERGED, merged_into=full.id, score=-3.0)
+        self.store(backend, lambda uow: uow.contacts.add_many([minimal, merged]))
+        with backend.unit_of_work() as uow:
+            for record in (full, minimal, merged):
+                assert_same_record(uow.contacts.get(record.id), record)
+
+    def test_identity_round_trip(self, backend: StorageBackend) -> None:
+        """Identities (email, phone, external ids with a URL system) round-trip field by field."""
+        contact = self.new_contact(backend)
+        email = identity_record(contact.id, verified=True)
+        phone = identity_record(
+            contact.id, kind="phone", bidx=bidx("+13055550123"), valid=False, source=None, value_enc=None
+        )
+        external = identity_record(
+            contact.id, kind="external:http://hl7.org/fhir/sid/us-mrn", bidx=bidx("mrn 1"), valid=True
+        )
+        self.store(backend, lambda uow: (uow.identities.add(email), uow.identities.add_many([phone, external])))
+        got = self.read(backend, lambda uow: uow.identities.for_contact(contact.id))
+        assert {r.id: r for r in got}.keys() == {email.id, phone.id, external.id}
+        for record in (email, phone, external):
+            assert_same_record(next(r for r in got if r.id == record.id), record)
+
+    def test_interaction_round_trip(self, backend: StorageBackend) -> None:
+        """Interactions round-trip, nested unicode JSON, bytes and optional Nones included."""
+        contact = self.new_contact(backend)
+        full = interaction_record(contact.id)
+        bare = interaction_record(
+            contact.id, channel=None, direction=None, location=None, campaign=None, channel_group=None,
+            touchpoint={}, attributes={}, body_enc=None, actor="system", inbox_id=None,
+        )
+        self.store(backend, lambda uow: (uow.interactions.add(full), uow.interactions.add(bare)))
+        with backend.unit_of_work() as uow:
+            for record in (full, bare):
+                assert_same_record(uow.interactions.get(record.id), record)
+
+    def test_stage_change_round_trip(self, backend: StorageBackend) -> None:
+        """Stage changes round-trip and come back oldest first."""
+        contact = self.new_contact(backend)
+        first = stage_change_record(contact.id, from_stage=None, to_stage="new_lead", actor=None,
+                                    reason=None, implied_by=None)
+        second = stage_change_record(contact.id, changed_at=at(60))
+        self.store(backend, lambda uow: (uow.stages.add(second), uow.stages.add(first)))
+        got = self.read(backend, lambda uow: uow.stages.history(contact.id))
+        assert len(got) == 2
+        assert_same_record(got[0], first)
+        assert_same_record(got[1], second)
+
+    def test_appointment_round_trip(self, backend: StorageBackend) -> None:
+        """put() returns what it stored, and for_contact() returns the same."""
+        contact = self.new_contact(backend)
+        record = appointment_record(contact.id)
+        stored = self.store(backend, lambda uow: uow.appointments.put(record))
+        assert_same_record(stored, record)
+        assert_same_record(self.read(backend, lambda uow: uow.appointments.for_contact(contact.id))[0], record)
+
+    def test_consent_round_trip(self, backend: StorageBackend) -> None:
+        """Consent events round-trip, one without a contact or evidence included."""
+        record = consent_record()
+        anonymous = consent_record(contact_id=None, evidence_enc=None, regime={}, expires_at=None)
+        self.store(backend, lambda uow: (uow.consents.add(record), uow.consents.add(anonymous)))
+        got = self.read(backend, lambda uow: uow.consents.for_contact_point(record.contact_point_bidx))
+        by_id = {r.id: r for r in got}
+        assert_same_record(by_id[record.id], record)
+        assert_same_record(by_id[anonymous.id], anonymous)
+
+    def test_note_round_trip(self, backend: StorageBackend) -> None:
+        """Notes round-trip with their encrypted body."""
+        contact = self.new_contact(backend)
+        record = note_record(contact.id)
+        self.store(backend, lambda uow: uow.notes.add(record))
+        assert_same_record(self.read(backend, lambda uow: uow.notes.for_contact(contact.id))[0], record)
+
+    def test_task_round_trip(self, backend: StorageBackend) -> None:
+        """Tasks round-trip, with and without due time, assignee and body."""
+        contact = self.new_contact(backend)
+        record = task_record(contact.id)
+        bare = task_record(contact.id, created_by=None, assignee=None, due_at=None, body_enc=None)
+        self.store(backend, lambda uow: (uow.tasks.add(record), uow.tasks.add(bare)))
+        assert_same_record(self.read(backend, lambda uow: uow.tasks.get(record.id)), record)
+        assert_same_record(self.read(backend, lambda uow: uow.tasks.get(bare.id)), bare)
+
+    def test_score_round_trip(self, backend: StorageBackend) -> None:
+        """Scores round-trip with their JSON reasons and a full double-precision score."""
+        contact = self.new_contact(backend)
+        record = score_record(contact.id)
+        self.store(backend, lambda uow: uow.scores.put(record))
+        got = self.read(backend, lambda uow: uow.scores.get(contact.id, "rules"))
+        assert_same_record(got, record)
+        assert got.score == 0.1 + 0.2, "scores keep double precision"
+
+    def test_review_round_trip(self, backend: StorageBackend) -> None:
+        """A resolved review pair round-trips."""
+        a, b = self.new_contact(backend), self.new_contact(backend)
+        record = review_record(a.id, b.id, status="resolved", resolved_at=at(9), resolved_by="carol")
+        assert self.store(backend, lambda uow: uow.reviews.add(record)) is True
+        assert_same_record(self.read(backend, lambda uow: uow.reviews.list(status=None))[0], record)
+
+    def test_segment_round_trip(self, backend: StorageBackend) -> None:
+        """A saved segment round-trips with its nested definition."""
+        record = segment_record()
+        self.store(backend, lambda uow: uow.segments.put(record))
+        assert_same_record(self.read(backend, lambda uow: uow.segments.get(record.name)), record)
+
+    def test_inbox_round_trip(self, backend: StorageBackend) -> None:
+        """Inbox payloads round-trip, one of 300 kB included (beyond a 64 KiB BLOB)."""
+        record = inbox_record(reason="field 'email' missing", processed_at=at(3), attempts=2, status="quarantined")
+        large = inbox_record(payload_enc=ciphertext("large", size=300_000))
+        self.store(backend, lambda uow: (uow.inbox.add(record), uow.inbox.add(large)))
+        assert_same_record(self.read(backend, lambda uow: uow.inbox.get(record.id)), record)
+        assert_same_record(self.read(backend, lambda uow: uow.inbox.get(large.id)), large)
+
+    def test_merge_round_trip(self, backend: StorageBackend) -> None:
+        """A merge-journal entry round-trips and is found from both contacts."""
+        a, b = new_id(), new_id()
+        record = merge_record(a, b)
+        self.store(backend, lambda uow: uow.merges.add(record))
+        assert_same_record(self.read(backend, lambda uow: uow.merges.for_contact(a))[0], record)
+        assert_same_record(self.read(backend, lambda uow: uow.merges.for_contact(b))[0], record)
+
+    def test_audit_round_trip(self, backend: StorageBackend) -> None:
+        """Audit entries round-trip, empty lists, dicts and Nones included."""
+        first = audit_record(1, contact_id=None, purpose=None, fields=[], details={}, actor=None, role=None)
+        second = audit_record(2)
+        self.store(backend, lambda uow: (uow.audit.append(first), uow.audit.append(second)))
+        got = self.read(backend, lambda uow: list(uow.audit.iter()))
+        assert len(got) == 2
+        assert_same_record(got[0], first)
+        assert_same_record(got[1], second)
+
+    def test_meta_get_and_set(self, backend: StorageBackend) -> None:
+        """meta: None for a missing key, set() inserts then replaces, unicode kept."""
+        assert self.read(backend, lambda uow: uow.meta.get("key_check")) is None
+        self.store(backend, lambda uow: uow.meta.set("key_check", "abc"))
+        self.store(backend, lambda uow: uow.meta.set("key_check", "déf ✓"))
+        assert self.read(backend, lambda uow: uow.meta.get("key_check")) == "déf ✓"
+
+    # ------------------------------------------------------------------ time
+
+    def test_datetimes_come_back_utc_truncated_to_milliseconds(self, backend: StorageBackend) -> None:
+        """Any aware datetime comes back as the same instant in UTC, cut (not rounded) to ms."""
+        contact = self.new_contact(backend)
+        plus_two = timezone(timedelta(hours=2))
+        occurred = datetime(2024, 7, 1, 14, 30, 15, 987654, tzinfo=plus_two)
+        record = interaction_record(contact.id, occurred_at=occurred, recorded_at=T0)
+        self.store(backend, lambda uow: uow.interactions.add(record))
+        got = self.read(backend, lambda uow: uow.interactions.get(record.id))
+        assert got.occurred_at == datetime(2024, 7, 1, 12, 30, 15, 987000, tzinfo=UTC)
+        assert got.occurred_at.utcoffset() == timedelta(0)
+        assert got.recorded_at == T0 and got.recorded_at.microsecond == 123000
+
+    def test_naive_datetime_is_refused(self, backend: StorageBackend) -> None:
+        """A naive datetime, as a field or as a query argument, raises ValueError; nothing is stored."""
+        naive = datetime(2024, 3, 1, 12, 0, 0)
+        with backend.unit_of_work() as uow:
+            with pytest.raises(ValueError):
+                uow.contacts.add(contact_record(created_at=naive))
+            with pytest.raises(ValueError):
+                uow.tasks.list(due_before=naive)
+            with pytest.raises(ValueError):
+                uow.interactions.timeline(new_id(), after=(naive, new_id()))
+        assert self.read(backend, lambda uow: uow.contacts.count()) == 0
+
+    # ------------------------------------------------------------------ not found
+
+    def test_missing_records_raise_not_found(self, backend: StorageBackend) -> None:
+        """Every get / update / delete / set_status of a missing record raises NotFound."""
+        missing = new_id()
+        with backend.unit_of_work() as uow:
+            lookups: list[Callable[[], Any]] = [
+                lambda: uow.contacts.get(missing),
+                lambda: uow.interactions.get(missing),
+                lambda: uow.tasks.get(missing),
+                lambda: uow.scores.get(missing, "rules"),
+                lambda: uow.segments.get("nope"),
+                lambda: uow.segments.delete("nope"),
+                lambda: uow.inbox.get(missing),
+                lambda: uow.inbox.set_status(missing, "processed"),
+                lambda: uow.tasks.update(task_record(missing)),
+                lambda: uow.contacts.update(contact_record(id=missing)),
+            ]
+            for lookup in lookups:
+                with pytest.raises(NotFound):
+                    lookup()
+
+    # ------------------------------------------------------------------ duplicates
+
+    def test_duplicate_interaction_key_is_refused(self, backend: StorageBackend) -> None:
+        """A repeated (source, idempotency_key) is a DuplicateError naming no value; keys are case-sensitive."""
+        contact = self.new_contact(backend)
+        first = interaction_record(contact.id, idempotency_key="evt-1")
+        self.store(backend, lambda uow: uow.interactions.add(first))
+        with backend.unit_of_work() as uow:
+            with pytest.raises(DuplicateError) as caught:
+                uow.interactions.add(interaction_record(contact.id, idempotency_key="evt-1"))
+            assert "evt-1" not in str(caught.value), "error messages never carry stored values"
+            # Same key from another source, or another key from the same source: fine.
+            uow.interactions.add(interaction_record(contact.id, idempotency_key="evt-1", source="calendly"))
+            uow.interactions.add(interaction_record(contact.id, idempotency_key="EVT-1"))
+            uow.commit()
+        assert self.read(backend, lambda uow: uow.interactions.count()) == 3
+
+    def test_duplicate_consent_key_is_refused(self, backend: StorageBackend) -> None:
+        """A repeated consent (source, idempotency_key) raises DuplicateError."""
+        self.store(backend, lambda uow: uow.consents.add(consent_record(idempotency_key="c-1")))
+        with backend.unit_of_work() as uow:
+            with pytest.raises(DuplicateError):
+                uow.consents.add(consent_record(idempotency_key="c-1", status="revoked"))
+        self.store(backend, lambda uow: uow.consents.add(consent_record(idempotency_key="c-1", source="twilio")))
+        assert self.read(backend, lambda uow: uow.consents.count()) == 2
+
+    def test_add_many_is_all_or_nothing(self, backend: StorageBackend) -> None:
+        """add_many() with one duplicate stores none of the batch and leaves the unit of work usable."""
+        contact = self.new_contact(backend)
+        stored = interaction_record(contact.id, idempotency_key="k-stored")
+        self.store(backend, lambda uow: uow.interactions.add(stored))
+        batch = [interaction_record(contact.id, idempotency_key=f"k-{i}") for i in range(5)]
+        batch.insert(3, interaction_record(contact.id, idempotency_key="k-stored"))
+        with backend.unit_of_work() as uow:
+            kept = interaction_record(contact.id, idempotency_key="k-before")
+            uow.interactions.add(kept)
+            with pytest.raises(DuplicateError):
+                uow.interactions.add_many(batch)
+            # The unit stays usable and keeps what it did before the failed batch.
+            assert uow.interactions.existing_keys("typeform", [f"k-{i}" for i in range(5)]) == set()
+            after = interaction_record(contact.id, idempotency_key="k-after")
+            uow.interactions.add(after)
+            uow.commit()
+        keys = self.read(
+            backend,
+            lambda uow: uow.interactions.existing_keys(
+                "typeform", ["k-stored", "k-before", "k-after"] + [f"k-{i}" for i in range(5)]
+            ),
+        )
+        assert keys == {"k-stored", "k-before", "k-after"}
+
+    def test_add_many_refuses_a_repeated_key_inside_the_batch(self, backend: StorageBackend) -> None:
+        """A key repeated inside one add_many() batch is a DuplicateError too; nothing is stored."""
+        contact = self.new_contact(backend)
+        batch = [interaction_record(contact.id, idempotency_key=k) for k in ("a", "b", "a")]
+        with backend.unit_of_work() as uow:
+            with pytest.raises(DuplicateError):
+                uow.interactions.add_many(batch)
+            uow.commit()
+        assert self.read(backend, lambda uow: uow.interactions.count()) == 0
+
+    def test_duplicate_ids_and_keys_are_refused(self, backend: StorageBackend) -> None:
+        """Duplicate contact ids, (contact, kind, bidx) identities and audit seqs raise DuplicateError."""
+        contact = self.new_contact(backend)
+        identity = identity_record(contact.id)
+        self.store(backend, lambda uow: (uow.identities.add(identity), uow.audit.append(audit_record(1))))
+        with backend.unit_of_work() as uow:
+            with pytest.raises(DuplicateError):
+                uow.contacts.add(contact_record(id=contact.id))
+            with pytest.raises(DuplicateError):
+                uow.identities.add(identity_record(contact.id))  # same (contact, kind, bidx)
+            with pytest.raises(DuplicateError):
+                uow.audit.append(audit_record(1))
+            with pytest.raises(DuplicateError):
+                uow.contacts.add_many([contact_record(), contact_record(id=contact.id)])
+        assert self.read(backend, lambda uow: (uow.contacts.count(), uow.identities.count())) == (1, 1)
+
+    def test_empty_add_many_is_a_no_op(self, backend: StorageBackend) -> None:
+        """add_many([]) stores nothing and raises nothing."""
+        self.store(backend, lambda uow: (uow.contacts.add_many([]), uow.interactions.add_many([]),
+                                         uow.identities.add_many([])))
+        assert self.read(backend, lambda uow: uow.contacts.count()) == 0
+
+    # ------------------------------------------------------------------ concurrency
+
+    def test_update_uses_optimistic_concurrency(self, backend: StorageBackend) -> None:
+        """update() bumps the version; an update based on a stale version raises ConflictError."""
+        contact = self.new_contact(backend, stage="new_lead")
+        moved = attrs.evolve(contact, stage="contacted", updated_at=at(100))
+        stored = self.store(backend, lambda uow: uow.contacts.update(moved))
+        assert stored.version == contact.version + 1
+        assert_same_record(stored, attrs.evolve(moved, version=2))
+        stale = attrs.evolve(contact, stage="lost")  # still says version 1
+        with backend.unit_of_work() as uow:
+            with pytest.raises(ConflictError):
+                uow.contacts.update(stale)
+        got = self.read(backend, lambda uow: uow.contacts.get(contact.id))
+        assert (got.version, got.stage) == (2, "contacted")
+        again = self.store(backend, lambda uow: uow.contacts.update(attrs.evolve(got, status=ERASED, pii_enc=None)))
+        assert again.version == 3
+        assert_same_record(self.read(backend, lambda uow: uow.contacts.get(contact.id)), again)
+
+    # ------------------------------------------------------------------ transactions
+
+    def test_leaving_without_commit_rolls_back(self, backend: StorageBackend) -> None:
+        """Leaving the with-block without commit() stores nothing."""
+        with backend.unit_of_work() as uow:
+            uow.contacts.add(contact_record())
+            uow.meta.set("x", "1")
+        assert self.read(backend, lambda uow: (uow.contacts.count(), uow.meta.get("x"))) == (0, None)
+
+    def test_an_exception_rolls_back_and_propagates(self, backend: StorageBackend) -> None:
+        """An exception rolls back what was not committed and propagates."""
+        class Boom(Exception):
+            pass
+
+        with pytest.raises(Boom):
+            with backend.unit_of_work() as uow:
+                uow.contacts.add(contact_record())
+                uow.commit()
+                uow.contacts.add(contact_record())
+                raise Boom
+        assert self.read(backend, lambda uow: uow.contacts.count()) == 1
+
+    def test_explicit_rollback_then_commit(self, backend: StorageBackend) -> None:
+        """rollback() undoes since the last commit; the unit stays usable after commit() and rollback()."""
+        kept = contact_record()
+        with backend.unit_of_work() as uow:
+            uow.contacts.add(contact_record())
+            uow.rollback()
+            uow.contacts.add(kept)
+            uow.commit()
+            uow.contacts.add(contact_record())
+        got = self.read(backend, lambda uow: uow.contacts.list())
+        assert [c.id for c in got] == [kept.id]
+
+    def test_committed_work_is_visible_to_a_new_unit(self, backend: StorageBackend) -> None:
+        """What a unit commits, the next unit reads."""
+        record = contact_record()
+        self.store(backend, lambda uow: uow.contacts.add(record))
+        assert self.read(backend, lambda uow: uow.contacts.get_many([record.id])) == {record.id: record}
+
+    # ------------------------------------------------------------------ timeline
+
+    def _timeline_fixture(self, backend: StorageBackend) -> tuple[ContactRecord, list[InteractionRecord]]:
+        contact = self.new_contact(backend)
+        other = self.new_contact(backend)
+        kinds = ["form.submitted", "email.opened", "call.completed"]
+        records = [
+            interaction_record(contact.id, occurred_at=at(seconds), kind=kinds[i % 3])
+            for i, seconds in enumerate([5, 1, 3, 3, 3, 3, 2, 9, 3.001])
+        ]
+        records += [interaction_record(other.id, occurred_at=at(s)) for s in (0, 3, 4)]
+        shuffled = records[:]
+        random.Random(7).shuffle(shuffled)
+        self.store(backend, lambda uow: uow.interactions.add_many(shuffled))
+        mine = sorted((r for r in records if r.contact_id == contact.id), key=lambda r: (r.occurred_at, r.id))
+        return contact, mine
+
+    def test_timeline_order_breaks_ties_by_id(self, backend: StorageBackend) -> None:
+        """The timeline is ordered by (occurred_at, id): ties on time are broken by id."""
+        contact, expected = self._timeline_fixture(backend)
+        got = self.read(backend, lambda uow: uow.interactions.timeline(contact.id))
+        assert [r.id for r in got] == [r.id for r in expected]
+        assert_same_record(got[0], expected[0])
+
+    def test_timeline_keyset_pagination(self, backend: StorageBackend) -> None:
+        """Keyset pages (after=(occurred_at, id) of the last row) cover the timeline exactly once, across ties."""
+        contact, expected = self._timeline_fixture(backend)
+        pages: list[list[InteractionRecord]] = []
+        cursor = None
+        with backend.unit_of_work() as uow:
+            while True:
+                page = uow.interactions.timeline(contact.id, after=cursor, limit=2)
+                if not page:
+                    break
+                pages.append(page)
+                cursor = (page[-1].occurred_at, page[-1].id)
+        assert [len(p) for p in pages] == [2, 2, 2, 2, 1]
+        assert [r.id for p in pages for r in p] == [r.id for r in expected]
+
+    def test_timeline_kinds_filter(self, backend: StorageBackend) -> None:
+        """kinds= restricts the timeline, also across pages."""
+        contact, expected = self._timeline_fixture(backend)
+        wanted = ["email.opened", "call.completed"]
+        got = self.read(backend, lambda uow: uow.interactions.timeline(contact.id, kinds=wanted))
+        assert [r.id for r in got] == [r.id for r in expected if r.kind in wanted]
+        first = self.read(backend, lambda uow: uow.interactions.timeline(contact.id, kinds=wanted, limit=2))
+        rest = self.read(
+            backend,
+            lambda uow: uow.interactions.timeline(
+                contact.id, kinds=wanted, after=(first[-1].occurred_at, first[-1].id)
+            ),
+        )
+        assert [r.id for r in first + rest] == [r.id for r in got]
+        assert self.read(backend, lambda uow: uow.interactions.timeline(contact.id, kinds=["page.viewed"])) == []
+
+    def test_existing_keys_in_large_batches(self, backend: StorageBackend) -> None:
+        """existing_keys() answers for more keys than fit one IN list, per source."""
+        contact = self.new_contact(backend)
+        stored = [interaction_record(contact.id, idempotency_key=f"key-{i:05d}") for i in range(0, 1400, 2)]
+        self.store(backend, lambda uow: uow.interactions.add_many(stored))
+        asked = [f"key-{i:05d}" for i in range(1400)]
+        got = self.read(backend, lambda uow: uow.interactions.existing_keys("typeform", asked))
+        assert got == {r.idempotency_key for r in stored}
+        assert self.read(backend, lambda uow: uow.interactions.existing_keys("calendly", asked)) == set()
+        assert self.read(backend, lambda uow: uow.interactions.existing_keys("typeform", [])) == set()
+        assert self.read(backend, lambda uow: uow.interactions.count()) == 700
+
+    def test_interactions_reassign(self, backend: StorageBackend) -> None:
+        """reassign() moves every interaction of a contact and returns how many."""
+        contact, expected = self._timeline_fixture(backend)
+        survivor = self.new_contact(backend)
+        moved = self.store(backend, lambda uow: uow.interactions.reassign(contact.id, survivor.id))
+        assert moved == len(expected)
+        assert self.read(backend, lambda uow: uow.interactions.timeline(contact.id)) == []
+        got = self.read(backend, lambda uow: uow.interactions.timeline(survivor.id))
+        assert [r.id for r in got] == [r.id for r in expected]
+
+    # ------------------------------------------------------------------ identities
+
+    def test_blind_indexes_are_not_unique_across_contacts(self, backend: StorageBackend) -> None:
+        """Two contacts may share a phone blind index; find() returns both, oldest first."""
+        mother = self.new_contact(backend, created_at=at(0))
+        son = self.new_contact(backend, created_at=at(10))
+        shared = bidx("+13055550123")
+        first = identity_record(mother.id, kind="phone", bidx=shared, created_at=at(0))
+        second = identity_record(son.id, kind="phone", bidx=shared, created_at=at(10))
+        self.store(backend, lambda uow: uow.identities.add_many([second, first]))
+        got = self.read(backend, lambda uow: uow.identities.find("phone", shared))
+        assert [r.contact_id for r in got] == [mother.id, son.id]
+        assert self.read(backend, lambda uow: uow.identities.find("email", shared)) == []
+
+    def test_find_many(self, backend: StorageBackend) -> None:
+        """find_many() matches exact (kind, bidx) pairs only, for many pairs at once."""
+        a, b = self.new_contact(backend), self.new_contact(backend)
+        a_email = identity_record(a.id, kind="email", bidx=bidx("a@x.org"))
+        a_phone = identity_record(a.id, kind="phone", bidx=bidx("+1305"))
+        b_phone = identity_record(b.id, kind="phone", bidx=bidx("+1305"), created_at=at(5))
+        b_ext = identity_record(b.id, kind="external:meta", bidx=bidx("lead 9"))
+        self.store(backend, lambda uow: uow.identities.add_many([a_email, a_phone, b_phone, b_ext]))
+        keys = [("email", bidx("a@x.org")), ("phone", bidx("+1305")), ("phone", bidx("a@x.org")),
+                ("email", bidx("nobody")), ("external:meta", bidx("lead 9"))]
+        keys += [("email", bidx(f"filler {i}")) for i in range(1100)]
+        got = self.read(backend, lambda uow: uow.identities.find_many(keys))
+        assert {r.id for r in got} == {a_email.id, a_phone.id, b_phone.id, b_ext.id}
+        assert self.read(backend, lambda uow: uow.identities.find_many([])) == []
+
+    def test_identities_reassign_and_delete(self, backend: StorageBackend) -> None:
+        """reassign() folds twin identities (kept once, verified if either was); delete_for_contact() erases."""
+        a, b = self.new_contact(backend), self.new_contact(backend)
+        shared = bidx("+13055550123")
+        a_phone = identity_record(a.id, kind="phone", bidx=shared, verified=False)
+        b_phone = identity_record(b.id, kind="phone", bidx=shared, verified=True)
+        b_email = identity_record(b.id, kind="email", bidx=bidx("b@x.org"))
+        self.store(backend, lambda uow: uow.identities.add_many([a_phone, b_phone, b_email]))
+        assert self.store(backend, lambda uow: uow.identities.reassign(b.id, a.id)) == 2
+        got = self.read(backend, lambda uow: uow.identities.for_contact(a.id))
+        assert sorted((r.kind, r.bidx) for r in got) == sorted([("phone", shared), ("email", bidx("b@x.org"))])
+        phone = next(r for r in got if r.kind == "phone")
+        assert phone.id == a_phone.id and phone.verified is True, "a twin identity is kept once, verified"
+        assert self.read(backend, lambda uow: uow.identities.for_contact(b.id)) == []
+        assert self.store(backend, lambda uow: uow.identities.delete_for_contact(a.id)) == 2
+        assert self.read(backend, lambda uow: uow.identities.count()) == 0
+
+    # ------------------------------------------------------------------ contacts
+
+    def test_find_contacts_by_name_blind_index(self, backend: StorageBackend) -> None:
+        """find_by_name / find_by_family_name return active contacts only, oldest first."""
+        name, family = bidx("name:ana lima"), bidx("family:lima")
+        older = self.new_contact(backend, name_bidx=name, family_name_bidx=family, created_at=at(0))
+        newer = self.new_contact(backend, name_bidx=name, family_name_bidx=family, created_at=at(50))
+        self.new_contact(backend, name_bidx=name, family_name_bidx=family, status=MERGED, merged_into=older.id)
+        cousin = self.new_contact(backend, name_bidx=bidx("name:rui lima"), family_name_bidx=family,
+                                  created_at=at(20))
+        got = self.read(backend, lambda uow: uow.contacts.find_by_name(name))
+        assert [c.id for c in got] == [older.id, newer.id]
+        got = self.read(backend, lambda uow: uow.contacts.find_by_family_name(family))
+        assert [c.id for c in got] == [older.id, cousin.id, newer.id]
+        assert self.read(backend, lambda uow: uow.contacts.find_by_name(bidx("nobody"))) == []
+
+    def test_list_and_count_contacts(self, backend: StorageBackend) -> None:
+        """list() pages active contacts in id order by stage; counts; get_many() skips missing ids."""
+        ids = sorted(new_id() for _ in range(6))
+        stages = ["new_lead", "contacted", "new_lead", "new_lead", "booked_patient", "new_lead"]
+        records = [contact_record(id=i, stage=s) for i, s in zip(ids, stages, strict=True)]
+        records[3] = attrs.evolve(records[3], status=ERASED, pii_enc=None, wrapped_key=None)
+        self.store(backend, lambda uow: uow.contacts.add_many(list(reversed(records))))
+        with backend.unit_of_work() as uow:
+            assert [c.id for c in uow.contacts.list()] == [ids[0], ids[1], ids[2], ids[4], ids[5]]
+            assert [c.id for c in uow.contacts.list(stage="new_lead")] == [ids[0], ids[2], ids[5]]
+            assert [c.id for c in uow.contacts.list(stage="new_lead", after=ids[0], limit=1)] == [ids[2]]
+            assert [c.id for c in uow.contacts.list(after=ids[4])] == [ids[5]]
+            assert uow.contacts.count_by_stage() == {"new_lead": 3, "contacted": 1, "booked_patient": 1}
+            assert uow.contacts.count() == 6
+            found = uow.contacts.get_many([ids[0], new_id(), ids[3], ids[0]])
+            assert set(found) == {ids[0], ids[3]}
+            assert_same_record(found[ids[3]], records[3])
+
+    # ------------------------------------------------------------------ stages, appointments
+
+    def test_stage_history_and_iter_all(self, backend: StorageBackend) -> None:
+        """history() is per contact oldest first; iter_all() streams by (contact_id, changed_at), by pipeline."""
+        a, b = sorted([new_id(), new_id()])
+        changes = [
+            stage_change_record(b, changed_at=at(1)),
+            stage_change_record(a, changed_at=at(9), pipeline="implants"),
+            stage_change_record(a, changed_at=at(2)),
+            stage_change_record(b, changed_at=at(0), from_stage=None, to_stage="new_lead"),
+        ]
+        self.store(backend, lambda uow: [uow.stages.add(c) for c in changes])
+        with backend.unit_of_work() as uow:
+            assert [c.changed_at for c in uow.stages.history(b)] == [at(0), at(1)]
+            assert [(c.contact_id, c.changed_at) for c in uow.stages.iter_all()] == [
+                (a, at(2)), (a, at(9)), (b, at(0)), (b, at(1))
+            ]
+            assert [c.pipeline for c in uow.stages.iter_all(pipeline="implants")] == ["implants"]
+            assert uow.stages.count() == 4
+
+    def test_appointment_put_replaces_by_source_and_external_id(self, backend: StorageBackend) -> None:
+        """put() replaces by (source, external_id) keeping id and created_at; unknown start times sort last."""
+        contact = self.new_contact(backend)
+        first = appointment_record(contact.id, external_id="inv-1")
+        self.store(backend, lambda uow: uow.appointments.put(first))
+        moved = appointment_record(
+            contact.id, external_id="inv-1", status="rescheduled", starts_at=at(7200), ends_at=None,
+            created_at=at(500), updated_at=at(600), provider=None,
+        )
+        stored = self.store(backend, lambda uow: uow.appointments.put(moved))
+        expected = attrs.evolve(moved, id=first.id, created_at=first.created_at)
+        assert_same_record(stored, expected)
+        other_source = appointment_record(contact.id, external_id="inv-1", source="ehr", starts_at=None)
+        early = appointment_record(contact.id, starts_at=at(10))
+        self.store(backend, lambda uow: (uow.appointments.put(other_source), uow.appointments.put(early)))
+        got = self.read(backend, lambda uow: uow.appointments.for_contact(contact.id))
+        assert [r.id for r in got] == [early.id, first.id, other_source.id], "unknown start times come last"
+        assert_same_record(got[1], expected)
+        assert self.read(backend, lambda uow: uow.appointments.count()) == 3
+
+    # ------------------------------------------------------------------ consents, notes, tasks
+
+    def test_consent_ledger_queries(self, backend: StorageBackend) -> None:
+        """The ledger is queried by contact point (and channel, purpose) or by contact, by time."""
+        phone, email = bidx("+13055550123"), bidx("a@x.org")
+        contact = new_id()
+        events = [
+            consent_record(contact_point_bidx=phone, occurred_at=at(5), status="revoked", contact_id=contact),
+            consent_record(contact_point_bidx=phone, occurred_at=at(1), contact_id=contact),
+            consent_record(contact_point_bidx=phone, channel="phone", purpose="treatment", occurred_at=at(3)),
+            consent_record(contact_point_bidx=email, channel="email", occurred_at=at(2), contact_id=contact),
+        ]
+        self.store(backend, lambda uow: [uow.consents.add(e) for e in events])
+        with backend.unit_of_work() as uow:
+            assert [e.occurred_at for e in uow.consents.for_contact_point(phone)] == [at(1), at(3), at(5)]
+            sms = uow.consents.for_contact_point(phone, channel="sms", purpose="marketing")
+            assert [e.status for e in sms] == ["granted", "revoked"]
+            assert [e.id for e in uow.consents.for_contact_point(phone, purpose="treatment")] == [events[2].id]
+            assert [e.id for e in uow.consents.for_contact(contact)] == [events[1].id, events[3].id, events[0].id]
+            assert uow.consents.count() == 4
+
+    def test_notes_oldest_first(self, backend: StorageBackend) -> None:
+        """A contact's notes come back oldest first."""
+        contact = self.new_contact(backend)
+        notes = [note_record(contact.id, created_at=at(s)) for s in (3, 1, 2)]
+        self.store(backend, lambda uow: [uow.notes.add(n) for n in notes])
+        got = self.read(backend, lambda uow: uow.notes.for_contact(contact.id))
+        assert [n.created_at for n in got] == [at(1), at(2), at(3)]
+        assert self.read(backend, lambda uow: uow.notes.for_contact(new_id())) == []
+
+    def test_task_update_and_filters(self, backend: StorageBackend) -> None:
+        """Task filters combine; order is due time (unknown last) then id; update() replaces."""
+        a, b = new_id(), new_id()
+        ids = sorted(new_id() for _ in range(5))
+        tasks = [
+            task_record(a, id=ids[4], assignee="bob", due_at=at(100)),
+            task_record(a, id=ids[1], assignee="bob", due_at=None),
+            task_record(b, id=ids[2], assignee="bob", due_at=at(50)),
+            task_record(b, id=ids[3], assignee="eve", due_at=at(50)),
+            task_record(a, id=ids[0], assignee="eve", due_at=None, status="done"),
+        ]
+        self.store(backend, lambda uow: [uow.tasks.add(t) for t in tasks])
+        with backend.unit_of_work() as uow:
+            assert [t.id for t in uow.tasks.list()] == [ids[2], ids[3], ids[4], ids[0], ids[1]]
+            assert [t.id for t in uow.tasks.list(assignee="bob")] == [ids[2], ids[4], ids[1]]
+            assert [t.id for t in uow.tasks.list(contact_id=a, status="open")] == [ids[4], ids[1]]
+            assert [t.id for t in uow.tasks.list(due_before=at(100))] == [ids[2], ids[3]]
+            assert [t.id for t in uow.tasks.list(assignee="eve", status="done")] == [ids[0]]
+            done = attrs.evolve(tasks[0], status="done", completed_at=at(90), completed_by="bob")
+            uow.tasks.update(done)
+            uow.tasks.update(done)  # the same values again is not "not found"
+            uow.commit()
+        assert_same_record(self.read(backend, lambda uow: uow.tasks.get(ids[4])), done)
+
+    # ------------------------------------------------------------------ scores, reviews, segments
+
+    def test_scores_put_replaces_and_top_orders(self, backend: StorageBackend) -> None:
+        """put() replaces per (contact, model); top() is highest first, ties by contact id, per model."""
+        ids = sorted(new_id() for _ in range(4))
+        with backend.unit_of_work() as uow:
+            uow.scores.put(score_record(ids[0], score=10.0))
+            uow.scores.put(score_record(ids[1], score=30.0))
+            uow.scores.put(score_record(ids[2], score=20.0))
+            uow.scores.put(score_record(ids[3], score=30.0))
+            uow.scores.put(score_record(ids[0], score=99.5, reasons=[], computed_at=at(9)))
+            uow.scores.put(score_record(ids[0], score=99.5, reasons=[], computed_at=at(9)))
+            uow.scores.put(score_record(ids[2], model="ml", score=1000.0))
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            top = uow.scores.top("rules")
+            assert [(s.contact_id, s.score) for s in top] == [
+                (ids[0], 99.5), (ids[1], 30.0), (ids[3], 30.0), (ids[2], 20.0)
+            ]
+            assert_same_record(top[0], score_record(ids[0], score=99.5, reasons=[], computed_at=at(9)))
+            assert [s.contact_id for s in uow.scores.top("rules", limit=2)] == [ids[0], ids[1]]
+            assert [s.score for s in uow.scores.top("ml")] == [1000.0]
+            assert uow.scores.top("none") == []
+
+    def test_review_pairs_are_unique(self, backend: StorageBackend) -> None:
+        """A pair is stored once whatever its order; list() by status; for_contact() from either side."""
+        a, b, c = sorted(new_id() for _ in range(3))
+        first = review_record(a, b, created_at=at(0))
+        with backend.unit_of_work() as uow:
+            assert uow.reviews.add(first) is True
+            assert uow.reviews.add(review_record(a, b, reason="again")) is False
+            assert uow.reviews.add(review_record(a, b, contact_a=b, contact_b=a)) is False
+            assert uow.reviews.add(review_record(b, c, created_at=at(5), status="dismissed")) is True
+            assert uow.reviews.add(review_record(a, c, created_at=at(9))) is True
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            assert [(r.contact_a, r.contact_b) for r in uow.reviews.list()] == [(a, b), (a, c)]
+            assert [r.status for r in uow.reviews.list(status=None)] == ["open", "dismissed", "open"]
+            assert [r.status for r in uow.reviews.list(status="dismissed")] == ["dismissed"]
+            assert [(r.contact_a, r.contact_b) for r in uow.reviews.for_contact(c)] == [(b, c), (a, c)]
+            assert_same_record(uow.reviews.for_contact(a)[0], first)
+
+    def test_segments_put_get_list_delete(self, backend: StorageBackend) -> None:
+        """Segments: put() replaces by name, list() by name, delete() removes."""
+        with backend.unit_of_work() as uow:
+            uow.segments.put(segment_record("b-lapsed"))
+            uow.segments.put(segment_record("a-new"))
+            replaced = segment_record("b-lapsed", definition={"field": "stage", "op": "eq", "value": "lost"},
+                                      updated_at=at(60), created_by=None)
+            uow.segments.put(replaced)
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            assert [s.name for s in uow.segments.list()] == ["a-new", "b-lapsed"]
+            assert_same_record(uow.segments.get("b-lapsed"), replaced)
+            uow.segments.delete("a-new")
+            uow.commit()
+        assert [s.name for s in self.read(backend, lambda uow: uow.segments.list())] == ["b-lapsed"]
+
+    # ------------------------------------------------------------------ inbox
+
+    def test_inbox_status_list_digest_and_purge(self, backend: StorageBackend) -> None:
+        """Inbox: set_status(), list() newest first with filters, find_digest(), purge() by status and age."""
+        old = inbox_record(received_at=at(0))
+        mid = inbox_record(received_at=at(10), source="calendly", digest=bidx("same"))
+        new = inbox_record(received_at=at(20), digest=bidx("same"))
+        again = inbox_record(received_at=at(30), digest=bidx("same"))
+        self.store(backend, lambda uow: [uow.inbox.add(r) for r in (old, mid, new, again)])
+        with backend.unit_of_work() as uow:
+            uow.inbox.set_status(old.id, "quarantined", reason="record #1: field 'email': not an address",
+                                 attempts=1)
+            uow.inbox.set_status(old.id, "processed", processed_at=at(40))
+            uow.inbox.set_status(mid.id, "processed", processed_at=at(41), attempts=1)
+            uow.inbox.set_status(new.id, "quarantined", reason="bad signature")
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            got = uow.inbox.get(old.id)
+            assert (got.status, got.reason, got.processed_at, got.attempts) == ("processed", None, at(40), 1)
+            assert [r.id for r in uow.inbox.list()] == [again.id, new.id, mid.id, old.id]
+            assert [r.id for r in uow.inbox.list(status="processed")] == [mid.id, old.id]
+            assert [r.id for r in uow.inbox.list(source="typeform", limit=2)] == [again.id, new.id]
+            assert [r.id for r in uow.inbox.list(status="quarantined", source="calendly")] == []
+            assert [r.id for r in uow.inbox.find_digest("typeform", bidx("same"))] == [new.id, again.id]
+            assert uow.inbox.find_digest("other", bidx("same")) == []
+            assert uow.inbox.purge(status="processed", before=at(10)) == 1
+            assert uow.inbox.purge(status="processed", before=at(10)) == 0
+            uow.commit()
+        assert self.read(backend, lambda uow: uow.inbox.count()) == 3
+        with backend.unit_of_work() as uow:
+            with pytest.raises(NotFound):
+                uow.inbox.get(old.id)
+
+    # ------------------------------------------------------------------ journals
+
+    def test_merge_journal_for_both_sides(self, backend: StorageBackend) -> None:
+        """The merge journal is found from the survivor and the merged contact, oldest first."""
+        a, b, c = new_id(), new_id(), new_id()
+        first = merge_record(a, b, merged_at=at(0))
+        second = merge_record(c, a, merged_at=at(5))
+        self.store(backend, lambda uow: (uow.merges.add(second), uow.merges.add(first)))
+        with backend.unit_of_work() as uow:
+            assert [m.id for m in uow.merges.for_contact(a)] == [first.id, second.id]
+            assert [m.id for m in uow.merges.for_contact(b)] == [first.id]
+            assert uow.merges.for_contact(new_id()) == []
+
+    def test_audit_log_append_last_iter(self, backend: StorageBackend) -> None:
+        """Audit log: last(), iter(since_seq) streamed beside other reads, seq unique, no update/delete."""
+        assert self.read(backend, lambda uow: uow.audit.last()) is None
+        entries = [audit_record(seq) for seq in range(1, 8)]
+        self.store(backend, lambda uow: [uow.audit.append(e) for e in entries])
+        with backend.unit_of_work() as uow:
+            assert_same_record(uow.audit.last(), entries[-1])
+            assert [e.seq for e in uow.audit.iter()] == list(range(1, 8))
+            assert [e.seq for e in uow.audit.iter(since_seq=5)] == [6, 7]
+            assert list(uow.audit.iter(since_seq=7)) == []
+            # Streaming must not block other statements of the same unit of work.
+            seen = []
+            for entry in uow.audit.iter():
+                seen.append((entry.seq, uow.meta.get("schema_version")))
+            assert len(seen) == 7
+            with pytest.raises(DuplicateError):
+                uow.audit.append(audit_record(7))
+            for name in ("update", "delete", "put", "remove"):
+                assert not hasattr(uow.audit, name), f"the audit log is append-only but has {name}()"
