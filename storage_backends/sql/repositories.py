@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -67,7 +67,10 @@ def utc(value: datetime, what: str = "datetime") -> datetime:
 
     :raises ValueError: if ``value`` is naive (the message names ``what``, never the value).
     """
-    if value.tzinfo is None or value.utcoffset() is None:
+    tz = value.tzinfo
+    if tz is UTC and not value.microsecond % 1000:
+        return value  # the usual case, already normalized by the core
+    if tz is None or value.utcoffset() is None:
         raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
     return to_utc_ms(value)
 

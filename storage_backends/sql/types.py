@@ -17,7 +17,7 @@ MariaDB/MySQL, so one schema serves the three (decisions.md, "Storage"):
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +36,8 @@ def _naive_utc(value: datetime) -> datetime:
 
     :raises ValueError: if ``value`` is naive (carries no time zone).
     """
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value.replace(tzinfo=None)  # the usual case, already normalized by the core
     return to_utc_ms(value).replace(tzinfo=None)
 
 
