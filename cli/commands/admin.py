@@ -1,0 +1,153 @@
+"""``carecrm plugins``, ``carecrm storage`` and ``carecrm audit``: operating the installation."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from carecrm.cli.context import EXIT_QUARANTINED, EXIT_USAGE, json_option, state
+from carecrm.cli.output import add_row, echo_json, print_fields, print_table, table
+from carecrm.core.app import CareCRM
+from carecrm.core.config import Settings, find_config
+from carecrm.core.serialization import to_json_value
+
+# --------------------------------------------------------------------------- plugins
+
+
+def _plugins_app() -> CareCRM:
+    """The app for ``carecrm plugins``: the practice's, or, when no config was named and
+    there is no ./carecrm.toml, one on default settings (so a plugin author can check an
+    installation before any practice exists)."""
+    st = state()
+    if st.config_explicit or find_config(None).exists():
+        return st.app
+    click.echo("note: no carecrm.toml here; showing installed plugins with default settings", err=True)
+    default_app = CareCRM(Settings(base_dir=Path.cwd()), actor=st.actor)
+    st.set_app(default_app)
+    return default_app
+
+
+@click.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """Installed plugins: built-in and third-party (entry-point group carecrm), with the
+    hook families they serve, their origin (built-in, or distribution and version), the
+    components they register and whether the config enables them."""
+    the_app = _plugins_app()
+    rows = [
+        {
+            "name": p.name,
+            "families": list(p.families),
+            "origin": p.origin,
+            "components": list(p.components),
+            "enabled": the_app.plugin_enabled(p.name),
+        }
+        for p in the_app.plugins_info()
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    t = table("plugin", "families", "origin", "components", "enabled", title="Plugins")
+    for r in rows:
+        add_row(t, r["name"], r["families"], r["origin"], r["components"], r["enabled"])
+    print_table(t)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@click.group()
+def storage() -> None:
+    """The database: check it, upgrade its schema."""
+
+
+@storage.command("check")
+@json_option
+def storage_check(as_json: bool) -> None:
+    """Reach the database and describe it: backend, server version, schema version.
+
+    Exit status 2 when the database holds no carecrm schema or one of another version
+    (the advice line says what to run).
+    """
+    info: dict[str, Any] = state().app.storage_check()
+    if as_json:
+        echo_json(info)
+    else:
+        print_fields([(k.replace("_", " "), _flat(v)) for k, v in info.items()], title="Storage")
+    if info.get("advice") or not info.get("ok", True):
+        click.get_current_context().exit(EXIT_USAGE)
+
+
+def _flat(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
+@storage.command("upgrade")
+def storage_upgrade() -> None:
+    """Bring the database to this release's schema (creates it when absent).
+    Back the database up first."""
+    steps = state().app.storage_upgrade()
+    if not steps:
+        click.echo("the schema is up to date")
+        return
+    for step in steps:
+        click.echo(f"applied: {step}")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@click.group()
+def audit() -> None:
+    """The audit log of every change and every read of personal data."""
+
+
+@audit.command("verify")
+@json_option
+def audit_verify(as_json: bool) -> None:
+    """Recompute the keyed hash chain of the audit log: an edited, deleted or inserted
+    entry breaks it. Exit status 1 when the chain is broken."""
+    ok, checked, where = state().app.verify_audit_chain()
+    if as_json:
+        echo_json({"ok": ok, "entries_checked": checked, "first_bad": where})
+    elif ok:
+        click.echo(f"audit chain intact: {checked} entries verified")
+    else:
+        click.echo(f"audit chain BROKEN at {where} (after {checked} good entries)")
+    if not ok:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@audit.command("log")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", default=50, show_default=True, help="The newest N entries."
+)
+@click.option("--contact", "contact_id", type=click.UUID, metavar="ID", help="Only entries about this contact id.")
+@json_option
+def audit_log(limit: int, contact_id: uuid.UUID | None, as_json: bool) -> None:
+    """The newest audit-log entries, oldest first: who (actor and role) did what, when,
+    about which contact id, with which purpose and fields (names, never values)."""
+    entries = state().app.audit_log(limit=limit, contact_id=contact_id)
+    if as_json:
+        echo_json([{k: v for k, v in to_json_value(e).items() if k not in ("prev_hash", "hash")} for e in entries])
+        return
+    t = table(
+        "seq",
+        "at (UTC)",
+        "actor",
+        "role",
+        "action",
+        "contact",
+        "purpose",
+        "fields",
+        title="Audit log",
+        no_wrap=("at (UTC)", "contact"),
+    )
+    for e in entries:
+        add_row(t, e.seq, e.at, e.actor, e.role, e.action, e.contact_id, e.purpose, e.fields)
+    print_table(t)

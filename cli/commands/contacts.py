@@ -1,0 +1,341 @@
+"""``carecrm contacts``, ``carecrm timeline`` and ``carecrm note``: people and their history.
+
+These commands show a person's own data to the person using the CRM (that is their
+point); every such read is written to the audit log with the ``--as`` actor.  A REF is a
+contact id, an email address or a phone number in any format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.text import Text
+
+from carecrm.cli.context import json_option, state, value_error_as_usage
+from carecrm.cli.output import (
+    NONE,
+    add_row,
+    console,
+    echo_json,
+    format_local,
+    format_utc,
+    print_fields,
+    print_table,
+    table,
+)
+from carecrm.core.app import CareCRM
+from carecrm.core.models import Contact, Interaction, Note, StageChange
+from carecrm.core.serialization import compact, to_json_value
+from carecrm.core.timeutil import utcnow
+
+# --------------------------------------------------------------------------- JSON shapes
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    """A contact as JSON: every field, ``full_name`` and its identities."""
+    out = dict(to_json_value(contact))
+    out["full_name"] = contact.full_name
+    return out
+
+
+def interaction_json(item: Interaction) -> dict[str, Any]:
+    """An interaction as JSON: ``kind``, ``occurred_at`` (ISO 8601 UTC, Z), ``channel``,
+    ``source``, ``campaign`` and ``channel_group`` (from the touchpoint), ``direction``,
+    the whole ``touchpoint`` (set fields only), ``attributes`` and ``body``."""
+    return {
+        "id": str(item.id),
+        "kind": item.kind,
+        "occurred_at": to_json_value(item.occurred_at),
+        "recorded_at": to_json_value(item.recorded_at),
+        "channel": item.channel,
+        "direction": item.direction,
+        "source": item.source,
+        "campaign": item.touchpoint.campaign,
+        "channel_group": item.touchpoint.channel_group,
+        "location": item.location,
+        "touchpoint": compact(to_json_value(item.touchpoint)),
+        "attributes": to_json_value(item.attributes),
+        "body": item.body,
+        "actor": item.actor,
+    }
+
+
+def stage_change_json(change: StageChange) -> dict[str, Any]:
+    """A stage change as JSON."""
+    return dict(to_json_value(change))
+
+
+def note_json(note: Note) -> dict[str, Any]:
+    """A note as JSON."""
+    return dict(to_json_value(note))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _timezone(the_app: CareCRM, location: str | None) -> str:
+    """The IANA time zone of a location (the default location's when unknown)."""
+    practice = the_app.settings.practice
+    try:
+        return practice.location(location).timezone
+    except KeyError:
+        return practice.default_location.timezone
+
+
+def _identity_text(contact: Contact, kind: str) -> str:
+    return ", ".join(i.display or i.value for i in contact.identities if i.kind == kind) or NONE
+
+
+def _contacts_table(found: list[Contact]) -> None:
+    t = table("id", "name", "emails", "phones", "stage", "created (UTC)", title="Contacts", no_wrap=("id",))
+    for c in found:
+        add_row(t, c.id, c.full_name, _identity_text(c, "email"), _identity_text(c, "phone"), c.stage, c.created_at)
+    print_table(t)
+
+
+def _summary(the_app: CareCRM, contact: Contact) -> None:
+    tz = _timezone(the_app, contact.location)
+    print_fields(
+        [
+            ("id", contact.id),
+            ("name", contact.full_name),
+            ("stage", contact.stage),
+            ("in stage since", format_local(contact.stage_changed_at or contact.created_at, tz)),
+            ("service interest", contact.service_interest),
+            ("location", contact.location),
+            ("city", contact.city),
+            ("owner", contact.owner),
+            ("score", contact.score),
+            ("first source", contact.first_source),
+            ("created", f"{format_utc(contact.created_at)} ({format_local(contact.created_at, tz)})"),
+        ],
+        title=contact.full_name or str(contact.id),
+    )
+
+
+#: Attributes left out of the timeline table's details (ids that help scripts, not people).
+_DETAILS_SKIP = frozenset({"external_record_id", "note_id"})
+
+
+def _details(item: Interaction) -> Text:
+    """A short description for the timeline table: a stage move as ``from → to``, else
+    the attributes, then the body's first line."""
+    attrs_ = dict(item.attributes)
+    parts: list[str] = []
+    if item.kind == "stage.changed" and "to_stage" in attrs_:
+        parts.append(f"{attrs_.pop('from_stage', None) or NONE} → {attrs_.pop('to_stage')}")
+    parts += [f"{k}={v}" for k, v in sorted(attrs_.items()) if v not in (None, "", [], {}) and k not in _DETAILS_SKIP]
+    if item.body and item.body.strip():
+        first = item.body.strip().splitlines()[0]
+        parts.append(first if len(first) <= 80 else first[:79] + "…")
+    return Text("; ".join(parts)) if parts else Text(NONE, style="dim")
+
+
+def _via(item: Interaction) -> Text:
+    """The "via" cell: channel, source and campaign joined (``web · typeform · spring``)."""
+    parts = [p for p in (item.channel, item.source, item.touchpoint.campaign) if p]
+    return Text(" · ".join(parts)) if parts else Text(NONE, style="dim")
+
+
+# --------------------------------------------------------------------------- contacts
+
+
+@click.group()
+def contacts() -> None:
+    """Add, find and show contacts (leads and patients)."""
+
+
+@contacts.command("add")
+@click.option("--first-name", help="Given name.")
+@click.option("--last-name", help="Family name.")
+@click.option("--email", "emails", multiple=True, metavar="EMAIL", help="An email address. Repeatable.")
+@click.option("--phone", "phones", multiple=True, metavar="PHONE", help="A phone number, any format. Repeatable.")
+@click.option("--service-interest", metavar="CODE", help="Service-line code (e.g. botox).")
+@click.option("--location", metavar="NAME", help="The practice location [default: the first one].")
+@click.option("--city", help="City.")
+@click.option("--postal-code", help="Postal code.")
+@json_option
+def contacts_add(
+    first_name: str | None,
+    last_name: str | None,
+    emails: tuple[str, ...],
+    phones: tuple[str, ...],
+    service_interest: str | None,
+    location: str | None,
+    city: str | None,
+    postal_code: str | None,
+    as_json: bool,
+) -> None:
+    """Add a contact by hand (a walk-in, a phone call).
+
+    At least one --email or --phone is needed. The contact is matched like any lead: if
+    an email or phone already belongs to someone with the same name, that contact is
+    shown instead of a new one being made.
+    """
+    if not emails and not phones:
+        raise click.UsageError("give at least one --email or --phone")
+    the_app = state().app
+    if location is not None:
+        names = [loc.name for loc in the_app.settings.practice.locations]
+        if location not in names:
+            raise click.BadParameter(f"unknown location; known: {', '.join(names)}", param_hint="--location")
+    started = utcnow()
+    contact = the_app.add_contact(
+        first_name=first_name,
+        last_name=last_name,
+        emails=emails,
+        phones=phones,
+        service_interest=service_interest,
+        location=location,
+        city=city,
+        postal_code=postal_code,
+    )
+    created = contact.created_at >= started
+    if as_json:
+        echo_json({"created": created, "contact": contact_json(contact)})
+        return
+    verb = "created" if created else "matched an existing"
+    click.echo(f"{verb} contact {contact.id} (stage {contact.stage}, {len(contact.identities)} identities)")
+
+
+@contacts.command("find")
+@click.option("--email", metavar="EMAIL", help="Exact email address (case ignored).")
+@click.option("--phone", metavar="PHONE", help="Phone number in any format (read in the first location's region).")
+@click.option("--name", metavar="NAME", help="Full name or family name (case and accents ignored).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", default=50, show_default=True, help="At most this many."
+)
+@json_option
+def contacts_find(email: str | None, phone: str | None, name: str | None, limit: int, as_json: bool) -> None:
+    """Find contacts by email, phone or name (an audited look-up)."""
+    if not (email or phone or name):
+        raise click.UsageError("give --email, --phone or --name")
+    found = state().app.find_contacts(email=email, phone=phone, name=name, limit=limit)
+    if as_json:
+        echo_json([contact_json(c) for c in found])
+        return
+    _contacts_table(found)
+
+
+@contacts.command("show")
+@click.argument("ref")
+@json_option
+def contacts_show(ref: str, as_json: bool) -> None:
+    """A contact's identities, stage and stage history, possible duplicates under review
+    and notes. REF is a contact id, an email address or a phone number (any format)."""
+    the_app = state().app
+    contact = the_app.resolve(ref)
+    history = the_app.stage_history(contact.id)
+    pairs = [(b if a == contact.id else a, reason) for a, b, reason in the_app.review_pairs(contact.id)]
+    notes = the_app.notes(contact.id)
+    if as_json:
+        echo_json(
+            {
+                "contact": contact_json(contact),
+                "stage_history": [stage_change_json(h) for h in history],
+                "review": [{"contact_id": str(other), "reason": reason} for other, reason in pairs],
+                "notes": [note_json(n) for n in notes],
+            }
+        )
+        return
+    _summary(the_app, contact)
+    t = table("kind", "value", "as given", "valid", "verified", "source", title="Identities")
+    for i in contact.identities:
+        add_row(t, i.kind, i.value, i.display if i.display != i.value else None, i.valid, i.verified, i.source)
+    print_table(t)
+    t = table("changed (UTC)", "from", "to", "by", "reason", title="Stage history")
+    for h in history:
+        add_row(t, h.changed_at, h.from_stage, h.to_stage, h.actor or ("implied" if h.implied_by else None), h.reason)
+    print_table(t)
+    t = table(
+        "other contact",
+        "reason",
+        title="Possible duplicates or household members under review",
+        no_wrap=("other contact",),
+    )
+    for other, reason in pairs:
+        add_row(t, other, reason)
+    print_table(t)
+    t = table("written (UTC)", "by", "note", title="Notes")
+    for n in notes:
+        add_row(t, n.created_at, n.author, n.text)
+    print_table(t)
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="At most this many interactions.",
+)
+@json_option
+def timeline(ref: str, limit: int, as_json: bool) -> None:
+    """A person's interactions, oldest first (an audited read).
+
+    REF is a contact id, an email address or a phone number (any format). With --json,
+    one object: {"contact": {...}, "interactions": [...], "has_more": bool}; times are
+    ISO 8601 UTC ending in Z.
+    """
+    the_app = state().app
+    tl = the_app.timeline(ref, limit=limit)
+    if as_json:
+        echo_json(
+            {
+                "contact": contact_json(tl.contact),
+                "interactions": [interaction_json(i) for i in tl.interactions],
+                "has_more": tl.next_cursor is not None,
+            }
+        )
+        return
+    contact = tl.contact
+    default_tz = _timezone(the_app, contact.location)
+    title = (
+        f"Timeline of {contact.full_name or 'contact'} ({contact.id}), stage {contact.stage}; local time {default_tz}"
+    )
+    t = table(
+        "when (UTC)",
+        "local time",
+        "kind",
+        "via",
+        "details",
+        title=title,
+        no_wrap=("when (UTC)", "local time", "kind"),
+    )
+    for i in tl.interactions:
+        tz = _timezone(the_app, i.location) if i.location else default_tz
+        add_row(t, format_utc(i.occurred_at), format_local(i.occurred_at, tz), i.kind, _via(i), _details(i))
+    if not t.row_count:
+        click.echo(f"{title}: no interactions")
+        return
+    console().print(t)
+    if tl.next_cursor is not None:
+        click.echo(f"(more interactions: raise --limit above {limit})")
+
+
+# --------------------------------------------------------------------------- notes
+
+
+@click.group()
+def note() -> None:
+    """Coordinators' notes about a contact (encrypted at rest)."""
+
+
+@note.command("add")
+@click.argument("ref")
+@click.argument("text")
+@value_error_as_usage
+def note_add(ref: str, text: str) -> None:
+    """Add a note to a contact; it also appears on the timeline as note.added.
+
+    REF is a contact id, an email address or a phone number (any format).
+    """
+    added = state().app.add_note(ref, text)
+    click.echo(f"note {added.id} added to contact {added.contact_id}")

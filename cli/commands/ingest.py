@@ -1,0 +1,286 @@
+"""``carecrm ingest`` (payload files into the inbox and the timelines) and ``carecrm inbox``."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import uuid
+from typing import Any
+
+import attrs
+import click
+
+from carecrm.cli.context import EXIT_QUARANTINED, CliError, json_option, state
+from carecrm.cli.output import (
+    add_row,
+    counts_line,
+    echo_json,
+    format_utc,
+    print_fields,
+    print_table,
+    table,
+)
+from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
+from carecrm.core.app import InboxItem
+from carecrm.core.ingest import IngestReport
+from carecrm.core.models import RawPayload
+from carecrm.core.serialization import to_json_value
+
+#: Inbox statuses (``carecrm inbox list --status``).
+INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
+
+
+#: Labels of the ingest report's counts, in display order; counts the core adds later
+#: are shown after these under their field name.
+REPORT_LABELS: dict[str, str] = {
+    "payloads": "payloads",
+    "duplicate_payloads": "identical re-deliveries (skipped)",
+    "empty_payloads": "payloads with no lead record",
+    "records": "records",
+    "accepted": "accepted",
+    "duplicates": "duplicates",
+    "pending": "pending",
+    "contacts_created": "contacts created",
+    "interactions_added": "interactions added",
+    "review_pairs": "pairs sent to review",
+}
+
+
+def _counts(report: IngestReport) -> dict[str, int]:
+    """Every integer count of the report, by field name, in :data:`REPORT_LABELS` order."""
+    counts = {f.name: getattr(report, f.name) for f in attrs.fields(IngestReport) if f.type in (int, "int")}
+    ordered = {k: counts.pop(k) for k in REPORT_LABELS if k in counts}
+    return {**ordered, **counts}
+
+
+def report_json(report: IngestReport) -> dict[str, Any]:
+    """An ingest report as JSON: every count, the quarantined records with their reasons,
+    warnings, dropped-field counts and the ids of the contacts touched."""
+    return {
+        **_counts(report),
+        "quarantined": [
+            {
+                "source": q.source,
+                "record": q.record,
+                "field": q.field,
+                "reason": q.reason,
+                "inbox_id": str(q.inbox_id) if q.inbox_id else None,
+                "message": q.message(),
+            }
+            for q in report.quarantined
+        ],
+        "warnings": list(report.warnings),
+        "dropped_fields": dict(report.dropped_fields),
+        "contact_ids": [str(c) for c in report.contact_ids],
+    }
+
+
+def print_report(report: IngestReport) -> None:
+    """A human summary of an ingest run (counts, then each quarantined record's reason)."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in _counts(report).items():
+        rows.append((REPORT_LABELS.get(key, key.replace("_", " ")), value))
+        if key == "pending":
+            rows.append(("quarantined", len(report.quarantined)))
+    if "quarantined" not in dict(rows):
+        rows.append(("quarantined", len(report.quarantined)))
+    rows += [
+        ("warnings", len(report.warnings)),
+        ("dropped fields", counts_line(report.dropped_fields) or "none"),
+    ]
+    print_fields(rows, title="Ingest summary")
+    if report.quarantined:
+        t = table("inbox id", "reason", title="Quarantined", no_wrap=("inbox id",))
+        for q in report.quarantined:
+            add_row(t, q.inbox_id, q.message())
+        print_table(t)
+        click.echo("see `carecrm inbox show ID`; fix the config or connector, then `carecrm inbox retry ID`")
+    if report.warnings:
+        t = table("warning", title="Warnings")
+        for w in report.warnings:
+            add_row(t, w)
+        print_table(t)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME:VALUE",
+    help="A request header sent with the payload (a signature, a timestamp). Repeatable.",
+)
+@click.option("--url", metavar="URL", help="The request URL the vendor posted to (some vendors sign it).")
+@click.option(
+    "--content-type",
+    metavar="TYPE",
+    help="Content type of every payload [default: guessed per file: .json JSON, .form.txt "
+    "form encoding, else judged from the bytes (JSON, key=value&..., multipart)].",
+)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip signature verification (payloads you fetched yourself, e.g. a vendor export).",
+)
+@json_option
+def ingest(
+    source: str,
+    paths: tuple[str, ...],
+    headers: tuple[str, ...],
+    url: str | None,
+    content_type: str | None,
+    no_verify: bool,
+    as_json: bool,
+) -> None:
+    """Ingest payload files of SOURCE (a [sources.<name>] table or a connector's name).
+
+    Each PATH is a file, a folder (every file inside, sorted, hidden files skipped) or
+    - for stdin; each file is one payload as the vendor sent it. Every payload is kept in
+    the encrypted inbox first, then parsed, matched to a person and stored. Exit status 1
+    when some records were quarantined (see carecrm inbox list), 0 otherwise:
+    duplicates and pending payloads are not failures.
+    """
+    parsed: dict[str, str] = {}
+    for h in headers:
+        try:
+            name, value = parse_header(h)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--header") from None
+        parsed[name] = value
+    if paths.count("-") > 1:
+        raise click.BadParameter("stdin (-) can be given once", param_hint="PATH")
+    try:
+        files = expand_paths(paths)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(f"{exc.args[0]}: no such file or folder", param_hint="PATH") from None
+    if not files:
+        raise click.BadParameter("no files found", param_hint="PATH")
+    the_app = state().app
+    the_app.connector(source)  # an unknown source fails before stdin is read
+    stdin = sys.stdin.buffer.read() if "-" in files else None
+    payloads = read_payloads(files, stdin=stdin, content_type=content_type, headers=parsed, url=url)
+    try:
+        report = the_app.ingest_payloads(source, payloads, verify=not no_verify)
+    except OSError as exc:
+        raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    if as_json:
+        echo_json(report_json(report))
+    else:
+        print_report(report)
+    if report.quarantined:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+# --------------------------------------------------------------------------- inbox
+
+
+@click.group()
+def inbox() -> None:
+    """The inbox of raw payloads: what arrived, what was quarantined and why.
+
+    Payloads are kept encrypted; processed ones are purged after the retention period,
+    quarantined ones stay until retried or discarded.
+    """
+
+
+def _item_json(item: InboxItem) -> dict[str, Any]:
+    return dict(to_json_value(item))
+
+
+@inbox.command("list")
+@click.option("--status", type=click.Choice(INBOX_STATUSES), help="Only entries with this status.")
+@click.option("--source", metavar="NAME", help="Only entries of this source.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", default=50, show_default=True, help="At most this many."
+)
+@json_option
+def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool) -> None:
+    """Inbox entries, newest first (no payload content)."""
+    items = state().app.inbox_list(status=status, source=source, limit=limit)
+    if as_json:
+        echo_json([_item_json(i) for i in items])
+        return
+    t = table(
+        "id",
+        "source",
+        "received (UTC)",
+        "status",
+        "attempts",
+        "reason",
+        title="Inbox",
+        no_wrap=("id", "received (UTC)"),
+    )
+    for i in items:
+        add_row(t, i.id, i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
+    print_table(t)
+
+
+def _payload_json(payload: RawPayload) -> dict[str, Any]:
+    try:
+        body: str = payload.body.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = base64.b64encode(payload.body).decode("ascii"), "base64"
+    return {
+        "content_type": payload.content_type,
+        "headers": dict(payload.headers),
+        "url": payload.url,
+        "received_at": to_json_value(payload.received_at),
+        "body": body,
+        "body_encoding": encoding,
+    }
+
+
+@inbox.command("show")
+@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@json_option
+def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
+    """One entry and its decrypted payload, exactly as received (an audited read)."""
+    item, payload = state().app.inbox_show(inbox_id)
+    if as_json:
+        echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
+        return
+    print_fields(
+        [
+            ("id", item.id),
+            ("source", item.source),
+            ("received", format_utc(item.received_at)),
+            ("status", item.status),
+            ("attempts", item.attempts),
+            ("last processed", format_utc(item.processed_at) if item.processed_at else None),
+            ("reason", item.reason),
+            ("content type", payload.content_type),
+            ("url", payload.url),
+            *((f"header {k}", v) for k, v in sorted(payload.headers.items())),
+        ]
+    )
+    click.echo("")
+    click.echo(payload.body.decode("utf-8", errors="replace"), nl=not payload.body.endswith(b"\n"))
+
+
+@inbox.command("retry")
+@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@json_option
+def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
+    """Process a stored payload again, after fixing the config or the connector.
+
+    Exit status 1 when records are still quarantined.
+    """
+    report = state().app.inbox_retry(inbox_id)
+    if as_json:
+        echo_json(report_json(report))
+    else:
+        print_report(report)
+    if report.quarantined:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@inbox.command("discard")
+@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.option("--reason", help="Why (kept with the entry; do not write personal data here).")
+def inbox_discard(inbox_id: uuid.UUID, reason: str | None) -> None:
+    """Mark an entry discarded: it is never processed again and is purged later."""
+    state().app.inbox_discard(inbox_id, reason=reason)
+    click.echo(f"discarded inbox entry {inbox_id}")

@@ -1,0 +1,146 @@
+"""What every command shares: the invocation state (config path, actor, the lazily built
+app), the error type that maps to an exit status, and the ``--json`` option.
+
+Exit status (decisions.md, "CLI"): 0 success (duplicates and pending pointers are not
+failures), 1 some records quarantined (or, for ``audit verify``, the check failed),
+2 usage or configuration error.  A :class:`~carecrm.core.errors.CareCRMError` never
+reaches the user as a traceback: :func:`map_error` turns it into a one-line message on
+stderr.  Messages come from the core, which never puts personal data in them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+import click
+
+from carecrm.core.app import CareCRM, default_actor
+from carecrm.core.errors import (
+    CareCRMError,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+)
+from carecrm.core.models import Actor
+
+#: Exit status: success.
+EXIT_OK = 0
+#: Exit status: some records were quarantined (or a verification failed).
+EXIT_QUARANTINED = 1
+#: Exit status: usage or configuration error.
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """An error shown as ``error: <message>`` on stderr, exiting with ``exit_code``
+    (2 unless given)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print the message on stderr (never a traceback)."""
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+def map_error(exc: CareCRMError) -> CliError:
+    """The :class:`CliError` for a core error.
+
+    Every :class:`CareCRMError` is a usage or configuration problem from the command
+    line's point of view (a missing config or key file, an unknown source, a database of
+    another schema version, a contact that does not exist, a refused stage move, bad
+    manual input), so all of them exit with status 2.
+    """
+    if isinstance(exc, NotFound):
+        text = str(exc) or "not found"
+        if "not found" not in text.lower():
+            text = f"not found: {text}"
+        return CliError(text)
+    if isinstance(exc, InvalidTransition):
+        return CliError(str(exc))
+    if isinstance(exc, ValidationFailed):
+        return CliError(f"invalid input: {exc}")
+    return CliError(str(exc) or type(exc).__name__)
+
+
+class CliState:
+    """One invocation's state, stored as ``ctx.obj``.
+
+    :param config: the ``--config`` value (None: ``CARECRM_CONFIG``, else ``./carecrm.toml``).
+    :param actor: who acts (``--as`` / ``CARECRM_ACTOR`` / the OS user as admin).
+    """
+
+    def __init__(self, config: str | None, actor: Actor) -> None:
+        self.config = config
+        self.actor = actor
+        self._app: CareCRM | None = None
+
+    @property
+    def config_explicit(self) -> bool:
+        """True when the config path was given (``--config`` or ``CARECRM_CONFIG``)."""
+        return self.config is not None or bool(os.environ.get("CARECRM_CONFIG"))
+
+    @property
+    def app(self) -> CareCRM:
+        """The app, built on first use (so ``--help`` and ``init`` never read the config
+        nor open the database; the database itself opens on the first query)."""
+        if self._app is None:
+            self._app = CareCRM.from_config(self.config, actor=self.actor)
+        return self._app
+
+    def set_app(self, app: CareCRM) -> None:
+        """Use ``app`` for the rest of this invocation (it is closed at the end)."""
+        self._app = app
+
+    def close(self) -> None:
+        """Close the app's storage if it was opened."""
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+
+def state() -> CliState:
+    """The current invocation's :class:`CliState` (built by the root group)."""
+    ctx = click.get_current_context()
+    obj = ctx.find_object(CliState)
+    if obj is None:
+        # a command invoked on its own, outside the root group (plugin tests)
+        obj = CliState(None, default_actor())
+        root = ctx.find_root()
+        root.obj = obj
+        root.call_on_close(obj.close)
+    return obj
+
+
+def app() -> CareCRM:
+    """The current invocation's app (see :attr:`CliState.app`)."""
+    return state().app
+
+
+def json_option(func: F) -> F:
+    """Add ``--json`` (print one JSON document instead of tables) to a command."""
+    return click.option(
+        "--json", "as_json", is_flag=True, default=False, help="Print JSON instead of tables (for scripts)."
+    )(func)
+
+
+def value_error_as_usage(func: F) -> F:
+    """Turn a :class:`ValueError` raised by the facade (an unknown stage, an empty note)
+    into an ``error:`` message with exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CareCRMError:
+            raise
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
