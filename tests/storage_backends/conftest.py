@@ -35,14 +35,22 @@ PREFIX = "carecrm_sqltest_"
 STALE_SECONDS = 6 * 3600
 
 
-def unreachable(kind: str, exc: BaseException) -> NoReturn:
-    """Skip (locally) or fail (CI=true) because the ``kind`` test server is not reachable."""
-    message = (
-        f"{kind} test server not reachable ({type(exc).__name__}: "
-        f"{str(exc).splitlines()[0] if str(exc) else ''}); start it or set {ENV[kind]}"
-    )
+_UNREACHABLE: dict[str, str] = {}
+
+
+def unreachable(kind: str, exc: BaseException | None = None) -> NoReturn:
+    """Skip (locally) or fail (CI=true) because the ``kind`` test server is not reachable.
+
+    The reason is remembered, so later tests of the session give up without reconnecting.
+    """
+    if exc is not None:
+        _UNREACHABLE[kind] = (
+            f"{kind} test server not reachable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); start it or set {ENV[kind]}"
+        )
+    message = _UNREACHABLE[kind]
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
+        pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
@@ -81,6 +89,8 @@ def _drop_stale(kind: str, conn: sa.Connection) -> None:
 
 
 def _server_database(kind: str) -> Iterator[ServerDatabase]:
+    if kind in _UNREACHABLE:
+        unreachable(kind)
     admin_url = normalize_url(os.environ.get(ENV[kind]) or DEFAULT_URLS[kind])
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     name = f"{PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
