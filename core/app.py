@@ -548,10 +548,10 @@ class CareCRM:
             with self.storage.unit_of_work() as uow:
                 for payload in buffer:
                     rec = self.mapper.inbox_to_record(new_id(), source, payload)
-                    dup = [
-                        r for r in uow.inbox.find_digest(source, rec.digest) if r.status in ("processed", "received")
-                    ]
-                    if dup and dup[0].status == "processed":
+                    # the same bytes again: after a processed copy nothing changes; a quarantined
+                    # or unfinished copy is processed again in its own inbox entry (no pile-up)
+                    dup = [r for r in uow.inbox.find_digest(source, rec.digest) if r.status != "discarded"]
+                    if any(r.status == "processed" for r in dup):
                         report.duplicate_payloads += 1
                         continue
                     if dup:

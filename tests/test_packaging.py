@@ -29,7 +29,7 @@ def test_wheel_contains_every_module(tmp_path: Path) -> None:
         for path in (REPO / folder).rglob("*"):
             if "__pycache__" in path.parts or not path.is_file():
                 continue
-            if path.suffix in (".py", ".typed", ".mako"):
+            if path.suffix in (".py", ".typed", ".mako", ".toml"):
                 expected.add(f"{target}/{path.relative_to(REPO / folder).as_posix()}")
     missing = sorted(expected - names)
     assert not missing, f"missing from the wheel: {missing}"

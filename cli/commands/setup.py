@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import CareCRMError, ConfigError
 
 #: Where ``--source-example NAME`` looks for ``NAME.toml`` (the source checkout's docs).
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "docs" / "examples"
+EXAMPLES_DIR = Path(str(importlib.resources.files("carecrm.plugins.sources") / "examples"))
 
 KEY_FILE_NAME = "carecrm.keys"
 DEFAULT_STORAGE_URL = "sqlite:///carecrm.db"
@@ -60,7 +61,7 @@ file = {key_file_toml}
 # Sources: one [sources.<name>] table per webhook or export you ingest, then
 #   carecrm ingest <name> payload.json
 # A form tool is mapped without code by the generic "mapped" connector
-# (docs/sources/mapped.md); complete mappings: docs/examples/*.toml, e.g.
+# (docs/sources/mapped.md); complete mappings: plugins/sources/examples/*.toml, e.g.
 #   carecrm sources example typeform >> carecrm.toml
 #
 # [sources.website]
@@ -87,14 +88,14 @@ def _toml_str(value: str) -> str:
 
 
 def example_names() -> list[str]:
-    """Names of the source examples shipped in ``docs/examples`` (empty outside a checkout)."""
+    """Names of the source examples shipped with carecrm (``carecrm/plugins/sources/examples``)."""
     if not EXAMPLES_DIR.is_dir():
         return []
     return sorted(p.stem for p in EXAMPLES_DIR.glob("*.toml"))
 
 
 def find_example(name_or_path: str) -> Path:
-    """The example file for ``--source-example``: a name in ``docs/examples`` or a path.
+    """The example file for ``--source-example``: a name in ``plugins/sources/examples`` or a path.
 
     :raises CliError: listing the known names when there is no such example.
     """
@@ -104,7 +105,7 @@ def find_example(name_or_path: str) -> Path:
     path = EXAMPLES_DIR / f"{name_or_path}.toml"
     if re.fullmatch(r"[A-Za-z0-9_-]+", name_or_path) and path.is_file():
         return path
-    known = ", ".join(example_names()) or "(none found: docs/examples is not in this installation)"
+    known = ", ".join(example_names()) or "(none found in this installation)"
     raise CliError(f"no source example {name_or_path!r}; known: {known}; or give the path of a .toml file")
 
 
@@ -213,7 +214,7 @@ def render_config(
     "source_examples",
     multiple=True,
     metavar="NAME|PATH",
-    help="Append a source mapping: a name from docs/examples (typeform, webflow) or a .toml "
+    help="Append a source mapping: a name from plugins/sources/examples (typeform, webflow) or a .toml "
     "file holding [sources.<name>] tables. Repeatable.",
 )
 def init(
@@ -340,7 +341,7 @@ def sources_list(as_json: bool) -> None:
 @sources.command("example")
 @click.argument("name")
 def sources_example(name: str) -> None:
-    """Print a source mapping example (docs/examples/NAME.toml) to append to a config:
+    """Print a source mapping example (plugins/sources/examples/NAME.toml) to append to a config:
     carecrm sources example typeform >> carecrm.toml"""
     path = find_example(name)
     click.echo(path.read_text(encoding="utf-8"), nl=False)

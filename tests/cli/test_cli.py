@@ -37,11 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus"
 TYPEFORM_FILE = CORPUS / "typeform" / "form_response_example.json"
 JOTFORM_FILE = CORPUS / "jotform" / "submission_multipart.txt"
-TYPEFORM_EXAMPLE = REPO / "docs" / "examples" / "typeform.toml"
+TYPEFORM_EXAMPLE = REPO / "plugins" / "sources" / "examples" / "typeform.toml"
 
 needs_typeform = pytest.mark.skipif(
     not TYPEFORM_FILE.is_file() or not TYPEFORM_EXAMPLE.is_file(),
-    reason=f"needs the shared corpus ({CORPUS}) and docs/examples/typeform.toml",
+    reason=f"needs the shared corpus ({CORPUS}) and plugins/sources/examples/typeform.toml",
 )
 
 BUILTIN_PLUGINS = (
@@ -121,7 +121,7 @@ def practice(tmp_path: Path) -> Practice:
 @pytest.fixture
 def typeform_practice(tmp_path: Path) -> Practice:
     if not TYPEFORM_FILE.is_file() or not TYPEFORM_EXAMPLE.is_file():
-        pytest.skip(f"needs the shared corpus ({CORPUS}) and docs/examples/typeform.toml")
+        pytest.skip(f"needs the shared corpus ({CORPUS}) and plugins/sources/examples/typeform.toml")
     root = tmp_path / "practice"
     result = run_init(root, "--timezone", "America/Chicago", "--source-example", "typeform")
     assert result.exit_code == 0, result.output
@@ -237,7 +237,7 @@ def test_init_rejects_unknown_storage_scheme_and_writes_nothing(tmp_path: Path) 
     assert not (tmp_path / "carecrm.toml").exists() and not (tmp_path / "carecrm.keys").exists()
 
 
-@pytest.mark.skipif(not TYPEFORM_EXAMPLE.is_file(), reason="docs/examples/typeform.toml not written yet")
+@pytest.mark.skipif(not TYPEFORM_EXAMPLE.is_file(), reason="plugins/sources/examples/typeform.toml not written yet")
 def test_init_appends_a_source_example(tmp_path: Path) -> None:
     result = run_init(tmp_path, "--source-example", "typeform")
     assert result.exit_code == 0, result.output
@@ -269,7 +269,7 @@ def test_init_source_example_from_a_file(tmp_path: Path) -> None:
 
 def test_sources_example_prints_the_file() -> None:
     if not TYPEFORM_EXAMPLE.is_file():
-        pytest.skip("docs/examples/typeform.toml not written yet")
+        pytest.skip("plugins/sources/examples/typeform.toml not written yet")
     result = CliRunner().invoke(cli, ["sources", "example", "typeform"])
     assert result.exit_code == 0
     assert result.stdout == TYPEFORM_EXAMPLE.read_text(encoding="utf-8")

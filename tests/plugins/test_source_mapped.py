@@ -2,7 +2,7 @@
 
 Payloads come from the shared connector corpus (``/work/shared/corpus`` or
 ``$CARECRM_TEST_CORPUS``); the Typeform and Webflow mappings are the documented ones in
-``docs/examples/*.toml``, loaded here so the docs cannot drift from the code.
+``plugins/sources/examples/*.toml``, loaded here so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from carecrm.plugins.sources import mapped
 from carecrm.plugins.sources.mapped import MappedConnector
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "docs" / "examples"
+EXAMPLES = REPO / "plugins" / "sources" / "examples"
 CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
 
 TYPEFORM_FILE = CORPUS / "typeform" / "form_response_example.json"
@@ -56,7 +56,7 @@ PRACTICE = Practice(
 
 
 def example_options(vendor: str) -> dict[str, Any]:
-    """The ``[sources.<vendor>]`` table of ``docs/examples/<vendor>.toml`` minus
+    """The ``[sources.<vendor>]`` table of ``plugins/sources/examples/<vendor>.toml`` minus
     ``connector`` and ``secret``, as the core passes it to the connector."""
     with (EXAMPLES / f"{vendor}.toml").open("rb") as fh:
         table = tomllib.load(fh)["sources"][vendor]
