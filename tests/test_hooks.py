@@ -8,7 +8,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def _lead(ref: str, email: str, name: str = "Maria") -> LeadEvent:
         interactions=(
             InteractionDraft(
                 kind="form.submitted",
-                occurred_at=datetime(2026, 4, 2, 15, tzinfo=timezone.utc),
+                occurred_at=datetime(2026, 4, 2, 15, tzinfo=UTC),
                 idempotency_key=f"form.submitted:{ref}",
                 channel="web",
             ),
@@ -123,8 +123,9 @@ def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None
     base = make_app()
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
     assert "lines" in app.sources.names()
-    report = app.ingest_payloads("lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n",
-                                                      content_type="text/plain")])
+    report = app.ingest_payloads(
+        "lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n", content_type="text/plain")]
+    )
     assert report.contacts_created == 2
     assert [q.field for q in report.quarantined] == ["line"]
     assert "broken" not in report.quarantined[0].message()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,26 +24,49 @@ from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import BackendUnavailable
 from carecrm.core.storage import SCHEMA_VERSION
 
-T0 = datetime(2026, 4, 2, 15, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 2, 15, 0, tzinfo=UTC)
 
 
-def lead(ref: str, *, emails=(), phones=(), first=None, last=None, full=None, kind="form.submitted",
-         when=T0, confidence="high", source="web", attrs=None) -> LeadEvent:
+def lead(
+    ref: str,
+    *,
+    emails=(),
+    phones=(),
+    first=None,
+    last=None,
+    full=None,
+    kind="form.submitted",
+    when=T0,
+    confidence="high",
+    source="web",
+    attrs=None,
+) -> LeadEvent:
     return LeadEvent(
-        source=source, record_ref=ref, emails=tuple(emails), phones=tuple(phones), first_name=first, last_name=last,
-        full_name=full, name_confidence=confidence,
-        interactions=(InteractionDraft(kind=kind, occurred_at=when, idempotency_key=f"{kind}:{ref}",
-                                       channel="web", attributes=attrs or {}),),
+        source=source,
+        record_ref=ref,
+        emails=tuple(emails),
+        phones=tuple(phones),
+        first_name=first,
+        last_name=last,
+        full_name=full,
+        name_confidence=confidence,
+        interactions=(
+            InteractionDraft(
+                kind=kind, occurred_at=when, idempotency_key=f"{kind}:{ref}", channel="web", attributes=attrs or {}
+            ),
+        ),
     )
 
 
 def test_three_phone_formats_are_one_person(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    r = app.ingest([
-        lead("a", phones=["+1 (312) 555-0142"], first="Maria", last="Placeholder"),
-        lead("b", phones=["312.555.0142"], first="Maria"),
-        lead("c", phones=["+13125550142"]),
-    ])
+    r = app.ingest(
+        [
+            lead("a", phones=["+1 (312) 555-0142"], first="Maria", last="Placeholder"),
+            lead("b", phones=["312.555.0142"], first="Maria"),
+            lead("c", phones=["+13125550142"]),
+        ]
+    )
     assert r.contacts_created == 1 and r.interactions_added == 3
     assert len(set(r.contact_ids)) == 1
     contact = app.resolve("(312) 555-0142")
@@ -53,8 +76,17 @@ def test_three_phone_formats_are_one_person(make_app: Callable[..., CareCRM]) ->
 
 def test_household_sharing_a_phone_is_two_contacts_for_review(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    app.ingest([lead("m", phones=["312.555.0142"], emails=["maria.placeholder@example.com"], first="Maria",
-                     last="Placeholder")])
+    app.ingest(
+        [
+            lead(
+                "m",
+                phones=["312.555.0142"],
+                emails=["maria.placeholder@example.com"],
+                first="Maria",
+                last="Placeholder",
+            )
+        ]
+    )
     r = app.ingest([lead("d", phones=["(312) 555-0142"], first="Sofia", last="Placeholder")])
     assert r.contacts_created == 1 and r.review_pairs == 1
     pairs = app.review_pairs()
@@ -70,8 +102,18 @@ def test_household_sharing_a_phone_is_two_contacts_for_review(make_app: Callable
 def test_caller_id_name_never_splits_or_overwrites(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     app.ingest([lead("m", phones=["312.555.0142"], first="Maria", last="Placeholder")])
-    r = app.ingest([lead("call", phones=["(312) 555-0142"], full="SKYPE CALLER", confidence="low", kind="call.completed",
-                         source="callrail")])
+    r = app.ingest(
+        [
+            lead(
+                "call",
+                phones=["(312) 555-0142"],
+                full="SKYPE CALLER",
+                confidence="low",
+                kind="call.completed",
+                source="callrail",
+            )
+        ]
+    )
     assert r.contacts_created == 0 and r.review_pairs == 0
     assert app.resolve("+13125550142").full_name == "Maria Placeholder"
 
@@ -98,12 +140,14 @@ def test_reingest_changes_nothing(make_app: Callable[..., CareCRM]) -> None:
 
 def test_record_without_identity_is_quarantined_and_the_rest_goes_in(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    r = app.ingest([
-        lead("ok1", emails=["one.placeholder@example.com"]),
-        lead("none", first="Nobody"),
-        lead("bad-email", emails=["not-an-email"]),
-        lead("ok2", phones=["+13125550199"]),
-    ])
+    r = app.ingest(
+        [
+            lead("ok1", emails=["one.placeholder@example.com"]),
+            lead("none", first="Nobody"),
+            lead("bad-email", emails=["not-an-email"]),
+            lead("ok2", phones=["+13125550199"]),
+        ]
+    )
     assert r.contacts_created == 2
     assert [(q.record, q.field) for q in r.quarantined] == [("none", "identity"), ("bad-email", "identity")]
     assert "not-an-email" not in " ".join(q.message() for q in r.quarantined + [])
@@ -113,22 +157,41 @@ def test_record_without_identity_is_quarantined_and_the_rest_goes_in(make_app: C
 def test_implied_stage_moves_and_a_persons_move_wins(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = app.ingest([lead("a", emails=["p.placeholder@example.com"])]).contact_ids[0]
-    app.ingest([lead("appt", emails=["p.placeholder@example.com"], kind="appointment.booked",
-                     when=datetime(2026, 5, 1, tzinfo=timezone.utc), attrs={"appointment_type": "consult"})])
+    app.ingest(
+        [
+            lead(
+                "appt",
+                emails=["p.placeholder@example.com"],
+                kind="appointment.booked",
+                when=datetime(2026, 5, 1, tzinfo=UTC),
+                attrs={"appointment_type": "consult"},
+            )
+        ]
+    )
     assert app.get_contact(cid).stage == "consult_scheduled"
     history = app.stage_history(cid)
     assert [h.to_stage for h in history] == ["new_lead", "consult_scheduled"]
     assert history[-1].implied_by is not None
     app.set_stage(cid, "nurture", reason="not ready")
     # an older interaction arriving late does not override the person's move
-    app.ingest([lead("late", emails=["p.placeholder@example.com"], kind="appointment.attended",
-                     when=datetime(2026, 5, 2, tzinfo=timezone.utc), attrs={"appointment_type": "consult"})])
+    app.ingest(
+        [
+            lead(
+                "late",
+                emails=["p.placeholder@example.com"],
+                kind="appointment.attended",
+                when=datetime(2026, 5, 2, tzinfo=UTC),
+                attrs={"appointment_type": "consult"},
+            )
+        ]
+    )
     assert app.get_contact(cid).stage == "nurture"
 
 
 def test_unknown_source_lists_known(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(sources={"typeform": {"connector": "mapped", "kind": "form.submitted",
-                                         "fields": {"email": "email"}}})
+    app = make_app(
+        sources={"typeform": {"connector": "mapped", "kind": "form.submitted", "fields": {"email": "email"}}}
+    )
     with pytest.raises(UnknownComponentError, match="known: .*typeform"):
         app.ingest_payloads("nosuch", [])
 
@@ -136,8 +199,16 @@ def test_unknown_source_lists_known(make_app: Callable[..., CareCRM]) -> None:
 def test_config_naming_a_missing_plugin(make_app: Callable[..., CareCRM]) -> None:
     base = make_app()
     with pytest.raises(UnknownComponentError, match="unknown plugin 'carecrm-nosuch'"):
-        CareCRM(settings_from_dict({**base.settings.raw, "plugins": {"enabled": ["carecrm-nosuch"]},
-                                    "storage": {"url": base.settings.storage_url}}), load_entrypoints=False)
+        CareCRM(
+            settings_from_dict(
+                {
+                    **base.settings.raw,
+                    "plugins": {"enabled": ["carecrm-nosuch"]},
+                    "storage": {"url": base.settings.storage_url},
+                }
+            ),
+            load_entrypoints=False,
+        )
 
 
 def test_wrong_or_missing_key(make_app: Callable[..., CareCRM], tmp_path: Path) -> None:
@@ -148,8 +219,9 @@ def test_wrong_or_missing_key(make_app: Callable[..., CareCRM], tmp_path: Path) 
     other = CareCRM(app.settings, keys=KeyRing.generate(), load_entrypoints=False)
     with pytest.raises(CryptoError, match="do not match"):
         other.counts()
-    missing = settings_from_dict({"storage": {"url": app.settings.storage_url}, "keys": {"file": "nope.keys"}},
-                                 base_dir=tmp_path)
+    missing = settings_from_dict(
+        {"storage": {"url": app.settings.storage_url}, "keys": {"file": "nope.keys"}}, base_dir=tmp_path
+    )
     with pytest.raises(CryptoError, match="not found"):
         CareCRM(missing, load_entrypoints=False).counts()
     again = CareCRM(app.settings, keys=app.keys, load_entrypoints=False)
@@ -180,8 +252,9 @@ def test_database_from_a_newer_schema_is_refused(make_app: Callable[..., CareCRM
 
 def test_bad_config_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="time zone"):
-        settings_from_dict({"storage": {"url": "sqlite://"},
-                            "practice": {"locations": [{"name": "x", "timezone": "Mars/Olympus"}]}})
+        settings_from_dict(
+            {"storage": {"url": "sqlite://"}, "practice": {"locations": [{"name": "x", "timezone": "Mars/Olympus"}]}}
+        )
     with pytest.raises(ConfigError, match=r"\[storage\] url"):
         settings_from_dict({})
     with pytest.raises(ConfigError, match="collect"):

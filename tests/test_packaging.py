@@ -12,15 +12,31 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = {"core": "carecrm/core", "plugins": "carecrm/plugins", "storage_backends": "carecrm/storage_backends",
-           "cli": "carecrm/cli"}
+FOLDERS = {
+    "core": "carecrm/core",
+    "plugins": "carecrm/plugins",
+    "storage_backends": "carecrm/storage_backends",
+    "cli": "carecrm/cli",
+}
 
 
 @pytest.mark.slow
 def test_wheel_contains_every_module(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next(tmp_path.glob("carecrm-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

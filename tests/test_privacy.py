@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,35 @@ from carecrm.core import (
 from carecrm.core.models import ConsentSignal
 
 PEOPLE = [
-    {"first": "Maria", "last": "Placeholder", "email": "Maria.Placeholder@Example.com", "phone": "(312) 555-0142",
-     "text": "Cystic acne on my jawline since March"},
-    {"first": "Zaphod", "last": "Beeblebroxian", "email": "zaphod.beeblebroxian@example.org", "phone": "15550000000",
-     "text": "Considering isotretinoin, worried about side effects"},
+    {
+        "first": "Maria",
+        "last": "Placeholder",
+        "email": "Maria.Placeholder@Example.com",
+        "phone": "(312) 555-0142",
+        "text": "Cystic acne on my jawline since March",
+    },
+    {
+        "first": "Zaphod",
+        "last": "Beeblebroxian",
+        "email": "zaphod.beeblebroxian@example.org",
+        "phone": "15550000000",
+        "text": "Considering isotretinoin, worried about side effects",
+    },
 ]
 NOTE = "Patient mentioned pregnancy plans; discuss before prescribing"
 NEEDLES = [
-    "maria.placeholder@example.com", "Maria.Placeholder", "Placeholder", "Beeblebroxian", "zaphod.beeblebroxian",
-    "3125550142", "555-0142", "5550000000", "isotretinoin", "jawline", "pregnancy plans", "Zaphod",
+    "maria.placeholder@example.com",
+    "Maria.Placeholder",
+    "Placeholder",
+    "Beeblebroxian",
+    "zaphod.beeblebroxian",
+    "3125550142",
+    "555-0142",
+    "5550000000",
+    "isotretinoin",
+    "jawline",
+    "pregnancy plans",
+    "Zaphod",
 ]
 
 
@@ -46,16 +66,35 @@ class JsonLeads(SourceConnector):
     def parse(self, payload: RawPayload) -> Iterable[LeadEvent | ValidationFailed]:
         for i, p in enumerate(json.loads(payload.body)):
             yield LeadEvent(
-                source=self.name, record_ref=f"lead-{i}", emails=(p["email"],), phones=(p["phone"],),
-                first_name=p["first"], last_name=p["last"], postal_code="60601", city="Chicago",
+                source=self.name,
+                record_ref=f"lead-{i}",
+                emails=(p["email"],),
+                phones=(p["phone"],),
+                first_name=p["first"],
+                last_name=p["last"],
+                postal_code="60601",
+                city="Chicago",
                 service_interest="acne",
-                interactions=(InteractionDraft(kind="form.submitted", idempotency_key=f"form.submitted:{i}",
-                                               occurred_at=datetime(2026, 4, 2, 15, i, tzinfo=timezone.utc),
-                                               channel="web", body=p["text"]),),
-                consents=(ConsentSignal(contact_point_kind="phone", channel="sms", purpose="marketing",
-                                        status="granted", idempotency_key=f"consent:{i}",
-                                        occurred_at=datetime(2026, 4, 2, 15, i, tzinfo=timezone.utc),
-                                        evidence={"text": f"I agree, {p['first']}"}),),
+                interactions=(
+                    InteractionDraft(
+                        kind="form.submitted",
+                        idempotency_key=f"form.submitted:{i}",
+                        occurred_at=datetime(2026, 4, 2, 15, i, tzinfo=UTC),
+                        channel="web",
+                        body=p["text"],
+                    ),
+                ),
+                consents=(
+                    ConsentSignal(
+                        contact_point_kind="phone",
+                        channel="sms",
+                        purpose="marketing",
+                        status="granted",
+                        idempotency_key=f"consent:{i}",
+                        occurred_at=datetime(2026, 4, 2, 15, i, tzinfo=UTC),
+                        evidence={"text": f"I agree, {p['first']}"},
+                    ),
+                ),
             )
 
 
@@ -67,8 +106,10 @@ class Plugin:
 
 def _scenario(app: CareCRM) -> None:
     body = json.dumps(PEOPLE).encode()
-    report = app.ingest_payloads("jsonleads", [RawPayload(body=body, headers={"X-Caller": "+13125550142"},
-                                                          url="https://hooks.example/?phone=3125550142")])
+    report = app.ingest_payloads(
+        "jsonleads",
+        [RawPayload(body=body, headers={"X-Caller": "+13125550142"}, url="https://hooks.example/?phone=3125550142")],
+    )
     assert report.contacts_created == 2, report
     contact = app.find_contacts(phone="312.555.0142")[0]
     app.add_note(contact.id, NOTE)
@@ -109,8 +150,15 @@ def _dump(url: str) -> Iterator[tuple[str, bytes]]:
     with engine.connect() as conn:
         for table in meta.sorted_tables:
             rows = conn.execute(sa.select(table)).all()
-            yield table.name, repr(rows).encode() + b"".join(
-                v for r in rows for v in r if isinstance(v, (bytes, bytearray, memoryview)) and not isinstance(v, str)
+            yield (
+                table.name,
+                repr(rows).encode()
+                + b"".join(
+                    v
+                    for r in rows
+                    for v in r
+                    if isinstance(v, (bytes, bytearray, memoryview)) and not isinstance(v, str)
+                ),
             )
     engine.dispose()
 

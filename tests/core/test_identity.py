@@ -48,7 +48,9 @@ def test_name_folding() -> None:
     assert normalize_name("   ") is None
 
 
-@pytest.mark.parametrize("text", ["SKYPE CALLER", "WIRELESS CALLER", "CHICAGO IL", "Visitor 8812", "FirstName LastName", None])
+@pytest.mark.parametrize(
+    "text", ["SKYPE CALLER", "WIRELESS CALLER", "CHICAGO IL", "Visitor 8812", "FirstName LastName", None]
+)
 def test_low_confidence_names(text: str | None) -> None:
     assert is_low_confidence_name(text)
 

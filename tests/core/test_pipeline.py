@@ -25,8 +25,9 @@ def test_unknown_stage() -> None:
 
 
 def test_configured_pipeline_validates_names() -> None:
-    p = PipelineConfig.from_dict({"stages": ["lead", "patient"], "side_stages": ["lost"],
-                                  "transitions": {"lead": ["patient", "lost"]}})
+    p = PipelineConfig.from_dict(
+        {"stages": ["lead", "patient"], "side_stages": ["lost"], "transitions": {"lead": ["patient", "lost"]}}
+    )
     assert p.initial == "lead"
     with pytest.raises(InvalidTransition):
         p.check_move("patient", "lead")
