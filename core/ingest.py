@@ -354,8 +354,8 @@ class Ingestor:
         with app.storage.unit_of_work() as uow:
             all_keys = list({k for p in batch for k in p.keys})
             prefetched: dict[tuple[str, str], list[IdentityRecord]] = {k: [] for k in all_keys}
-            for rec in uow.identities.find_many(all_keys):
-                prefetched.setdefault((rec.kind, rec.bidx), []).append(rec)
+            for ident in uow.identities.find_many(all_keys):
+                prefetched.setdefault((ident.kind, ident.bidx), []).append(ident)
             idents = _BatchIdentities(uow.identities, prefetched)
             contacts = _BatchContacts(uow.contacts)
             view = _BatchView(uow, idents, contacts)

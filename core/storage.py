@@ -19,6 +19,7 @@ third-party backend passes it to be a backend.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -73,15 +74,15 @@ class ContactRepository(Protocol):
         :raises ConflictError: if the stored version differs (someone updated it first).
         """
 
-    def find_by_name(self, name_bidx: str) -> list[ContactRecord]:
+    def find_by_name(self, name_bidx: str) -> builtins.list[ContactRecord]:
         """Active contacts whose full-name blind index equals ``name_bidx``, oldest first."""
 
-    def find_by_family_name(self, family_name_bidx: str) -> list[ContactRecord]:
+    def find_by_family_name(self, family_name_bidx: str) -> builtins.list[ContactRecord]:
         """Active contacts whose family-name blind index equals ``family_name_bidx``, oldest first."""
 
     def list(
         self, *, stage: str | None = None, after: uuid.UUID | None = None, limit: int = 100
-    ) -> list[ContactRecord]:
+    ) -> builtins.list[ContactRecord]:
         """Active contacts in id order (creation order), optionally of one stage, after ``after``."""
 
     def count_by_stage(self) -> dict[str, int]:
@@ -243,7 +244,7 @@ class TaskRepository(Protocol):
         contact_id: uuid.UUID | None = None,
         status: str | None = None,
         due_before: datetime | None = None,
-    ) -> list[TaskRecord]:
+    ) -> builtins.list[TaskRecord]:
         """Tasks matching every given filter, ordered by (due_at with unknown last, id)."""
 
 
@@ -269,10 +270,10 @@ class ReviewRepository(Protocol):
         :returns: True if stored, False if it was there already.
         """
 
-    def list(self, *, status: str | None = "open") -> list[ReviewRecord]:
+    def list(self, *, status: str | None = "open") -> builtins.list[ReviewRecord]:
         """Pairs with this status (all if None), oldest first."""
 
-    def for_contact(self, contact_id: uuid.UUID) -> list[ReviewRecord]:
+    def for_contact(self, contact_id: uuid.UUID) -> builtins.list[ReviewRecord]:
         """Pairs that involve one contact, oldest first."""
 
 
@@ -285,7 +286,7 @@ class SegmentRepository(Protocol):
     def get(self, name: str) -> SegmentRecord:
         """:raises NotFound: if no segment has this name."""
 
-    def list(self) -> list[SegmentRecord]:
+    def list(self) -> builtins.list[SegmentRecord]:
         """All saved segments by name."""
 
     def delete(self, name: str) -> None:
@@ -316,10 +317,12 @@ class InboxRepository(Protocol):
         :raises NotFound: if there is no such payload.
         """
 
-    def list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxRecord]:
+    def list(
+        self, *, status: str | None = None, source: str | None = None, limit: int = 100
+    ) -> builtins.list[InboxRecord]:
         """Payloads, newest first, filtered by status and source."""
 
-    def find_digest(self, source: str, digest: str) -> list[InboxRecord]:
+    def find_digest(self, source: str, digest: str) -> builtins.list[InboxRecord]:
         """Payloads of ``source`` with this digest (a re-delivery of the same bytes)."""
 
     def purge(self, *, status: str, before: datetime) -> int:
@@ -369,21 +372,53 @@ class UnitOfWork(Protocol):
     the block rolls back and propagates.
     """
 
-    contacts: ContactRepository
-    identities: IdentityRepository
-    interactions: InteractionRepository
-    stages: StageRepository
-    appointments: AppointmentRepository
-    consents: ConsentRepository
-    notes: NoteRepository
-    tasks: TaskRepository
-    scores: ScoreRepository
-    reviews: ReviewRepository
-    segments: SegmentRepository
-    inbox: InboxRepository
-    merges: MergeRepository
-    audit: AuditRepository
-    meta: MetaRepository
+    # Read-only properties, not plain attributes: a protocol attribute is settable, so it
+    # would have to be exactly the protocol type; a property lets a backend expose its own
+    # repository classes (``SqlContacts`` for ``contacts`` ...).
+    @property
+    def contacts(self) -> ContactRepository: ...
+
+    @property
+    def identities(self) -> IdentityRepository: ...
+
+    @property
+    def interactions(self) -> InteractionRepository: ...
+
+    @property
+    def stages(self) -> StageRepository: ...
+
+    @property
+    def appointments(self) -> AppointmentRepository: ...
+
+    @property
+    def consents(self) -> ConsentRepository: ...
+
+    @property
+    def notes(self) -> NoteRepository: ...
+
+    @property
+    def tasks(self) -> TaskRepository: ...
+
+    @property
+    def scores(self) -> ScoreRepository: ...
+
+    @property
+    def reviews(self) -> ReviewRepository: ...
+
+    @property
+    def segments(self) -> SegmentRepository: ...
+
+    @property
+    def inbox(self) -> InboxRepository: ...
+
+    @property
+    def merges(self) -> MergeRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
+
+    @property
+    def meta(self) -> MetaRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

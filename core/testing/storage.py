@@ -539,7 +539,12 @@ class StorageBackendContract:
         external = identity_record(
             contact.id, kind="external:http://hl7.org/fhir/sid/us-mrn", bidx=bidx("mrn 1"), valid=True
         )
-        self.store(backend, lambda uow: (uow.identities.add(email), uow.identities.add_many([phone, external])))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.identities.add(email)
+            uow.identities.add_many([phone, external])
+
+        self.store(backend, fill)
         got = self.read(backend, lambda uow: uow.identities.for_contact(contact.id))
         assert {r.id: r for r in got}.keys() == {email.id, phone.id, external.id}
         for record in (email, phone, external):
@@ -553,7 +558,12 @@ class StorageBackendContract:
             contact.id, channel=None, direction=None, location=None, campaign=None, channel_group=None,
             touchpoint={}, attributes={}, body_enc=None, actor="system", inbox_id=None,
         )
-        self.store(backend, lambda uow: (uow.interactions.add(full), uow.interactions.add(bare)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.interactions.add(full)
+            uow.interactions.add(bare)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             for record in (full, bare):
                 assert_same_record(uow.interactions.get(record.id), record)
@@ -564,7 +574,12 @@ class StorageBackendContract:
         first = stage_change_record(contact.id, from_stage=None, to_stage="new_lead", actor=None,
                                     reason=None, implied_by=None)
         second = stage_change_record(contact.id, changed_at=at(60))
-        self.store(backend, lambda uow: (uow.stages.add(second), uow.stages.add(first)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.stages.add(second)
+            uow.stages.add(first)
+
+        self.store(backend, fill)
         got = self.read(backend, lambda uow: uow.stages.history(contact.id))
         assert len(got) == 2
         assert_same_record(got[0], first)
@@ -582,7 +597,12 @@ class StorageBackendContract:
         """Consent events round-trip, one without a contact or evidence included."""
         record = consent_record()
         anonymous = consent_record(contact_id=None, evidence_enc=None, regime={}, expires_at=None)
-        self.store(backend, lambda uow: (uow.consents.add(record), uow.consents.add(anonymous)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.consents.add(record)
+            uow.consents.add(anonymous)
+
+        self.store(backend, fill)
         got = self.read(backend, lambda uow: uow.consents.for_contact_point(record.contact_point_bidx))
         by_id = {r.id: r for r in got}
         assert_same_record(by_id[record.id], record)
@@ -600,7 +620,12 @@ class StorageBackendContract:
         contact = self.new_contact(backend)
         record = task_record(contact.id)
         bare = task_record(contact.id, created_by=None, assignee=None, due_at=None, body_enc=None)
-        self.store(backend, lambda uow: (uow.tasks.add(record), uow.tasks.add(bare)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.tasks.add(record)
+            uow.tasks.add(bare)
+
+        self.store(backend, fill)
         assert_same_record(self.read(backend, lambda uow: uow.tasks.get(record.id)), record)
         assert_same_record(self.read(backend, lambda uow: uow.tasks.get(bare.id)), bare)
 
@@ -630,7 +655,12 @@ class StorageBackendContract:
         """Inbox payloads round-trip, one of 300 kB included (beyond a 64 KiB BLOB)."""
         record = inbox_record(reason="field 'email' missing", processed_at=at(3), attempts=2, status="quarantined")
         large = inbox_record(payload_enc=ciphertext("large", size=300_000))
-        self.store(backend, lambda uow: (uow.inbox.add(record), uow.inbox.add(large)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.inbox.add(record)
+            uow.inbox.add(large)
+
+        self.store(backend, fill)
         assert_same_record(self.read(backend, lambda uow: uow.inbox.get(record.id)), record)
         assert_same_record(self.read(backend, lambda uow: uow.inbox.get(large.id)), large)
 
@@ -646,7 +676,12 @@ class StorageBackendContract:
         """Audit entries round-trip, empty lists, dicts and Nones included."""
         first = audit_record(1, contact_id=None, purpose=None, fields=[], details={}, actor=None, role=None)
         second = audit_record(2)
-        self.store(backend, lambda uow: (uow.audit.append(first), uow.audit.append(second)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.audit.append(first)
+            uow.audit.append(second)
+
+        self.store(backend, fill)
         got = self.read(backend, lambda uow: list(uow.audit.iter()))
         assert len(got) == 2
         assert_same_record(got[0], first)
@@ -772,7 +807,12 @@ class StorageBackendContract:
         """Duplicate contact ids, (contact, kind, bidx) identities and audit seqs raise DuplicateError."""
         contact = self.new_contact(backend)
         identity = identity_record(contact.id)
-        self.store(backend, lambda uow: (uow.identities.add(identity), uow.audit.append(audit_record(1))))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.identities.add(identity)
+            uow.audit.append(audit_record(1))
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             with pytest.raises(DuplicateError):
                 uow.contacts.add(contact_record(id=contact.id))
@@ -786,8 +826,13 @@ class StorageBackendContract:
 
     def test_empty_add_many_is_a_no_op(self, backend: StorageBackend) -> None:
         """add_many([]) stores nothing and raises nothing."""
-        self.store(backend, lambda uow: (uow.contacts.add_many([]), uow.interactions.add_many([]),
-                                         uow.identities.add_many([])))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.contacts.add_many([])
+            uow.interactions.add_many([])
+            uow.identities.add_many([])
+
+        self.store(backend, fill)
         assert self.read(backend, lambda uow: uow.contacts.count()) == 0
 
     # ------------------------------------------------------------------ concurrency
@@ -1017,7 +1062,12 @@ class StorageBackendContract:
             stage_change_record(a, changed_at=at(2)),
             stage_change_record(b, changed_at=at(0), from_stage=None, to_stage="new_lead"),
         ]
-        self.store(backend, lambda uow: [uow.stages.add(c) for c in changes])
+
+        def fill(uow: UnitOfWork) -> None:
+            for c in changes:
+                uow.stages.add(c)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             assert [c.changed_at for c in uow.stages.history(b)] == [at(0), at(1)]
             assert [(c.contact_id, c.changed_at) for c in uow.stages.iter_all()] == [
@@ -1058,7 +1108,12 @@ class StorageBackendContract:
             consent_record(contact_point_bidx=phone, channel="phone", purpose="treatment", occurred_at=at(3)),
             consent_record(contact_point_bidx=email, channel="email", occurred_at=at(2), contact_id=contact),
         ]
-        self.store(backend, lambda uow: [uow.consents.add(e) for e in events])
+
+        def fill(uow: UnitOfWork) -> None:
+            for e in events:
+                uow.consents.add(e)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             assert [e.occurred_at for e in uow.consents.for_contact_point(phone)] == [at(1), at(3), at(5)]
             sms = uow.consents.for_contact_point(phone, channel="sms", purpose="marketing")
@@ -1071,7 +1126,12 @@ class StorageBackendContract:
         """A contact's notes come back oldest first."""
         contact = self.new_contact(backend)
         notes = [note_record(contact.id, created_at=at(s)) for s in (3, 1, 2)]
-        self.store(backend, lambda uow: [uow.notes.add(n) for n in notes])
+
+        def fill(uow: UnitOfWork) -> None:
+            for n in notes:
+                uow.notes.add(n)
+
+        self.store(backend, fill)
         got = self.read(backend, lambda uow: uow.notes.for_contact(contact.id))
         assert [n.created_at for n in got] == [at(1), at(2), at(3)]
         assert self.read(backend, lambda uow: uow.notes.for_contact(new_id())) == []
@@ -1087,7 +1147,12 @@ class StorageBackendContract:
             task_record(b, id=ids[3], assignee="eve", due_at=at(50)),
             task_record(a, id=ids[0], assignee="eve", due_at=None, status="done"),
         ]
-        self.store(backend, lambda uow: [uow.tasks.add(t) for t in tasks])
+
+        def fill(uow: UnitOfWork) -> None:
+            for t in tasks:
+                uow.tasks.add(t)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             assert [t.id for t in uow.tasks.list()] == [ids[2], ids[3], ids[4], ids[0], ids[1]]
             assert [t.id for t in uow.tasks.list(assignee="bob")] == [ids[2], ids[4], ids[1]]
@@ -1166,7 +1231,12 @@ class StorageBackendContract:
         mid = inbox_record(received_at=at(10), source="calendly", digest=bidx("same"))
         new = inbox_record(received_at=at(20), digest=bidx("same"))
         again = inbox_record(received_at=at(30), digest=bidx("same"))
-        self.store(backend, lambda uow: [uow.inbox.add(r) for r in (old, mid, new, again)])
+
+        def fill(uow: UnitOfWork) -> None:
+            for r in (old, mid, new, again):
+                uow.inbox.add(r)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             uow.inbox.set_status(old.id, "quarantined", reason="record #1: field 'email': not an address",
                                  attempts=1)
@@ -1198,7 +1268,12 @@ class StorageBackendContract:
         a, b, c = new_id(), new_id(), new_id()
         first = merge_record(a, b, merged_at=at(0))
         second = merge_record(c, a, merged_at=at(5))
-        self.store(backend, lambda uow: (uow.merges.add(second), uow.merges.add(first)))
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.merges.add(second)
+            uow.merges.add(first)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             assert [m.id for m in uow.merges.for_contact(a)] == [first.id, second.id]
             assert [m.id for m in uow.merges.for_contact(b)] == [first.id]
@@ -1208,7 +1283,12 @@ class StorageBackendContract:
         """Audit log: last(), iter(since_seq) streamed beside other reads, seq unique, no update/delete."""
         assert self.read(backend, lambda uow: uow.audit.last()) is None
         entries = [audit_record(seq) for seq in range(1, 8)]
-        self.store(backend, lambda uow: [uow.audit.append(e) for e in entries])
+
+        def fill(uow: UnitOfWork) -> None:
+            for e in entries:
+                uow.audit.append(e)
+
+        self.store(backend, fill)
         with backend.unit_of_work() as uow:
             assert_same_record(uow.audit.last(), entries[-1])
             assert [e.seq for e in uow.audit.iter()] == list(range(1, 8))
