@@ -525,13 +525,18 @@ class CareCRM:
         connector, and its lead events ingested.  A payload that fails verification or
         parsing is quarantined whole with its reason; a bad record is quarantined while
         the payload's other records go in.  A byte-identical re-delivery of a processed
-        payload is counted as a duplicate and changes nothing.
+        payload is counted as a duplicate and changes nothing; one of a quarantined payload
+        is processed again in the same inbox entry.  Afterwards processed payloads older
+        than ``[ingest] inbox_retention_days`` are purged.
+
+        :param verify: check signatures (False for payloads exported by the practice itself;
+            then no secret is needed).
 
         :raises UnknownComponentError: if ``source`` is not configured (listing those that are).
         :raises ConfigError: if the source's secret reference cannot be resolved.
         """
         connector = self.connector(source)
-        secret = self.source_secret(source)
+        secret = self.source_secret(source) if verify else None
         if verify and secret is None and getattr(connector, "signed", False):
             raise ConfigError(
                 f"source {source!r} verifies signatures but has no secret: set [sources.{source}] secret "
@@ -570,6 +575,8 @@ class CareCRM:
             if len(buffer) >= chunk:
                 flush()
         flush()
+        # retention: processed payloads leave the inbox after [ingest] inbox_retention_days
+        report.purged_payloads = self.inbox_purge()
         return report
 
     def _process(

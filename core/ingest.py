@@ -78,7 +78,8 @@ class IngestReport:
     """What an ingest run did.
 
     :ivar payloads: payloads received; ``duplicate_payloads``: identical re-deliveries;
-        ``empty_payloads``: payloads with no lead record (a vendor's other event types).
+        ``empty_payloads``: payloads with no lead record (a vendor's other event types);
+        ``purged_payloads``: processed payloads past the inbox retention, deleted.
     :ivar records: lead events seen; ``accepted``: events that stored something new;
         ``duplicates``: events whose every interaction was stored already.
     :ivar contacts_created, interactions_added: counts of new rows.
@@ -92,6 +93,7 @@ class IngestReport:
     payloads: int = 0
     duplicate_payloads: int = 0
     empty_payloads: int = 0
+    purged_payloads: int = 0
     records: int = 0
     accepted: int = 0
     duplicates: int = 0

@@ -1,0 +1,93 @@
+"""The inbox: payloads stored encrypted before processing, quarantine and retry, re-delivery,
+retention."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from carecrm.core import CareCRM, RawPayload
+from carecrm.core.timeutil import utcnow
+
+SOURCE = {
+    "connector": "mapped",
+    "record_id": "id",
+    "kind": "form.submitted",
+    "channel": "web",
+    "occurred_at": "at",
+    "fields": {"email": "email", "first_name": "name"},
+}
+
+
+def _payload(i: int, email: str = "") -> RawPayload:
+    body = {
+        "id": f"sub-{i}",
+        "at": "2026-04-02T15:00:00Z",
+        "email": email or f"p{i}.placeholder@example.com",
+        "name": "Pat",
+    }
+    return RawPayload(body=json.dumps(body).encode())
+
+
+def test_quarantine_retry_and_redelivery(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app(sources={"webform": SOURCE})
+    bad = RawPayload(body=b"{not json")
+    report = app.ingest_payloads("webform", [_payload(1), bad, _payload(2)])
+    assert report.contacts_created == 2 and len(report.quarantined) == 1
+    q = report.quarantined[0]
+    assert (q.source, q.field) == ("webform", "body")
+    quarantined = app.inbox_list(status="quarantined")
+    assert len(quarantined) == 1 and "webform" in (quarantined[0].reason or "")
+    # the same bad bytes again reuse the entry: no pile-up
+    app.ingest_payloads("webform", [bad])
+    assert len(app.inbox_list(status="quarantined")) == 1
+    assert app.inbox_list(status="quarantined")[0].attempts == 2
+    # a processed payload delivered again changes nothing
+    before = app.counts()
+    again = app.ingest_payloads("webform", [_payload(1)])
+    assert again.duplicate_payloads == 1 and app.counts() == before
+    # the raw payload reads back exactly, and the read is audited
+    item, payload = app.inbox_show(quarantined[0].id)
+    assert payload.body == b"{not json" and item.status == "quarantined"
+    assert any(e.action == "inbox.read" for e in app.audit_log(limit=5))
+    app.inbox_discard(item.id, reason="test")
+    assert app.inbox_list(status="discarded")[0].id == item.id
+
+
+def test_retry_after_fixing_the_mapping(make_app: Callable[..., CareCRM]) -> None:
+    broken = {**SOURCE, "fields": {"email": "mail"}}  # wrong key: no identity
+    app = make_app(sources={"webform": broken})
+    report = app.ingest_payloads("webform", [_payload(7)])
+    assert report.quarantined and report.quarantined[0].field == "identity"
+    entry = app.inbox_list(status="quarantined")[0]
+    app.close()
+    fixed = make_app(sources={"webform": SOURCE})
+    retried = fixed.inbox_retry(entry.id)
+    assert retried.contacts_created == 1 and not retried.quarantined
+    assert fixed.inbox_list(status="processed")[0].id == entry.id
+
+
+def test_processed_payloads_are_purged_after_retention(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app(sources={"webform": SOURCE}, ingest={"inbox_retention_days": 30})
+    app.ingest_payloads("webform", [_payload(1)])
+    bad = app.ingest_payloads("webform", [RawPayload(body=b"[]")])  # not a record: quarantined
+    assert [q.field for q in bad.quarantined] == ["record"]
+    assert app.inbox_purge(now=utcnow() + timedelta(days=29)) == 0
+    assert {i.status for i in app.inbox_list()} == {"processed", "quarantined"}
+    assert app.inbox_purge(now=utcnow() + timedelta(days=31)) == 1
+    # quarantined payloads stay until a person retries or discards them
+    assert {i.status for i in app.inbox_list()} == {"quarantined"}
+    # the contact and its timeline stay: only the raw payload goes
+    assert app.counts()["contacts"] == 1
+
+
+def test_no_verify_needs_no_secret(make_app: Callable[..., CareCRM]) -> None:
+    signed = {
+        **SOURCE,
+        "secret": "$env:CARECRM_TEST_UNSET_SECRET",
+        "signature": {"scheme": "hmac-sha256", "header": "X-Sig", "encoding": "hex"},
+    }
+    app = make_app(sources={"webform": signed})
+    report = app.ingest_payloads("webform", [_payload(3)], verify=False)
+    assert report.contacts_created == 1
