@@ -1,0 +1,218 @@
+"""Helpers shared by the benchmarks: environment report, run statistics, app set-up.
+
+Rules every benchmark here follows (docs/performance.md):
+
+* every figure is printed beside a baseline measured in the same process and run, as a
+  ratio, never as an absolute pass/fail;
+* each measurement is repeated ``--repeat K`` times and reported as the median and the
+  min–max of the K runs (the machines are shared and noisy);
+* nothing personal is printed: the data is synthetic and is not printed either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions every benchmark prints.
+PACKAGES: tuple[str, ...] = ("SQLAlchemy", "cryptography", "phonenumbers", "email-validator", "jmespath")
+
+#: The practice every benchmark app uses (same shape as tests/conftest.py).
+PRACTICE: dict[str, Any] = {
+    "name": "Lakeside Dermatology",
+    "service_lines": ["acne", "botox", "mohs", "laser", "eczema", "psoriasis"],
+    "locations": [
+        {
+            "name": "downtown",
+            "timezone": "America/Chicago",
+            "region": "US",
+            "phones": ["+13125550100"],
+            "business_hours": {d: ["08:00", "17:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
+        }
+    ],
+}
+
+
+def nproc() -> int:
+    """CPUs this process may run on (what ``nproc`` prints)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float | None:
+    """Total RAM in GiB from /proc/meminfo (None elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def versions() -> dict[str, str]:
+    """Python, SQLite and the libraries carecrm's hot paths use."""
+    out = {"Python": platform.python_version(), "SQLite": sqlite3.sqlite_version}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        out["OpenSSL"] = backend.openssl_version_text()
+    except Exception:  # pragma: no cover - informative only
+        pass
+    return out
+
+
+def source_state() -> str:
+    """The repository commit the benchmark runs on, and whether carecrm's own code
+    (core, plugins, storage backends) has uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "core", "plugins", "storage_backends"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (
+        f" + {len(dirty)} uncommitted/untracked file(s) in core, plugins, storage_backends" if dirty else ""
+    )
+
+
+def print_environment(title: str, script: str, argv: Sequence[str]) -> None:
+    """Print the benchmark's title, command line (``script`` and its arguments), machine
+    and versions."""
+    ram = ram_gib()
+    print(f"== {title}")
+    print(f"command: python {script} {' '.join(argv)}".rstrip())
+    print(f"nproc: {nproc()}  cpu: {cpu_model()}  ram: {f'{ram:.1f} GiB' if ram else 'unknown'}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    print(f"carecrm source: {source_state()}")
+
+
+def add_repeat(parser: argparse.ArgumentParser) -> None:
+    """The ``--repeat K`` option every benchmark takes."""
+    parser.add_argument(
+        "--repeat", type=int, default=3, metavar="K", help="runs per measurement; the median is reported (default 3)"
+    )
+
+
+def summary(values: Sequence[float]) -> tuple[float, float, float]:
+    """``(median, min, max)`` of the runs."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits, thousands separated (1,234 / 56.7 / 0.123)."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_runs(values: Sequence[float], digits: int = 3) -> str:
+    """``median [min–max]`` of the runs."""
+    med, lo, hi = summary(values)
+    return f"{fmt(med, digits)} [{fmt(lo, digits)}-{fmt(hi, digits)}]"
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values, nearest-rank method."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, min(len(sorted_values), int(round(q * len(sorted_values) + 0.5))))
+    return sorted_values[rank - 1]
+
+
+def build_app(
+    folder: Path, *, sources: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None, create: bool = True
+) -> Any:
+    """A :class:`~carecrm.core.CareCRM` on ``folder/carecrm.db`` with keys in ``folder/carecrm.keys``,
+    built the way ``tests/conftest.py`` does (no entry points, admin actor).
+
+    :param create: create the schema (a brand-new database); False opens an existing one.
+    """
+    from carecrm.core import CareCRM, settings_from_dict
+    from carecrm.core.crypto import KeyRing
+    from carecrm.core.models import Actor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "practice": PRACTICE,
+        "keys": {"file": "carecrm.keys"},
+        "storage": {"url": f"sqlite:///{folder / 'carecrm.db'}"},
+    }
+    if sources:
+        doc["sources"] = sources
+    if ingest:
+        doc["ingest"] = ingest
+    keyfile = folder / "carecrm.keys"
+    if not keyfile.exists():
+        KeyRing.generate().write_file(keyfile)
+    settings = settings_from_dict(doc, base_dir=folder)
+    app = CareCRM(settings, actor=Actor.parse("benchmark:admin"), load_entrypoints=False)
+    if create:
+        app.create_schema()
+    return app
+
+
+def sqlite_schema(db_path: Path) -> list[str]:
+    """The CREATE TABLE / CREATE INDEX statements of a SQLite database (tables first)."""
+    con = sqlite3.connect(db_path)
+    try:
+        rows = con.execute(
+            "SELECT type, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid"
+        ).fetchall()
+    finally:
+        con.close()
+    return [sql for _type, sql in rows]
+
+
+def table_counts(db_path: Path, tables: Sequence[str]) -> dict[str, int]:
+    """Rows per table of a SQLite database."""
+    con = sqlite3.connect(db_path)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    finally:
+        con.close()
+
+
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """A stdlib connection with carecrm's SQLite settings: WAL, synchronous=NORMAL,
+    autocommit mode (explicit BEGIN/COMMIT)."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    return con
