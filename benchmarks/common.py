@@ -91,7 +91,9 @@ def versions() -> dict[str, str]:
 def source_state() -> str:
     """The repository commit the benchmark runs on, and whether carecrm's own code
     (core, plugins, storage backends) has uncommitted changes."""
-    repo = Path(__file__).resolve().parents[1]
+    import carecrm.core
+
+    repo = Path(carecrm.core.__file__).resolve().parents[1]
     try:
         head = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -117,7 +119,9 @@ def print_environment(title: str, script: str, argv: Sequence[str]) -> None:
     print(f"command: python {script} {' '.join(argv)}".rstrip())
     print(f"nproc: {nproc()}  cpu: {cpu_model()}  ram: {f'{ram:.1f} GiB' if ram else 'unknown'}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
-    print(f"carecrm source: {source_state()}")
+    import carecrm.core
+
+    print(f"carecrm source: {source_state()}; imported from {Path(carecrm.core.__file__).resolve().parents[1]}")
 
 
 def add_repeat(parser: argparse.ArgumentParser) -> None:
