@@ -35,7 +35,7 @@ from carecrm.core.errors import (
 )
 from carecrm.core.identity import IdentityError, normalize_email, normalize_name, normalize_phone
 from carecrm.core.ids import new_id
-from carecrm.core.ingest import Ingestor, IngestReport, Quarantined
+from carecrm.core.ingest import Ingestor, IngestReport, Quarantined, is_reason_code
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.matching import MatchCandidate, MatchResult
 from carecrm.core.models import (
@@ -66,6 +66,7 @@ log = logging.getLogger("carecrm")
 
 #: Default time-zone-free settings for a brand-new practice written by ``init``.
 _META_KEY_CHECK = "key_check"
+_META_AUDIT_HEAD = "audit_head"
 
 
 @attrs.frozen(kw_only=True)
@@ -373,11 +374,15 @@ class CareCRM:
         settings = self.settings.sources.get(source)
         if settings is None:
             if source in self.sources and source != "mapped":
-                return self.sources.get(source)(source, {}, self.settings.practice)
+                plain = self.sources.get(source)(source, {}, self.settings.practice)
+                plain.bind_digest(lambda data: self.keys.digest(b"record\x1f" + data))
+                return plain
             known = sorted(set(self.settings.sources) | (set(self.sources.names()) - {"mapped"}))
             raise UnknownComponentError("source", source, known)
         cls_ = self.sources.get(settings.connector)
-        return cls_(source, settings.options, self.settings.practice)
+        connector = cls_(source, settings.options, self.settings.practice)
+        connector.bind_digest(lambda data: self.keys.digest(b"record\x1f" + data))
+        return connector
 
     def source_secret(self, source: str) -> str | None:
         """The resolved ``secret`` of a source (``$env:`` / ``$file:`` references read)."""
@@ -433,44 +438,42 @@ class CareCRM:
         details: dict[str, Any] | None = None,
     ) -> None:
         """Append an audit-log entry in ``uow`` (HIPAA 45 CFR 164.312(b)), chained to the last
-        one by a keyed hash.  ``fields`` and ``details`` hold names and counts, never values."""
+        one by a keyed hash, and move the keyed head anchor (``meta.audit_head``) to it, so an
+        edited, deleted or cut-off entry is detectable.  ``fields`` and ``details`` hold
+        names and counts, never values."""
         last = uow.audit.last()
         seq = 1 if last is None else last.seq + 1
         prev = None if last is None else last.hash
-        at = utcnow()
-        entry_id = new_id()
-        body = json.dumps(
-            [
-                seq,
-                str(entry_id),
-                at.isoformat(),
-                self.actor.name,
-                self.actor.role,
-                action,
-                str(contact_id) if contact_id else None,
-                purpose,
-                list(fields),
-                details or {},
-            ],
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-        uow.audit.append(
-            AuditRecord(
-                seq=seq,
-                id=entry_id,
-                at=at,
-                actor=self.actor.name,
-                role=self.actor.role,
-                action=action,
-                contact_id=contact_id,
-                purpose=purpose,
-                fields=list(fields),
-                details=details or {},
-                prev_hash=prev,
-                hash=self.keys.audit_mac(prev, body),
-            )
+        rec = AuditRecord(
+            seq=seq,
+            id=new_id(),
+            at=utcnow(),
+            actor=self.actor.name,
+            role=self.actor.role,
+            action=action,
+            contact_id=contact_id,
+            purpose=purpose,
+            fields=list(fields),
+            details=details or {},
+            prev_hash=prev,
+            hash="",
         )
+        rec = attrs.evolve(rec, hash=self.keys.audit_mac(prev, _audit_body(rec)))
+        uow.audit.append(rec)
+        uow.meta.set(_META_AUDIT_HEAD, self._audit_head_value(rec.seq, rec.hash))
+
+    def _audit_head_value(self, seq: int, entry_hash: str) -> str:
+        return f"{seq}:{entry_hash}:{self.keys.audit_mac(None, f'head:{seq}:{entry_hash}'.encode())}"
+
+    def audit_head(self) -> str | None:
+        """The audit log's head anchor ``seq:hash:mac`` (None for an empty log).
+
+        Export it on a schedule (print it into a ticket, a WORM bucket, an email to the
+        privacy officer): ``verify_audit_chain(expected_head=...)`` with an exported value
+        then proves that no entry up to it was removed, even by someone holding the database.
+        """
+        with self.storage.unit_of_work() as uow:
+            return uow.meta.get(_META_AUDIT_HEAD)
 
     def audit_log(self, *, limit: int = 50, contact_id: uuid.UUID | None = None) -> list[AuditRecord]:
         """The newest ``limit`` audit-log entries, oldest first (for ``carecrm audit log``).
@@ -489,32 +492,47 @@ class CareCRM:
                     tail.append(rec)
         return list(tail)
 
-    def verify_audit_chain(self) -> tuple[bool, int, str | None]:
-        """Recompute the audit chain: ``(ok, entries checked, first bad seq or reason)``."""
+    def verify_audit_chain(self, *, expected_head: str | None = None) -> tuple[bool, int, str | None]:
+        """Recompute the audit chain.
+
+        Checks every entry's keyed hash and link, that the last entry is the keyed head
+        anchor stored with the log (a cut-off tail or an emptied log is detected), and, given
+        ``expected_head`` (an anchor exported earlier), that the log still reaches it.
+
+        :returns: ``(ok, entries checked, None or what is wrong)``.
+        """
         prev = None
         n = 0
+        last: AuditRecord | None = None
         with self.storage.unit_of_work() as uow:
             expected_seq = 1
             for rec in uow.audit.iter():
-                body = json.dumps(
-                    [
-                        rec.seq,
-                        str(rec.id),
-                        rec.at.isoformat(),
-                        rec.actor,
-                        rec.role,
-                        rec.action,
-                        str(rec.contact_id) if rec.contact_id else None,
-                        rec.purpose,
-                        list(rec.fields),
-                        rec.details,
-                    ],
-                    sort_keys=True,
-                    separators=(",", ":"),
-                ).encode()
-                if rec.seq != expected_seq or rec.prev_hash != prev or self.keys.audit_mac(prev, body) != rec.hash:
-                    return False, n, f"seq {rec.seq}"
-                prev, n, expected_seq = rec.hash, n + 1, expected_seq + 1
+                if (
+                    rec.seq != expected_seq
+                    or rec.prev_hash != prev
+                    or self.keys.audit_mac(prev, _audit_body(rec)) != rec.hash
+                ):
+                    return False, n, f"entry seq {rec.seq} was edited, or entries before it were removed"
+                prev, n, expected_seq, last = rec.hash, n + 1, expected_seq + 1, rec
+                if expected_head and expected_head.split(":")[:2] == [str(rec.seq), rec.hash]:
+                    expected_head = None  # reached
+            head = uow.meta.get(_META_AUDIT_HEAD)
+            has_data = uow.contacts.count() > 0 or uow.inbox.count() > 0
+        if expected_head:
+            return False, n, "the log no longer reaches the exported head: entries were removed"
+        if head is None:
+            if last is not None or has_data:
+                return False, n, "the head anchor is missing: the log was truncated or emptied"
+            return True, n, None
+        try:
+            seq_text, head_hash, _ = head.split(":")
+            head_ok = head == self._audit_head_value(int(seq_text), head_hash)
+        except ValueError:
+            head_ok = False
+        if not head_ok:
+            return False, n, "the head anchor was altered"
+        if last is None or (last.seq, last.hash) != (int(seq_text), head_hash):
+            return False, n, f"the log ends before its head anchor (seq {seq_text}): entries were removed"
         return True, n, None
 
     # ------------------------------------------------------------------ ingest
@@ -588,6 +606,7 @@ class CareCRM:
     ) -> None:
         events: list[tuple[LeadEvent, uuid.UUID | None]] = []
         failed: dict[uuid.UUID, list[Quarantined]] = {}
+        empty: set[uuid.UUID] = set()
         for rec, payload in items:
             try:
                 if secret is not None:
@@ -596,15 +615,19 @@ class CareCRM:
             except ValidationFailed as exc:
                 failed.setdefault(rec.id, []).append(Quarantined(exc.source, exc.record, exc.field, exc.reason, rec.id))
                 continue
-            except (ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any connector failure quarantines this payload only
+                # (a RecursionError from a deeply nested body, a connector bug): the exception's
+                # text may quote the payload, so only its type is kept
                 failed.setdefault(rec.id, []).append(
                     Quarantined(connector.name, "payload", "body", f"cannot be parsed ({type(exc).__name__})", rec.id)
                 )
                 continue
             if not produced:
                 report.empty_payloads += 1
+                empty.add(rec.id)
             for item in produced:
                 if isinstance(item, ValidationFailed):
+                    report.records += 1
                     failed.setdefault(rec.id, []).append(
                         Quarantined(item.source, item.record, item.field, item.reason, rec.id)
                     )
@@ -629,6 +652,17 @@ class CareCRM:
                         iid,
                         "quarantined",
                         reason="; ".join(bad[iid])[:2000],
+                        processed_at=now,
+                        attempts=stored.attempts + 1,
+                    )
+                elif iid in empty:
+                    # nothing to ingest (another event type, or an `only_if` that matched
+                    # nothing): kept as "ignored", so a re-delivery or a retry after a config
+                    # fix processes it again; purged with processed payloads
+                    uow.inbox.set_status(
+                        iid,
+                        "ignored",
+                        reason="no lead record in the payload",
                         processed_at=now,
                         attempts=stored.attempts + 1,
                     )
@@ -711,13 +745,13 @@ class CareCRM:
             uow.commit()
 
     def inbox_purge(self, *, now: datetime | None = None) -> int:
-        """Delete processed and discarded payloads older than the retention
+        """Delete processed, ignored and discarded payloads older than the retention
         (``[ingest] inbox_retention_days``, default 30); quarantined ones stay."""
         from datetime import timedelta
 
         cutoff = (now or utcnow()) - timedelta(days=self.settings.inbox_retention_days)
         with self.storage.unit_of_work() as uow:
-            n = uow.inbox.purge(status="processed", before=cutoff) + uow.inbox.purge(status="discarded", before=cutoff)
+            n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
             uow.commit()
         return n
 
@@ -753,17 +787,22 @@ class CareCRM:
             city=city,
             postal_code=postal_code,
         )
+        # check first, so that a refused field leaves nothing half-stored
+        check = IngestReport()
+        try:
+            self.ingestor.prepare(event, 0, check, None)
+        except ValidationFailed as exc:
+            raise ValidationFailed("manual", "new contact", exc.field, exc.reason) from None
+        if check.warnings:
+            # name the field that was refused (an invalid email, a free-text service interest)
+            detail = check.warnings[0].split(": field ", 1)[-1]
+            field = detail.split("'")[1] if detail.count("'") >= 2 else "input"
+            reason = detail.split("': ", 1)[-1].removesuffix("; dropped")
+            raise ValidationFailed("manual", "new contact", field, reason)
         report = self.ingest([event])
         if report.quarantined:
             q = report.quarantined[0]
             raise ValidationFailed(q.source, "new contact", q.field, q.reason)
-        if report.warnings:
-            raise ValidationFailed(
-                "manual",
-                "new contact",
-                "email/phone",
-                "; ".join(w.split(": ", 2)[-1] for w in report.warnings),
-            )
         return self.get_contact(report.contact_ids[0])
 
     def get_contact(self, contact_id: uuid.UUID, *, purpose: str = "view") -> Contact:
@@ -792,7 +831,15 @@ class CareCRM:
             cid = None
         if cid is not None:
             return self._follow_merge(cid)
-        found = self.find_contacts(email=ref) if "@" in ref else self.find_contacts(phone=ref)
+        try:
+            found = self.find_contacts(email=ref) if "@" in ref else self.find_contacts(phone=ref)
+        except ValidationFailed:
+            raise ValidationFailed(
+                "lookup",
+                "REF",
+                "email" if "@" in ref else "phone",
+                "not a contact id, an email address or a phone number (for names use `contacts find --name`)",
+            ) from None
         if not found:
             raise NotFound("no contact has that email or phone")
         if len(found) > 1:
@@ -849,14 +896,10 @@ class CareCRM:
                 if rec is None or rec.status != ACTIVE:
                     continue
                 out.append(self.mapper.contact_from_record(rec, uow.identities.for_contact(cid)))
+            # one entry per person shown, so `audit log --contact ID` answers who saw them
+            for contact in out:
+                self.audit(uow, "contact.read", contact_id=contact.id, purpose="lookup", fields=["name", "identities"])
             if out:
-                self.audit(
-                    uow,
-                    "contact.search",
-                    purpose="lookup",
-                    fields=["name", "identities"],
-                    details={"results": len(out)},
-                )
                 uow.commit()
         return out
 
@@ -955,7 +998,11 @@ class CareCRM:
     def set_stage(self, ref: str | uuid.UUID, stage: str, *, reason: str | None = None) -> StageChange:
         """A person's move of a contact to ``stage`` (always wins over implied moves).
 
-        ``lost`` needs a reason code.
+        ``lost`` needs a reason.  A reason that is a short code (``too_expensive``) is kept in
+        clear in the stage history for reports; free text ("worried about the cost after her
+        diagnosis") may hold health information, so it is kept only encrypted, as the body of
+        the ``stage.changed`` interaction on the timeline, and the history records the code
+        ``free_text`` (HIPAA 45 CFR 164.312(a)(2)(iv)).
 
         :raises InvalidTransition: if the pipeline does not allow it (lists the allowed stages).
         :raises ValueError: for an unknown stage or a ``lost`` move without a reason.
@@ -976,7 +1023,7 @@ class CareCRM:
                 to_stage=stage,
                 changed_at=now,
                 actor=self.actor.name,
-                reason=reason,
+                reason=reason if reason is None or is_reason_code(reason) else "free_text",
             )
             uow.contacts.update(attrs.evolve(rec, stage=stage, stage_changed_at=now, updated_at=now))
             uow.stages.add(self.mapper.stage_change_to_record(change))
@@ -993,8 +1040,9 @@ class CareCRM:
                         attributes={
                             "from_stage": rec.stage,
                             "to_stage": stage,
-                            **({"reason": reason} if reason else {}),
+                            **({"reason": change.reason} if change.reason else {}),
                         },
+                        body=reason if change.reason == "free_text" else None,
                     ),
                     self.mapper.key_of(rec),
                 )
@@ -1063,6 +1111,8 @@ class CareCRM:
                 info["advice"] = "run `carecrm storage upgrade`"
             elif version > SCHEMA_VERSION:
                 info["advice"] = "written by a newer carecrm: upgrade carecrm"
+            else:
+                info["counts"] = _counts(backend)
             return info
         finally:
             backend.close()
@@ -1080,15 +1130,7 @@ class CareCRM:
 
     def counts(self) -> dict[str, int]:
         """Row counts per kind of record (for checks and migrations)."""
-        with self.storage.unit_of_work() as uow:
-            return {
-                "contacts": uow.contacts.count(),
-                "identities": uow.identities.count(),
-                "interactions": uow.interactions.count(),
-                "stage_changes": uow.stages.count(),
-                "consents": uow.consents.count(),
-                "inbox": uow.inbox.count(),
-            }
+        return _counts(self.storage)
 
 
 def default_actor() -> Actor:
@@ -1116,3 +1158,37 @@ def _inbox_item(rec: InboxRecord) -> InboxItem:
         processed_at=rec.processed_at,
         attempts=rec.attempts,
     )
+
+
+def _audit_body(rec: AuditRecord) -> bytes:
+    """The canonical bytes an audit entry's hash covers (everything but the hashes)."""
+    return json.dumps(
+        [
+            rec.seq,
+            str(rec.id),
+            rec.at.isoformat(),
+            rec.actor,
+            rec.role,
+            rec.action,
+            str(rec.contact_id) if rec.contact_id else None,
+            rec.purpose,
+            list(rec.fields),
+            rec.details,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def _counts(backend: StorageBackend) -> dict[str, int]:
+    """Row counts per kind of record of a backend (no personal data is read)."""
+    with backend.unit_of_work() as uow:
+        return {
+            "contacts": uow.contacts.count(),
+            "identities": uow.identities.count(),
+            "interactions": uow.interactions.count(),
+            "stage_changes": uow.stages.count(),
+            "appointments": uow.appointments.count(),
+            "consents": uow.consents.count(),
+            "inbox": uow.inbox.count(),
+        }

@@ -108,19 +108,34 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--expect-head",
+    metavar="ANCHOR",
+    help="An anchor exported earlier with `carecrm audit head`: the log must still reach it.",
+)
 @json_option
-def audit_verify(as_json: bool) -> None:
-    """Recompute the keyed hash chain of the audit log: an edited, deleted or inserted
-    entry breaks it. Exit status 1 when the chain is broken."""
-    ok, checked, where = state().app.verify_audit_chain()
+def audit_verify(expect_head: str | None, as_json: bool) -> None:
+    """Recompute the keyed hash chain of the audit log and check it against its keyed head
+    anchor: an edited, deleted or inserted entry, a cut-off tail or an emptied log breaks it.
+    Exit status 1 when the check fails."""
+    ok, checked, problem = state().app.verify_audit_chain(expected_head=expect_head)
     if as_json:
-        echo_json({"ok": ok, "entries_checked": checked, "first_bad": where})
+        echo_json({"ok": ok, "entries_checked": checked, "problem": problem})
     elif ok:
         click.echo(f"audit chain intact: {checked} entries verified")
     else:
-        click.echo(f"audit chain BROKEN at {where} (after {checked} good entries)")
+        click.echo(f"audit chain BROKEN: {problem} ({checked} good entries before it)")
     if not ok:
         click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@audit.command("head")
+def audit_head() -> None:
+    """Print the audit log's head anchor (seq:hash:mac). Export it on a schedule, somewhere
+    the database's administrators cannot change, and check it later with
+    `carecrm audit verify --expect-head ANCHOR`."""
+    head = state().app.audit_head()
+    click.echo(head or "(the audit log is empty)")
 
 
 @audit.command("log")
