@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
+import phonenumbers
 
 from carecrm.core.errors import ConfigError
 from carecrm.core.models import Location, Practice, Provider
@@ -131,11 +132,16 @@ def _location(raw: Any, i: int) -> Location:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"practice.locations[{i}].timezone: unknown IANA time zone {tz!r}") from None
+    region = str(raw.get("region", "US")).upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"practice.locations[{i}].region: {region!r} is not an ISO 3166 region phonenumbers knows (e.g. US, GB, CA)"
+        )
     hours = {str(k).lower()[:3]: (str(v[0]), str(v[1])) for k, v in dict(raw.get("business_hours", {})).items()}
     return Location(
         name=str(raw["name"]),
         timezone=tz,
-        region=str(raw.get("region", "US")),
+        region=region,
         business_hours=hours,
         holidays=tuple(str(h) for h in raw.get("holidays", ())),
         phones=tuple(str(p) for p in raw.get("phones", ())),

@@ -17,7 +17,8 @@ The same connector class can serve several sources (one per form tool).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from carecrm.core.errors import ValidationFailed
@@ -47,6 +48,20 @@ class SourceConnector(abc.ABC):
         self.name = name
         self.options = dict(options)
         self.practice = practice
+        self._digest: Callable[[bytes], str] | None = None
+
+    def bind_digest(self, digest: Callable[[bytes], str]) -> None:
+        """Called by the core with a keyed hash (HMAC-SHA256 under the practice's
+        blind-index key) for :meth:`record_digest`."""
+        self._digest = digest
+
+    def record_digest(self, data: bytes) -> str:
+        """A hex digest of a record's bytes, for idempotency keys of vendors without event
+        ids.  Keyed when the core runs the connector, so a digest of a record that holds an
+        email cannot be tested against guessed emails; plain SHA-256 standalone (tests)."""
+        if self._digest is not None:
+            return self._digest(data)
+        return hashlib.sha256(data).hexdigest()
 
     @abc.abstractmethod
     def parse(self, payload: RawPayload) -> Iterable[LeadEvent | ValidationFailed]:

@@ -122,12 +122,37 @@ _LOW_CONFIDENCE_EXACT = frozenset(
         "jane doe",
         "n a",
         "na",
+        # carriers and services that CNAM shows instead of a name
+        "t-mobile",
+        "tmobile",
+        "verizon",
+        "verizon wireless",
+        "at t",
+        "att",
+        "sprint",
+        "metropcs",
+        "metro pcs",
+        "cricket",
+        "cricket wireless",
+        "boost mobile",
+        "us cellular",
+        "google voice",
+        "voip caller",
+        "caller",
+        "mobile",
+        "cellular",
+        "landline",
+        "spam risk",
+        "scam likely",
+        "potential spam",
+        "telemarketer",
     }
 )
 _LOW_CONFIDENCE_PATTERNS = (
     re.compile(r"^(visitor|guest|user|lead)[ #-]?\d+$"),  # generated chat visitor names
     re.compile(r"^[a-z .'-]+ [a-z]{2}$"),  # CNAM "CHICAGO IL": a city and a state code
     re.compile(r"^\+?\d[\d ()-]*$"),  # a number given as a name
+    re.compile(r"^[a-z]{0,2}\d{6,}$"),  # an account or device id (V123456789)
 )
 _US_STATES = frozenset(
     "al ak az ar ca co ct de fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh nj "

@@ -13,6 +13,7 @@ one is quarantined.  Re-ingesting the same event changes nothing (idempotency ke
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,7 @@ class _Prepared:
     first_name: str | None
     last_name: str | None
     confident: bool
+    service_interest: str | None = None
 
 
 class _BatchIdentities:
@@ -187,7 +189,8 @@ class _BatchContacts:
     def get(self, cid: uuid.UUID) -> ContactRecord:
         got = self.get_many([cid])
         if cid not in got:
-            return self._inner.get(cid)  # raises NotFound
+            found: ContactRecord = self._inner.get(cid)  # raises NotFound
+            return found
         return got[cid]
 
     def __getattr__(self, name: str) -> Any:
@@ -297,7 +300,15 @@ class Ingestor:
         keys = [(i.kind, mapper.identity_bidx(i.kind, i.value)) for i in identities]
         for name in event.dropped_fields:
             report.dropped_fields[name] = report.dropped_fields.get(name, 0) + 1
-        return _Prepared(event, inbox_id, identities, keys, first, last, confident)
+        interest = None
+        if event.service_interest and collect.get("service_interest", True):
+            interest = service_interest_code(event.service_interest, app.settings.practice.service_lines)
+            if interest is None:
+                report.warnings.append(
+                    f"{event.source}: record {record}: field 'service_interest': not a configured service line "
+                    "(free text is never stored in clear); dropped"
+                )
+        return _Prepared(event, inbox_id, identities, keys, first, last, confident, interest)
 
     # ------------------------------------------------------------------ batches
 
@@ -574,8 +585,8 @@ class Ingestor:
             pipeline=app.settings.pipeline.name,
             stage=app.settings.pipeline.initial,
             stage_changed_at=since,
-            service_interest=event.service_interest if collect.get("service_interest", True) else None,
-            location=event.location,
+            service_interest=p.service_interest,
+            location=event.location or app.settings.practice.default_location.name,
             first_source=event.source,
         )
 
@@ -595,12 +606,8 @@ class Ingestor:
                 changes.update(first_name=p.first_name, last_name=p.last_name, name_confidence="high")
             elif p.confident and stored.first_name and not stored.last_name and p.last_name:
                 changes.update(last_name=p.last_name)
-        if (
-            event.service_interest
-            and collect.get("service_interest", True)
-            and event.service_interest != rec.service_interest
-        ):
-            changes["service_interest"] = event.service_interest
+        if p.service_interest and p.service_interest != rec.service_interest:
+            changes["service_interest"] = p.service_interest
         if event.city and collect.get("city", True) and not rec.city:
             changes["city"] = event.city
         if event.postal_code and collect.get("postal_code", True) and not rec.postal_prefix:
@@ -718,3 +725,29 @@ class Ingestor:
 
 def _safe_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+_CODE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def service_interest_code(raw: str, service_lines: Sequence[str]) -> str | None:
+    """The service-line code for a raw service interest, or None.
+
+    Service interest is stored in clear for segmenting, so only a code may be kept: one
+    of the practice's ``service_lines`` (matched case-insensitively, spaces as ``_``), or,
+    when the practice lists none, a short lowercase code (``acne``, ``mohs_surgery``).
+    Free text ("I think I have skin cancer") is health information and is never stored in
+    clear (HIPAA 45 CFR 164.514(b)): it is dropped with a warning.
+    """
+    text = raw.strip().casefold().replace(" ", "_")
+    if service_lines:
+        for line in service_lines:
+            if line.casefold().replace(" ", "_") == text:
+                return line
+        return None
+    return text if _CODE.match(text) else None
+
+
+def is_reason_code(text: str) -> bool:
+    """True for a short code such as ``too_expensive`` (kept in clear for reports)."""
+    return bool(_CODE.match(text))

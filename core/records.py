@@ -246,7 +246,8 @@ class InboxRecord:
     ``payload_enc`` is the encrypted JSON envelope (body, content type, headers, URL)
     under the payload's own data key ``wrapped_key`` (it arrives before any contact is
     known).  ``digest`` is a keyed hash of source + body for spotting re-deliveries.
-    ``status``: ``received``, ``processed``, ``quarantined``, ``pending``, ``discarded``.
+    ``status``: ``received``, ``processed``, ``ignored`` (no lead record in it),
+    ``quarantined``, ``pending``, ``discarded``.
     """
 
     id: uuid.UUID

@@ -91,3 +91,44 @@ def test_no_verify_needs_no_secret(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(sources={"webform": signed})
     report = app.ingest_payloads("webform", [_payload(3)], verify=False)
     assert report.contacts_created == 1
+
+
+def test_a_pathological_body_is_quarantined_and_the_rest_go_in(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app(sources={"webform": SOURCE})
+    deep = RawPayload(body=b"[" * 200_000 + b"]" * 200_000)
+    empty = RawPayload(body=b"  \n")
+    report = app.ingest_payloads("webform", [_payload(1), deep, empty, _payload(2)])
+    assert report.contacts_created == 2
+    reasons = sorted(q.reason for q in report.quarantined)
+    assert reasons == ["cannot be parsed (RecursionError)", "empty body"]
+    assert len(report.quarantined) == 2
+
+
+def test_records_count_includes_refused_records(make_app: Callable[..., CareCRM]) -> None:
+    multi = {**SOURCE, "records": "leads"}
+    app = make_app(sources={"webform": multi})
+    body = {
+        "leads": [
+            {"id": "a", "at": "2026-04-02T15:00:00Z", "email": "a.placeholder@example.com"},
+            {"id": "b", "at": "not a time", "email": "b.placeholder@example.com"},
+            "not an object",
+        ]
+    }
+    report = app.ingest_payloads("webform", [RawPayload(body=json.dumps(body).encode())])
+    assert report.records == 3 and report.accepted == 1 and len(report.quarantined) == 2
+
+
+def test_a_payload_with_no_lead_record_is_ignored_not_lost(make_app: Callable[..., CareCRM]) -> None:
+    typo = {**SOURCE, "only_if": "kind == 'form_submision'"}  # a mistyped filter matches nothing
+    app = make_app(sources={"webform": typo})
+    body = {"kind": "form_submission", "id": "s1", "at": "2026-04-02T15:00:00Z", "email": "z.placeholder@example.com"}
+    payload = RawPayload(body=json.dumps(body).encode())
+    report = app.ingest_payloads("webform", [payload])
+    assert report.empty_payloads == 1 and report.contacts_created == 0 and not report.quarantined
+    (entry,) = app.inbox_list()
+    assert entry.status == "ignored"
+    app.close()
+    fixed = make_app(sources={"webform": {**SOURCE, "only_if": "kind == 'form_submission'"}})
+    again = fixed.ingest_payloads("webform", [payload])  # the same bytes, delivered again
+    assert again.contacts_created == 1 and again.duplicate_payloads == 0
+    assert [i.status for i in fixed.inbox_list()] == ["processed"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
 import pytest
 
 from carecrm.core import (
@@ -18,6 +19,7 @@ from carecrm.core import (
     LeadEvent,
     SchemaVersionError,
     UnknownComponentError,
+    ValidationFailed,
     settings_from_dict,
 )
 from carecrm.core.crypto import KeyRing
@@ -266,3 +268,52 @@ def test_bad_config_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(path)
     assert json.dumps({}) == "{}" and os.sep
+
+
+def test_free_text_service_interest_is_never_stored_in_clear(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app()  # service lines: acne, botox, mohs
+    e = lead("si", emails=["si.placeholder@example.com"])
+    r = app.ingest([attrs.evolve(e, service_interest="I think I have skin cancer")])
+    assert r.contacts_created == 1 and any("service_interest" in w for w in r.warnings)
+    assert app.get_contact(r.contact_ids[0]).service_interest is None
+    r = app.ingest([attrs.evolve(lead("si2", emails=["si.placeholder@example.com"]), service_interest="ACNE")])
+    assert app.get_contact(r.contact_ids[0]).service_interest == "acne"
+    with pytest.raises(ValidationFailed, match="service_interest"):
+        app.add_contact(first_name="Pat", emails=["pat.placeholder@example.com"], service_interest="patient has HIV")
+    with pytest.raises(ValidationFailed, match="email"):
+        app.add_contact(first_name="Pat", emails=["not-an-email"], phones=["+13125550111"])
+    assert app.find_contacts(phone="+13125550111") == []  # nothing half-stored
+
+
+def test_free_text_stage_reason_is_kept_encrypted(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app()
+    cid = app.ingest([lead("sr", emails=["sr.placeholder@example.com"])]).contact_ids[0]
+    app.set_stage(cid, "lost", reason="worried about cost after her diagnosis")
+    assert app.stage_history(cid)[-1].reason == "free_text"
+    last = app.timeline(cid).interactions[-1]
+    assert last.kind == "stage.changed" and last.body == "worried about cost after her diagnosis"
+    app.set_stage(cid, "contacted", reason="called_back")
+    assert app.stage_history(cid)[-1].reason == "called_back"
+
+
+def test_contacts_get_the_default_location(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app()
+    r = app.ingest([lead("loc", emails=["loc.placeholder@example.com"])])
+    contact = app.get_contact(r.contact_ids[0])
+    assert contact.location == "downtown"
+    assert app.timeline(contact.id).interactions[0].location == "downtown"
+
+
+@pytest.mark.parametrize("cnam", ["T-MOBILE", "V123456789", "WIRELESS CALLER", "CHICAGO IL"])
+def test_carrier_and_device_names_do_not_split(make_app: Callable[..., CareCRM], cnam: str) -> None:
+    app = make_app()
+    app.ingest([lead("t", phones=["+13125550160"], first="Tom", last="Reed")])
+    r = app.ingest([lead("c", phones=["(312) 555-0160"], full=cnam, kind="call.completed")])
+    assert r.contacts_created == 0 and r.review_pairs == 0
+
+
+def test_bad_region_in_config() -> None:
+    with pytest.raises(ConfigError, match="region"):
+        settings_from_dict(
+            {"storage": {"url": "sqlite://"}, "practice": {"locations": [{"name": "x", "region": "XX"}]}}
+        )

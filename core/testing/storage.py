@@ -519,9 +519,20 @@ class StorageBackendContract:
         """Contacts round-trip field by field: every field set, every optional field None, merged."""
         full = self.new_contact(backend)
         minimal = contact_record(
-            wrapped_key=None, pii_enc=None, name_bidx=None, family_name_bidx=None, key_version=None,
-            name_confidence=None, stage_changed_at=None, service_interest=None, location=None, city=None,
-            postal_prefix=None, owner=None, score=None, first_source=None,
+            wrapped_key=None,
+            pii_enc=None,
+            name_bidx=None,
+            family_name_bidx=None,
+            key_version=None,
+            name_confidence=None,
+            stage_changed_at=None,
+            service_interest=None,
+            location=None,
+            city=None,
+            postal_prefix=None,
+            owner=None,
+            score=None,
+            first_source=None,
         )
         merged = contact_record(status=MERGED, merged_into=full.id, score=-3.0)
         self.store(backend, lambda uow: uow.contacts.add_many([minimal, merged]))
@@ -555,8 +566,17 @@ class StorageBackendContract:
         contact = self.new_contact(backend)
         full = interaction_record(contact.id)
         bare = interaction_record(
-            contact.id, channel=None, direction=None, location=None, campaign=None, channel_group=None,
-            touchpoint={}, attributes={}, body_enc=None, actor="system", inbox_id=None,
+            contact.id,
+            channel=None,
+            direction=None,
+            location=None,
+            campaign=None,
+            channel_group=None,
+            touchpoint={},
+            attributes={},
+            body_enc=None,
+            actor="system",
+            inbox_id=None,
         )
 
         def fill(uow: UnitOfWork) -> None:
@@ -571,8 +591,9 @@ class StorageBackendContract:
     def test_stage_change_round_trip(self, backend: StorageBackend) -> None:
         """Stage changes round-trip and come back oldest first."""
         contact = self.new_contact(backend)
-        first = stage_change_record(contact.id, from_stage=None, to_stage="new_lead", actor=None,
-                                    reason=None, implied_by=None)
+        first = stage_change_record(
+            contact.id, from_stage=None, to_stage="new_lead", actor=None, reason=None, implied_by=None
+        )
         second = stage_change_record(contact.id, changed_at=at(60))
 
         def fill(uow: UnitOfWork) -> None:
@@ -865,6 +886,7 @@ class StorageBackendContract:
 
     def test_an_exception_rolls_back_and_propagates(self, backend: StorageBackend) -> None:
         """An exception rolls back what was not committed and propagates."""
+
         class Boom(Exception):
             pass
 
@@ -993,8 +1015,13 @@ class StorageBackendContract:
         b_phone = identity_record(b.id, kind="phone", bidx=bidx("+1305"), created_at=at(5))
         b_ext = identity_record(b.id, kind="external:meta", bidx=bidx("lead 9"))
         self.store(backend, lambda uow: uow.identities.add_many([a_email, a_phone, b_phone, b_ext]))
-        keys = [("email", bidx("a@x.org")), ("phone", bidx("+1305")), ("phone", bidx("a@x.org")),
-                ("email", bidx("nobody")), ("external:meta", bidx("lead 9"))]
+        keys = [
+            ("email", bidx("a@x.org")),
+            ("phone", bidx("+1305")),
+            ("phone", bidx("a@x.org")),
+            ("email", bidx("nobody")),
+            ("external:meta", bidx("lead 9")),
+        ]
         keys += [("email", bidx(f"filler {i}")) for i in range(1100)]
         got = self.read(backend, lambda uow: uow.identities.find_many(keys))
         assert {r.id for r in got} == {a_email.id, a_phone.id, b_phone.id, b_ext.id}
@@ -1025,8 +1052,7 @@ class StorageBackendContract:
         older = self.new_contact(backend, name_bidx=name, family_name_bidx=family, created_at=at(0))
         newer = self.new_contact(backend, name_bidx=name, family_name_bidx=family, created_at=at(50))
         self.new_contact(backend, name_bidx=name, family_name_bidx=family, status=MERGED, merged_into=older.id)
-        cousin = self.new_contact(backend, name_bidx=bidx("name:rui lima"), family_name_bidx=family,
-                                  created_at=at(20))
+        cousin = self.new_contact(backend, name_bidx=bidx("name:rui lima"), family_name_bidx=family, created_at=at(20))
         got = self.read(backend, lambda uow: uow.contacts.find_by_name(name))
         assert [c.id for c in got] == [older.id, newer.id]
         got = self.read(backend, lambda uow: uow.contacts.find_by_family_name(family))
@@ -1071,7 +1097,10 @@ class StorageBackendContract:
         with backend.unit_of_work() as uow:
             assert [c.changed_at for c in uow.stages.history(b)] == [at(0), at(1)]
             assert [(c.contact_id, c.changed_at) for c in uow.stages.iter_all()] == [
-                (a, at(2)), (a, at(9)), (b, at(0)), (b, at(1))
+                (a, at(2)),
+                (a, at(9)),
+                (b, at(0)),
+                (b, at(1)),
             ]
             assert [c.pipeline for c in uow.stages.iter_all(pipeline="implants")] == ["implants"]
             assert uow.stages.count() == 4
@@ -1082,8 +1111,14 @@ class StorageBackendContract:
         first = appointment_record(contact.id, external_id="inv-1")
         self.store(backend, lambda uow: uow.appointments.put(first))
         moved = appointment_record(
-            contact.id, external_id="inv-1", status="rescheduled", starts_at=at(7200), ends_at=None,
-            created_at=at(500), updated_at=at(600), provider=None,
+            contact.id,
+            external_id="inv-1",
+            status="rescheduled",
+            starts_at=at(7200),
+            ends_at=None,
+            created_at=at(500),
+            updated_at=at(600),
+            provider=None,
         )
         stored = self.store(backend, lambda uow: uow.appointments.put(moved))
         expected = attrs.evolve(moved, id=first.id, created_at=first.created_at)
@@ -1182,7 +1217,10 @@ class StorageBackendContract:
         with backend.unit_of_work() as uow:
             top = uow.scores.top("rules")
             assert [(s.contact_id, s.score) for s in top] == [
-                (ids[0], 99.5), (ids[1], 30.0), (ids[3], 30.0), (ids[2], 20.0)
+                (ids[0], 99.5),
+                (ids[1], 30.0),
+                (ids[3], 30.0),
+                (ids[2], 20.0),
             ]
             assert_same_record(top[0], score_record(ids[0], score=99.5, reasons=[], computed_at=at(9)))
             assert [s.contact_id for s in uow.scores.top("rules", limit=2)] == [ids[0], ids[1]]
@@ -1212,8 +1250,12 @@ class StorageBackendContract:
         with backend.unit_of_work() as uow:
             uow.segments.put(segment_record("b-lapsed"))
             uow.segments.put(segment_record("a-new"))
-            replaced = segment_record("b-lapsed", definition={"field": "stage", "op": "eq", "value": "lost"},
-                                      updated_at=at(60), created_by=None)
+            replaced = segment_record(
+                "b-lapsed",
+                definition={"field": "stage", "op": "eq", "value": "lost"},
+                updated_at=at(60),
+                created_by=None,
+            )
             uow.segments.put(replaced)
             uow.commit()
         with backend.unit_of_work() as uow:
@@ -1238,8 +1280,7 @@ class StorageBackendContract:
 
         self.store(backend, fill)
         with backend.unit_of_work() as uow:
-            uow.inbox.set_status(old.id, "quarantined", reason="record #1: field 'email': not an address",
-                                 attempts=1)
+            uow.inbox.set_status(old.id, "quarantined", reason="record #1: field 'email': not an address", attempts=1)
             uow.inbox.set_status(old.id, "processed", processed_at=at(40))
             uow.inbox.set_status(mid.id, "processed", processed_at=at(41), attempts=1)
             uow.inbox.set_status(new.id, "quarantined", reason="bad signature")

@@ -875,6 +875,8 @@ class MappedConnector(SourceConnector):
         """The payload as Python data (JSON value, or a dict of form fields)."""
         media, params = _content_type(payload.content_type)
         fmt = self.format or ("form" if media in _FORM_TYPES else "json")
+        if not payload.body.strip():
+            raise ValidationFailed(self.name, "payload", "body", "empty body")
         if fmt == "json":
             data = self._decode_json(payload.body, "body")
         elif media == "multipart/form-data":
@@ -996,6 +998,7 @@ class MappedConnector(SourceConnector):
         occurred_at, approximate = self._occurred_at(ref, payload, get)
 
         values: dict[str, Any] = dict(self.literals)
+        unreadable: list[str] = []
         for field, selector in self.fields.items():
             raw = get(selector, field)
             if field == "email":
@@ -1005,7 +1008,13 @@ class MappedConnector(SourceConnector):
             elif field == "body":
                 values[field] = _body(raw)
             elif field == "date_of_birth":
-                values[field] = convert(field, raw, _date)
+                # an optional field (off unless the practice collects it): a value that is
+                # not a date is dropped and counted, never a reason to lose the lead
+                try:
+                    values[field] = convert(field, raw, _date)
+                except ValidationFailed:
+                    values[field] = None
+                    unreadable.append(field)
             else:
                 values[field] = convert(field, raw, _text)
 
@@ -1030,11 +1039,12 @@ class MappedConnector(SourceConnector):
         if approximate:
             attributes["occurred_at_source"] = "received"
 
-        key_base = record_id if record_id is not None else "sha256:" + _digest(record)
+        key_base = record_id if record_id is not None else "digest:" + self.record_digest(_canonical(record))
         idempotency_key = f"{self.kind}:{key_base}"
         consents = tuple(self._consents(occurred_at, touchpoint, idempotency_key, get, convert))
 
         dropped, others = self._unmapped(record, results)
+        dropped = (*dropped, *unreadable)
         body = values.pop("body", None)
         if self.keep_other_answers and others:
             body = json.dumps({"inquiry": body, "other_answers": others}, ensure_ascii=False, default=str)
@@ -1324,10 +1334,9 @@ def _truthy(value: Any) -> bool:
     return not (value is None or value is False or value in ("", [], {}))
 
 
-def _digest(record: Any) -> str:
-    """SHA-256 of the record's canonical JSON (sorted keys, compact separators)."""
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def _canonical(record: Any) -> bytes:
+    """The record's canonical JSON (sorted keys, compact separators), UTF-8."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
 @hookimpl

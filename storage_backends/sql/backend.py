@@ -203,7 +203,14 @@ class SqlBackend:
             kwargs["pool_size"] = pool_size
         if backend in ("mysql", "mariadb"):
             kwargs["pool_recycle"] = 3600
-        engine = sa.create_engine(self.url, **kwargs)
+        try:
+            engine = sa.create_engine(self.url, **kwargs)
+        except ImportError as exc:
+            extra = "postgres" if backend == "postgresql" else "mysql"
+            raise ConfigError(
+                f"the database driver for {backend} URLs is not installed ({exc.name}): "
+                f'pip install "carecrm[{extra}]"'
+            ) from None
         if backend in ("mysql", "mariadb"):
             _configure_mysql(engine)
         return engine
