@@ -186,6 +186,15 @@ class _BatchContacts:
             self.cache.update(self._inner.get_many(missing))
         return {i: self.cache[i] for i in ids if i in self.cache}
 
+    def stage(self, rec: ContactRecord) -> ContactRecord:
+        """Record a changed contact: written with the batch (inserted if new, else updated)."""
+        self.cache[rec.id] = rec
+        if rec.id in self.new:
+            self.new[rec.id] = rec
+        else:
+            self.changed[rec.id] = rec
+        return rec
+
     def get(self, cid: uuid.UUID) -> ContactRecord:
         got = self.get_many([cid])
         if cid not in got:
@@ -620,12 +629,7 @@ class Ingestor:
         contact = attrs.evolve(contact, updated_at=now, **changes)
         new_rec = self.app.mapper.contact_to_record(contact, key)
         new_rec = attrs.evolve(new_rec, version=rec.version)
-        contacts.cache[rec.id] = new_rec
-        if rec.id in contacts.new:
-            contacts.new[rec.id] = new_rec
-        else:
-            contacts.changed[rec.id] = new_rec
-        return new_rec
+        return contacts.stage(new_rec)
 
     def _add_missing_identities(
         self, p: _Prepared, rec: ContactRecord, key: ContactKey, idents: _BatchIdentities
@@ -691,12 +695,7 @@ class Ingestor:
             )
         )
         new_rec = attrs.evolve(rec, stage=target, stage_changed_at=inter.occurred_at, updated_at=now)
-        contacts.cache[rec.id] = new_rec
-        if rec.id in contacts.new:
-            contacts.new[rec.id] = new_rec
-        else:
-            contacts.changed[rec.id] = new_rec
-        return new_rec
+        return contacts.stage(new_rec)
 
     def _consent_point(self, kind: str, raw: str | None, p: _Prepared) -> str | None:
         if raw:
