@@ -37,6 +37,7 @@ import argparse
 import base64
 import cProfile
 import gc
+import hashlib
 import io
 import json
 import pstats
@@ -97,8 +98,24 @@ SERVICES = ("acne", "botox", "mohs", "laser", "eczema", "psoriasis")
 # --------------------------------------------------------------------------- load
 
 
+def schema_fingerprint() -> str:
+    """SHA-256 of the SQLite schema this carecrm creates (so ``--reuse`` never reads a
+    database made by a carecrm with another schema)."""
+    with tempfile.TemporaryDirectory(prefix="carecrm-bench-schema-") as tmp:
+        app = common.build_app(Path(tmp))
+        app.close()
+        ddl = common.sqlite_schema(Path(tmp) / "carecrm.db")
+    return hashlib.sha256("\n".join(ddl).encode()).hexdigest()
+
+
 def _manifest(contacts: int, interactions: int, seed: int) -> dict[str, Any]:
-    return {"contacts": contacts, "interactions": interactions, "seed": seed, "format": 1}
+    return {
+        "contacts": contacts,
+        "interactions": interactions,
+        "seed": seed,
+        "format": 2,
+        "schema": schema_fingerprint(),
+    }
 
 
 def load(folder: Path, contacts: int, interactions: int, seed: int) -> tuple[float, float]:
