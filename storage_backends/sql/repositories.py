@@ -983,5 +983,17 @@ class SqlMeta:
         return None if value is None else str(value)
 
     def set(self, key: str, value: str) -> None:
-        """Insert or replace (one atomic statement)."""
-        self._execute(upsert_statement(self._uow.dialect_name, self.table, {"key": key, "value": value}, ("key",)))
+        """Insert or replace (one atomic statement, built once per dialect: every audit
+        entry moves the audit head anchor through here)."""
+        t = self.table
+        dialect = self._uow.dialect_name
+        cache_key = (t.name, ("set", dialect))
+        statement = _STATEMENTS.get(cache_key)
+        if statement is None:
+            row = {
+                "key": sa.bindparam("p_key", type_=t.c.key.type),
+                "value": sa.bindparam("p_value", type_=t.c.value.type),
+            }
+            statement = _STATEMENTS[cache_key] = upsert_statement(dialect, t, row, ("key",))
+        with translated(t.name, self._uow.where):
+            self._uow.connection.execute(statement, {"p_key": key, "p_value": value})
