@@ -31,6 +31,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.storage_backends.sql",
     "carecrm.plugins.identity_exact",
     "carecrm.plugins.sources.mapped",
+    "carecrm.plugins.sources.sendgrid",
+    "carecrm.plugins.sources.callrail",
 )
 
 T = TypeVar("T")
