@@ -21,8 +21,10 @@ import attrs
 import pluggy
 
 from carecrm.core import events as ev
+from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
+from carecrm.core.coordination_api import CoordinationMixin
 from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import (
     CareCRMError,
@@ -59,6 +61,8 @@ from carecrm.core.plugins import (
     origin_of,
 )
 from carecrm.core.records import ACTIVE, AuditRecord, InboxRecord
+from carecrm.core.scoring_api import ScoringMixin
+from carecrm.core.segments_api import SegmentsMixin
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
 
@@ -114,7 +118,7 @@ class InboxItem:
     attempts: int
 
 
-class CareCRM:
+class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
     """The app object.
 
     :param settings: the practice's settings (``load_settings()``).
