@@ -26,6 +26,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from carecrm.core.criteria import Criteria
 from carecrm.core.records import (
     AppointmentRecord,
     AuditRecord,
@@ -52,7 +53,7 @@ SCHEMA_VERSION = 1
 
 
 class ContactRepository(Protocol):
-    """Contacts by id and by name blind index."""
+    """Contacts by id, by name blind index and by segment criteria."""
 
     def add(self, record: ContactRecord) -> None:
         """Insert a new contact.  :raises DuplicateError: if the id exists."""
@@ -90,6 +91,34 @@ class ContactRepository(Protocol):
 
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
+
+    def select(
+        self, criteria: Criteria, *, limit: int = 100, after: uuid.UUID | None = None
+    ) -> builtins.list[ContactRecord]:
+        """Active contacts matching a segment filter tree, in id order, at most ``limit``,
+        those with an id greater than ``after`` (keyset pagination: pass the last id of
+        the previous page).
+
+        The backend compiles the whole tree into one query of its own language (one SQL
+        statement: ``HadInteraction`` becomes ``EXISTS (SELECT 1 FROM interactions i WHERE
+        i.contact_id = c.id AND i.kind IN (...) AND i.occurred_at >= :since)``), never
+        filtering rows in Python; logic is two-valued (see :mod:`carecrm.core.criteria`).
+        Merged and erased contacts are never selected.
+
+        :raises ValueError: if ``limit`` is negative.
+        """
+
+    def select_ids(
+        self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None
+    ) -> builtins.list[uuid.UUID]:
+        """The ids :meth:`select` would return, without reading the rows (exports, bulk
+        actions and ``segment ids`` page through a large segment cheaply).
+
+        :raises ValueError: if ``limit`` is negative.
+        """
+
+    def count_matching(self, criteria: Criteria) -> int:
+        """How many active contacts match a segment filter tree (one query, as :meth:`select`)."""
 
 
 class IdentityRepository(Protocol):

@@ -84,6 +84,11 @@ def is_known_kind(kind: str) -> bool:
     return kind in INTERACTION_KINDS or kind in _extra_kinds
 
 
+def known_kinds() -> list[str]:
+    """Every known interaction kind (built-in and registered by plugins), sorted."""
+    return sorted(INTERACTION_KINDS | _extra_kinds)
+
+
 def is_valid_kind_name(kind: str) -> bool:
     """True when ``kind`` has the dotted ``noun.event`` form."""
     return bool(_KIND_RE.match(kind))

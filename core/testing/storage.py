@@ -51,6 +51,19 @@ from typing import Any
 import attrs
 import pytest
 
+from carecrm.core.criteria import (
+    And,
+    Criteria,
+    Eq,
+    HadInteraction,
+    In,
+    Not,
+    Or,
+    Prefix,
+    Range,
+    all_of,
+    any_of,
+)
 from carecrm.core.errors import ConflictError, DuplicateError, NotFound, SchemaVersionError
 from carecrm.core.ids import new_id
 from carecrm.core.records import (
@@ -393,6 +406,142 @@ def assert_same_record(got: Any, expected: Any) -> None:
         else:
             assert value == want, f"{field.name}: {value!r} != {want!r}"
             assert type(value) is type(want), f"{field.name}: {type(value).__name__} != {type(want).__name__}"
+
+
+#: The contacts of the segment tests, by label, in id order (see
+#: :meth:`StorageBackendContract.segment_world`); ``m`` (merged) and ``x`` (erased) match
+#: many criteria but are never selected.
+SEGMENT_CONTACTS: dict[str, dict[str, Any]] = {
+    "a": {"stage": "new_lead", "service_interest": "acne", "city": "Chicago", "postal_prefix": "606",
+          "score": 10.0, "owner": "alice", "location": "downtown", "pipeline": "default"},
+    "b": {"stage": "new_lead", "service_interest": "botox", "city": "Evanston", "postal_prefix": "602",
+          "score": 25.5, "owner": None, "location": "downtown", "pipeline": "default"},
+    "c": {"stage": "contacted", "service_interest": "acne", "city": "Chicago", "postal_prefix": "606",
+          "score": None, "owner": "bob", "location": "downtown", "pipeline": "default"},
+    "d": {"stage": "booked_patient", "service_interest": "acne", "city": None, "postal_prefix": None,
+          "score": 50.0, "owner": "alice", "location": "uptown", "pipeline": "default"},
+    "e": {"stage": "new_lead", "service_interest": "acne", "city": "chicago", "postal_prefix": "60%",
+          "score": 0.0, "owner": None, "location": "downtown", "pipeline": "mohs"},
+    "m": {"stage": "new_lead", "service_interest": "acne", "city": "Chicago", "postal_prefix": "606",
+          "score": 10.0, "owner": "alice", "location": "downtown", "pipeline": "default", "status": MERGED},
+    "x": {"stage": "new_lead", "service_interest": "acne", "city": "Chicago", "postal_prefix": "606",
+          "score": 10.0, "owner": "alice", "location": "downtown", "pipeline": "default", "status": ERASED,
+          "wrapped_key": None, "pii_enc": None},
+}  # fmt: skip
+
+#: (label, kind, seconds after T0) of the segment tests' interactions.
+SEGMENT_INTERACTIONS: tuple[tuple[str, str, float], ...] = (
+    ("a", "form.submitted", 0),
+    ("a", "email.opened", 100),
+    ("a", "email.opened", 150),
+    ("b", "email.opened", 50),
+    ("c", "call.completed", 200),
+    ("d", "email.clicked", 100),
+    ("m", "email.opened", 100),
+    ("x", "email.opened", 100),
+)
+
+_ALL = "abcde"
+_OPENED = ("email.opened",)
+
+#: Segment criteria and the labels they select, grouped by node type.
+SEGMENT_CASES: dict[str, list[tuple[Criteria, str]]] = {
+    "eq": [
+        (Eq("stage", "new_lead"), "abe"),
+        (Eq("owner", None), "be"),
+        (Eq("city", None), "d"),
+        (Eq("score", 10), "a"),
+        (Eq("score", 25.5), "b"),
+        (Eq("city", "Chicago"), "ac"),
+        (Eq("city", "CHICAGO"), ""),
+        (Eq("pipeline", "mohs"), "e"),
+        (Eq("location", "uptown"), "d"),
+        (Eq("stage", "no_such_stage"), ""),
+    ],
+    "in": [
+        (In("city", ["Chicago", "Evanston"]), "abc"),
+        (In("stage", ["contacted", "booked_patient"]), "cd"),
+        (In("score", [0, 50.0]), "de"),
+        (In("service_interest", ["botox"]), "b"),
+        (In("city", []), ""),
+    ],
+    "range": [
+        (Range("score", 10, 25.5), "ab"),
+        (Range("score", None, 0), "e"),
+        (Range("score", 25.5, None), "bd"),
+        (Range("score", 10.5, 25.4), ""),
+        (Range("score", -1e9, 1e9), "abde"),
+    ],
+    "prefix": [
+        (Prefix("postal_prefix", "60"), "abce"),
+        (Prefix("postal_prefix", "606"), "ac"),
+        (Prefix("postal_prefix", "60%"), "e"),
+        (Prefix("postal_prefix", "6_6"), ""),
+        (Prefix("postal_prefix", "6%"), ""),
+        (Prefix("city", "Chi"), "ac"),
+        (Prefix("city", "chi"), "e"),
+        (Prefix("city", "Chicago!"), ""),
+        (Prefix("owner", "al"), "ad"),
+    ],
+    "had_interaction": [
+        (HadInteraction(_OPENED, since=at(0)), "ab"),
+        (HadInteraction(_OPENED, since=at(50)), "ab"),
+        (HadInteraction(_OPENED, since=at(50.001)), "a"),
+        (HadInteraction(_OPENED, since=at(151)), ""),
+        (HadInteraction(_OPENED, since=at(0), until=at(100)), "b"),
+        (HadInteraction(_OPENED, since=at(0), until=at(100.001)), "ab"),
+        (HadInteraction(_OPENED, since=at(120), until=at(160)), "a"),
+        (HadInteraction(("email.opened", "email.clicked"), since=at(60)), "ad"),
+        (HadInteraction(("call.completed", "form.submitted"), since=at(-3600)), "ac"),
+        (HadInteraction(("page.viewed",), since=at(-3600)), ""),
+    ],
+    "not": [
+        (Not(Eq("city", "Chicago")), "bde"),
+        (Not(Eq("owner", None)), "acd"),
+        (Not(In("city", ["Chicago", "Evanston"])), "de"),
+        (Not(In("city", [])), _ALL),
+        (Not(Range("score", 10, None)), "ce"),
+        (Not(Prefix("postal_prefix", "606")), "bde"),
+        (Not(HadInteraction(_OPENED, since=at(0))), "cde"),
+        (Not(Not(Eq("owner", "alice"))), "ad"),
+        (~Eq("stage", "new_lead"), "cd"),
+    ],
+    "and_or": [
+        (And(), _ALL),
+        (Or(), ""),
+        (Not(And()), ""),
+        (Not(Or()), _ALL),
+        (And((Eq("stage", "new_lead"),)), "abe"),
+        (Or((Eq("stage", "contacted"), Eq("stage", "booked_patient"))), "cd"),
+        (all_of(Eq("service_interest", "acne"), Eq("owner", "alice")), "ad"),
+        (any_of(Eq("owner", "bob"), Range("score", 40, None)), "cd"),
+        (Eq("stage", "new_lead") & Eq("city", "Chicago"), "a"),
+        (Eq("stage", "contacted") | Eq("city", "Evanston"), "bc"),
+    ],
+    "combined": [
+        (
+            all_of(
+                Eq("stage", "new_lead"),
+                Eq("service_interest", "acne"),
+                In("city", ["Chicago", "Evanston"]),
+                HadInteraction(_OPENED, since=at(0)),
+            ),
+            "a",
+        ),
+        (any_of(Eq("stage", "contacted"), all_of(Eq("stage", "booked_patient"), Range("score", 40, None))), "cd"),
+        (Not(any_of(Eq("stage", "new_lead"), Eq("owner", None))), "cd"),
+        (all_of(any_of(Eq("city", "Chicago"), Eq("city", None)), Not(HadInteraction(_OPENED, since=at(0)))), "cd"),
+        (
+            any_of(
+                HadInteraction(_OPENED, since=at(0), until=at(60)),
+                all_of(Prefix("postal_prefix", "60"), Range("score", None, 5)),
+            ),
+            "be",
+        ),
+        (Not(all_of(Eq("service_interest", "acne"), Not(Eq("owner", "alice")))), "abd"),
+        (all_of(HadInteraction(_OPENED, since=at(0)), HadInteraction(("form.submitted",), since=at(0))), "a"),
+    ],
+}
 
 
 class StorageBackendContract:
@@ -1264,6 +1413,88 @@ class StorageBackendContract:
             uow.segments.delete("a-new")
             uow.commit()
         assert [s.name for s in self.read(backend, lambda uow: uow.segments.list())] == ["b-lapsed"]
+
+    # ------------------------------------------------------------------ segment queries
+
+    def segment_world(self, backend: StorageBackend) -> dict[str, ContactRecord]:
+        """Store :data:`SEGMENT_CONTACTS` (ids increasing in label order) and
+        :data:`SEGMENT_INTERACTIONS`; returns the contacts by label."""
+        records: dict[str, ContactRecord] = {}
+        for label in sorted(SEGMENT_CONTACTS):
+            records[label] = contact_record(**SEGMENT_CONTACTS[label])
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.contacts.add_many(list(records.values()))
+            uow.interactions.add_many(
+                [
+                    interaction_record(records[label].id, kind=kind, occurred_at=at(seconds))
+                    for label, kind, seconds in SEGMENT_INTERACTIONS
+                ]
+            )
+
+        self.store(backend, fill)
+        return records
+
+    @pytest.mark.parametrize("group", sorted(SEGMENT_CASES))
+    def test_segment_criteria_select_and_count(self, backend: StorageBackend, group: str) -> None:
+        """select(), select_ids() and count_matching() agree on every node type and
+        combination: active contacts only, in id order, logic two-valued (a negated test
+        matches an unknown value), a prefix case-sensitive with no wildcards, since
+        inclusive and until exclusive, one row per contact however many interactions match."""
+        records = self.segment_world(backend)
+        label_of = {r.id: label for label, r in records.items()}
+        with backend.unit_of_work() as uow:
+            for criteria, expected in SEGMENT_CASES[group]:
+                got = "".join(label_of[r.id] for r in uow.contacts.select(criteria))
+                assert got == expected, f"select({criteria!r}) selected {got!r}, expected {expected!r}"
+                ids = "".join(label_of[i] for i in uow.contacts.select_ids(criteria))
+                assert ids == expected, f"select_ids({criteria!r}) selected {ids!r}, expected {expected!r}"
+                count = uow.contacts.count_matching(criteria)
+                assert count == len(expected), f"count_matching({criteria!r}) = {count}, expected {len(expected)}"
+
+    def test_segment_select_returns_whole_records_and_pages_by_id(self, backend: StorageBackend) -> None:
+        """select() returns stored records field by field; limit and after page by id
+        (keyset); select_ids() pages the same way; limit 0 returns nothing, a negative limit
+        is refused."""
+        records = self.segment_world(backend)
+        everyone = And()
+        with backend.unit_of_work() as uow:
+            first = uow.contacts.select(everyone, limit=2)
+            assert [r.id for r in first] == [records["a"].id, records["b"].id]
+            for got in first:
+                assert_same_record(got, records["a"] if got.id == records["a"].id else records["b"])
+            second = uow.contacts.select(everyone, limit=2, after=first[-1].id)
+            assert [r.id for r in second] == [records["c"].id, records["d"].id]
+            assert [r.id for r in uow.contacts.select(everyone, limit=2, after=second[-1].id)] == [records["e"].id]
+            assert uow.contacts.select(everyone, after=records["e"].id) == []
+            assert uow.contacts.select(everyone, limit=0) == []
+            acne = Eq("service_interest", "acne")
+            assert uow.contacts.select_ids(acne, limit=2) == [records["a"].id, records["c"].id]
+            assert uow.contacts.select_ids(acne, limit=2, after=records["c"].id) == [records["d"].id, records["e"].id]
+            assert uow.contacts.select_ids(acne, after=records["e"].id) == []
+            # `after` need not be a selected contact: paging goes on from any id
+            assert uow.contacts.select_ids(acne, after=records["b"].id) == [
+                records["c"].id,
+                records["d"].id,
+                records["e"].id,
+            ]
+            with pytest.raises(ValueError):
+                uow.contacts.select(everyone, limit=-1)
+            with pytest.raises(ValueError):
+                uow.contacts.select_ids(everyone, limit=-1)
+
+    def test_segment_queries_see_uncommitted_changes_of_their_unit_of_work(self, backend: StorageBackend) -> None:
+        """A segment query runs inside its unit of work: it sees contacts and interactions
+        added there before commit, and nothing of them after a rollback."""
+        records = self.segment_world(backend)
+        opened = HadInteraction(_OPENED, since=at(0))
+        with backend.unit_of_work() as uow:
+            uow.interactions.add(interaction_record(records["c"].id, kind="email.opened", occurred_at=at(300)))
+            uow.contacts.add(contact_record(stage="contacted", service_interest="acne"))
+            assert uow.contacts.count_matching(opened) == 3
+            assert uow.contacts.count_matching(Eq("stage", "contacted")) == 2
+            uow.rollback()
+        assert self.read(backend, lambda uow: uow.contacts.count_matching(opened)) == 2
 
     # ------------------------------------------------------------------ inbox
 

@@ -32,6 +32,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
+from carecrm.core.criteria import NUMERIC_FIELDS, And, Criteria, Eq, HadInteraction, In, Not, Or, Prefix, Range
 from carecrm.core.errors import ConflictError, DuplicateError, NotFound
 from carecrm.core.records import (
     ACTIVE,
@@ -315,6 +316,98 @@ class SqlContacts(_Repository):
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
         return self._count()
+
+
+    # -- segments
+
+    def _matching(self, statement: sa.Select[Any], criteria: Criteria, after: uuid.UUID | None) -> sa.Select[Any]:
+        t = self.table
+        statement = statement.where(t.c.status == ACTIVE, compile_criteria(criteria))
+        if after is not None:
+            statement = statement.where(t.c.id > after)
+        return statement
+
+    def select(self, criteria: Criteria, *, limit: int = 100, after: uuid.UUID | None = None) -> list[ContactRecord]:
+        """Active contacts matching ``criteria`` in id order after ``after``, at most ``limit``:
+        one statement (:func:`compile_criteria`).  :raises ValueError: if ``limit`` < 0."""
+        if limit < 0:
+            raise ValueError("limit: must be 0 or more")
+        t = self.table
+        return self._records(self._matching(sa.select(t), criteria, after).order_by(t.c.id).limit(limit))
+
+    def select_ids(self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None) -> list[uuid.UUID]:
+        """The ids :meth:`select` would return (one statement reading the id only).
+        :raises ValueError: if ``limit`` < 0."""
+        if limit < 0:
+            raise ValueError("limit: must be 0 or more")
+        t = self.table
+        statement = self._matching(sa.select(t.c.id), criteria, after).order_by(t.c.id).limit(limit)
+        return list(self._execute(statement).scalars())
+
+    def count_matching(self, criteria: Criteria) -> int:
+        """How many active contacts match ``criteria`` (one ``SELECT count(*)`` statement)."""
+        statement = self._matching(sa.select(sa.func.count()).select_from(self.table), criteria, None)
+        return int(self._execute(statement).scalar_one())
+
+
+def compile_criteria(criteria: Criteria) -> sa.ColumnElement[bool]:
+    """A segment filter tree as one SQL condition on table ``contacts``.
+
+    Leaves compare clear columns of ``contacts`` with bind parameters; ``HadInteraction``
+    becomes a correlated ``EXISTS (SELECT 1 FROM interactions WHERE interactions.contact_id
+    = contacts.id AND kind IN (...) AND occurred_at >= :since [AND occurred_at < :until])``,
+    which the (contact_id, occurred_at, id) index answers per candidate.  ``Not`` is pushed
+    down to the leaves (De Morgan) and a negated leaf also matches NULL (``city IS NULL OR
+    city <> :v``), so logic is two-valued as :mod:`carecrm.core.criteria` defines it.
+    A prefix is compared with ``substr(col, 1, n) = :p``: case-sensitive on every database
+    (SQLite's LIKE folds ASCII case) with no wildcard to escape.
+    """
+    return _condition(criteria, negate=False)
+
+
+def _condition(node: Criteria, *, negate: bool) -> sa.ColumnElement[bool]:
+    contacts = schema.contacts
+    if isinstance(node, And) or isinstance(node, Or):
+        parts = [_condition(child, negate=negate) for child in node.children]
+        # NOT (a AND b) = NOT a OR NOT b; an empty AND is true, an empty OR false
+        if isinstance(node, And) != negate:
+            return sa.and_(sa.true(), *parts)
+        return sa.or_(sa.false(), *parts)
+    if isinstance(node, Not):
+        return _condition(node.child, negate=not negate)
+    if isinstance(node, HadInteraction):
+        i = schema.interactions
+        clauses = [i.c.contact_id == contacts.c.id, i.c.kind.in_(list(node.kinds)), i.c.occurred_at >= node.since]
+        if node.until is not None:
+            clauses.append(i.c.occurred_at < node.until)
+        exists = sa.exists().where(*clauses)
+        return ~exists if negate else exists
+    column = contacts.c[node.field]
+    # numbers are bound as floats, so 3 and 3.0 make the same statement on every database
+    value: Callable[[Any], Any] = float if node.field in NUMERIC_FIELDS else str
+    positive: sa.ColumnElement[bool]
+    if isinstance(node, Eq):
+        if node.value is None:
+            return column.is_not(None) if negate else column.is_(None)
+        positive = column == value(node.value)
+    elif isinstance(node, In):
+        if not node.values:
+            return sa.true() if negate else sa.false()
+        positive = column.in_([value(v) for v in node.values])
+    elif isinstance(node, Range):
+        bounds = []
+        if node.min is not None:
+            bounds.append(column >= value(node.min))
+        if node.max is not None:
+            bounds.append(column <= value(node.max))
+        positive = sa.and_(*bounds)
+    elif isinstance(node, Prefix):
+        positive = sa.func.substr(column, 1, len(node.prefix)) == node.prefix
+    else:
+        raise TypeError(f"not a segment criterion: {type(node).__name__}")
+    if not negate:
+        return positive
+    return sa.or_(column.is_(None), sa.not_(positive))
 
 
 # --------------------------------------------------------------------------- identities
