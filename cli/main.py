@@ -17,7 +17,7 @@ from typing import Any
 import click
 import pluggy
 
-from carecrm.cli.commands import admin, contacts, ingest, pipeline, setup
+from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, setup
 from carecrm.cli.context import CliError, CliState, map_error
 from carecrm.core.app import default_actor
 from carecrm.core.errors import CareCRMError
@@ -37,6 +37,7 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     contacts.note,
     pipeline.stage,
     pipeline.pipeline,
+    attribution.attribute,
     admin.plugins,
     admin.storage,
     admin.audit,

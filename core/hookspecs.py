@@ -86,9 +86,14 @@ def carecrm_register_scoring_models(register: Callable[..., None]) -> None:
 def carecrm_register_attribution_models(register: Callable[..., None]) -> None:
     """Register marketing attribution models, keyed by their ``model_id``.
 
-    Called once when the app builds its attribution registry.
+    Called once when the app builds its attribution registry; ``carecrm attribute --model
+    NAME`` (``CareCRM.attribute(model=...)``) picks one.
 
-    :param register: ``register(model_cls)``.
+    :param register: ``register(model_cls)``; the class subclasses
+        :class:`carecrm.core.attribution.AttributionModel`, is built with the
+        ``[attribution.models.<model_id>]`` table, and implements ``attribute(touches,
+        conversion_at) -> weights``: one weight >= 0 per touch summing to 1 (the core checks).
+        The core finds conversions and touches; a model only splits the credit.
     :returns: nothing.
     """
 

@@ -192,6 +192,32 @@ class InteractionRepository(Protocol):
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
         """Move a contact's interactions to another contact (merging); returns the count."""
 
+    def iter_touches(
+        self,
+        kinds: Sequence[str],
+        *,
+        skip_outbound: Sequence[str] = (),
+        occurred_after: datetime | None = None,
+        occurred_before: datetime | None = None,
+    ) -> Iterator[InteractionRecord]:
+        """Every contact's interactions of ``kinds`` ordered by (contact_id, occurred_at, id),
+        streamed: the journeys of marketing attribution (:mod:`carecrm.core.attribution`).
+
+        The database filters and orders (one query per page, never a filter in Python),
+        and the iterator holds a page at a time, so any number of rows can be read.
+        Other statements may run in the same unit of work between two rows (attribution
+        merge-joins this stream with :meth:`StageRepository.iter_all`).
+
+        :param kinds: interaction kinds to return; ``[]`` returns nothing.
+        :param skip_outbound: kinds returned only when their direction is not
+            ``outbound`` (an unknown direction is kept): calls go both ways.
+        :param occurred_after: only interactions at or after this time (UTC).
+        :param occurred_before: only interactions before this time (UTC).
+        :returns: records without their encrypted body (``body_enc`` is None):
+            attribution reads clear fields only.
+        :raises ValueError: if a bound is a naive datetime.
+        """
+
     def count(self) -> int:
         """Number of stored interactions."""
 

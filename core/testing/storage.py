@@ -1142,6 +1142,98 @@ class StorageBackendContract:
         got = self.read(backend, lambda uow: uow.interactions.timeline(survivor.id))
         assert [r.id for r in got] == [r.id for r in expected]
 
+    # ------------------------------------------------------------------ attribution journeys
+
+    def test_iter_touches_order_kinds_direction_and_bounds(self, backend: StorageBackend) -> None:
+        """iter_touches() streams kinds by (contact_id, occurred_at, id) across contacts, skips
+        outbound rows of skip_outbound kinds (unknown direction kept), bounds occurred_at
+        [after, before), and returns records without body_enc."""
+        a, b, c = sorted([new_id(), new_id(), new_id()])
+        for cid in (a, b, c):
+            self.new_contact(backend, id=cid)
+        calls = ["call.completed", "call.missed"]
+        rows = [
+            interaction_record(a, kind="form.submitted", occurred_at=at(5)),
+            interaction_record(a, kind="page.viewed", occurred_at=at(1), direction=None),
+            interaction_record(a, kind="email.opened", occurred_at=at(2)),
+            interaction_record(a, kind="call.completed", occurred_at=at(3), direction="outbound"),
+            interaction_record(a, kind="call.completed", occurred_at=at(4), direction="inbound"),
+            interaction_record(a, kind="call.missed", occurred_at=at(4), direction=None),
+            interaction_record(b, kind="form.submitted", occurred_at=at(0)),
+            interaction_record(b, kind="form.submitted", occurred_at=at(10), direction="outbound"),
+            interaction_record(c, kind="email.sent", occurred_at=at(1), direction="outbound"),
+        ]
+        shuffled = rows[:]
+        random.Random(11).shuffle(shuffled)
+        self.store(backend, lambda uow: uow.interactions.add_many(shuffled))
+        kinds = ["form.submitted", "page.viewed", *calls]
+        expected = sorted(
+            (r for r in rows if r.kind in kinds and not (r.kind in calls and r.direction == "outbound")),
+            key=lambda r: (r.contact_id, r.occurred_at, r.id),
+        )
+        got = self.read(backend, lambda uow: list(uow.interactions.iter_touches(kinds, skip_outbound=calls)))
+        assert [r.id for r in got] == [r.id for r in expected]
+        for record, want in zip(got, expected, strict=True):
+            assert_same_record(record, attrs.evolve(want, body_enc=None))
+        # an outbound row of a kind not in skip_outbound is kept
+        assert rows[7].id in {r.id for r in got}
+        # without skip_outbound, the outbound call comes back too
+        plain = self.read(backend, lambda uow: list(uow.interactions.iter_touches(["call.completed"])))
+        assert [r.id for r in plain] == [rows[3].id, rows[4].id]
+        bounded = self.read(
+            backend,
+            lambda uow: list(
+                uow.interactions.iter_touches(kinds, skip_outbound=calls, occurred_after=at(4), occurred_before=at(10))
+            ),
+        )
+        assert [r.id for r in bounded] == [r.id for r in expected if at(4) <= r.occurred_at < at(10)]
+        assert {r.id for r in bounded} >= {rows[4].id, rows[5].id, rows[0].id}, "the lower bound is included"
+        assert rows[7].id not in {r.id for r in bounded}, "the upper bound is excluded"
+        assert self.read(backend, lambda uow: list(uow.interactions.iter_touches([]))) == []
+        assert self.read(backend, lambda uow: list(uow.interactions.iter_touches(["payment.received"]))) == []
+        with backend.unit_of_work() as uow, pytest.raises(ValueError):
+            list(uow.interactions.iter_touches(kinds, occurred_after=datetime(2024, 3, 1)))
+
+    def test_iter_touches_streams_many_rows_beside_other_statements(self, backend: StorageBackend) -> None:
+        """Thousands of rows with tied times come back exactly once, in order, while the
+        stage-history stream and other statements run in the same unit of work between rows."""
+        ids = sorted(new_id() for _ in range(3))
+        for cid in ids:
+            self.new_contact(backend, id=cid)
+        rows = [
+            interaction_record(
+                ids[i % 3],
+                kind="page.viewed" if i % 4 else "form.submitted",
+                occurred_at=at(i // 7),
+                touchpoint={},
+                attributes={},
+                body_enc=None,
+                inbox_id=None,
+            )
+            for i in range(2500)
+        ]
+        self.store(backend, lambda uow: uow.interactions.add_many(rows))
+        changes = [stage_change_record(cid, changed_at=at(s)) for cid in ids for s in (0, 1)]
+
+        def fill(uow: UnitOfWork) -> None:
+            for change in changes:
+                uow.stages.add(change)
+
+        self.store(backend, fill)
+        expected = sorted(rows, key=lambda r: (r.contact_id, r.occurred_at, r.id))
+        got: list[uuid.UUID] = []
+        with backend.unit_of_work() as uow:
+            stages = uow.stages.iter_all()
+            seen_stages = 0
+            for n, record in enumerate(uow.interactions.iter_touches(["page.viewed", "form.submitted"])):
+                got.append(record.id)
+                if n % 400 == 0:
+                    uow.contacts.get(record.contact_id)
+                    if next(stages, None) is not None:
+                        seen_stages += 1
+        assert got == [r.id for r in expected]
+        assert seen_stages == len(changes)
+
     # ------------------------------------------------------------------ identities
 
     def test_blind_indexes_are_not_unique_across_contacts(self, backend: StorageBackend) -> None:

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 CHUNK = 500
 #: Rows per query of a streamed iterator.
 PAGE = 1000
+#: Rows per query of :meth:`SqlInteractions.iter_touches` (attribution reads every journey:
+#: larger pages halve the queries; a page of touches without bodies is about 2 MiB).
+TOUCH_PAGE = 5000
 
 R = TypeVar("R")
 
@@ -597,6 +600,74 @@ class SqlInteractions(_Repository):
         t = self.table
         result = self._execute(sa.update(t).where(t.c.contact_id == from_contact).values(contact_id=to_contact))
         return int(result.rowcount)
+
+    def iter_touches(
+        self,
+        kinds: Sequence[str],
+        *,
+        skip_outbound: Sequence[str] = (),
+        occurred_after: datetime | None = None,
+        occurred_before: datetime | None = None,
+    ) -> Iterator[InteractionRecord]:
+        """Interactions of ``kinds`` by (contact_id, occurred_at, id), :data:`TOUCH_PAGE` rows
+        per query, without ``body_enc``.
+
+        Keyset pages, like every streamed iterator here (no server cursor stays open, so
+        the stage-history stream can be read between two pages, on MariaDB too): each
+        page's condition starts with ``contact_id >= :last_contact`` so that every database
+        answers it with a range scan of the (contact_id, occurred_at, id) index, already in
+        order.  ``kinds=[]`` yields nothing.  :raises ValueError: on a naive bound.
+        """
+        t = self.table
+        if not kinds:
+            return
+        params: dict[str, Any] = {"p_kinds": list(kinds), "p_limit": TOUCH_PAGE}
+        if skip_outbound:
+            params["p_skip"] = list(skip_outbound)
+        if occurred_after is not None:
+            params["p_from"] = utc(occurred_after, "occurred_after")
+        if occurred_before is not None:
+            params["p_to"] = utc(occurred_before, "occurred_before")
+
+        def build(paged: bool) -> sa.Select[Any]:
+            columns = [c for c in t.columns if c.name != "body_enc"]
+            statement = sa.select(*columns).where(t.c.kind.in_(sa.bindparam("p_kinds", expanding=True)))
+            if skip_outbound:
+                outbound = sa.func.coalesce(t.c.direction, "") == "outbound"
+                statement = statement.where(
+                    sa.not_(sa.and_(t.c.kind.in_(sa.bindparam("p_skip", expanding=True)), outbound))
+                )
+            if occurred_after is not None:
+                statement = statement.where(t.c.occurred_at >= sa.bindparam("p_from", type_=t.c.occurred_at.type))
+            if occurred_before is not None:
+                statement = statement.where(t.c.occurred_at < sa.bindparam("p_to", type_=t.c.occurred_at.type))
+            if paged:
+                cid = sa.bindparam("p_cid", type_=t.c.contact_id.type)
+                at = sa.bindparam("p_at", type_=t.c.occurred_at.type)
+                last_id = sa.bindparam("p_id", type_=t.c.id.type)
+                statement = statement.where(
+                    t.c.contact_id >= cid,
+                    sa.or_(
+                        t.c.contact_id > cid,
+                        t.c.occurred_at > at,
+                        sa.and_(t.c.occurred_at == at, t.c.id > last_id),
+                    ),
+                )
+            limit = sa.bindparam("p_limit", type_=sa.Integer())
+            return statement.order_by(t.c.contact_id, t.c.occurred_at, t.c.id).limit(limit)
+
+        shape = (bool(skip_outbound), occurred_after is not None, occurred_before is not None)
+        first = self._statement(("touches", *shape, False), lambda: build(False))
+        paged = self._statement(("touches", *shape, True), lambda: build(True))
+        statement = first
+        while True:
+            page: list[InteractionRecord] = self._records(statement, params)
+            yield from page
+            if len(page) < TOUCH_PAGE:
+                return
+            last = page[-1]
+            params.update(p_cid=last.contact_id, p_at=last.occurred_at, p_id=last.id)
+            statement = paged
 
     def count(self) -> int:
         """Number of stored interactions."""
