@@ -84,6 +84,7 @@ _PUNCT = re.compile(r"[^\w\s'-]+", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=65536)
 def normalize_name(text: str | None) -> str | None:
     """Fold a name for exact look-up: accents removed, case folded, punctuation dropped,
     white space collapsed (``"  José  O'Neil "`` → ``"jose o'neil"``); None if empty."""
@@ -160,6 +161,7 @@ _US_STATES = frozenset(
 )
 
 
+@lru_cache(maxsize=65536)
 def is_low_confidence_name(text: str | None) -> bool:
     """True for text that does not reliably name a person.
 

@@ -547,8 +547,8 @@ class Ingestor:
                 uow.identities.add_many(idents.pending)
             if new_interactions:
                 uow.interactions.add_many(new_interactions)
-            for sc in new_stage:
-                uow.stages.add(sc)
+            if new_stage:
+                uow.stages.add_many(new_stage)
             for cr in new_consents:
                 uow.consents.add(cr)
             for rv in reviews:
@@ -557,9 +557,6 @@ class Ingestor:
                     events.append(
                         ev.PossibleDuplicate(at=now, contact_a=rv.contact_a, contact_b=rv.contact_b, reason=rv.reason)
                     )
-            inbox_ids = {p.inbox_id for p in batch if p.inbox_id is not None}
-            for iid in inbox_ids:
-                uow.inbox.set_status(iid, "processed", reason=None, processed_at=now)
             app.audit(
                 uow,
                 "ingest",
@@ -637,7 +634,7 @@ class Ingestor:
         have = {(r.kind, r.bidx) for r in idents.find_many(p.keys) if r.contact_id == rec.id}
         for ident, k in zip(p.identities, p.keys, strict=True):
             if k not in have:
-                idents.add(self.app.mapper.identity_to_record(ident, rec.id, key))
+                idents.add(self.app.mapper.identity_to_record(ident, rec.id, key, bidx=k[1]))
                 have.add(k)
 
     def _apply_implied(

@@ -214,8 +214,10 @@ class RecordMapper:
         key: ContactKey,
         *,
         record_id: uuid.UUID | None = None,
+        bidx: str | None = None,
     ) -> IdentityRecord:
-        """Encrypt an identity's value (and display form) and compute its blind index."""
+        """Encrypt an identity's value (and display form) and compute its blind index
+        (``bidx`` when the caller computed it already)."""
         rid = record_id or new_id()
         value = {"v": identity.value}
         if identity.display and identity.display != identity.value:
@@ -224,7 +226,7 @@ class RecordMapper:
             id=rid,
             contact_id=contact_id,
             kind=identity.kind,
-            bidx=self.identity_bidx(identity.kind, identity.value),
+            bidx=bidx or self.identity_bidx(identity.kind, identity.value),
             value_enc=KeyRing.encrypt(key.aes, _dumps(value), f"identity:{rid}".encode()),
             source=identity.source,
             verified=identity.verified,
