@@ -18,6 +18,7 @@ import click
 import pluggy
 
 from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, setup
+from carecrm.cli.commands import segments as segment_commands
 from carecrm.cli.context import CliError, CliState, map_error
 from carecrm.core.app import default_actor
 from carecrm.core.errors import CareCRMError
@@ -38,6 +39,7 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     pipeline.stage,
     pipeline.pipeline,
     attribution.attribute,
+    segment_commands.segment,
     admin.plugins,
     admin.storage,
     admin.audit,

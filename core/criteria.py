@@ -41,8 +41,9 @@ field or the JSON path, never echoing a value.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any, TypeAlias
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -287,6 +288,34 @@ def walk(criteria: Criteria) -> Iterable[Criteria]:
             yield from walk(child)
     elif isinstance(criteria, Not):
         yield from walk(criteria.child)
+
+
+def local_days_start(now: datetime, timezone: str, days: int) -> datetime:
+    """The start of a window of ``days`` whole local days before today, in UTC: local
+    midnight of (today - ``days``) in ``timezone``, where today is ``now``'s local date.
+
+    "Had an interaction within N days" counts calendar days in the practice location's
+    time zone (decisions.md, "Time": local time only at the edges), so the window
+    starts at a local midnight whatever the UTC offset, across daylight-saving changes
+    too; ``days=0`` is today only.  Where a midnight does not exist (a zone that springs
+    forward at 00:00) the window starts at that day's first instant.
+
+    :param now: the current time, timezone-aware.
+    :param timezone: an IANA zone name (``America/Chicago``).
+    :param days: 0 or more.
+    :returns: timezone-aware UTC, truncated to milliseconds.
+    :raises CriteriaError: if ``now`` is naive or ``days`` is negative.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise CriteriaError("now: a timezone-aware datetime is needed")
+    if days < 0:
+        raise CriteriaError("within_days: must be 0 or more")
+    zone = ZoneInfo(timezone)
+    day = now.astimezone(zone).date() - timedelta(days=days)
+    # fold=0 is the first of two midnights (fall back at 00:00); a midnight in a gap
+    # (spring forward at 00:00) maps to the instant the gap ends, the day's first
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    return to_utc_ms(start)
 
 
 # --------------------------------------------------------------------------- JSON

@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.sendgrid",
     "carecrm.plugins.sources.callrail",
     "carecrm.plugins.attribution.basic",
+    "carecrm.plugins.segments.basic",
     "carecrm.plugins.demo",
 )
 
