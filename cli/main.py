@@ -19,6 +19,7 @@ import pluggy
 
 from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, setup
 from carecrm.cli.commands import segments as segment_commands
+from carecrm.cli.commands import tasks as task_commands
 from carecrm.cli.context import CliError, CliState, map_error
 from carecrm.core.app import default_actor
 from carecrm.core.errors import CareCRMError
@@ -36,6 +37,8 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     contacts.contacts,
     contacts.timeline,
     contacts.note,
+    task_commands.task,
+    task_commands.log_group,
     pipeline.stage,
     pipeline.pipeline,
     attribution.attribute,

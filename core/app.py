@@ -24,7 +24,7 @@ from carecrm.core import events as ev
 from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
-from carecrm.core.coordination_api import CoordinationMixin
+from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
 from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import (
     CareCRMError,
@@ -98,11 +98,14 @@ class Timeline:
 @attrs.frozen(kw_only=True)
 class StageSummary:
     """One row of the pipeline report: contacts now in ``stage`` and the median time
-    they have spent there so far, in seconds (None when empty)."""
+    they have spent there so far, in seconds (None when empty), and the speed to lead of
+    those of them who reached out (median business seconds to the first answer, how many
+    were answered, how many still wait; see :meth:`CareCRM.speed_to_lead`)."""
 
     stage: str
     count: int
     median_seconds: float | None
+    speed_to_lead: SpeedToLeadSummary = attrs.Factory(SpeedToLeadSummary)
 
 
 @attrs.frozen(kw_only=True)
@@ -1073,9 +1076,11 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
             return [self.mapper.stage_change_from_record(r) for r in uow.stages.history(contact_id)]
 
     def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
-        """Contacts per stage and the median time (seconds) they have been in it."""
+        """Contacts per stage, the median time (seconds) they have been in it, and their
+        speed to lead (median business seconds; :meth:`speed_to_lead`)."""
         now = now or utcnow()
         durations: dict[str, list[float]] = {s: [] for s in self.settings.pipeline.all_stages}
+        located: dict[uuid.UUID, tuple[str, str | None]] = {}
         with self.storage.unit_of_work() as uow:
             after = None
             while True:
@@ -1085,9 +1090,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
                 for rec in page:
                     since = rec.stage_changed_at or rec.created_at
                     durations.setdefault(rec.stage, []).append(max(0.0, (now - since).total_seconds()))
+                    located[rec.id] = (rec.stage, rec.location)
                 after = page[-1].id
+            speeds = self.speed_to_lead_values(uow, {cid: loc for cid, (_, loc) in located.items()})
+        by_stage: dict[str, list[float | None]] = {}
+        for cid, value in speeds.items():
+            by_stage.setdefault(located[cid][0], []).append(value)
         return [
-            StageSummary(stage=s, count=len(d), median_seconds=statistics.median(d) if d else None)
+            StageSummary(
+                stage=s,
+                count=len(d),
+                median_seconds=statistics.median(d) if d else None,
+                speed_to_lead=SpeedToLeadSummary.of(by_stage.get(s, [])),
+            )
             for s, d in durations.items()
         ]
 

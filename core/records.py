@@ -111,6 +111,20 @@ class InteractionRecord:
 
 
 @attrs.frozen(kw_only=True)
+class FirstResponseRecord:
+    """When a contact first reached out and when the practice first answered (speed to lead).
+
+    ``first_inbound_at`` is the time of the contact's first inbound interaction;
+    ``first_outbound_at`` the time of its first outbound answer at or after that, None
+    while nobody has answered.  Clear fields only (a query result, not a stored row).
+    """
+
+    contact_id: uuid.UUID
+    first_inbound_at: datetime
+    first_outbound_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
 class StageChangeRecord:
     """One lifecycle-stage change: who moved the contact, when, why, and (for an
     implied move) which interaction implied it."""

@@ -32,6 +32,7 @@ from carecrm.core.records import (
     AuditRecord,
     ConsentRecord,
     ContactRecord,
+    FirstResponseRecord,
     IdentityRecord,
     InboxRecord,
     InteractionRecord,
@@ -187,6 +188,28 @@ class InteractionRepository(Protocol):
 
         Keyset pagination: pass the (occurred_at, id) of the last row of the previous page
         as ``after``.  ``kinds`` restricts to those interaction kinds.
+        """
+
+    def first_responses(
+        self,
+        *,
+        inbound_kinds: Sequence[str],
+        outbound_kinds: Sequence[str],
+        contact_ids: Sequence[uuid.UUID] | None = None,
+    ) -> list[FirstResponseRecord]:
+        """When each contact first reached out and when the practice first answered (speed
+        to lead), computed by the database in one grouped query (per chunk of ids).
+
+        A contact's *first inbound* is its earliest interaction whose kind is in
+        ``inbound_kinds`` and whose ``direction`` is ``inbound``; its *first outbound* is
+        the earliest interaction at or after that time whose kind is in ``outbound_kinds``
+        and whose ``direction`` is ``outbound`` (an unknown direction never counts).
+
+        :param inbound_kinds: kinds that start the clock (``form.submitted``, ``call.missed`` ...).
+        :param outbound_kinds: kinds that stop it (``call.completed``, ``sms.sent``, ``email.sent`` ...).
+        :param contact_ids: only these contacts (``[]``: nothing); None: every contact.
+        :returns: one record per contact that has a first inbound, in contact-id order;
+            ``first_outbound_at`` is None when nobody has answered yet.
         """
 
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:

@@ -12,12 +12,14 @@ from typing import Any
 import click
 from rich.text import Text
 
+from carecrm.cli.commands.tasks import task_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
 from carecrm.cli.output import (
     NONE,
     add_row,
     console,
     echo_json,
+    format_duration,
     format_local,
     format_utc,
     print_fields,
@@ -25,6 +27,7 @@ from carecrm.cli.output import (
     table,
 )
 from carecrm.core.app import CareCRM
+from carecrm.core.coordination_api import FirstResponse
 from carecrm.core.models import Contact, Interaction, Note, StageChange
 from carecrm.core.serialization import compact, to_json_value
 from carecrm.core.timeutil import utcnow
@@ -71,6 +74,13 @@ def note_json(note: Note) -> dict[str, Any]:
     return dict(to_json_value(note))
 
 
+def speed_to_lead_json(first: FirstResponse | None) -> dict[str, Any] | None:
+    """Speed to lead as JSON: ``first_inbound_at`` and ``first_outbound_at`` (ISO 8601 UTC,
+    Z; the latter null while unanswered), ``business_seconds`` and ``wall_clock_seconds``
+    (null while unanswered), ``location``; null when the contact never reached out."""
+    return None if first is None else dict(to_json_value(first))
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -94,7 +104,20 @@ def _contacts_table(found: list[Contact]) -> None:
     print_table(t)
 
 
-def _summary(the_app: CareCRM, contact: Contact) -> None:
+def _speed_text(first: FirstResponse | None, tz: str) -> Text:
+    """The "speed to lead" line: business time to the first answer, or what is missing."""
+    if first is None:
+        return Text(f"{NONE} (never reached out)", style="dim")
+    if first.first_outbound_at is None:
+        return Text(f"awaiting a first response since {format_local(first.first_inbound_at, tz)}", style="bold")
+    return Text(
+        f"{format_duration(first.business_seconds)} of business hours "
+        f"({format_duration(first.wall_clock_seconds)} elapsed; first reached out "
+        f"{format_local(first.first_inbound_at, tz)}, first answered {format_local(first.first_outbound_at, tz)})"
+    )
+
+
+def _summary(the_app: CareCRM, contact: Contact, first: FirstResponse | None = None) -> None:
     tz = _timezone(the_app, contact.location)
     print_fields(
         [
@@ -108,6 +131,7 @@ def _summary(the_app: CareCRM, contact: Contact) -> None:
             ("owner", contact.owner),
             ("score", contact.score),
             ("first source", contact.first_source),
+            ("speed to lead", _speed_text(first, tz)),
             ("created", f"{format_utc(contact.created_at)} ({format_local(contact.created_at, tz)})"),
         ],
         title=contact.full_name or str(contact.id),
@@ -229,6 +253,8 @@ def contacts_show(ref: str, as_json: bool) -> None:
     history = the_app.stage_history(contact.id)
     pairs = [(b if a == contact.id else a, reason) for a, b, reason in the_app.review_pairs(contact.id)]
     notes = the_app.notes(contact.id)
+    first = the_app.first_response(contact.id)
+    open_tasks = [item for item, _ in the_app.tasks(contact=contact.id, status="open")]
     if as_json:
         echo_json(
             {
@@ -236,10 +262,13 @@ def contacts_show(ref: str, as_json: bool) -> None:
                 "stage_history": [stage_change_json(h) for h in history],
                 "review": [{"contact_id": str(other), "reason": reason} for other, reason in pairs],
                 "notes": [note_json(n) for n in notes],
+                "speed_to_lead_seconds": first.business_seconds if first is not None else None,
+                "speed_to_lead": speed_to_lead_json(first),
+                "tasks": [task_json(item) for item in open_tasks],
             }
         )
         return
-    _summary(the_app, contact)
+    _summary(the_app, contact, first)
     t = table("kind", "value", "as given", "valid", "verified", "source", title="Identities")
     for i in contact.identities:
         add_row(t, i.kind, i.value, i.display if i.display != i.value else None, i.valid, i.verified, i.source)
@@ -261,6 +290,33 @@ def contacts_show(ref: str, as_json: bool) -> None:
     for n in notes:
         add_row(t, n.created_at, n.author, n.text)
     print_table(t)
+    tz = _timezone(the_app, contact.location)
+    t = table("id", "due (local)", "assignee", "task", title="Open tasks", no_wrap=("id", "due (local)"))
+    for item in open_tasks:
+        add_row(t, item.id, format_local(item.due_at, tz) if item.due_at else None, item.assignee, item.text)
+    print_table(t)
+
+
+@contacts.command("assign")
+@click.argument("ref")
+@click.argument("name", required=False)
+@click.option("--clear", is_flag=True, help="Leave the contact without an owner.")
+@json_option
+@value_error_as_usage
+def contacts_assign(ref: str, name: str | None, clear: bool, as_json: bool) -> None:
+    """Make NAME (a coordinator) the owner of a contact, or --clear the owner.
+
+    REF is a contact id, an email address or a phone number (any format). The change is
+    recorded in the audit log (not on the timeline: it is not something that happened
+    with the person).
+    """
+    if clear == (name is not None):
+        raise click.UsageError("give NAME or --clear")
+    contact = state().app.assign(ref, None if clear else name)
+    if as_json:
+        echo_json({"contact_id": str(contact.id), "owner": contact.owner})
+        return
+    click.echo(f"contact {contact.id}: owner {contact.owner or '(none)'}")
 
 
 # --------------------------------------------------------------------------- timeline

@@ -61,8 +61,16 @@ def stage_list(as_json: bool) -> None:
 @click.command()
 @json_option
 def pipeline(as_json: bool) -> None:
-    """How many contacts are in each stage, and the median time they have been there."""
-    rows = state().app.pipeline_report()
+    """How many contacts are in each stage, the median time they have been there, and their
+    speed to lead: the median time from a lead's first inbound interaction to the first
+    outbound call, SMS or email, counted in the location's business hours.
+
+    With --json, one object per stage: stage, count, median_seconds, median,
+    speed_to_lead_median_seconds, speed_to_lead_median, speed_to_lead_measured (leads
+    answered) and awaiting_first_response (leads not answered yet).
+    """
+    the_app = state().app
+    rows = the_app.pipeline_report()
     if as_json:
         echo_json(
             [
@@ -71,13 +79,41 @@ def pipeline(as_json: bool) -> None:
                     "count": r.count,
                     "median_seconds": r.median_seconds,
                     "median": format_duration(r.median_seconds) if r.median_seconds is not None else None,
+                    "speed_to_lead_median_seconds": r.speed_to_lead.median_seconds,
+                    "speed_to_lead_median": (
+                        format_duration(r.speed_to_lead.median_seconds)
+                        if r.speed_to_lead.median_seconds is not None
+                        else None
+                    ),
+                    "speed_to_lead_measured": r.speed_to_lead.measured,
+                    "awaiting_first_response": r.speed_to_lead.awaiting,
                 }
                 for r in rows
             ]
         )
         return
-    t = table("stage", "contacts", "median time in stage", title="Pipeline")
+    t = table(
+        "stage",
+        "contacts",
+        "median time in stage",
+        "median speed to lead",
+        "awaiting first response",
+        title="Pipeline",
+    )
     for r in rows:
-        add_row(t, r.stage, r.count, format_duration(r.median_seconds))
+        add_row(
+            t,
+            r.stage,
+            r.count,
+            format_duration(r.median_seconds),
+            format_duration(r.speed_to_lead.median_seconds),
+            r.speed_to_lead.awaiting or None,
+        )
     print_table(t)
     click.echo(f"total: {sum(r.count for r in rows)} contacts")
+    overall = the_app.speed_to_lead_summary()
+    if overall.measured or overall.awaiting:
+        click.echo(
+            f"speed to lead (business hours): median {format_duration(overall.median_seconds)} over "
+            f"{overall.measured} answered leads; {overall.awaiting} awaiting a first response"
+        )

@@ -1132,6 +1132,119 @@ class StorageBackendContract:
         assert self.read(backend, lambda uow: uow.interactions.existing_keys("typeform", [])) == set()
         assert self.read(backend, lambda uow: uow.interactions.count()) == 700
 
+    # speed to lead: first inbound, first outbound at or after it
+
+    _IN = ("form.submitted", "call.missed", "call.completed")
+    _OUT = ("call.completed", "sms.sent", "email.sent")
+
+    def _first_response_fixture(self, backend: StorageBackend) -> dict[str, ContactRecord]:
+        people = {label: self.new_contact(backend) for label in ("answered", "waiting", "outbound_only", "other")}
+        rows = [
+            # an email before the inquiry does not answer it; a call out after it does
+            ("answered", "email.sent", "outbound", 5),
+            ("answered", "form.submitted", "inbound", 10),
+            ("answered", "form.submitted", "inbound", 12),
+            ("answered", "email.opened", "outbound", 15),  # not an answer kind
+            ("answered", "call.completed", None, 16),  # unknown direction never counts
+            ("answered", "call.completed", "outbound", 40.5),
+            ("answered", "sms.sent", "outbound", 90),
+            # an inbound call that was missed starts the clock; only the inbound side so far
+            ("waiting", "call.missed", "inbound", 20),
+            ("waiting", "call.completed", "inbound", 30),
+            ("waiting", "page.viewed", "inbound", 1),  # not an inbound kind asked for
+            ("outbound_only", "email.sent", "outbound", 3),
+            # an answer at the very same millisecond counts
+            ("other", "form.submitted", "inbound", 7),
+            ("other", "sms.sent", "outbound", 7),
+        ]
+        records = [
+            interaction_record(people[label].id, kind=kind, direction=direction, occurred_at=at(seconds))
+            for label, kind, direction, seconds in rows
+        ]
+        random.Random(3).shuffle(records)
+        self.store(backend, lambda uow: uow.interactions.add_many(records))
+        return people
+
+    def test_first_responses_per_contact(self, backend: StorageBackend) -> None:
+        """first_responses(): first inbound of the asked kinds, then the first outbound answer at or after it."""
+        people = self._first_response_fixture(backend)
+        got = self.read(
+            backend, lambda uow: uow.interactions.first_responses(inbound_kinds=self._IN, outbound_kinds=self._OUT)
+        )
+        by_id = {r.contact_id: r for r in got}
+        assert [r.contact_id for r in got] == sorted(by_id)
+        assert set(by_id) == {people[k].id for k in ("answered", "waiting", "other")}
+        answered = by_id[people["answered"].id]
+        assert (answered.first_inbound_at, answered.first_outbound_at) == (at(10), at(40.5))
+        assert answered.first_inbound_at.tzinfo is not None and answered.first_outbound_at is not None
+        assert answered.first_outbound_at.utcoffset() == timedelta(0)
+        waiting = by_id[people["waiting"].id]
+        assert (waiting.first_inbound_at, waiting.first_outbound_at) == (at(20), None)
+        other = by_id[people["other"].id]
+        assert (other.first_inbound_at, other.first_outbound_at) == (at(7), at(7))
+
+    def test_first_responses_filters(self, backend: StorageBackend) -> None:
+        """first_responses(): contact_ids restricts ([] is nothing); the kinds decide what counts."""
+        people = self._first_response_fixture(backend)
+        ids = [people["answered"].id, people["outbound_only"].id, new_id()]
+        got = self.read(
+            backend,
+            lambda uow: uow.interactions.first_responses(
+                inbound_kinds=self._IN, outbound_kinds=self._OUT, contact_ids=ids
+            ),
+        )
+        assert [(r.contact_id, r.first_inbound_at, r.first_outbound_at) for r in got] == [
+            (people["answered"].id, at(10), at(40.5))
+        ]
+        none = self.read(
+            backend,
+            lambda uow: uow.interactions.first_responses(
+                inbound_kinds=self._IN, outbound_kinds=self._OUT, contact_ids=[]
+            ),
+        )
+        assert none == []
+        # only SMS answers: the call out no longer counts
+        sms = self.read(
+            backend,
+            lambda uow: uow.interactions.first_responses(
+                inbound_kinds=["form.submitted"], outbound_kinds=["sms.sent"], contact_ids=[people["answered"].id]
+            ),
+        )
+        assert [(r.first_inbound_at, r.first_outbound_at) for r in sms] == [(at(10), at(90))]
+        nothing_out = self.read(
+            backend,
+            lambda uow: uow.interactions.first_responses(inbound_kinds=["call.missed"], outbound_kinds=[]),
+        )
+        assert [(r.contact_id, r.first_outbound_at) for r in nothing_out] == [(people["waiting"].id, None)]
+        empty = self.read(
+            backend, lambda uow: uow.interactions.first_responses(inbound_kinds=[], outbound_kinds=self._OUT)
+        )
+        assert empty == []
+
+    def test_first_responses_in_chunks(self, backend: StorageBackend) -> None:
+        """first_responses() answers for more contact ids than fit one IN list."""
+        contacts = [contact_record(id=new_id()) for _ in range(1100)]
+        self.store(backend, lambda uow: uow.contacts.add_many(contacts))
+        records = [interaction_record(c.id, occurred_at=at(i)) for i, c in enumerate(contacts)]
+        records += [
+            interaction_record(c.id, kind="sms.sent", direction="outbound", occurred_at=at(i + 60))
+            for i, c in enumerate(contacts)
+            if i % 2 == 0
+        ]
+        self.store(backend, lambda uow: uow.interactions.add_many(records))
+        got = self.read(
+            backend,
+            lambda uow: uow.interactions.first_responses(
+                inbound_kinds=["form.submitted"], outbound_kinds=["sms.sent"], contact_ids=[c.id for c in contacts]
+            ),
+        )
+        assert [r.contact_id for r in got] == sorted(c.id for c in contacts)
+        index = {c.id: i for i, c in enumerate(contacts)}
+        for r in got:
+            i = index[r.contact_id]
+            assert r.first_inbound_at == at(i)
+            assert r.first_outbound_at == (at(i + 60) if i % 2 == 0 else None)
+
     def test_interactions_reassign(self, backend: StorageBackend) -> None:
         """reassign() moves every interaction of a contact and returns how many."""
         contact, expected = self._timeline_fixture(backend)

@@ -40,6 +40,7 @@ from carecrm.core.records import (
     AuditRecord,
     ConsentRecord,
     ContactRecord,
+    FirstResponseRecord,
     IdentityRecord,
     InboxRecord,
     InteractionRecord,
@@ -592,6 +593,58 @@ class SqlInteractions(_Repository):
 
         statement = self._statement(("timeline", kinds is not None, after is not None), build)
         return self._records(statement, params)
+
+    def first_responses(
+        self,
+        *,
+        inbound_kinds: Sequence[str],
+        outbound_kinds: Sequence[str],
+        contact_ids: Sequence[uuid.UUID] | None = None,
+    ) -> list[FirstResponseRecord]:
+        """First inbound and first outbound-after-it per contact, in one statement (per chunk
+        of ids)::
+
+            SELECT fi.contact_id, fi.first_in, MIN(o.occurred_at)
+            FROM (SELECT contact_id, MIN(occurred_at) AS first_in FROM interactions
+                  WHERE direction = 'inbound' AND kind IN (...) GROUP BY contact_id) fi
+            LEFT JOIN interactions o ON o.contact_id = fi.contact_id AND o.occurred_at >= fi.first_in
+                 AND o.direction = 'outbound' AND o.kind IN (...)
+            GROUP BY fi.contact_id, fi.first_in ORDER BY fi.contact_id
+
+        Both sides use the (contact_id, occurred_at, id) index.
+        """
+        t = self.table
+        inbound, outbound = list(dict.fromkeys(inbound_kinds)), list(dict.fromkeys(outbound_kinds))
+        if not inbound or (contact_ids is not None and not contact_ids):
+            return []
+
+        def statement(ids: Sequence[uuid.UUID] | None) -> sa.Select[Any]:
+            first_in = sa.select(t.c.contact_id, sa.func.min(t.c.occurred_at).label("first_in")).where(
+                t.c.direction == "inbound", t.c.kind.in_(inbound)
+            )
+            if ids is not None:
+                first_in = first_in.where(t.c.contact_id.in_(list(ids)))
+            fi = first_in.group_by(t.c.contact_id).subquery("fi")
+            o = t.alias("o")
+            on = sa.and_(o.c.contact_id == fi.c.contact_id, o.c.occurred_at >= fi.c.first_in)
+            answers = sa.and_(o.c.direction == "outbound", o.c.kind.in_(outbound)) if outbound else sa.false()
+            on = sa.and_(on, answers)
+            return (
+                sa.select(fi.c.contact_id, fi.c.first_in, sa.func.min(o.c.occurred_at).label("first_out"))
+                .select_from(fi.outerjoin(o, on))
+                .group_by(fi.c.contact_id, fi.c.first_in)
+                .order_by(fi.c.contact_id)
+            )
+
+        chunks: list[Sequence[uuid.UUID] | None] = (
+            [None] if contact_ids is None else list(_chunks(list(dict.fromkeys(contact_ids))))
+        )
+        out: list[FirstResponseRecord] = []
+        for chunk in chunks:
+            for row in self._execute(statement(chunk)):
+                out.append(FirstResponseRecord(contact_id=row[0], first_inbound_at=row[1], first_outbound_at=row[2]))
+        out.sort(key=lambda r: r.contact_id)
+        return out
 
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
         """Move a contact's interactions to another contact; returns the count."""

@@ -484,7 +484,14 @@ def test_pipeline_json(practice: Practice) -> None:
     practice.ok("stage", "set", a, "contacted")
     rows = {r["stage"]: r for r in practice.json("pipeline")}
     assert rows["new_lead"]["count"] == 1 and rows["contacted"]["count"] == 1
-    assert rows["booked_patient"] == {"stage": "booked_patient", "count": 0, "median_seconds": None, "median": None}
+    booked = rows["booked_patient"]
+    assert {k: booked[k] for k in ("stage", "count", "median_seconds", "median")} == {
+        "stage": "booked_patient",
+        "count": 0,
+        "median_seconds": None,
+        "median": None,
+    }
+    assert (booked["speed_to_lead_median_seconds"], booked["awaiting_first_response"]) == (None, 0)
     assert isinstance(rows["contacted"]["median_seconds"], (int, float))
     human = practice.ok("pipeline").stdout
     assert "median time in stage" in human and "total: 2 contacts" in human
