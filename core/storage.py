@@ -251,6 +251,9 @@ class StageRepository(Protocol):
     def add(self, record: StageChangeRecord) -> None:
         """Append a stage change."""
 
+    def add_many(self, records: Sequence[StageChangeRecord]) -> None:
+        """Append several stage changes in one statement where the database allows."""
+
     def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
         """One contact's stage changes, oldest first."""
 
@@ -376,6 +379,27 @@ class InboxRepository(Protocol):
 
     def add(self, record: InboxRecord) -> None:
         """Store a received payload."""
+
+    def add_many(self, records: Sequence[InboxRecord]) -> None:
+        """Store several received payloads in one statement where the database allows."""
+
+    def find_digests(self, source: str, digests: Iterable[str]) -> builtins.list[InboxRecord]:
+        """Payloads of ``source`` whose digest is any of ``digests`` (batched re-delivery check),
+        ordered by (received_at, id)."""
+
+    def set_status_many(
+        self,
+        inbox_ids: Iterable[uuid.UUID],
+        status: str,
+        *,
+        reason: str | None = None,
+        processed_at: datetime | None = None,
+    ) -> int:
+        """Set the status (and reason, None clears it; and ``processed_at`` when given) of
+        several payloads in one statement, adding one to each one's ``attempts``.
+
+        :returns: how many payloads were changed.
+        """
 
     def get(self, inbox_id: uuid.UUID) -> InboxRecord:
         """:raises NotFound: if there is none."""

@@ -1738,6 +1738,34 @@ class StorageBackendContract:
             with pytest.raises(NotFound):
                 uow.inbox.get(old.id)
 
+    def test_inbox_batches(self, backend: StorageBackend) -> None:
+        """Inbox batch methods: add_many(), find_digests() over several digests, and
+        set_status_many() adding one attempt to each payload named."""
+        a = inbox_record(received_at=at(0), digest=bidx("a"))
+        b = inbox_record(received_at=at(1), digest=bidx("b"))
+        c = inbox_record(received_at=at(2), digest=bidx("c"), source="calendly")
+        self.store(backend, lambda uow: uow.inbox.add_many([a, b, c]))
+        with backend.unit_of_work() as uow:
+            found = uow.inbox.find_digests("typeform", [bidx("b"), bidx("a"), bidx("c"), bidx("zz")])
+            assert [r.id for r in found] == [a.id, b.id]
+            assert uow.inbox.find_digests("typeform", []) == []
+            assert uow.inbox.set_status_many([a.id, b.id], "processed", processed_at=at(5)) == 2
+            assert uow.inbox.set_status_many([b.id], "quarantined", reason="field 'body': not JSON") == 1
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            got_a, got_b, got_c = (uow.inbox.get(r.id) for r in (a, b, c))
+        assert (got_a.status, got_a.attempts, got_a.processed_at) == ("processed", 1, at(5))
+        assert (got_b.status, got_b.attempts, got_b.reason) == ("quarantined", 2, "field 'body': not JSON")
+        assert (got_c.status, got_c.attempts) == (c.status, c.attempts)
+
+    def test_stage_changes_add_many(self, backend: StorageBackend) -> None:
+        """Stage changes appended in a batch read back in order."""
+        cid = new_id()
+        changes = [stage_change_record(cid, changed_at=at(i), to_stage=s) for i, s in enumerate(("new_lead", "contacted"))]
+        self.store(backend, lambda uow: uow.stages.add_many(changes))
+        history = self.read(backend, lambda uow: uow.stages.history(cid))
+        assert [h.to_stage for h in history] == ["new_lead", "contacted"]
+
     # ------------------------------------------------------------------ journals
 
     def test_merge_journal_for_both_sides(self, backend: StorageBackend) -> None:

@@ -740,6 +740,10 @@ class SqlStages(_Repository):
         """Append a stage change.  :raises DuplicateError: if the id exists."""
         self._insert(record)
 
+    def add_many(self, records: Sequence[StageChangeRecord]) -> None:
+        """Append several stage changes in one executemany INSERT; all or none."""
+        self._insert_many(records)
+
     def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
         """One contact's stage changes, oldest first."""
         t = self.table
@@ -1045,6 +1049,43 @@ class SqlInbox(_Repository):
     def add(self, record: InboxRecord) -> None:
         """Store a received payload.  :raises DuplicateError: if the id exists."""
         self._insert(record)
+
+    def add_many(self, records: Sequence[InboxRecord]) -> None:
+        """Store several payloads in one executemany INSERT; all or none."""
+        self._insert_many(records)
+
+    def find_digests(self, source: str, digests: Iterable[str]) -> list[InboxRecord]:
+        """Payloads of ``source`` with any of these digests, oldest first (chunked IN lists)."""
+        t = self.table
+        wanted = list(dict.fromkeys(digests))
+        out: list[InboxRecord] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            statement = sa.select(t).where(t.c.source == source, t.c.digest.in_(chunk))
+            out.extend(self._records(statement))
+        out.sort(key=lambda r: (r.received_at, r.id))
+        return out
+
+    def set_status_many(
+        self,
+        inbox_ids: Iterable[uuid.UUID],
+        status: str,
+        *,
+        reason: str | None = None,
+        processed_at: datetime | None = None,
+    ) -> int:
+        """Set status and reason of several payloads, ``attempts = attempts + 1``, in one
+        UPDATE per 500 ids.  :raises ValueError: if ``processed_at`` is naive."""
+        t = self.table
+        ids = list(dict.fromkeys(inbox_ids))
+        values: dict[str, Any] = {"status": status, "reason": reason, "attempts": t.c.attempts + 1}
+        if processed_at is not None:
+            values["processed_at"] = utc(processed_at, "processed_at")
+        changed = 0
+        for start in range(0, len(ids), 500):
+            statement = sa.update(t).where(t.c.id.in_(ids[start : start + 500])).values(values)
+            changed += int(self._execute(statement).rowcount)
+        return changed
 
     def get(self, inbox_id: uuid.UUID) -> InboxRecord:
         """:raises NotFound: if there is none."""
