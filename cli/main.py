@@ -17,7 +17,7 @@ from typing import Any
 import click
 import pluggy
 
-from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, setup
+from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, scoring, setup
 from carecrm.cli.commands import segments as segment_commands
 from carecrm.cli.commands import tasks as task_commands
 from carecrm.cli.context import CliError, CliState, map_error
@@ -41,6 +41,7 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     task_commands.log_group,
     pipeline.stage,
     pipeline.pipeline,
+    scoring.score,
     attribution.attribute,
     segment_commands.segment,
     admin.plugins,

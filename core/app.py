@@ -12,7 +12,7 @@ import logging
 import statistics
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         self.segment_builders: Registry[Any] = Registry("segment builder")
         self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
+        self._dispatching = False
+        self._deferred: dict[str, Callable[[], None]] = {}
         self._build_registries()
         self.pm.hook.carecrm_configure(app=self)
 
@@ -409,19 +411,45 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
 
     def dispatch(self, events: Iterable[ev.Event]) -> None:
         """Call ``carecrm_track_event`` for each committed event; an implementation's
-        exception is logged with its plugin's name and never undoes committed data."""
+        exception is logged with its plugin's name and never undoes committed data.
+        Then run the work deferred with :meth:`after_dispatch` during the batch."""
         impls = self.pm.hook.carecrm_track_event.get_hookimpls()
         if not impls:
             return
-        for event in events:
-            for impl in reversed(impls):
-                kwargs = {"event": event, "app": self}
+        outer = not self._dispatching
+        self._dispatching = True
+        try:
+            for event in events:
+                for impl in reversed(impls):
+                    kwargs = {"event": event, "app": self}
+                    try:
+                        impl.function(**{k: kwargs[k] for k in impl.argnames})
+                    except Exception:
+                        log.exception(
+                            "plugin %s failed in carecrm_track_event (%s)", impl.plugin_name, type(event).__name__
+                        )
+        finally:
+            if outer:
+                self._dispatching = False
+        if outer:
+            while self._deferred:
+                key = next(iter(self._deferred))
+                callback = self._deferred.pop(key)
                 try:
-                    impl.function(**{k: kwargs[k] for k in impl.argnames})
+                    callback()
                 except Exception:
-                    log.exception(
-                        "plugin %s failed in carecrm_track_event (%s)", impl.plugin_name, type(event).__name__
-                    )
+                    log.exception("deferred work %s failed after dispatch", key)
+
+    def after_dispatch(self, key: str, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` once after the events being dispatched have all been
+        delivered (a plugin batches work over an ingest batch: scoring rescores each
+        contact once); outside a dispatch, at once.  The same ``key`` registered again in
+        one batch runs once.  A failure is logged with ``key`` and never undoes committed
+        data; work that dispatches events of its own runs those at once."""
+        if not self._dispatching:
+            callback()
+            return
+        self._deferred.setdefault(key, callback)
 
     def classify_touchpoint(self, tp: Touchpoint) -> Touchpoint:
         """Fill ``channel_group`` from the practice's rules when a connector did not set it."""

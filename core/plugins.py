@@ -33,6 +33,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.mapped",
     "carecrm.plugins.sources.sendgrid",
     "carecrm.plugins.sources.callrail",
+    "carecrm.plugins.scoring.points",
+    "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
     "carecrm.plugins.segments.basic",
     "carecrm.plugins.demo",

@@ -125,6 +125,21 @@ class FirstResponseRecord:
 
 
 @attrs.frozen(kw_only=True)
+class InteractionFacts:
+    """The clear facts of a stored interaction that lead scoring reads (no body, no
+    touchpoint): a light, read-only view of an :class:`InteractionRecord` returned by
+    ``InteractionRepository.clear_timelines``."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    kind: str
+    occurred_at: datetime
+    channel: str | None = None
+    direction: str | None = None
+    attributes: JSON = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
 class StageChangeRecord:
     """One lifecycle-stage change: who moved the contact, when, why, and (for an
     implied move) which interaction implied it."""
@@ -216,7 +231,8 @@ class TaskRecord:
 @attrs.frozen(kw_only=True)
 class ScoreRecord:
     """The current lead score of a contact under one scoring model, with its reasons
-    (a JSON list of ``{"rule", "points", "interaction_id"}`` objects)."""
+    (a JSON list of ``{"rule", "kind", "points", "interaction_id", "occurred_at"}``
+    objects, see :class:`carecrm.core.scoring.ScoreReason`)."""
 
     contact_id: uuid.UUID
     model: str

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +35,7 @@ from carecrm.core.records import (
     FirstResponseRecord,
     IdentityRecord,
     InboxRecord,
+    InteractionFacts,
     InteractionRecord,
     MergeRecord,
     NoteRecord,
@@ -74,6 +75,21 @@ class ContactRepository(Protocol):
         :returns: the stored record, with ``version`` increased by one.
         :raises NotFound: if the contact does not exist.
         :raises ConflictError: if the stored version differs (someone updated it first).
+        """
+
+    def active_scores(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, float | None]:
+        """The clear ``score`` of each **active** contact among ``contact_ids`` (None: never
+        scored), in one query per chunk of ids; merged, erased and missing contacts are
+        left out."""
+
+    def set_scores(self, scores: Mapping[uuid.UUID, float | None]) -> None:
+        """Set the clear ``score`` field of several contacts (lead scoring), one statement
+        for all of them where the database allows, increasing each one's ``version`` by one.
+
+        Only the score is written, so no other field can be overwritten and no version
+        check is needed; the version still moves on, so a writer holding an older copy of
+        the record gets :class:`ConflictError` instead of writing an old score back.  Ids
+        that do not exist are ignored.
         """
 
     def find_by_name(self, name_bidx: str) -> builtins.list[ContactRecord]:
@@ -212,6 +228,16 @@ class InteractionRepository(Protocol):
             ``first_outbound_at`` is None when nobody has answered yet.
         """
 
+    def clear_timelines(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[InteractionFacts]]:
+        """The clear facts of every interaction of each of ``contact_ids`` (lead scoring
+        reads a whole ingest batch's timelines at once), per contact ordered by
+        (occurred_at, id), oldest first, in one query per chunk of ids.  Contacts without
+        interactions are left out."""
+
+    def latest_times(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """When each contact's latest interaction occurred (``max(occurred_at)`` per contact,
+        one grouped query per chunk of ids).  Contacts without interactions are left out."""
+
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
         """Move a contact's interactions to another contact (merging); returns the count."""
 
@@ -335,11 +361,23 @@ class ScoreRepository(Protocol):
     def put(self, record: ScoreRecord) -> None:
         """Insert or replace the score of (contact_id, model)."""
 
+    def put_many(self, records: Sequence[ScoreRecord]) -> None:
+        """Insert or replace several scores, each by (contact_id, model), in one statement
+        where the database allows.  A (contact_id, model) given twice keeps the last."""
+
     def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
         """:raises NotFound: if the contact has no score under ``model``."""
 
     def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
         """Highest scores first (ties by contact id)."""
+
+    def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
+        """Highest scores under ``model`` of **active** contacts (merged, erased and missing
+        contacts never appear), optionally only of contacts whose stage is in ``stages``
+        (``[]`` matches nothing); ties by contact id.  One query joining the contacts.
+
+        :raises ValueError: if ``limit`` is negative.
+        """
 
 
 class ReviewRepository(Protocol):

@@ -1581,6 +1581,97 @@ class StorageBackendContract:
             assert [s.score for s in uow.scores.top("ml")] == [1000.0]
             assert uow.scores.top("none") == []
 
+    def test_scores_put_many_upserts_and_keeps_the_last_of_a_repeated_key(self, backend: StorageBackend) -> None:
+        """put_many() inserts and replaces by (contact, model) in one call; a key given twice
+        keeps the last; an empty list is a no-op; reasons round-trip."""
+        ids = sorted(new_id() for _ in range(3))
+        self.store(backend, lambda uow: uow.scores.put(score_record(ids[0], score=1.0)))
+        batch = [
+            score_record(ids[0], score=5.5, reasons=[{"rule": "é", "points": 5.5}], computed_at=at(7)),
+            score_record(ids[1], score=2.0),
+            score_record(ids[2], score=3.0),
+            score_record(ids[2], score=4.0, computed_at=at(8)),
+            score_record(ids[1], model="ml", score=9.0),
+        ]
+        self.store(backend, lambda uow: uow.scores.put_many(batch))
+        self.store(backend, lambda uow: uow.scores.put_many([]))
+        assert_same_record(self.read(backend, lambda uow: uow.scores.get(ids[0], "rules")), batch[0])
+        assert_same_record(self.read(backend, lambda uow: uow.scores.get(ids[2], "rules")), batch[3])
+        got = self.read(backend, lambda uow: uow.scores.top("rules"))
+        assert [(s.contact_id, s.score) for s in got] == [(ids[0], 5.5), (ids[2], 4.0), (ids[1], 2.0)]
+        assert self.read(backend, lambda uow: uow.scores.get(ids[1], "ml")).score == 9.0
+
+    def test_scores_top_active_joins_contacts(self, backend: StorageBackend) -> None:
+        """top_active() keeps active contacts only (merged, erased and missing left out),
+        optionally of some stages (``[]`` matches nothing), highest first, ties by contact id."""
+        ids = sorted(new_id() for _ in range(6))
+        self.new_contact(backend, id=ids[0], stage="new_lead")
+        self.new_contact(backend, id=ids[1], stage="contacted")
+        self.new_contact(backend, id=ids[2], stage="new_lead")
+        self.new_contact(backend, id=ids[3], status=MERGED, merged_into=ids[0])
+        self.new_contact(backend, id=ids[4], status=ERASED, wrapped_key=None, pii_enc=None)
+        scores = [10.0, 30.0, 30.0, 99.0, 98.0, 97.0]  # ids[5] has no contact
+        records = [score_record(i, score=v) for i, v in zip(ids, scores, strict=True)]
+        self.store(backend, lambda uow: uow.scores.put_many(records))
+        self.store(backend, lambda uow: uow.scores.put(score_record(ids[0], model="ml", score=1.0)))
+        with backend.unit_of_work() as uow:
+            top = uow.scores.top_active("rules")
+            assert [(s.contact_id, s.score) for s in top] == [(ids[1], 30.0), (ids[2], 30.0), (ids[0], 10.0)]
+            assert_same_record(top[0], records[1])
+            assert [s.contact_id for s in uow.scores.top_active("rules", limit=1)] == [ids[1]]
+            assert uow.scores.top_active("rules", limit=0) == []
+            assert [s.contact_id for s in uow.scores.top_active("rules", stages=["new_lead"])] == [ids[2], ids[0]]
+            assert [s.contact_id for s in uow.scores.top_active("rules", stages=["contacted", "x"])] == [ids[1]]
+            assert uow.scores.top_active("rules", stages=[]) == []
+            assert [s.contact_id for s in uow.scores.top_active("ml")] == [ids[0]]
+            with pytest.raises(ValueError, match="limit"):
+                uow.scores.top_active("rules", limit=-1)
+
+    def test_contacts_active_scores_and_set_scores(self, backend: StorageBackend) -> None:
+        """active_scores() reads the clear score of active contacts only; set_scores() writes
+        only the score, moves each version on (an older copy then conflicts) and ignores
+        unknown ids."""
+        a = self.new_contact(backend, score=None)
+        b = self.new_contact(backend, score=2.5)
+        merged = self.new_contact(backend, status=MERGED, merged_into=a.id, score=7.0)
+        missing = new_id()
+        got = self.read(backend, lambda uow: uow.contacts.active_scores([a.id, b.id, merged.id, missing, a.id]))
+        assert got == {a.id: None, b.id: 2.5}
+        assert self.read(backend, lambda uow: uow.contacts.active_scores([])) == {}
+        self.store(backend, lambda uow: uow.contacts.set_scores({a.id: 0.1 + 0.2, b.id: None, missing: 1.0}))
+        self.store(backend, lambda uow: uow.contacts.set_scores({}))
+        stored_a = self.read(backend, lambda uow: uow.contacts.get(a.id))
+        assert_same_record(stored_a, attrs.evolve(a, score=0.1 + 0.2, version=a.version + 1))
+        assert self.read(backend, lambda uow: uow.contacts.get(b.id)).score is None
+        with backend.unit_of_work() as uow, pytest.raises(ConflictError):
+            uow.contacts.update(attrs.evolve(a, stage="contacted"))  # a copy read before the score moved
+        assert self.read(backend, lambda uow: uow.contacts.get_many([missing])) == {}  # nothing was created
+
+    def test_clear_timelines_and_latest_times(self, backend: StorageBackend) -> None:
+        """clear_timelines() returns each contact's interactions by (occurred_at, id) as
+        clear facts; latest_times() the latest occurred_at per contact; contacts without
+        interactions are left out of both; long id lists work (chunks)."""
+        contact, expected = self._timeline_fixture(backend)
+        others = [self.new_contact(backend) for _ in range(2)]
+        rows = [
+            interaction_record(others[0].id, kind="email.opened", occurred_at=at(3), direction="outbound",
+                               attributes={"machine_open": True}),
+            interaction_record(others[0].id, kind="call.completed", occurred_at=at(1), channel="phone"),
+        ]  # fmt: skip
+        self.store(backend, lambda uow: uow.interactions.add_many(rows))
+        ids = [contact.id, others[0].id, others[1].id] + [new_id() for _ in range(1200)]
+        got = self.read(backend, lambda uow: uow.interactions.clear_timelines(ids))
+        assert set(got) == {contact.id, others[0].id}
+        assert [f.id for f in got[contact.id]] == [r.id for r in expected]
+        first, second = got[others[0].id]
+        assert (first.id, first.kind, first.occurred_at) == (rows[1].id, "call.completed", at(1))
+        assert (first.channel, first.contact_id) == ("phone", others[0].id)
+        assert (second.direction, second.attributes) == ("outbound", {"machine_open": True})
+        latest = self.read(backend, lambda uow: uow.interactions.latest_times(ids))
+        assert latest == {contact.id: max(r.occurred_at for r in expected), others[0].id: at(3)}
+        assert self.read(backend, lambda uow: uow.interactions.clear_timelines([])) == {}
+        assert self.read(backend, lambda uow: uow.interactions.latest_times([])) == {}
+
     def test_review_pairs_are_unique(self, backend: StorageBackend) -> None:
         """A pair is stored once whatever its order; list() by status; for_contact() from either side."""
         a, b, c = sorted(new_id() for _ in range(3))
@@ -1761,7 +1852,8 @@ class StorageBackendContract:
     def test_stage_changes_add_many(self, backend: StorageBackend) -> None:
         """Stage changes appended in a batch read back in order."""
         cid = new_id()
-        changes = [stage_change_record(cid, changed_at=at(i), to_stage=s) for i, s in enumerate(("new_lead", "contacted"))]
+        stages = ("new_lead", "contacted")
+        changes = [stage_change_record(cid, changed_at=at(i), to_stage=s) for i, s in enumerate(stages)]
         self.store(backend, lambda uow: uow.stages.add_many(changes))
         history = self.read(backend, lambda uow: uow.stages.history(cid))
         assert [h.to_stage for h in history] == ["new_lead", "contacted"]

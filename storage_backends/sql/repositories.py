@@ -24,7 +24,7 @@ Rules shared by every repository:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +43,7 @@ from carecrm.core.records import (
     FirstResponseRecord,
     IdentityRecord,
     InboxRecord,
+    InteractionFacts,
     InteractionRecord,
     MergeRecord,
     NoteRecord,
@@ -280,6 +281,39 @@ class SqlContacts(_Repository):
             f"contact {record.id} was changed by someone else (stored version {stored}, "
             f"update based on version {record.version}); read it again and retry"
         )
+
+    def active_scores(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, float | None]:
+        """``SELECT id, score FROM contacts WHERE status = 'active' AND id IN (...)``, one
+        query per :data:`CHUNK` ids."""
+        t = self.table
+        ids = list(dict.fromkeys(contact_ids))
+        statement = self._statement(
+            "active_scores",
+            lambda: sa.select(t.c.id, t.c.score).where(
+                t.c.status == ACTIVE, t.c.id.in_(sa.bindparam("p_ids", expanding=True))
+            ),
+        )
+        found: dict[uuid.UUID, float | None] = {}
+        for chunk in _chunks(ids):
+            for row in self._execute(statement, {"p_ids": list(chunk)}):
+                found[row.id] = row.score
+        return found
+
+    def set_scores(self, scores: Mapping[uuid.UUID, float | None]) -> None:
+        """``UPDATE contacts SET score = :score, version = version + 1 WHERE id = :id``, one
+        executemany statement built once; unknown ids change nothing."""
+        if not scores:
+            return
+        t = self.table
+        statement = self._statement(
+            "set_scores",
+            lambda: (
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("p_id", type_=t.c.id.type))
+                .values(score=sa.bindparam("p_score", type_=t.c.score.type), version=t.c.version + 1)
+            ),
+        )
+        self._execute(statement, [{"p_id": cid, "p_score": score} for cid, score in scores.items()])
 
     def _active(self) -> sa.Select[Any]:
         t = self.table
@@ -646,6 +680,55 @@ class SqlInteractions(_Repository):
         out.sort(key=lambda r: r.contact_id)
         return out
 
+    def clear_timelines(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[InteractionFacts]]:
+        """The clear facts of each contact's interactions, per contact by (occurred_at, id):
+        one query per :data:`CHUNK` ids (``contact_id IN (...)``, a range scan of the
+        (contact_id, occurred_at, id) index per id, ordered by the database), reading the
+        seven columns scoring needs only."""
+        t = self.table
+        ids = list(dict.fromkeys(contact_ids))
+        found: dict[uuid.UUID, list[InteractionFacts]] = {}
+        statement = self._statement(
+            "clear_timelines",
+            lambda: (
+                sa.select(t.c.id, t.c.contact_id, t.c.kind, t.c.occurred_at, t.c.channel, t.c.direction, t.c.attributes)
+                .where(t.c.contact_id.in_(sa.bindparam("p_ids", expanding=True)))
+                .order_by(t.c.contact_id, t.c.occurred_at, t.c.id)
+            ),
+        )
+        for chunk in _chunks(ids):
+            for row in self._execute(statement, {"p_ids": list(chunk)}):
+                found.setdefault(row.contact_id, []).append(
+                    InteractionFacts(
+                        id=row.id,
+                        contact_id=row.contact_id,
+                        kind=row.kind,
+                        occurred_at=row.occurred_at,
+                        channel=row.channel,
+                        direction=row.direction,
+                        attributes=row.attributes,
+                    )
+                )
+        return found
+
+    def latest_times(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """``max(occurred_at)`` per contact: one grouped query per :data:`CHUNK` ids."""
+        t = self.table
+        ids = list(dict.fromkeys(contact_ids))
+        statement = self._statement(
+            "latest_times",
+            lambda: (
+                sa.select(t.c.contact_id, sa.func.max(t.c.occurred_at).label("latest"))
+                .where(t.c.contact_id.in_(sa.bindparam("p_ids", expanding=True)))
+                .group_by(t.c.contact_id)
+            ),
+        )
+        found: dict[uuid.UUID, datetime] = {}
+        for chunk in _chunks(ids):
+            for row in self._execute(statement, {"p_ids": list(chunk)}):
+                found[row.contact_id] = row.latest
+        return found
+
     def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
         """Move a contact's interactions to another contact; returns the count."""
         if from_contact == to_contact:
@@ -943,6 +1026,24 @@ class SqlScores(_Repository):
         """Insert or replace the score of (contact_id, model)."""
         self._upsert(self._codec.row(record), ("contact_id", "model"))
 
+    def put_many(self, records: Sequence[ScoreRecord]) -> None:
+        """Insert or replace several scores: one executemany upsert, built once per dialect
+        (a (contact_id, model) given twice keeps the last)."""
+        if not records:
+            return
+        t = self.table
+        dialect = self._uow.dialect_name
+        keys = ("contact_id", "model")
+
+        def build() -> sa.Executable:
+            row = {c.name: sa.bindparam(f"p_{c.name}", type_=c.type) for c in t.columns}
+            return upsert_statement(dialect, t, row, keys)
+
+        statement = self._statement(("put_many", dialect), build)
+        last = {(r.contact_id, r.model): r for r in records}
+        rows = [{f"p_{name}": value for name, value in self._codec.row(r).items()} for r in last.values()]
+        self._execute(statement, rows)
+
     def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
         """:raises NotFound: if the contact has no score under ``model``."""
         t = self.table
@@ -958,6 +1059,22 @@ class SqlScores(_Repository):
         return self._records(
             sa.select(t).where(t.c.model == model).order_by(t.c.score.desc(), t.c.contact_id).limit(max(limit, 0))
         )
+
+    def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
+        """Highest scores of ``model`` of active contacts (optionally of ``stages``), ties by
+        contact id: one statement joining ``contacts``; the (model, score) index gives the order.
+
+        :raises ValueError: if ``limit`` < 0.
+        """
+        if limit < 0:
+            raise ValueError("limit: must be 0 or more")
+        if stages is not None and not stages:
+            return []
+        t, c = self.table, schema.contacts
+        statement = sa.select(t).join(c, c.c.id == t.c.contact_id).where(t.c.model == model, c.c.status == ACTIVE)
+        if stages is not None:
+            statement = statement.where(c.c.stage.in_(list(dict.fromkeys(stages))))
+        return self._records(statement.order_by(t.c.score.desc(), t.c.contact_id).limit(limit))
 
 
 class SqlReviews(_Repository):
