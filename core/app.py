@@ -60,7 +60,7 @@ from carecrm.core.plugins import (
     families_of,
     origin_of,
 )
-from carecrm.core.records import ACTIVE, AuditRecord, InboxRecord
+from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentsMixin
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
@@ -476,9 +476,16 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         one by a keyed hash, and move the keyed head anchor (``meta.audit_head``) to it, so an
         edited, deleted or cut-off entry is detectable.  ``fields`` and ``details`` hold
         names and counts, never values."""
-        last = uow.audit.last()
-        seq = 1 if last is None else last.seq + 1
-        prev = None if last is None else last.hash
+        # the chain's head from its anchor (one small row), else from the log itself
+        head = uow.meta.get(_META_AUDIT_HEAD)
+        prev: str | None
+        if head is not None and head.count(":") == 2:
+            seq_text, prev_hash, _ = head.split(":")
+            seq, prev = int(seq_text) + 1, prev_hash
+        else:
+            last = uow.audit.last()
+            seq = 1 if last is None else last.seq + 1
+            prev = None if last is None else last.hash
         rec = AuditRecord(
             seq=seq,
             id=new_id(),
@@ -603,20 +610,27 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         def flush() -> None:
             if not buffer:
                 return
+            records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
             with self.storage.unit_of_work() as uow:
-                for payload in buffer:
-                    rec = self.mapper.inbox_to_record(new_id(), source, payload)
-                    # the same bytes again: after a processed copy nothing changes; a quarantined
-                    # or unfinished copy is processed again in its own inbox entry (no pile-up)
-                    dup = [r for r in uow.inbox.find_digest(source, rec.digest) if r.status != "discarded"]
+                # the same bytes again: after a processed copy nothing changes; a quarantined
+                # or unfinished copy is processed again in its own inbox entry (no pile-up)
+                known: dict[str, list[InboxRecord]] = {}
+                for stored in uow.inbox.find_digests(source, [rec.digest for rec, _ in records]):
+                    if stored.status != "discarded":
+                        known.setdefault(stored.digest, []).append(stored)
+                fresh: list[InboxRecord] = []
+                for rec, payload in records:
+                    dup = known.get(rec.digest, [])
                     if any(r.status == "processed" for r in dup):
                         report.duplicate_payloads += 1
                         continue
                     if dup:
                         pending.append((dup[0], payload))
                         continue
-                    uow.inbox.add(rec)
+                    known[rec.digest] = [rec]  # the same bytes twice in one batch: once
+                    fresh.append(rec)
                     pending.append((rec, payload))
+                uow.inbox.add_many(fresh)
                 uow.commit()
             buffer.clear()
             self._process(connector, secret if verify else None, pending, report)
@@ -677,36 +691,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         for q in report.quarantined[before:]:
             if q.inbox_id is not None:
                 bad.setdefault(q.inbox_id, []).append(q.message())
-        processed_ids = {rec.id for rec, _ in items}
+        now = utcnow()
+        ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
+        done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]
         with self.storage.unit_of_work() as uow:
-            now = utcnow()
-            for iid in processed_ids:
-                stored = uow.inbox.get(iid)
-                if iid in bad:
-                    uow.inbox.set_status(
-                        iid,
-                        "quarantined",
-                        reason="; ".join(bad[iid])[:2000],
-                        processed_at=now,
-                        attempts=stored.attempts + 1,
-                    )
-                elif iid in empty:
-                    # nothing to ingest (another event type, or an `only_if` that matched
-                    # nothing): kept as "ignored", so a re-delivery or a retry after a config
-                    # fix processes it again; purged with processed payloads
-                    uow.inbox.set_status(
-                        iid,
-                        "ignored",
-                        reason="no lead record in the payload",
-                        processed_at=now,
-                        attempts=stored.attempts + 1,
-                    )
-                elif stored.status != "processed":
-                    uow.inbox.set_status(iid, "processed", processed_at=now, attempts=stored.attempts + 1)
-                else:
-                    uow.inbox.set_status(
-                        iid, "processed", processed_at=stored.processed_at, attempts=stored.attempts + 1
-                    )
+            for iid, reasons in bad.items():
+                uow.inbox.set_status_many([iid], "quarantined", reason="; ".join(reasons)[:2000], processed_at=now)
+            if ignored:
+                # nothing to ingest (another event type, or an `only_if` that matched nothing):
+                # kept as "ignored", so a re-delivery or a retry after a config fix processes it
+                # again; purged with processed payloads
+                uow.inbox.set_status_many(ignored, "ignored", reason="no lead record in the payload", processed_at=now)
+            if done:
+                uow.inbox.set_status_many(done, "processed", processed_at=now)
             uow.commit()
 
     @property
@@ -853,44 +850,69 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         return contact
 
     def resolve(self, ref: str) -> Contact:
-        """Find one contact by id, email or phone (via blind indexes).
+        """Find one contact by id, email or phone (via blind indexes); an audited read.
 
         :raises NotFound: when nothing matches.
+        :raises ValidationFailed: when ``ref`` is neither an id, an email nor a phone number.
         :raises CareCRMError: when the email or phone is shared by several contacts
             (household): the message lists their ids to pick from.
         """
-        ref = ref.strip()
-        try:
-            cid = uuid.UUID(ref)
-        except ValueError:
-            cid = None
-        if cid is not None:
-            return self._follow_merge(cid)
-        try:
-            found = self.find_contacts(email=ref) if "@" in ref else self.find_contacts(phone=ref)
-        except ValidationFailed:
-            raise ValidationFailed(
-                "lookup",
-                "REF",
-                "email" if "@" in ref else "phone",
-                "not a contact id, an email address or a phone number (for names use `contacts find --name`)",
-            ) from None
-        if not found:
-            raise NotFound("no contact has that email or phone")
-        if len(found) > 1:
-            raise CareCRMError(
-                "several contacts share that email or phone (a household?): use one of their ids: "
-                + ", ".join(str(c.id) for c in found)
-            )
-        return found[0]
-
-    def _follow_merge(self, contact_id: uuid.UUID) -> Contact:
         with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact_id)
+            cid = self._resolve_id(uow, ref)
+        return self.get_contact(cid)
+
+    def _resolve_id(self, uow: UnitOfWork, ref: str | uuid.UUID) -> uuid.UUID:
+        """The id of the one active contact ``ref`` names (id, email or phone), following
+        merges; reads no personal data (blind indexes only), so it is not audited itself."""
+        return self._resolve_record(uow, ref).id
+
+    def _resolve_record(self, uow: UnitOfWork, ref: str | uuid.UUID) -> ContactRecord:
+        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`)."""
+        if isinstance(ref, uuid.UUID):
+            cid: uuid.UUID | None = ref
+        else:
+            ref = ref.strip()
+            try:
+                cid = uuid.UUID(ref)
+            except ValueError:
+                cid = None
+        if cid is not None:
+            rec = uow.contacts.get(cid)
             hops = 0
             while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
                 rec, hops = uow.contacts.get(rec.merged_into), hops + 1
-        return self.get_contact(rec.id)
+            return rec
+        text = str(ref)
+        kind = "email" if "@" in text else "phone"
+        try:
+            if kind == "email":
+                value = normalize_email(text)
+            else:
+                value = normalize_phone(text, self.settings.practice.default_location.region)[0]
+        except IdentityError:
+            raise ValidationFailed(
+                "lookup",
+                "REF",
+                kind,
+                "not a contact id, an email address or a phone number (for names use `contacts find --name`)",
+            ) from None
+        records = uow.contacts.get_many(
+            i.contact_id for i in uow.identities.find(kind, self.mapper.identity_bidx(kind, value))
+        )
+        active = [r for r in records.values() if r.status == ACTIVE]
+        if not active:
+            raise NotFound(f"no contact has that {kind}")
+        if len(active) > 1:
+            raise CareCRMError(
+                f"several contacts share that {kind} (a household?): use one of their ids: "
+                + ", ".join(sorted(str(r.id) for r in active))
+            )
+        return active[0]
+
+    def _follow_merge(self, contact_id: uuid.UUID) -> Contact:
+        with self.storage.unit_of_work() as uow:
+            cid = self._resolve_id(uow, contact_id)
+        return self.get_contact(cid)
 
     def find_contacts(
         self, *, email: str | None = None, phone: str | None = None, name: str | None = None, limit: int = 50
@@ -953,20 +975,22 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
         :param limit: interactions per page.
         :raises NotFound: if the contact does not exist.
         """
-        contact = self.resolve(str(ref)) if not isinstance(ref, uuid.UUID) else self._follow_merge(ref)
+        # one unit of work and one audit entry for the whole read (contact and page)
         with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact.id)
+            rec = self._resolve_record(uow, ref)
+            cid = rec.id
             key = self.mapper.key_of(rec) if rec.wrapped_key is not None else None
-            rows = uow.interactions.timeline(contact.id, after=after, limit=limit + 1)
+            contact = self.mapper.contact_from_record(rec, uow.identities.for_contact(cid))
+            rows = uow.interactions.timeline(cid, after=after, limit=limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
             items = tuple(self.mapper.interaction_from_record(r, key) for r in rows)
             self.audit(
                 uow,
                 "timeline.read",
-                contact_id=contact.id,
+                contact_id=cid,
                 purpose=purpose,
-                fields=["interactions", "body"],
+                fields=["name", "identities", "interactions", "body"],
                 details={"interactions": len(items)},
             )
             uow.commit()

@@ -54,7 +54,7 @@ import attrs
 
 from carecrm.core.errors import PluginError, UnknownComponentError
 from carecrm.core.pipeline import PipelineConfig
-from carecrm.core.records import InteractionRecord, StageChangeRecord
+from carecrm.core.records import StageChangeRecord, TouchRecord
 from carecrm.core.storage import UnitOfWork
 from carecrm.core.vocab import CONVERSION_STEPS, INBOUND_KINDS
 
@@ -111,8 +111,8 @@ class Touch:
     campaign: str | None = None
 
     @classmethod
-    def from_record(cls, record: InteractionRecord) -> Touch:
-        """The touch of a stored interaction (clear fields only; nothing is decrypted)."""
+    def from_record(cls, record: TouchRecord) -> Touch:
+        """The touch of a stored interaction's clear fields (nothing is decrypted)."""
         tp = record.touchpoint
         return cls(
             interaction_id=record.id,
@@ -258,7 +258,7 @@ class AttributionReport:
 # --------------------------------------------------------------------------- journeys
 
 
-def _by_contact(records: Iterable[InteractionRecord]) -> Iterator[tuple[uuid.UUID, list[InteractionRecord]]]:
+def _by_contact(records: Iterable[TouchRecord]) -> Iterator[tuple[uuid.UUID, list[TouchRecord]]]:
     for cid, group in groupby(records, key=lambda r: r.contact_id):
         yield cid, list(group)
 
@@ -311,7 +311,7 @@ def iter_journeys(
         occurred_after=(since - lookback) if since is not None else None,
         occurred_before=until,
     )
-    pending: InteractionRecord | None = next(rows, None)
+    pending: TouchRecord | None = next(rows, None)
     for cid, converted_at in conversions:
         if (since is not None and converted_at < since) or (until is not None and converted_at >= until):
             continue
@@ -328,7 +328,7 @@ def iter_journeys(
 
 def _event_journey(
     cid: uuid.UUID,
-    records: list[InteractionRecord],
+    records: list[TouchRecord],
     step: str,
     lookback: timedelta,
     since: datetime | None,

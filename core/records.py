@@ -140,6 +140,26 @@ class InteractionFacts:
 
 
 @attrs.frozen(kw_only=True)
+class TouchRecord:
+    """The clear marketing fields of a stored interaction that attribution reads (a query
+    result, not a stored row: no body, no idempotency key, no attributes).
+
+    ``campaign`` and ``channel_group`` are the interaction's clear columns; ``touchpoint``
+    its clear touchpoint JSON (source, medium, click ids ...).
+    """
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    kind: str
+    occurred_at: datetime
+    channel: str | None = None
+    direction: str | None = None
+    campaign: str | None = None
+    channel_group: str | None = None
+    touchpoint: JSON = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
 class StageChangeRecord:
     """One lifecycle-stage change: who moved the contact, when, why, and (for an
     implied move) which interaction implied it."""

@@ -44,6 +44,7 @@ from carecrm.core.records import (
     SegmentRecord,
     StageChangeRecord,
     TaskRecord,
+    TouchRecord,
 )
 
 #: Cursor for timeline keyset pagination: (occurred_at, id) of the last row seen.
@@ -248,7 +249,7 @@ class InteractionRepository(Protocol):
         skip_outbound: Sequence[str] = (),
         occurred_after: datetime | None = None,
         occurred_before: datetime | None = None,
-    ) -> Iterator[InteractionRecord]:
+    ) -> Iterator[TouchRecord]:
         """Every contact's interactions of ``kinds`` ordered by (contact_id, occurred_at, id),
         streamed: the journeys of marketing attribution (:mod:`carecrm.core.attribution`).
 
@@ -262,8 +263,8 @@ class InteractionRepository(Protocol):
             ``outbound`` (an unknown direction is kept): calls go both ways.
         :param occurred_after: only interactions at or after this time (UTC).
         :param occurred_before: only interactions before this time (UTC).
-        :returns: records without their encrypted body (``body_enc`` is None):
-            attribution reads clear fields only.
+        :returns: the clear marketing fields of each interaction (:class:`TouchRecord`;
+            attribution reads nothing else, no ciphertext in particular).
         :raises ValueError: if a bound is a naive datetime.
         """
 

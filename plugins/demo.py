@@ -390,12 +390,15 @@ def coordinator(config: Path, dates: StoryDates, say: Say, *, now: datetime | No
             elif item.kind.startswith("call."):
                 detail = f"{item.attributes.get('duration_seconds', '?')} s"
             say(f"  {when}  {item.kind:<16} {item.source:<9} {detail}")
+        _, score = app.score_explain(str(contact.id))
+        reasons = ", ".join(f"{r['kind']} {r['points']:+.1f}" for r in score.reasons)
+        say(f"  lead score {score.score:.1f} ({reasons})")
         say("\nShe books the consult in the same call:")
         app.set_stage(contact.id, "consult_scheduled", reason="booked_by_phone")
         task = app.add_task(
             contact.id,
             "Send the new-patient forms and the acne history questionnaire before the consult",
-            due=now + timedelta(days=2),
+            due=(now.astimezone(tz) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0),
             assignee="carla",
         )
         say(
