@@ -23,6 +23,8 @@ Rules shared by every repository:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -371,94 +373,161 @@ class SqlContacts(_Repository):
 
     # -- segments
 
-    def _matching(self, statement: sa.Select[Any], criteria: Criteria, after: uuid.UUID | None) -> sa.Select[Any]:
-        t = self.table
-        statement = statement.where(t.c.status == ACTIVE, compile_criteria(criteria))
+    def _segment(self, what: str, criteria: Criteria, after: uuid.UUID | None, limit: int | None) -> Any:
+        """Run the segment statement ``what`` (``rows``, ``ids`` or ``count``) of ``criteria``."""
+        shape, params = criteria_shape(criteria)
         if after is not None:
-            statement = statement.where(t.c.id > after)
-        return statement
+            params["p_after"] = after
+        if limit is not None:
+            if limit < 0:
+                raise ValueError("limit: must be 0 or more")
+            params["p_limit"] = limit
+        return self._execute(_segment_statement(what, shape, after is not None), params)
 
     def select(self, criteria: Criteria, *, limit: int = 100, after: uuid.UUID | None = None) -> list[ContactRecord]:
         """Active contacts matching ``criteria`` in id order after ``after``, at most ``limit``:
-        one statement (:func:`compile_criteria`).  :raises ValueError: if ``limit`` < 0."""
-        if limit < 0:
-            raise ValueError("limit: must be 0 or more")
-        t = self.table
-        return self._records(self._matching(sa.select(t), criteria, after).order_by(t.c.id).limit(limit))
+        one statement (:func:`criteria_shape`).  :raises ValueError: if ``limit`` < 0."""
+        codec = self._codec
+        return [codec.record(row) for row in self._segment("rows", criteria, after, limit)]
 
     def select_ids(self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None) -> list[uuid.UUID]:
         """The ids :meth:`select` would return (one statement reading the id only).
         :raises ValueError: if ``limit`` < 0."""
-        if limit < 0:
-            raise ValueError("limit: must be 0 or more")
-        t = self.table
-        statement = self._matching(sa.select(t.c.id), criteria, after).order_by(t.c.id).limit(limit)
-        return list(self._execute(statement).scalars())
+        return list(self._segment("ids", criteria, after, limit).scalars())
 
     def count_matching(self, criteria: Criteria) -> int:
         """How many active contacts match ``criteria`` (one ``SELECT count(*)`` statement)."""
-        statement = self._matching(sa.select(sa.func.count()).select_from(self.table), criteria, None)
-        return int(self._execute(statement).scalar_one())
+        return int(self._segment("count", criteria, None, None).scalar_one())
 
 
-def compile_criteria(criteria: Criteria) -> sa.ColumnElement[bool]:
-    """A segment filter tree as one SQL condition on table ``contacts``.
+#: A filter tree's shape: what its SQL condition looks like, without the values.
+Shape = tuple[Any, ...]
 
-    Leaves compare clear columns of ``contacts`` with bind parameters; ``HadInteraction``
-    becomes a correlated ``EXISTS (SELECT 1 FROM interactions WHERE interactions.contact_id
-    = contacts.id AND kind IN (...) AND occurred_at >= :since [AND occurred_at < :until])``,
-    which the (contact_id, occurred_at, id) index answers per candidate.  ``Not`` is pushed
-    down to the leaves (De Morgan) and a negated leaf also matches NULL (``city IS NULL OR
-    city <> :v``), so logic is two-valued as :mod:`carecrm.core.criteria` defines it.
-    A prefix is compared with ``substr(col, 1, n) = :p``: case-sensitive on every database
-    (SQLite's LIKE folds ASCII case) with no wildcard to escape.
+
+def criteria_shape(criteria: Criteria) -> tuple[Shape, dict[str, Any]]:
+    """A segment filter tree as its shape and its bind parameters.
+
+    Trees of the same shape (the same nodes, fields and negations; any values, any number
+    of values in an ``IN`` list) share one statement: :func:`_segment_statement` builds it
+    once per shape with bind parameters ``s0``, ``s1``, ... and SQLAlchemy reuses its cache
+    key and compiled form, since building a Core statement costs more than running a small
+    query on SQLite (docs/performance.md).  ``Not`` is pushed down to the leaves here (De
+    Morgan), so the shape holds only ``all``/``any`` and possibly negated leaves.
+
+    :returns: ``(shape, {"s0": value, ...})``; numbers are bound as floats, so 3 and 3.0
+        share a statement on every database.
     """
-    return _condition(criteria, negate=False)
+    params: dict[str, Any] = {}
+    return _shape(criteria, False, params), params
 
 
-def _condition(node: Criteria, *, negate: bool) -> sa.ColumnElement[bool]:
-    contacts = schema.contacts
-    if isinstance(node, And) or isinstance(node, Or):
-        parts = [_condition(child, negate=negate) for child in node.children]
+def _shape(node: Criteria, negate: bool, params: dict[str, Any]) -> Shape:
+    def bind(value: Any) -> None:
+        params[f"s{len(params)}"] = value
+
+    if isinstance(node, (And, Or)):
+        children = tuple(_shape(child, negate, params) for child in node.children)
         # NOT (a AND b) = NOT a OR NOT b; an empty AND is true, an empty OR false
-        if isinstance(node, And) != negate:
-            return sa.and_(sa.true(), *parts)
-        return sa.or_(sa.false(), *parts)
+        return ("all" if isinstance(node, And) != negate else "any", children)
     if isinstance(node, Not):
-        return _condition(node.child, negate=not negate)
+        return _shape(node.child, not negate, params)
     if isinstance(node, HadInteraction):
-        i = schema.interactions
-        clauses = [i.c.contact_id == contacts.c.id, i.c.kind.in_(list(node.kinds)), i.c.occurred_at >= node.since]
+        bind(list(node.kinds))
+        bind(node.since)
         if node.until is not None:
-            clauses.append(i.c.occurred_at < node.until)
-        exists = sa.exists().where(*clauses)
-        return ~exists if negate else exists
-    column = contacts.c[node.field]
-    # numbers are bound as floats, so 3 and 3.0 make the same statement on every database
+            bind(node.until)
+        return ("had", negate, node.until is not None)
     value: Callable[[Any], Any] = float if node.field in NUMERIC_FIELDS else str
-    positive: sa.ColumnElement[bool]
     if isinstance(node, Eq):
         if node.value is None:
-            return column.is_not(None) if negate else column.is_(None)
-        positive = column == value(node.value)
-    elif isinstance(node, In):
+            return ("null", node.field, negate)
+        bind(value(node.value))
+        return ("eq", node.field, negate)
+    if isinstance(node, In):
         if not node.values:
-            return sa.true() if negate else sa.false()
-        positive = column.in_([value(v) for v in node.values])
-    elif isinstance(node, Range):
+            return ("all" if negate else "any", ())
+        bind([value(v) for v in node.values])
+        return ("in", node.field, negate)
+    if isinstance(node, Range):
+        for bound in (node.min, node.max):
+            if bound is not None:
+                bind(value(bound))
+        return ("range", node.field, negate, node.min is not None, node.max is not None)
+    if isinstance(node, Prefix):
+        bind(node.prefix)
+        bind(len(node.prefix))
+        return ("prefix", node.field, negate)
+    raise TypeError(f"not a segment criterion: {type(node).__name__}")
+
+
+def _condition(shape: Shape, names: Iterator[str]) -> sa.ColumnElement[bool]:
+    """The SQL condition of a shape, its bind parameters named by ``names`` in order.
+
+    Leaves compare clear columns of ``contacts``; ``had`` becomes a correlated ``EXISTS
+    (SELECT 1 FROM interactions WHERE interactions.contact_id = contacts.id AND kind IN (...)
+    AND occurred_at >= :since [AND occurred_at < :until])``, answered per candidate by the
+    (contact_id, occurred_at, id) index.  A negated leaf also matches NULL (``city IS NULL
+    OR city <> :v``), so logic is two-valued as :mod:`carecrm.core.criteria` defines it.  A
+    prefix is ``substr(col, 1, :n) = :p``: case-sensitive on every database (SQLite's LIKE
+    folds ASCII case) with no wildcard to escape.
+    """
+    kind = shape[0]
+    if kind in ("all", "any"):
+        parts = [_condition(child, names) for child in shape[1]]
+        return sa.and_(sa.true(), *parts) if kind == "all" else sa.or_(sa.false(), *parts)
+    contacts = schema.contacts
+    if kind == "had":
+        i = schema.interactions
+        clauses = [
+            i.c.contact_id == contacts.c.id,
+            i.c.kind.in_(sa.bindparam(next(names), expanding=True)),
+            i.c.occurred_at >= sa.bindparam(next(names), type_=i.c.occurred_at.type),
+        ]
+        if shape[2]:
+            clauses.append(i.c.occurred_at < sa.bindparam(next(names), type_=i.c.occurred_at.type))
+        exists = sa.exists(sa.select(sa.literal_column("1")).where(*clauses))
+        return ~exists if shape[1] else exists
+    column = contacts.c[shape[1]]
+    negate = shape[2]
+    positive: sa.ColumnElement[bool]
+    if kind == "null":
+        return column.is_not(None) if negate else column.is_(None)
+    if kind == "eq":
+        positive = column == sa.bindparam(next(names), type_=column.type)
+    elif kind == "in":
+        positive = column.in_(sa.bindparam(next(names), expanding=True, type_=column.type))
+    elif kind == "range":
         bounds = []
-        if node.min is not None:
-            bounds.append(column >= value(node.min))
-        if node.max is not None:
-            bounds.append(column <= value(node.max))
+        if shape[3]:
+            bounds.append(column >= sa.bindparam(next(names), type_=column.type))
+        if shape[4]:
+            bounds.append(column <= sa.bindparam(next(names), type_=column.type))
         positive = sa.and_(*bounds)
-    elif isinstance(node, Prefix):
-        positive = sa.func.substr(column, 1, len(node.prefix)) == node.prefix
+    elif kind == "prefix":
+        prefix = sa.bindparam(next(names), type_=column.type)
+        length = sa.bindparam(next(names), type_=sa.Integer())
+        positive = sa.func.substr(column, 1, length) == prefix
     else:
-        raise TypeError(f"not a segment criterion: {type(node).__name__}")
+        raise TypeError(f"unknown segment shape {kind!r}")
     if not negate:
         return positive
     return sa.or_(column.is_(None), sa.not_(positive))
+
+
+@functools.lru_cache(maxsize=512)
+def _segment_statement(what: str, shape: Shape, after: bool) -> Any:
+    """The statement of one shape: ``rows`` (every column), ``ids`` or ``count``, over
+    active contacts, ordered by id with ``LIMIT :p_limit`` and ``id > :p_after`` for rows
+    and ids.  Built once per (what, shape, after) and kept (the most recent 512)."""
+    t = schema.contacts
+    names = (f"s{n}" for n in itertools.count())
+    where = [t.c.status == ACTIVE, _condition(shape, names)]
+    if what == "count":
+        return sa.select(sa.func.count()).select_from(t).where(*where)
+    if after:
+        where.append(t.c.id > sa.bindparam("p_after", type_=t.c.id.type))
+    statement = sa.select(t) if what == "rows" else sa.select(t.c.id)
+    return statement.where(*where).order_by(t.c.id).limit(sa.bindparam("p_limit", type_=sa.Integer()))
 
 
 # --------------------------------------------------------------------------- identities
