@@ -620,15 +620,12 @@ class MappedConnector(SourceConnector):
 
         self.time_format = reader.text("time_format", "iso8601") or "iso8601"
         if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
-            raise reader.error(
-                "time_format", "must be iso8601, epoch_s, epoch_ms or a strptime pattern containing %"
-            )
+            raise reader.error("time_format", "must be iso8601, epoch_s, epoch_ms or a strptime pattern containing %")
         self.occurred_at = optional("occurred_at")
         self.occurred_at_fallback = reader.text("occurred_at_fallback", choices=("received",))
         if self.occurred_at is None and self.occurred_at_fallback is None:
             raise reader.error(
-                "occurred_at", "is required (or set occurred_at_fallback = \"received\" for vendors "
-                "that send no time)"
+                "occurred_at", 'is required (or set occurred_at_fallback = "received" for vendors that send no time)'
             )
 
         keep = self.options.get("keep_other_answers", False)
@@ -664,9 +661,7 @@ class MappedConnector(SourceConnector):
             key: sel(f"attributes.{key}", text) for key, text in reader.table("attributes").items()
         }
         if "external_record_id" in self.attributes or "occurred_at_source" in self.attributes:
-            raise reader.error(
-                "attributes", "external_record_id and occurred_at_source are set by the connector"
-            )
+            raise reader.error("attributes", "external_record_id and occurred_at_source are set by the connector")
 
         self.consent = tuple(self._consent_rules(reader, sel))
         self.signature = self._signature_rule(reader)
@@ -702,9 +697,7 @@ class MappedConnector(SourceConnector):
             yield ConsentRule(
                 index=index,
                 selector=sel(f"{where}.field", entry["field"]),
-                contact_point=reader.check_text(
-                    f"{where}.contact_point", entry["contact_point"], CONTACT_POINT_KINDS
-                )
+                contact_point=reader.check_text(f"{where}.contact_point", entry["contact_point"], CONTACT_POINT_KINDS)
                 or "",
                 channel=reader.check_text(f"{where}.channel", entry["channel"], CHANNELS) or "",
                 purpose=reader.check_text(f"{where}.purpose", entry["purpose"]) or "",
@@ -747,9 +740,7 @@ class MappedConnector(SourceConnector):
         if any(kind == "text" and ("{" in t or "}" in t) for kind, t in parts):
             raise error("signed_payload", "placeholders are {body}, {timestamp} and {url}")
         max_age = table.get("max_age_seconds")
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age <= 0
-        ):
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age <= 0):
             raise error("max_age_seconds", "must be a positive number of seconds")
         uses_timestamp = any(p == ("part", "timestamp") for p in parts)
         if (uses_timestamp or max_age is not None) and not timestamp_header:
@@ -821,9 +812,7 @@ class MappedConnector(SourceConnector):
                 seconds = int(timestamp) / (1000 if rule.timestamp_unit == "ms" else 1)
                 age = payload.received_at.timestamp() - seconds
                 if abs(age) > rule.max_age_seconds:
-                    raise fail(
-                        rule.timestamp_header, "signature is older than max_age_seconds (or in the future)"
-                    )
+                    raise fail(rule.timestamp_header, "signature is older than max_age_seconds (or in the future)")
 
         values = {"body": payload.body, "timestamp": timestamp.encode(), "url": (payload.url or "").encode()}
         message = b"".join(values[t] if kind == "part" else t.encode() for kind, t in rule.parts)
@@ -853,9 +842,7 @@ class MappedConnector(SourceConnector):
             except jmespath.exceptions.JMESPathError:
                 selected = None
             if not isinstance(selected, list):
-                raise ValidationFailed(
-                    self.name, "payload", "body", "the records selector did not give a list"
-                )
+                raise ValidationFailed(self.name, "payload", "body", "the records selector did not give a list")
             records = selected
         return self._events(records, payload)
 
@@ -932,8 +919,7 @@ class MappedConnector(SourceConnector):
         header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + raw)
         if not message.is_multipart() or any(
-            type(d).__name__ in ("StartBoundaryNotFoundDefect", "NoBoundaryInMultipartDefect")
-            for d in message.defects
+            type(d).__name__ in ("StartBoundaryNotFoundDefect", "NoBoundaryInMultipartDefect") for d in message.defects
         ):
             raise ValidationFailed(self.name, "payload", "body", "not multipart/form-data with that boundary")
         pairs: list[tuple[str, Any]] = []
@@ -1083,9 +1069,7 @@ class MappedConnector(SourceConnector):
             dropped_fields=dropped,
         )
 
-    def _occurred_at(
-        self, ref: str, payload: RawPayload, get: Callable[[Selector, str], Any]
-    ) -> tuple[datetime, bool]:
+    def _occurred_at(self, ref: str, payload: RawPayload, get: Callable[[Selector, str], Any]) -> tuple[datetime, bool]:
         """The record's time (UTC) and whether it is the receive time instead."""
         value = None if self.occurred_at is None else get(self.occurred_at, "occurred_at")
         if isinstance(value, list) and len(value) == 1:
@@ -1226,6 +1210,26 @@ class MappedConnector(SourceConnector):
                 if parent is not None:
                     parent[self.answers_path[-1]] = container
 
+        used: set[int] = set()
+        pending: list[tuple[Selector, Any]] = []
+        if isinstance(container, dict):
+            # fast path: a plain key path into the answers object names its answer directly
+            depth = len(self.answers_path)
+            position = {name: i for i, name in enumerate(names)}
+            for selector, result in results:
+                if result is None:
+                    continue
+                keys = selector.keys
+                if keys is not None and len(keys) == depth + 1 and keys[:depth] == tuple(self.answers_path):
+                    if keys[depth] in position:
+                        used.add(position[keys[depth]])
+                    continue
+                pending.append((selector, result))
+        else:
+            pending = list(results)
+        if not pending:
+            return self._leftovers(names, answers, used)
+
         leaves: list[tuple[set[tuple[type, Any]], set[int]]] = []
         for answer in answers:
             scalars: set[tuple[type, Any]] = set()
@@ -1233,24 +1237,31 @@ class MappedConnector(SourceConnector):
             _scalar_leaves(answer, scalars, ids)
             leaves.append((scalars, ids))
 
-        used: set[int] = set()
-        for selector, result in results:
+        for selector, result in pending:
             if result is None:
                 continue
             r_scalars: set[tuple[type, Any]] = set()
             r_ids: set[int] = set()
             _scalar_leaves(result, r_scalars, r_ids)
             candidates = [
-                i
-                for i, (scalars, ids) in enumerate(leaves)
-                if i not in used and (r_ids & ids or r_scalars & scalars)
+                i for i, (scalars, ids) in enumerate(leaves) if i not in used and (r_ids & ids or r_scalars & scalars)
             ]
             hits = [i for i in candidates if changed(selector, result, i)]
             if not hits:
-                hits = [i for i in range(len(answers)) if i not in used and i not in candidates
-                        and changed(selector, result, i)]
+                hits = [
+                    i
+                    for i in range(len(answers))
+                    if i not in used and i not in candidates and changed(selector, result, i)
+                ]
             used.update(hits)
 
+        return self._leftovers(names, answers, used)
+
+    def _leftovers(
+        self, names: list[Any], answers: list[Any], used: set[int]
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The names of the answers not in ``used`` (each once) and, with
+        ``keep_other_answers``, those answers by name."""
         dropped: list[str] = []
         others: dict[str, Any] = {}
         for i, name in enumerate(names):
