@@ -224,3 +224,13 @@ def split_full_name(full: str | None) -> tuple[str | None, str | None]:
     if len(parts) == 1:
         return parts[0], None
     return " ".join(parts[:-1]), parts[-1]
+
+
+def normalize_city(text: str | None) -> str | None:
+    """The stored form of a city: white space collapsed and title case (``"  SAINT  louis"`` →
+    ``"Saint Louis"``), so that segments match however a form tool or the EHR cased it.
+    None for an empty value."""
+    if text is None:
+        return None
+    folded = _SPACE.sub(" ", text.strip())
+    return folded.title() if folded else None

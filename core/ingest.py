@@ -25,6 +25,7 @@ from carecrm.core.errors import CareCRMError, ValidationFailed
 from carecrm.core.identity import (
     IdentityError,
     is_low_confidence_name,
+    normalize_city,
     normalize_email,
     normalize_phone,
     split_full_name,
@@ -583,7 +584,7 @@ class Ingestor:
             last_name=p.last_name,
             name_confidence="high" if p.confident else "low",
             postal_code=event.postal_code if collect.get("postal_code", True) else None,
-            city=event.city if collect.get("city", True) else None,
+            city=normalize_city(event.city) if collect.get("city", True) else None,
             region=event.region,
             street_address=extra.get("street_address") if collect.get("street_address") else None,
             date_of_birth=extra.get("date_of_birth") if collect.get("date_of_birth") else None,
@@ -615,7 +616,7 @@ class Ingestor:
         if p.service_interest and p.service_interest != rec.service_interest:
             changes["service_interest"] = p.service_interest
         if event.city and collect.get("city", True) and not rec.city:
-            changes["city"] = event.city
+            changes["city"] = normalize_city(event.city)
         if event.postal_code and collect.get("postal_code", True) and not rec.postal_prefix:
             changes["postal_code"] = event.postal_code
         if event.location and not rec.location:

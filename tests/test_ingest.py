@@ -317,3 +317,10 @@ def test_bad_region_in_config() -> None:
         settings_from_dict(
             {"storage": {"url": "sqlite://"}, "practice": {"locations": [{"name": "x", "region": "XX"}]}}
         )
+
+
+def test_cities_are_stored_in_one_casing(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app()
+    e = attrs.evolve(lead("ci", emails=["ci.placeholder@example.com"]), city="  SAINT   louis ")
+    cid = app.ingest([e]).contact_ids[0]
+    assert app.get_contact(cid).city == "Saint Louis"

@@ -10,7 +10,7 @@ key                    value                                           tree
 ``service_interest``   service-line code or list (``[practice]         ``Eq`` / ``In``
                        service_lines`` when the practice lists them)
 ``location``           a configured location's name                    ``Eq("location", ...)``
-``city``               city or list, exact and case-sensitive          ``Eq`` / ``In("city", ...)``
+``city``               city or list, any casing (title-cased)          ``Eq`` / ``In("city", ...)``
 ``postal_prefix``      the start of the clear postal prefix (a US      ``Prefix("postal_prefix")``
                        ZIP keeps 3 digits in clear, HIPAA Safe
                        Harbor, 45 CFR 164.514(b)(2)(i)(B))
@@ -53,6 +53,7 @@ from carecrm.core.criteria import (
 )
 from carecrm.core.errors import UnknownComponentError
 from carecrm.core.hookspecs import hookimpl
+from carecrm.core.identity import normalize_city
 from carecrm.core.ingest import service_interest_code
 from carecrm.core.vocab import is_known_kind, known_kinds
 
@@ -157,7 +158,8 @@ class BasicSegmentBuilder:
                 raise UnknownComponentError("location", location, names)
             out["location"] = location
         if "city" in given:
-            out["city"] = _texts("city", given["city"])
+            # stored cities are title-cased at ingest (normalize_city), so match any casing
+            out["city"] = [normalize_city(c) or c for c in _texts("city", given["city"])]
         if "postal_prefix" in given:
             prefix = _text("postal_prefix", given["postal_prefix"]).upper()
             longest = 3 if practice.regime == "US" else 4
