@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "carecrm"
 #: Built-in plugins, as module paths, registered after entry points.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.storage_backends.sql",
+    "carecrm.storage_backends.mongo",
     "carecrm.plugins.identity_exact",
     "carecrm.plugins.sources.mapped",
     "carecrm.plugins.sources.sendgrid",
