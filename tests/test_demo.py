@@ -104,3 +104,24 @@ def postgres_url() -> Iterator[str]:
 def test_the_story_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     demo = _tell_the_story(tmp_path, postgres_url)
     _check_the_story(demo)
+
+
+@pytest.fixture
+def mongomock_url() -> Iterator[str]:
+    """A fresh in-process MongoDB (mongomock) for one story, dropped afterwards."""
+    from carecrm.storage_backends.mongo.backend import forget_mock
+
+    name = f"demo-{os.getpid()}-{id(object())}"
+    yield f"mongomock://{name}"
+    forget_mock(name)
+
+
+def test_the_story_on_mongodb_mongomock(tmp_path: Path, mongomock_url: str) -> None:
+    """The same story on the MongoDB backend: every CLI command runs in this process, so
+    each sees the data of the ones before through the shared mongomock client."""
+    demo = _tell_the_story(tmp_path, mongomock_url)
+    _check_the_story(demo)
+    info = demo.json("storage", "check")
+    assert (info["backend"], info["schema_current"], info["indexes"]["ok"]) == ("mongo", True, True)
+    assert info["counts"]["contacts"] == 1 and info["counts"]["interactions"] >= 8
+    assert "advice" not in info

@@ -371,6 +371,28 @@ class MongoBackend:
         self._schema_verified = True
         return SCHEMA_VERSION
 
+    def create_collections(self) -> list[str]:
+        """Create every collection that does not exist yet (a transaction on a sharded
+        cluster cannot create one); returns the names created.
+
+        :raises BackendUnavailable: if the user may not create collections.
+        """
+        from pymongo.errors import CollectionInvalid
+
+        where = self.url_display
+        existing = set(errors.call("(collections)", where, self.database.list_collection_names))
+        created: list[str] = []
+        for name in INDEXES:
+            if name in existing:
+                continue
+            try:
+                with errors.translated(name, where, "create the collections"):
+                    self.database.create_collection(name)
+            except CollectionInvalid:
+                continue  # created meanwhile by another process
+            created.append(name)
+        return created
+
     def create_indexes(self) -> list[str]:
         """Create every index of :data:`INDEXES` (idempotent); returns their names.
 
@@ -405,6 +427,7 @@ class MongoBackend:
         version = self._meta_version()
         if version is not None:
             self._check_version(version)
+        self.create_collections()
         self.create_indexes()
         if version is None:
             self._write_version()
@@ -413,16 +436,21 @@ class MongoBackend:
     def upgrade(self) -> list[str]:
         """Bring the database to SCHEMA_VERSION: create missing indexes and record the version.
 
-        :returns: the steps applied (``[]`` for a current database).
+        :returns: the steps applied (``[]`` for a current database with every index).
         :raises SchemaVersionError: if the database is newer than this release.
         :raises BackendUnavailable: as :meth:`create_schema`.
         """
         self.probe()
         version = self._meta_version()
         if version == SCHEMA_VERSION:
-            return []
+            missing = self.index_status()["missing"]
+            if not missing:
+                return []
+            self.create_indexes()
+            return [f"create missing indexes: {', '.join(missing)}"]
         if version is not None and version > SCHEMA_VERSION:
             self._check_version(version)
+        self.create_collections()
         self.create_indexes()
         self._write_version()
         self._schema_verified = True
@@ -442,14 +470,16 @@ class MongoBackend:
     def check(self) -> dict[str, Any]:
         """Ping the server and describe it: ``{"ok", "backend", "server_version",
         "topology", "schema_version", "expected_schema_version", "schema_current",
-        "capabilities", "indexes", "url_display", "database"}``.
+        "capabilities", "indexes", "url_display", "database"}``, and ``"advice"`` when an
+        index is missing.
 
         :raises BackendUnavailable: unreachable, wrong credentials or too old.
         """
         errors.describe(self.url_display, lambda: self.client.admin.command("ping"))
         info = self.probe()
         version = self._meta_version()
-        return {
+        indexes = self.index_status()
+        out: dict[str, Any] = {
             "ok": True,
             "backend": self.name,
             "server_version": info["version"],
@@ -458,10 +488,13 @@ class MongoBackend:
             "expected_schema_version": SCHEMA_VERSION,
             "schema_current": version == SCHEMA_VERSION,
             "capabilities": sorted(self.capabilities),
-            "indexes": self.index_status(),
+            "indexes": indexes,
             "url_display": self.url_display,
             "database": self.database_name,
         }
+        if version is not None and not indexes["ok"]:
+            out["advice"] = "indexes are missing: run `carecrm storage upgrade`"
+        return out
 
     def unit_of_work(self) -> MongoUnitOfWork:
         """A new unit of work (opened by ``with``)."""
@@ -591,7 +624,7 @@ class MongoUnitOfWork:
         inserts = [op.doc for op in view.pending.ops.values() if op.kind == "insert" and op.doc is not None]
         replaces = [op for op in view.pending.ops.values() if op.kind == "replace"]
         deletes = [key for key, op in view.pending.ops.items() if op.kind == "delete"]
-        with errors.translated(view.name, self.where):
+        with errors.translated(view.name, self.where, keep_transient=session is not None):
             for chunk in chunks(inserts, 1000):
                 raw.insert_many(list(chunk), ordered=True, **kw)
             plain = [op for op in replaces if not op.expect]

@@ -92,6 +92,17 @@ def from_bson(value: Any) -> Any:
     return value
 
 
+def normalize(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document as read from the server with its top-level UUIDs as binary subtype 4,
+    the form this backend writes and matches pending documents in (pymongo with
+    ``uuidRepresentation="standard"`` decodes subtype 4 to :class:`uuid.UUID`; mongomock
+    hands back what was stored)."""
+    for key, value in doc.items():
+        if isinstance(value, uuid.UUID):
+            doc[key] = bid(value)
+    return doc
+
+
 def score_key(contact_id: uuid.UUID, model: str) -> str:
     """The ``_id`` of a score document: ``"<contact hex>:<model>"``."""
     return f"{contact_id.hex}:{model}"
@@ -413,7 +424,7 @@ class View:
         if self.pending.known(key):
             return self.pending.get(key)
         doc: dict[str, Any] | None = self.call(lambda: self.raw.find_one({"_id": key}))
-        return doc
+        return None if doc is None else normalize(doc)
 
     def find(
         self,
@@ -432,7 +443,7 @@ class View:
                 cursor = cursor.sort(list(sort))
             if limit is not None:
                 cursor = cursor.limit(limit)
-            return list(cursor)
+            return [normalize(d) for d in cursor]
 
         stored: list[dict[str, Any]] = self.call(run)
         extra = self.pending_matches(query)
@@ -489,7 +500,7 @@ class View:
         """``[{"$match": query restricted to untouched stored documents}, *stages]`` run by
         the database; the caller combines the result with :meth:`pending_matches`."""
         pipeline = [{"$match": self.stored_query(query)}, *stages]
-        return list(self.call(lambda: list(self.raw.aggregate(pipeline))))
+        return list(self.call(lambda: [normalize(d) for d in self.raw.aggregate(pipeline)]))
 
     # -- writes
 
@@ -563,7 +574,7 @@ def _translated_iter(cursor: Any, call: Callable[[Callable[[], Any]], Any]) -> I
         doc = call(lambda: next(iterator, sentinel))
         if doc is sentinel:
             return
-        yield doc
+        yield normalize(doc)
 
 
 def group_ids(values: Iterable[Any]) -> list[Any]:
@@ -583,6 +594,7 @@ __all__ = [
     "from_bson",
     "group_ids",
     "matches",
+    "normalize",
     "score_key",
     "sort_docs",
     "sort_key",

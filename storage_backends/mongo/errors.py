@@ -108,13 +108,24 @@ def translate(exc: BaseException, collection: str, where: str, action: str = "re
 
 
 @contextmanager
-def translated(collection: str, where: str, action: str = "read and write") -> Iterator[None]:
-    """Run the block, turning pymongo exceptions into carecrm ones (see :func:`translate`)."""
+def translated(
+    collection: str, where: str, action: str = "read and write", *, keep_transient: bool = False
+) -> Iterator[None]:
+    """Run the block, turning pymongo exceptions into carecrm ones (see :func:`translate`).
+
+    :param keep_transient: let an error labelled ``TransientTransactionError`` or
+        ``UnknownTransactionCommitResult`` through unchanged, so pymongo's
+        ``with_transaction`` retries the transaction.
+    """
     from pymongo.errors import PyMongoError
 
     try:
         yield
     except PyMongoError as exc:
+        if keep_transient and (
+            exc.has_error_label("TransientTransactionError") or exc.has_error_label("UnknownTransactionCommitResult")
+        ):
+            raise
         raise translate(exc, collection, where, action) from None
 
 

@@ -48,6 +48,7 @@ from carecrm.core.records import (
     ScoreRecord,
     SegmentRecord,
     StageChangeRecord,
+    StageReachedRecord,
     TaskRecord,
     TouchRecord,
 )
@@ -623,6 +624,45 @@ class MongoStages(_Repository):
         assert self.codec is not None
         codec = self.codec
         return (codec.record(d) for d in docs)
+
+    def first_reached(
+        self,
+        stages: Sequence[str],
+        *,
+        pipeline: str | None = None,
+        reached_from: datetime | None = None,
+        reached_before: datetime | None = None,
+    ) -> Iterator[StageReachedRecord]:
+        """``$min`` of changed_at per contact over its changes into ``stages``: one ``$group``
+        (with the window as a ``$match`` after it), combined with the unit's pending changes
+        and sorted by contact id.  The answer holds one small pair per contact.
+
+        :raises ValueError: if a bound is naive.
+        """
+        window: dict[str, Any] = {}
+        if reached_from is not None:
+            window["$gte"] = utc(reached_from, "reached_from")
+        if reached_before is not None:
+            window["$lt"] = utc(reached_before, "reached_before")
+        if not stages:
+            return iter(())
+        query: dict[str, Any] = {"to_stage": {"$in": list(dict.fromkeys(stages))}}
+        if pipeline is not None:
+            query["pipeline"] = pipeline
+        pending = self.view.pending_matches(query)
+        group: list[Mapping[str, Any]] = [{"$group": {"_id": "$contact_id", "first": {"$min": "$changed_at"}}}]
+        if window and not pending:
+            group.append({"$match": {"first": window}})
+        found = {row["_id"]: from_bson(row["first"]) for row in self.view.aggregate(query, group)}
+        for doc in pending:
+            when = from_bson(doc["changed_at"])
+            if doc["contact_id"] not in found or when < found[doc["contact_id"]]:
+                found[doc["contact_id"]] = when
+        low, high = window.get("$gte"), window.get("$lt")
+        out = sorted(
+            (from_bson(k), v) for k, v in found.items() if (low is None or v >= low) and (high is None or v < high)
+        )
+        return (StageReachedRecord(contact_id=cid, reached_at=at) for cid, at in out)
 
 
 class MongoAppointments(_Repository):
