@@ -21,15 +21,16 @@ so ``--reuse`` skips the load next time.
 
 * **carecrm**, per model (``first_touch``, ``last_touch``, ``last_non_direct``, ``linear``):
   ``app.attribute(model=M, by="channel_group")`` end to end: the touches streamed in
-  keyset pages by ``iter_touches``, merge-joined with the stage history, windows, model,
-  weight check, credit by channel group;
+  keyset pages by ``iter_touches``, merge-joined with the conversions of
+  ``first_reached``, windows, model, weight check, credit by channel group;
 * **raw read** (the storage limit): stdlib ``sqlite3`` running the same two ordered
-  queries (the nine columns of a touch, the stage changes) and fetching every row in
-  chunks of 5,000, with nothing done to the rows;
+  queries (the nine columns of a touch; each contact's first entry into booked_patient or
+  later, grouped) in one pass each, without keyset pages, fetching every row in chunks of
+  5,000 with nothing done to the rows;
 * **hand-written first touch**: the same two ``sqlite3`` streams merge-joined in plain
   Python (plain tuples; the touchpoint JSON is never decoded, ids and times stay text)
-  crediting first touches by channel group: what a lean single-purpose script costs.  Its credits must
-  equal carecrm's ``first_touch`` credits (checked).
+  crediting first touches by channel group: what a lean single-purpose script costs.
+  Its credits must equal carecrm's ``first_touch`` credits (checked).
 
 Printed: journeys/s (median [min-max] of the runs) per model, the raw read and the
 hand-written script, the ratios carecrm/raw read and carecrm/hand-written, and the peak
@@ -204,7 +205,8 @@ def load(folder: Path, journeys: int, seed: int) -> tuple[float, int, int]:
 
 
 def _queries() -> tuple[str, list[Any], str]:
-    """The two ordered queries carecrm's storage runs (without keyset paging), as sqlite3 text."""
+    """The two ordered queries carecrm's storage runs (without keyset paging), as sqlite3
+    text: the touches, and each contact's first entry into booked_patient or later."""
     from carecrm.core.attribution import CALL_KINDS, TOUCH_KINDS
 
     kinds = sorted(TOUCH_KINDS)
@@ -216,8 +218,9 @@ def _queries() -> tuple[str, list[Any], str]:
         "ORDER BY contact_id, occurred_at, id"
     )
     stages = (
-        "SELECT id, contact_id, pipeline, from_stage, to_stage, changed_at, actor, reason, implied_by "
-        "FROM stage_changes WHERE pipeline = 'default' ORDER BY contact_id, changed_at, id"
+        "SELECT contact_id, min(changed_at) FROM stage_changes "
+        "WHERE to_stage IN ('booked_patient', 'returning_patient') AND pipeline = 'default' "
+        "GROUP BY contact_id ORDER BY contact_id"
     )
     return touches, [*kinds, *calls], stages
 
@@ -246,18 +249,11 @@ def hand_first_touch(con: sqlite3.Connection, lookback_days: int = 365) -> tuple
     from carecrm.core.attribution import KIND_GROUPS
 
     touches_sql, params, stages_sql = _queries()
-    qualifying = {"booked_patient", "returning_patient"}
-    stage_rows = _rows(con.execute(stages_sql))
     touch_rows = _rows(con.execute(touches_sql, params))
     credit: dict[str, float] = {}
     n = 0
     pending = next(touch_rows, None)
-    last_done = None
-    for row in stage_rows:
-        cid, to_stage, changed = row[1], row[4], row[5]
-        if cid == last_done or to_stage not in qualifying:
-            continue
-        last_done = cid
+    for cid, changed in _rows(con.execute(stages_sql)):
         n += 1
         conv = datetime.fromisoformat(changed)
         low = (conv - timedelta(days=lookback_days)).isoformat(sep=" ", timespec="microseconds")

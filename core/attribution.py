@@ -31,9 +31,9 @@ else → ``direct``.  A missing source or campaign is credited to :data:`NOT_SET
 * ``lead``: the contact's first inquiry (as above);
 * ``consult_scheduled``, ``consult_attended``, ``booked_patient``, ``returning_patient``:
   the first stage change (stage history of the practice's pipeline) *into that stage or
-  any later main stage*, so a contact moved straight from ``new_lead`` to
-  ``booked_patient`` converts for ``consult_scheduled`` and ``consult_attended`` too, at
-  that move;
+  any later main stage* (:meth:`~carecrm.core.storage.StageRepository.first_reached`), so
+  a contact moved straight from ``new_lead`` to ``booked_patient`` converts for
+  ``consult_scheduled`` and ``consult_attended`` too, at that move;
 * ``revenue``: the contact's first ``payment.received``.
 
 The touches of a conversion at time *T* are the contact's touches with
@@ -54,7 +54,7 @@ import attrs
 
 from carecrm.core.errors import PluginError, UnknownComponentError
 from carecrm.core.pipeline import PipelineConfig
-from carecrm.core.records import StageChangeRecord, TouchRecord
+from carecrm.core.records import TouchRecord
 from carecrm.core.storage import UnitOfWork
 from carecrm.core.vocab import CONVERSION_STEPS, INBOUND_KINDS
 
@@ -263,18 +263,6 @@ def _by_contact(records: Iterable[TouchRecord]) -> Iterator[tuple[uuid.UUID, lis
         yield cid, list(group)
 
 
-def _first_conversions(
-    changes: Iterable[StageChangeRecord], qualifying: frozenset[str]
-) -> Iterator[tuple[uuid.UUID, datetime]]:
-    """(contact, time) of each contact's first change into a qualifying stage, in the
-    stream's contact order (the stream is ordered by (contact_id, changed_at, id))."""
-    done: uuid.UUID | None = None
-    for change in changes:
-        if change.contact_id != done and change.to_stage in qualifying:
-            done = change.contact_id
-            yield change.contact_id, change.changed_at
-
-
 def iter_journeys(
     uow: UnitOfWork,
     *,
@@ -288,8 +276,9 @@ def iter_journeys(
     in contact-id order, holding one contact's rows at a time.
 
     Touches come from :meth:`InteractionRepository.iter_touches`; for the stage steps the
-    conversions come from :meth:`StageRepository.iter_all` and the two streams (both in
-    contact-id order) are merge-joined.
+    conversions come from :meth:`StageRepository.first_reached` (the database finds each
+    contact's first entry and applies [since, until)) and the two streams, both in
+    contact-id order, are merge-joined.
 
     :param step: a step of :func:`conversion_steps` (checked by the caller).
     :param lookback: the window before each conversion.
@@ -302,9 +291,8 @@ def iter_journeys(
             yield from _event_journey(cid, records, step, lookback, since, until)
         return
 
-    start = pipeline.stages.index(step)
-    qualifying = frozenset(pipeline.stages[start:])
-    conversions = _first_conversions(uow.stages.iter_all(pipeline=pipeline.name), qualifying)
+    qualifying = pipeline.stages[pipeline.stages.index(step) :]
+    conversions = uow.stages.first_reached(qualifying, pipeline=pipeline.name, reached_from=since, reached_before=until)
     rows = uow.interactions.iter_touches(
         touch_kinds,
         skip_outbound=sorted(CALL_KINDS),
@@ -312,9 +300,8 @@ def iter_journeys(
         occurred_before=until,
     )
     pending: TouchRecord | None = next(rows, None)
-    for cid, converted_at in conversions:
-        if (since is not None and converted_at < since) or (until is not None and converted_at >= until):
-            continue
+    for conversion in conversions:
+        cid, converted_at = conversion.contact_id, conversion.reached_at
         while pending is not None and pending.contact_id < cid:
             pending = next(rows, None)
         low = converted_at - lookback

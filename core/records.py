@@ -160,6 +160,15 @@ class TouchRecord:
 
 
 @attrs.frozen(kw_only=True)
+class StageReachedRecord:
+    """When a contact first entered one of a set of stages: the earliest ``changed_at`` of
+    its stage changes into them (a query result, not a stored row)."""
+
+    contact_id: uuid.UUID
+    reached_at: datetime
+
+
+@attrs.frozen(kw_only=True)
 class StageChangeRecord:
     """One lifecycle-stage change: who moved the contact, when, why, and (for an
     implied move) which interaction implied it."""

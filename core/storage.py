@@ -43,6 +43,7 @@ from carecrm.core.records import (
     ScoreRecord,
     SegmentRecord,
     StageChangeRecord,
+    StageReachedRecord,
     TaskRecord,
     TouchRecord,
 )
@@ -286,6 +287,30 @@ class StageRepository(Protocol):
 
     def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
         """Every stage change ordered by (contact_id, changed_at), streamed."""
+
+    def first_reached(
+        self,
+        stages: Sequence[str],
+        *,
+        pipeline: str | None = None,
+        reached_from: datetime | None = None,
+        reached_before: datetime | None = None,
+    ) -> Iterator[StageReachedRecord]:
+        """For each contact, its first change into any of ``stages`` (the earliest
+        ``changed_at`` of its changes whose ``to_stage`` is one of them), ordered by
+        contact_id, streamed: the conversions of marketing attribution.
+
+        The database groups and filters (one grouped query per page, never a filter in
+        Python); other statements may run in the same unit of work between two rows.
+
+        :param stages: the stages that count; ``[]`` yields nothing.
+        :param pipeline: only changes of this pipeline.
+        :param reached_from: leave out contacts whose first entry is before this time.
+        :param reached_before: leave out contacts whose first entry is at or after this
+            time (the window applies to the *first* entry: a later re-entry inside it does
+            not count).
+        :raises ValueError: if a bound is a naive datetime.
+        """
 
     def count(self) -> int:
         """Number of stored stage changes."""

@@ -1361,6 +1361,52 @@ class StorageBackendContract:
         assert got == [r.id for r in expected]
         assert seen_stages == len(changes)
 
+    def test_first_reached_groups_filters_and_pages(self, backend: StorageBackend) -> None:
+        """first_reached() gives each contact's earliest change into any of the stages, in
+        contact-id order, by pipeline; the window applies to that first entry only."""
+        a, b, c, d = sorted(new_id() for _ in range(4))
+        booked = ["booked_patient", "returning_patient"]
+        changes = [
+            stage_change_record(a, to_stage="new_lead", changed_at=at(0)),
+            stage_change_record(a, to_stage="returning_patient", changed_at=at(9)),
+            stage_change_record(a, to_stage="booked_patient", changed_at=at(5)),
+            stage_change_record(b, to_stage="booked_patient", changed_at=at(3)),
+            stage_change_record(b, to_stage="booked_patient", changed_at=at(20)),  # re-entry
+            stage_change_record(c, to_stage="contacted", changed_at=at(1)),
+            stage_change_record(d, to_stage="booked_patient", changed_at=at(7), pipeline="implants"),
+        ]
+        self.store(backend, lambda uow: uow.stages.add_many(changes))
+
+        def reached(**kwargs: Any) -> list[tuple[uuid.UUID, datetime]]:
+            return self.read(
+                backend, lambda uow: [(r.contact_id, r.reached_at) for r in uow.stages.first_reached(booked, **kwargs)]
+            )
+
+        assert reached() == [(a, at(5)), (b, at(3)), (d, at(7))]
+        assert reached(pipeline="default") == [(a, at(5)), (b, at(3))]
+        assert reached(pipeline="implants") == [(d, at(7))]
+        assert reached(reached_from=at(5)) == [(a, at(5)), (d, at(7))], "b's re-entry at 20 does not count"
+        assert reached(reached_before=at(5)) == [(b, at(3))], "the upper bound is excluded"
+        assert reached(reached_from=at(4), reached_before=at(7), pipeline="default") == [(a, at(5))]
+        assert self.read(backend, lambda uow: list(uow.stages.first_reached([]))) == []
+        with backend.unit_of_work() as uow, pytest.raises(ValueError):
+            list(uow.stages.first_reached(booked, reached_from=datetime(2024, 3, 1)))
+
+    def test_first_reached_streams_thousands_of_contacts(self, backend: StorageBackend) -> None:
+        """Every contact comes back once, in id order, while other statements run between rows."""
+        ids = sorted(new_id() for _ in range(6000))
+        changes = [
+            stage_change_record(cid, to_stage="booked_patient", changed_at=at(i % 50)) for i, cid in enumerate(ids)
+        ]
+        self.store(backend, lambda uow: uow.stages.add_many(changes))
+        got = []
+        with backend.unit_of_work() as uow:
+            for n, record in enumerate(uow.stages.first_reached(["booked_patient"])):
+                got.append(record.contact_id)
+                if n % 2500 == 0:
+                    uow.stages.history(record.contact_id)
+        assert got == ids
+
     # ------------------------------------------------------------------ identities
 
     def test_blind_indexes_are_not_unique_across_contacts(self, backend: StorageBackend) -> None:

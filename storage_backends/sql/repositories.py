@@ -53,6 +53,7 @@ from carecrm.core.records import (
     ScoreRecord,
     SegmentRecord,
     StageChangeRecord,
+    StageReachedRecord,
     TaskRecord,
     TouchRecord,
 )
@@ -68,8 +69,9 @@ if TYPE_CHECKING:
 CHUNK = 500
 #: Rows per query of a streamed iterator.
 PAGE = 1000
-#: Rows per query of :meth:`SqlInteractions.iter_touches` (attribution reads every journey:
-#: larger pages halve the queries; a page of touches is about 2 MiB).
+#: Rows per query of :meth:`SqlInteractions.iter_touches` and :meth:`SqlStages.first_reached`
+#: (attribution reads every journey: larger pages halve the queries; a page of touches is
+#: about 2 MiB).
 TOUCH_PAGE = 5000
 #: The columns of a :class:`TouchRecord`, in the order it is built from.
 _TOUCH_COLUMNS = (
@@ -958,6 +960,59 @@ class SqlStages(_Repository):
             if len(page) < PAGE:
                 return
             last = page[-1]
+
+    def first_reached(
+        self,
+        stages: Sequence[str],
+        *,
+        pipeline: str | None = None,
+        reached_from: datetime | None = None,
+        reached_before: datetime | None = None,
+    ) -> Iterator[StageReachedRecord]:
+        """``SELECT contact_id, min(changed_at) ... WHERE to_stage IN (...) GROUP BY contact_id
+        HAVING <window> ORDER BY contact_id``, :data:`TOUCH_PAGE` contacts per query (keyset
+        on contact_id, read along the (contact_id, changed_at, id) index).
+
+        :raises ValueError: on a naive bound.
+        """
+        t = self.table
+        if not stages:
+            return
+        params: dict[str, Any] = {"p_stages": list(stages), "p_limit": TOUCH_PAGE}
+        if pipeline is not None:
+            params["p_pipeline"] = pipeline
+        if reached_from is not None:
+            params["p_from"] = utc(reached_from, "reached_from")
+        if reached_before is not None:
+            params["p_to"] = utc(reached_before, "reached_before")
+
+        def build(paged: bool) -> sa.Select[Any]:
+            first = sa.func.min(t.c.changed_at)
+            statement = sa.select(t.c.contact_id, first).where(
+                t.c.to_stage.in_(sa.bindparam("p_stages", expanding=True))
+            )
+            if pipeline is not None:
+                statement = statement.where(t.c.pipeline == sa.bindparam("p_pipeline"))
+            if paged:
+                statement = statement.where(t.c.contact_id > sa.bindparam("p_cid", type_=t.c.contact_id.type))
+            statement = statement.group_by(t.c.contact_id)
+            if reached_from is not None:
+                statement = statement.having(first >= sa.bindparam("p_from", type_=t.c.changed_at.type))
+            if reached_before is not None:
+                statement = statement.having(first < sa.bindparam("p_to", type_=t.c.changed_at.type))
+            limit = sa.bindparam("p_limit", type_=sa.Integer())
+            return statement.order_by(t.c.contact_id).limit(limit)
+
+        shape = (pipeline is not None, reached_from is not None, reached_before is not None)
+        statement = self._statement(("first_reached", *shape, False), lambda: build(False))
+        paged = self._statement(("first_reached", *shape, True), lambda: build(True))
+        while True:
+            rows = self._execute(statement, params).fetchall()
+            yield from [StageReachedRecord(contact_id=r[0], reached_at=r[1]) for r in rows]
+            if len(rows) < TOUCH_PAGE:
+                return
+            params["p_cid"] = rows[-1][0]
+            statement = paged
 
     def count(self) -> int:
         """Number of stored stage changes."""
