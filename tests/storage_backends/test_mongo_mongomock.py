@@ -32,7 +32,7 @@ from carecrm.core.testing.storage import (
     interaction_record,
     score_record,
 )
-from carecrm.storage_backends.mongo.backend import APPLY_ORDER, MongoBackend, MongoUnitOfWork, forget_mock
+from carecrm.storage_backends.mongo.backend import APPLY_ORDER, MongoBackend, MongoUnitOfWork, forget_mock, mock_client
 from carecrm.storage_backends.mongo.errors import translate
 from carecrm.storage_backends.mongo.repositories import CODECS, compile_criteria
 
@@ -59,6 +59,89 @@ class TestMongomockContract(StorageBackendContract):
     @pytest.fixture
     def reopen_backend(self, mock_url: str) -> Callable[[], StorageBackend]:
         return lambda: MongoBackend(mock_url)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, Binary) and value.subtype == 4:
+        return value.as_uuid(UuidRepresentation.STANDARD)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class _DecodingCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def sort(self, *args: Any, **kwargs: Any) -> _DecodingCursor:
+        self._cursor = self._cursor.sort(*args, **kwargs)
+        return self
+
+    def limit(self, n: int) -> _DecodingCursor:
+        self._cursor = self._cursor.limit(n)
+        return self
+
+    def batch_size(self, n: int) -> _DecodingCursor:
+        self._cursor = self._cursor.batch_size(n)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return (_decode(d) for d in self._cursor)
+
+
+class _DecodingCollection:
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        return _decode(self._collection.find_one(*args, **kwargs))
+
+    def find(self, *args: Any, **kwargs: Any) -> _DecodingCursor:
+        return _DecodingCursor(self._collection.find(*args, **kwargs))
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter([_decode(d) for d in self._collection.aggregate(*args, **kwargs)])
+
+
+class _DecodingDatabase:
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+    def __getitem__(self, name: str) -> _DecodingCollection:
+        return _DecodingCollection(self._database[name])
+
+
+class PymongoDecodingClient:
+    """mongomock, but handing back binary subtype 4 as :class:`uuid.UUID` the way pymongo
+    with ``uuidRepresentation="standard"`` does (mongomock returns what was stored)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __getitem__(self, name: str) -> _DecodingDatabase:
+        return _DecodingDatabase(self._client[name])
+
+
+class TestPymongoDecodingContract(StorageBackendContract):
+    """The conformance suite again, with UUIDs decoded as a real pymongo client decodes them."""
+
+    @pytest.fixture
+    def backend(self, mock_url: str) -> Iterator[StorageBackend]:
+        backend = MongoBackend(mock_url, client=PymongoDecodingClient(mock_client(mock_url.split("://")[1])))
+        backend.create_schema()
+        yield backend
+        backend.close()
 
 
 # --------------------------------------------------------------------------- registration, URLs, options
