@@ -1378,9 +1378,8 @@ class StorageBackendContract:
         self.store(backend, lambda uow: uow.stages.add_many(changes))
 
         def reached(**kwargs: Any) -> list[tuple[uuid.UUID, datetime]]:
-            return self.read(
-                backend, lambda uow: [(r.contact_id, r.reached_at) for r in uow.stages.first_reached(booked, **kwargs)]
-            )
+            with backend.unit_of_work() as uow:
+                return [(r.contact_id, r.reached_at) for r in uow.stages.first_reached(booked, **kwargs)]
 
         assert reached() == [(a, at(5)), (b, at(3)), (d, at(7))]
         assert reached(pipeline="default") == [(a, at(5)), (b, at(3))]
