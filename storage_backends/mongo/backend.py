@@ -172,7 +172,9 @@ def mock_client(name: str) -> Any:
                 raise ConfigError(
                     'mongomock:// URLs are for tests and need mongomock: pip install "carecrm[test]"'
                 ) from None
-            client = _MOCK_CLIENTS[name] = mongomock.MongoClient(tz_aware=True, tzinfo=UTC)
+            client = _MOCK_CLIENTS[name] = mongomock.MongoClient(
+                tz_aware=True, tzinfo=UTC, uuidRepresentation="standard"
+            )
         return client
 
 

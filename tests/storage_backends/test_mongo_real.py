@@ -5,8 +5,8 @@ Runs when ``CARECRM_TEST_MONGODB_URI`` names a server (``mongodb://127.0.0.1:270
 standalone ``mongod``; a one-node replica set, ``mongod --replSet rs0`` then
 ``rs.initiate()``, adds the transaction tests).  Each test gets its own database
 ``carecrm_test_<random>``, dropped afterwards; the user needs readWrite and createIndex on
-those names.  Without the variable the whole module is skipped with that reason (the
-summary counts it), and every test here is marked ``real_mongo``.
+those names.  Without the variable each test is skipped with that reason (``pytest -rs``
+prints the count), and every test here is marked ``real_mongo``.
 """
 
 from __future__ import annotations
@@ -21,23 +21,23 @@ import pytest
 from carecrm.core.errors import DuplicateError
 from carecrm.core.storage import StorageBackend
 from carecrm.core.testing.storage import StorageBackendContract, contact_record, identity_record, interaction_record
+from carecrm.storage_backends.mongo.backend import MongoBackend, MongoUnitOfWork
 
 URI = os.environ.get("CARECRM_TEST_MONGODB_URI", "")
-if not URI:
-    pytest.skip(
-        "CARECRM_TEST_MONGODB_URI is not set: the MongoDB backend's tests against a real server "
-        "(conformance suite, transactions, server errors) did not run",
-        allow_module_level=True,
-    )
-
-from carecrm.storage_backends.mongo.backend import MongoBackend, MongoUnitOfWork  # noqa: E402
+#: Why every test here is skipped without a server (pytest -rs counts them under it).
+NO_SERVER = (
+    "real_mongo: CARECRM_TEST_MONGODB_URI is not set, so this test against a real MongoDB server "
+    "did not run (mongomock has no sessions or transactions)"
+)
 
 pytestmark = pytest.mark.real_mongo
 
 
 @pytest.fixture
 def database_name() -> Iterator[str]:
-    """A private database for one test, dropped afterwards."""
+    """A private database for one test, dropped afterwards; skips without a server."""
+    if not URI:
+        pytest.skip(NO_SERVER)
     name = f"carecrm_test_{uuid.uuid4().hex[:12]}"
     yield name
     cleanup = MongoBackend(URI, database=name)
