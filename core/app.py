@@ -40,6 +40,7 @@ from carecrm.core.ids import new_id
 from carecrm.core.ingest import Ingestor, IngestReport, Quarantined, is_reason_code
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.matching import MatchCandidate, MatchResult
+from carecrm.core.migrate_api import MigrationMixin
 from carecrm.core.models import (
     Actor,
     Contact,
@@ -121,7 +122,7 @@ class InboxItem:
     attempts: int
 
 
-class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin):
+class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
     """The app object.
 
     :param settings: the practice's settings (``load_settings()``).

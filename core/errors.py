@@ -108,3 +108,9 @@ class BackendUnavailable(StorageError):
 class SchemaVersionError(StorageError):
     """The database was written by another schema version (newer: upgrade carecrm;
     older: run ``carecrm storage upgrade``).  Never silently misread."""
+
+
+class MigrationError(StorageError):
+    """A whole-database copy (``carecrm storage migrate-to``) was refused or failed: the
+    target was not empty, a count differed after copying, or the keys do not open the copy.
+    The message names the record kinds and counts, never a value."""

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from carecrm.core.criteria import Criteria
+from carecrm.core.errors import UnknownComponentError
 from carecrm.core.records import (
     AppointmentRecord,
     AuditRecord,
@@ -50,6 +51,41 @@ from carecrm.core.records import (
 
 #: Cursor for timeline keyset pagination: (occurred_at, id) of the last row seen.
 TimelineCursor = tuple[datetime, uuid.UUID]
+
+#: Every kind of stored record, in the order a whole-database copy moves them
+#: (:meth:`UnitOfWork.export_records`, :meth:`UnitOfWork.import_records`; ``carecrm storage
+#: migrate-to``).  ``meta`` rows are ``(key, value)`` string pairs; every other kind is
+#: the record class of :mod:`carecrm.core.records` its repository stores (``stage_changes``:
+#: :class:`StageChangeRecord`, ``audit_log``: :class:`AuditRecord` ...).
+RECORD_KINDS: tuple[str, ...] = (
+    "contacts",
+    "identities",
+    "interactions",
+    "stage_changes",
+    "appointments",
+    "consents",
+    "notes",
+    "tasks",
+    "scores",
+    "reviews",
+    "segments",
+    "inbox",
+    "merges",
+    "audit_log",
+    "meta",
+)
+
+
+def check_record_kind(kind: str) -> str:
+    """``kind`` if it is one of :data:`RECORD_KINDS` (backends call this first in
+    ``export_records``, ``import_records`` and ``count_records``).
+
+    :raises UnknownComponentError: otherwise, listing the known kinds.
+    """
+    if kind not in RECORD_KINDS:
+        raise UnknownComponentError("record kind", kind, RECORD_KINDS)
+    return kind
+
 
 #: The schema version this release of carecrm reads and writes.  A database with a
 #: higher number is refused (SchemaVersionError); a lower one must be upgraded first.
@@ -594,6 +630,36 @@ class UnitOfWork(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+    def export_records(self, kind: str) -> Iterator[Any]:
+        """Every stored record of ``kind`` (one of :data:`RECORD_KINDS`) exactly as stored
+        (ciphertext, blind indexes and clear fields; nothing is decrypted), in a stable
+        order (by primary key: ``id``, ``seq`` for ``audit_log``, ``name`` for
+        ``segments``, ``(contact_id, model)`` for ``scores``, ``key`` for ``meta``),
+        streamed a page at a time so any number of records can be read.  ``meta`` rows
+        come as ``(key, value)`` pairs of strings.
+
+        :raises UnknownComponentError: if ``kind`` is not one of :data:`RECORD_KINDS`
+            (the message lists them).
+        """
+
+    def import_records(self, kind: str, records: Sequence[Any]) -> int:
+        """Store ``records`` of ``kind`` (as :meth:`export_records` yields them) unchanged,
+        in as few statements as the database allows: whole-database copies into an
+        empty database (``carecrm storage migrate-to``).  ``meta`` pairs replace a key's
+        value; every other record is inserted.
+
+        :returns: how many records were given.
+        :raises UnknownComponentError: if ``kind`` is unknown (the known ones listed).
+        :raises ValueError: if a datetime is naive.
+        :raises DuplicateError: if a record's key is already stored (the target was not empty).
+        """
+
+    def count_records(self, kind: str) -> int:
+        """How many records of ``kind`` are stored (one counting query).
+
+        :raises UnknownComponentError: if ``kind`` is not one of :data:`RECORD_KINDS`.
+        """
 
     def commit(self) -> None:
         """Make everything done in this unit durable."""

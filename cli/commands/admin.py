@@ -61,7 +61,7 @@ def plugins(as_json: bool) -> None:
 
 @click.group()
 def storage() -> None:
-    """The database: check it, upgrade its schema."""
+    """The database: check it, upgrade its schema, move it to another backend."""
 
 
 @storage.command("check")
@@ -97,6 +97,35 @@ def storage_upgrade() -> None:
         return
     for step in steps:
         click.echo(f"applied: {step}")
+
+
+@storage.command("migrate-to")
+@click.argument("url", metavar="URL")
+@json_option
+def storage_migrate_to(url: str, as_json: bool) -> None:
+    """Copy the whole database to the EMPTY storage at URL (another backend: SQLite to
+    PostgreSQL, SQL to MongoDB and back), as stored: nothing is decrypted, the same key
+    file opens the copy, and the audit log still verifies there.  Then compare the
+    counts of every kind of record.  Stop ingest workers and other writers first; then
+    point [storage] url (or CARECRM_STORAGE_URL) at URL.
+
+    A target that already holds records is refused (exit status 2) and nothing is copied.
+    """
+    the_app = state().app
+
+    def progress(kind: str, copied: int) -> None:
+        if not as_json:
+            click.echo(f"{kind}: {copied} copied", err=True)
+
+    counts = the_app.migrate_to(url, progress=progress)
+    if as_json:
+        echo_json({"ok": True, "counts": {k: {"source": s, "target": t} for k, (s, t) in counts.items()}})
+        return
+    t = table("kind", "source", "copy", title="Copied and verified")
+    for kind, (source_count, target_count) in counts.items():
+        add_row(t, kind, source_count, target_count)
+    print_table(t)
+    click.echo("every count matches; the keys open the copy")
 
 
 # --------------------------------------------------------------------------- audit

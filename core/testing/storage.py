@@ -64,7 +64,7 @@ from carecrm.core.criteria import (
     all_of,
     any_of,
 )
-from carecrm.core.errors import ConflictError, DuplicateError, NotFound, SchemaVersionError
+from carecrm.core.errors import ConflictError, DuplicateError, NotFound, SchemaVersionError, UnknownComponentError
 from carecrm.core.ids import new_id
 from carecrm.core.records import (
     ERASED,
@@ -85,7 +85,7 @@ from carecrm.core.records import (
     TaskRecord,
     TouchRecord,
 )
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, UnitOfWork
+from carecrm.core.storage import RECORD_KINDS, SCHEMA_VERSION, StorageBackend, UnitOfWork
 
 #: A base time with milliseconds, so every round trip proves millisecond precision.
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
@@ -560,6 +560,12 @@ class StorageBackendContract:
     def reopen_backend(self, backend: StorageBackend) -> Callable[[], StorageBackend]:
         """A callable opening a new backend on ``backend``'s database.  Optional to override."""
         pytest.skip("no reopen_backend fixture: the open-time schema check is not tested")
+
+    @pytest.fixture
+    def second_backend(self) -> StorageBackend:
+        """A second fresh, empty, schema-created backend of the same kind on another
+        database, closed afterwards.  Optional to override."""
+        pytest.skip("no second_backend fixture: whole-database copies into a second backend are not tested")
 
     # ------------------------------------------------------------------ helpers
 
@@ -1959,3 +1965,91 @@ class StorageBackendContract:
                 uow.audit.append(audit_record(7))
             for name in ("update", "delete", "put", "remove"):
                 assert not hasattr(uow.audit, name), f"the audit log is append-only but has {name}()"
+
+    # ------------------------------------------------------------------ whole-database copies
+
+    #: Contacts stored by :meth:`_fill_every_kind`; with two models each, the scores
+    #: (composite key) span more than one page of 1000.
+    COPY_CONTACTS = 501
+
+    def _fill_every_kind(self, backend: StorageBackend) -> None:
+        """Store records of every kind of RECORD_KINDS (contacts and scores past one page)."""
+        contacts = [contact_record() for _ in range(self.COPY_CONTACTS)]
+        a, b = contacts[0].id, contacts[1].id
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.contacts.add_many(contacts)
+            uow.identities.add(identity_record(a))
+            uow.interactions.add_many([interaction_record(a), interaction_record(b)])
+            uow.stages.add(stage_change_record(a))
+            uow.appointments.put(appointment_record(a))
+            uow.consents.add(consent_record(contact_id=a))
+            uow.notes.add(note_record(a))
+            uow.tasks.add(task_record(a))
+            uow.scores.put_many([score_record(c.id, model=m) for c in contacts for m in ("rules", "live")])
+            uow.reviews.add(review_record(a, b))
+            uow.segments.put(segment_record())
+            uow.inbox.add(inbox_record())
+            uow.merges.add(merge_record(a, b))
+            for seq in (1, 2, 3):
+                uow.audit.append(audit_record(seq))
+            uow.meta.set("key_check", "check-value")
+
+        self.store(backend, fill)
+
+    def test_export_records_streams_every_kind_in_key_order(self, backend: StorageBackend) -> None:
+        """export_records(kind) yields every stored record of each kind as stored, by key,
+        as many as count_records(kind); meta as (key, value) pairs; an unknown kind is
+        refused listing the known ones."""
+        self._fill_every_kind(backend)
+        with backend.unit_of_work() as uow:
+            exported = {kind: list(uow.export_records(kind)) for kind in RECORD_KINDS}
+            counts = {kind: uow.count_records(kind) for kind in RECORD_KINDS}
+            with pytest.raises(UnknownComponentError, match="contacts"):
+                list(uow.export_records("patients"))
+            with pytest.raises(UnknownComponentError):
+                uow.count_records("patients")
+            with pytest.raises(UnknownComponentError):
+                uow.import_records("patients", [])
+            stored_contact = uow.contacts.get(exported["contacts"][0].id)
+        assert {kind: len(records) for kind, records in exported.items()} == counts
+        assert counts["contacts"] == self.COPY_CONTACTS and counts["scores"] == 2 * self.COPY_CONTACTS
+        assert all(counts[kind] >= 1 for kind in RECORD_KINDS)
+        ids = [c.id for c in exported["contacts"]]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        score_keys = [(s.contact_id, s.model) for s in exported["scores"]]
+        assert score_keys == sorted(score_keys) and len(set(score_keys)) == len(score_keys)
+        assert [e.seq for e in exported["audit_log"]] == [1, 2, 3]
+        assert_same_record(exported["contacts"][0], stored_contact)
+        meta = dict(exported["meta"])
+        assert meta["key_check"] == "check-value" and meta["schema_version"] == str(SCHEMA_VERSION)
+
+    def test_records_copy_into_a_second_backend_unchanged(
+        self, backend: StorageBackend, second_backend: StorageBackend
+    ) -> None:
+        """export_records → import_records (in batches, a commit each) into a fresh backend
+        of the same kind: every kind comes back equal, record for record, with equal
+        counts; importing a stored key again is a DuplicateError."""
+        self._fill_every_kind(backend)
+        with backend.unit_of_work() as src:
+            source = {kind: list(src.export_records(kind)) for kind in RECORD_KINDS}
+        with second_backend.unit_of_work() as dst:
+            for kind in RECORD_KINDS:
+                records = source[kind]
+                for start in range(0, max(len(records), 1), 400):
+                    assert dst.import_records(kind, records[start : start + 400]) == len(records[start : start + 400])
+                    dst.commit()
+        with second_backend.unit_of_work() as dst:
+            copied = {kind: list(dst.export_records(kind)) for kind in RECORD_KINDS}
+            counts = {kind: dst.count_records(kind) for kind in RECORD_KINDS}
+            with pytest.raises(DuplicateError):
+                dst.import_records("contacts", source["contacts"][:1])
+                dst.commit()
+        assert counts == {kind: len(records) for kind, records in source.items()}
+        for kind in RECORD_KINDS:
+            assert len(copied[kind]) == len(source[kind]), kind
+            if kind == "meta":
+                assert dict(copied[kind]) == dict(source[kind])
+                continue
+            for got, want in zip(copied[kind], source[kind], strict=True):
+                assert_same_record(got, want)

@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC
 from types import TracebackType
 from typing import Any
 
 from carecrm.core.errors import ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
-from carecrm.storage_backends.mongo import errors
+from carecrm.storage_backends.mongo import errors, repositories
 from carecrm.storage_backends.mongo.documents import View, chunks
 from carecrm.storage_backends.mongo.repositories import (
     UNIQUE,
@@ -606,6 +606,32 @@ class MongoUnitOfWork:
                     self._apply(view, None)
         finally:
             self.rollback()
+
+    def export_records(self, kind: str) -> Iterator[Any]:
+        """Every stored record of ``kind`` as stored, in ``_id`` order, streamed
+        (:func:`carecrm.storage_backends.mongo.repositories.export_records`).
+
+        :raises UnknownComponentError: if ``kind`` is not one of
+            :data:`carecrm.core.storage.RECORD_KINDS`.
+        """
+        return repositories.export_records(self, kind)
+
+    def import_records(self, kind: str, records: Sequence[Any]) -> int:
+        """Buffer records of ``kind`` unchanged for the next :meth:`commit` (``insert_many``);
+        returns how many were given
+        (:func:`carecrm.storage_backends.mongo.repositories.import_records`).
+
+        :raises UnknownComponentError: for an unknown kind.
+        :raises DuplicateError: if a key is already stored.
+        """
+        return repositories.import_records(self, kind, records)
+
+    def count_records(self, kind: str) -> int:
+        """How many records of ``kind`` are stored (one ``count_documents``).
+
+        :raises UnknownComponentError: for an unknown kind.
+        """
+        return repositories.count_records(self, kind)
 
     def _commit_in_transaction(self, views: list[View]) -> None:
         client = self.backend.client

@@ -23,7 +23,7 @@ so ``carecrm init`` and ``carecrm storage upgrade`` work on any database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -36,7 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from carecrm.core.errors import BackendUnavailable, ConfigError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
-from carecrm.storage_backends.sql import migrate
+from carecrm.storage_backends.sql import migrate, repositories
 from carecrm.storage_backends.sql.errors import translated
 from carecrm.storage_backends.sql.repositories import (
     SqlAppointments,
@@ -516,3 +516,28 @@ class SqlUnitOfWork:
         """Undo everything done in this unit since it began or last committed."""
         with translated("(rollback)", self.where):
             self.connection.rollback()
+
+    def export_records(self, kind: str) -> Iterator[Any]:
+        """Every stored record of ``kind`` as stored, in primary-key order, a page per
+        query (:func:`carecrm.storage_backends.sql.repositories.export_records`).
+
+        :raises UnknownComponentError: if ``kind`` is not one of
+            :data:`carecrm.core.storage.RECORD_KINDS`.
+        """
+        return repositories.export_records(self, kind)
+
+    def import_records(self, kind: str, records: Sequence[Any]) -> int:
+        """Store records of ``kind`` unchanged, one multi-row INSERT per chunk; returns
+        how many were given (:func:`carecrm.storage_backends.sql.repositories.import_records`).
+
+        :raises UnknownComponentError: for an unknown kind.
+        :raises DuplicateError: if a key is already stored.
+        """
+        return repositories.import_records(self, kind, records)
+
+    def count_records(self, kind: str) -> int:
+        """How many records of ``kind`` are stored (one ``count(*)``).
+
+        :raises UnknownComponentError: for an unknown kind.
+        """
+        return repositories.count_records(self, kind)

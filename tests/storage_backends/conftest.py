@@ -131,6 +131,18 @@ def mariadb_database() -> Iterator[ServerDatabase]:
     yield from _server_database("mariadb")
 
 
+@pytest.fixture(scope="session")
+def second_postgres_database() -> Iterator[ServerDatabase]:
+    """A second private PostgreSQL database (the target of whole-database copies)."""
+    yield from _server_database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def second_mariadb_database() -> Iterator[ServerDatabase]:
+    """A second private MariaDB database (the target of whole-database copies)."""
+    yield from _server_database("mariadb")
+
+
 @pytest.fixture
 def open_sql_backends() -> Iterator[Callable[[str], SqlBackend]]:
     """``open(url)`` → a SqlBackend closed at the end of the test."""

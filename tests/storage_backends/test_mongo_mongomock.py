@@ -60,6 +60,15 @@ class TestMongomockContract(StorageBackendContract):
     def reopen_backend(self, mock_url: str) -> Callable[[], StorageBackend]:
         return lambda: MongoBackend(mock_url)
 
+    @pytest.fixture
+    def second_backend(self) -> Iterator[StorageBackend]:
+        name = f"second-{uuid.uuid4().hex}"
+        second = MongoBackend(f"mongomock://{name}")
+        second.create_schema()
+        yield second
+        second.close()
+        forget_mock(name)
+
 
 def _decode(value: Any) -> Any:
     if isinstance(value, Binary) and value.subtype == 4:

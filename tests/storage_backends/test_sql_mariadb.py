@@ -56,6 +56,13 @@ class TestMariadbContract(StorageBackendContract):
     ) -> Callable[[], StorageBackend]:
         return lambda: open_sql_backends(_with_scheme(maria.url, self.scheme))
 
+    @pytest.fixture
+    def second_backend(self, second_mariadb_database: Any) -> Iterator[StorageBackend]:
+        second_mariadb_database.reset()
+        second = SqlBackend(_with_scheme(second_mariadb_database.url, self.scheme))
+        yield second
+        second.close()
+
 
 class TestMariadbDialectContract(TestMariadbContract):
     """The same suite through a ``mariadb://`` URL (SQLAlchemy's MariaDB dialect, whose native

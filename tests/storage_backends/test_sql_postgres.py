@@ -47,6 +47,13 @@ class TestPostgresContract(StorageBackendContract):
     def reopen_backend(self, pg: Any, open_sql_backends: Callable[[str], SqlBackend]) -> Callable[[], StorageBackend]:
         return lambda: open_sql_backends(pg.url)
 
+    @pytest.fixture
+    def second_backend(self, second_postgres_database: Any) -> Iterator[StorageBackend]:
+        second_postgres_database.reset()
+        second = SqlBackend(second_postgres_database.url)
+        yield second
+        second.close()
+
 
 def test_check_describes_postgres(pg: Any) -> None:
     backend = SqlBackend(pg.url)

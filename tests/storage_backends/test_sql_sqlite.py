@@ -54,6 +54,13 @@ class TestSqliteFileContract(StorageBackendContract):
         for b in opened:
             b.close()
 
+    @pytest.fixture
+    def second_backend(self, tmp_path: Path) -> Iterator[StorageBackend]:
+        second = open_backend(f"sqlite:///{tmp_path / 'second.db'}", {})
+        second.create_schema()
+        yield second
+        second.close()
+
 
 class TestSqliteMemoryContract(StorageBackendContract):
     """The conformance suite on an in-memory SQLite database (``sqlite://``)."""
@@ -64,6 +71,13 @@ class TestSqliteMemoryContract(StorageBackendContract):
         backend.create_schema()
         yield backend
         backend.close()
+
+    @pytest.fixture
+    def second_backend(self) -> Iterator[StorageBackend]:
+        second = open_backend("sqlite://", {})
+        second.create_schema()
+        yield second
+        second.close()
 
 
 # --------------------------------------------------------------------------- registration, URLs
