@@ -165,7 +165,7 @@ class SegmentsMixin:
         :raises CriteriaError: for a bad value (a ``ValueError``), naming the field.
         """
         if isinstance(spec, Node):
-            return cast(Criteria, spec)
+            return spec
         return self.segment_builder().build(spec, now=_now(now))
 
     def segment_count(self, spec: SpecOrCriteria, *, now: datetime | None = None) -> int:
@@ -242,7 +242,7 @@ class SegmentsMixin:
         name = _check_name(name)
         app = self._segments_app()
         if isinstance(spec, Node):
-            definition: dict[str, Any] = unstructure(cast(Criteria, spec))
+            definition: dict[str, Any] = unstructure(spec)
         else:
             builder = self.segment_builder()
             normalized = builder.normalize(spec)
