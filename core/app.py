@@ -162,6 +162,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self.segment_builders: Registry[Any] = Registry("segment builder")
         self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
+        self._classified: dict[Touchpoint, Touchpoint] = {}
         self._dispatching = False
         self._deferred: dict[str, Callable[[], None]] = {}
         self._build_registries()
@@ -456,10 +457,14 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         """Fill ``channel_group`` from the practice's rules when a connector did not set it."""
         if tp.channel_group is not None or tp.is_empty():
             return tp
-        from carecrm.core.channels import classify
+        cached = self._classified.get(tp)
+        if cached is None:
+            from carecrm.core.channels import classify
 
-        group = classify(tp, self.settings.raw.get("channel_groups"))
-        return attrs.evolve(tp, channel_group=group)
+            cached = attrs.evolve(tp, channel_group=classify(tp, self.settings.raw.get("channel_groups")))
+            if len(self._classified) < 4096:  # touchpoints repeat across a campaign's leads
+                self._classified[tp] = cached
+        return cached
 
     # ------------------------------------------------------------------ audit
 

@@ -90,6 +90,7 @@ class RecordMapper:
         self.keys = keys
         self._cache: OrderedDict[tuple[uuid.UUID, bytes], ContactKey] = OrderedDict()
         self._cache_size = cache_size
+        self._names: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ keys
 
@@ -130,6 +131,15 @@ class RecordMapper:
 
     def name_bidx(self, first: str | None, last: str | None) -> tuple[str | None, str | None]:
         """Blind indexes of the folded full name and family name (None when unknown)."""
+        cached = self._names.get((first, last))
+        if cached is not None:
+            return cached
+        if len(self._names) > 4096:
+            self._names.clear()
+        self._names[(first, last)] = result = self._name_bidx(first, last)
+        return result
+
+    def _name_bidx(self, first: str | None, last: str | None) -> tuple[str | None, str | None]:
         full = normalize_name(" ".join(p for p in (first, last) if p))
         fam = normalize_name(last)
         return (
