@@ -8,7 +8,7 @@ Usage (from the repository root)::
 
 **Load** (not measured; its time is reported): J contacts, each with 5 to 10 touches
 (forms, inbound calls, chats, texts, page views, ad and email clicks, referrals; a mix of
-paid search, paid social, organic, email, referral and direct touchpoints, about 7 in 100
+paid search, paid social, organic, email, referral and direct touchpoints, about 1 in 100
 older than the 365-day window), 2 non-touches (``email.sent``, ``email.opened``, which the
 query must skip), an outbound call back (skipped too), and two stage changes (created
 ``new_lead``, then ``booked_patient`` 0 to 300 days ago): one journey per contact at the
