@@ -58,6 +58,7 @@ from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.identity import IdentityError, is_low_confidence_name, normalize_phone
 from carecrm.core.models import InteractionDraft, LeadEvent, Practice, RawPayload, Touchpoint
+from carecrm.plugins.sources.urls import URL_PARAMETERS, url_parameters, without_query
 
 __all__ = ["CallRailConnector", "carecrm_register_sources"]
 
@@ -112,16 +113,6 @@ OTHER_DROPPED_FIELDS: tuple[str, ...] = ("ip", "kissmetrics_id")
 
 #: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
 #: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
-URL_PARAMETERS: dict[str, str] = {
-    "utm_source": "source",
-    "utm_medium": "medium",
-    "utm_campaign": "campaign",
-    "utm_term": "term",
-    "utm_content": "content",
-    "gclid": "gclid",
-    "fbclid": "fbclid",
-    "msclkid": "msclkid",
-}
 
 _OPTIONS: frozenset[str] = frozenset({"time_zone", "verify_signature"})
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
@@ -391,13 +382,13 @@ class CallRailConnector(SourceConnector):
             fields[field] = _text(call.get(param))
         landing = _text(call.get("landing_page_url"))
         if landing:
-            for field, value in _url_parameters(landing).items():
+            for field, value in url_parameters(landing).items():
                 if not fields.get(field):
                     fields[field] = value
-            fields["landing_page"] = _without_query(landing)
+            fields["landing_page"] = without_query(landing)
         referrer = _text(call.get("referring_url")) or _text(call.get("referrer")) or _text(call.get("referrer_domain"))
         if referrer:
-            fields["referrer"] = _without_query(referrer)
+            fields["referrer"] = without_query(referrer)
         if not fields.get("campaign"):
             fields["campaign"] = _text(call.get("campaign")) or tracked_campaign
         if not fields.get("term"):
@@ -464,31 +455,6 @@ def _e164(raw: str | None, region: str) -> str | None:
         return normalize_phone(raw, region)[0]
     except IdentityError:
         return None
-
-
-def _without_query(url: str) -> str:
-    """The URL without its query string and fragment (they may carry tokens or personal data)."""
-    if "?" not in url and "#" not in url:
-        return url
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _url_parameters(url: str) -> dict[str, str]:
-    """Touchpoint fields from a URL's UTM parameters and click ids (empty values skipped)."""
-    try:
-        query = urllib.parse.urlsplit(url).query
-    except ValueError:
-        return {}
-    out: dict[str, str] = {}
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=False):
-        field = URL_PARAMETERS.get(name.lower())
-        if field is not None and value.strip() and field not in out:
-            out[field] = value.strip()
-    return out
 
 
 def _canonical(record: Mapping[str, Any]) -> bytes:

@@ -60,6 +60,7 @@ from carecrm.core.models import (
 )
 from carecrm.core.timeutil import to_utc_ms
 from carecrm.core.vocab import CHANNELS, is_valid_kind_name
+from carecrm.plugins.sources.urls import URL_PARAMETERS
 
 __all__ = ["MappedConnector", "carecrm_register_sources"]
 
@@ -100,20 +101,6 @@ TOUCHPOINT_FIELDS: tuple[str, ...] = (
     "landing_page",
     "referrer",
 )
-
-#: Landing-page query parameters that fill touchpoint fields not mapped explicitly:
-#: Google Analytics' UTM parameters (https://support.google.com/analytics/answer/10917952)
-#: and the Google, Meta and Microsoft Ads click ids.
-URL_PARAMETERS: dict[str, str] = {
-    "utm_source": "source",
-    "utm_medium": "medium",
-    "utm_campaign": "campaign",
-    "utm_term": "term",
-    "utm_content": "content",
-    "gclid": "gclid",
-    "fbclid": "fbclid",
-    "msclkid": "msclkid",
-}
 
 #: Checkbox values read as "checked" (HTML checkboxes send ``on`` by default; form tools
 #: send ``true``/``yes``/``1`` or a JSON boolean).  Compared case-insensitively.

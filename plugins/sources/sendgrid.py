@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import re
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -70,6 +69,7 @@ from carecrm.core.connectors import SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, Practice, RawPayload, Touchpoint
+from carecrm.plugins.sources.urls import url_parameters, without_query
 
 __all__ = ["SendGridConnector", "carecrm_register_sources"]
 
@@ -268,16 +268,6 @@ _PERSON_WORDS: frozenset[str] = frozenset(
 
 #: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
 #: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
-URL_PARAMETERS: dict[str, str] = {
-    "utm_source": "source",
-    "utm_medium": "medium",
-    "utm_campaign": "campaign",
-    "utm_term": "term",
-    "utm_content": "content",
-    "gclid": "gclid",
-    "fbclid": "fbclid",
-    "msclkid": "msclkid",
-}
 
 _OPTIONS: frozenset[str] = frozenset({"max_age_seconds", "ignore_events", "keep_custom_args"})
 _EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
@@ -492,7 +482,7 @@ class SendGridConnector(SourceConnector):
         if event == "click":
             url = _text(element.get("url"))
             if url:
-                attributes["url"] = _without_query(url)
+                attributes["url"] = without_query(url)
         if event == "bounce":
             kind = (bounce_type or "bounce").lower()
             attributes["bounce_type"] = kind
@@ -565,8 +555,8 @@ class SendGridConnector(SourceConnector):
         if event == "click":
             url = _text(element.get("url"))
             if url:
-                fields.update(_url_parameters(url))
-                fields["landing_page"] = _without_query(url)
+                fields.update(url_parameters(url))
+                fields["landing_page"] = without_query(url)
         return Touchpoint(**{k: (v or None) for k, v in fields.items()})
 
     def _consents(
@@ -732,29 +722,6 @@ def _plain_value(value: Any) -> bool:
         text = value.strip()
         return len(text) <= _MAX_TEXT and not _EMAIL_IN_TEXT.search(text) and not _PHONE_VALUE.match(text)
     return False
-
-
-def _without_query(url: str) -> str:
-    """The URL without its query string and fragment (they may carry tokens or personal data)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _url_parameters(url: str) -> dict[str, str]:
-    """Touchpoint fields from a URL's UTM parameters and click ids (empty values skipped)."""
-    try:
-        query = urllib.parse.urlsplit(url).query
-    except ValueError:
-        return {}
-    out: dict[str, str] = {}
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=False):
-        field = URL_PARAMETERS.get(name.lower())
-        if field is not None and value.strip() and field not in out:
-            out[field] = value.strip()
-    return out
 
 
 def _canonical(record: Any) -> bytes:
