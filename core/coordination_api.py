@@ -35,9 +35,9 @@ from carecrm.core import events as ev
 from carecrm.core.business_hours import business_seconds_between
 from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.ids import new_id
+from carecrm.core.ingest import implied_move
 from carecrm.core.models import Contact, Interaction, Location, Task
-from carecrm.core.pipeline import implied_stage
-from carecrm.core.records import ACTIVE, ContactRecord, StageChangeRecord
+from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
 from carecrm.core.when import parse_when
@@ -550,52 +550,17 @@ class CoordinationMixin:
         return inter
 
     def _implied_move(self, uow: UnitOfWork, rec: ContactRecord, inter: Interaction, now: datetime) -> list[ev.Event]:
-        """Apply the stage a logged interaction implies, with the rules ingest follows:
-        only allowed forward moves, never over a person's later move."""
+        """Apply the stage a logged interaction implies, with the rules ingest follows
+        (:func:`carecrm.core.ingest.implied_move`)."""
         app = _app(self)
-        pipeline = app.settings.pipeline
-        completed = False
-        if rec.stage in ("booked_patient", "returning_patient") and inter.kind in (
-            "treatment.accepted",
-            "appointment.booked",
-        ):
-            completed = bool(uow.interactions.timeline(rec.id, kinds=["treatment.performed"], limit=1))
-        target = implied_stage(inter.kind, inter.attributes, had_completed_treatment=completed)
-        if target is None or target == rec.stage:
+        move = implied_move(app, uow, rec, inter, now)
+        if move is None:
             return []
-        if target not in pipeline.allowed_next(rec.stage) or not pipeline.is_forward(rec.stage, target):
-            return []
-        if (
-            rec.stage_changed_at is not None
-            and inter.occurred_at < rec.stage_changed_at
-            and rec.stage != pipeline.initial
-        ):
-            return []
-        uow.stages.add(
-            StageChangeRecord(
-                id=new_id(),
-                contact_id=rec.id,
-                pipeline=pipeline.name,
-                from_stage=rec.stage,
-                to_stage=target,
-                changed_at=inter.occurred_at,
-                actor=app.actor.name,
-                reason=f"implied by {inter.kind}",
-                implied_by=inter.id,
-            )
-        )
-        uow.contacts.update(attrs.evolve(rec, stage=target, stage_changed_at=inter.occurred_at, updated_at=now))
-        return [
-            ev.StageChanged(
-                at=now,
-                contact_id=rec.id,
-                pipeline=pipeline.name,
-                from_stage=rec.stage,
-                to_stage=target,
-                actor=app.actor.name,
-                implied_by=inter.id,
-            )
-        ]
+        change, event = move
+        uow.stages.add(change)
+        moved = attrs.evolve(rec, stage=change.to_stage, stage_changed_at=inter.occurred_at, updated_at=now)
+        uow.contacts.update(moved)
+        return [event]
 
     # ------------------------------------------------------------------ speed to lead
 

@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -648,51 +649,13 @@ class Ingestor:
         new_stage: list[StageChangeRecord],
         events: list[ev.Event],
     ) -> ContactRecord:
-        """Apply the stage an interaction implies, when allowed and forward, and never over
-        a person's later move (decisions.md: a person's own move always wins)."""
-        pipeline = self.app.settings.pipeline
-        completed = False
-        if rec.stage in ("booked_patient", "returning_patient") and (
-            inter.kind == "treatment.accepted"
-            or (inter.kind == "appointment.booked" and inter.attributes.get("appointment_type") == "treatment")
-        ):
-            completed = bool(uow.interactions.timeline(rec.id, kinds=["treatment.performed"], limit=1))
-        target = implied_stage(inter.kind, inter.attributes, had_completed_treatment=completed)
-        if target is None or target == rec.stage:
+        """Apply the stage an interaction implies (see :func:`implied_move`) to the batch."""
+        move = implied_move(self.app, uow, rec, inter, now)
+        if move is None:
             return rec
-        if target not in pipeline.allowed_next(rec.stage) or not pipeline.is_forward(rec.stage, target):
-            return rec
-        if (
-            rec.stage_changed_at is not None
-            and inter.occurred_at < rec.stage_changed_at
-            and rec.stage != pipeline.initial
-        ):
-            return rec
-        new_stage.append(
-            StageChangeRecord(
-                id=new_id(),
-                contact_id=rec.id,
-                pipeline=pipeline.name,
-                from_stage=rec.stage,
-                to_stage=target,
-                changed_at=inter.occurred_at,
-                actor=self.app.actor.name,
-                reason=f"implied by {inter.kind}",
-                implied_by=inter.id,
-            )
-        )
-        events.append(
-            ev.StageChanged(
-                at=now,
-                contact_id=rec.id,
-                pipeline=pipeline.name,
-                from_stage=rec.stage,
-                to_stage=target,
-                actor=self.app.actor.name,
-                implied_by=inter.id,
-            )
-        )
-        new_rec = attrs.evolve(rec, stage=target, stage_changed_at=inter.occurred_at, updated_at=now)
+        new_stage.append(move[0])
+        events.append(move[1])
+        new_rec = attrs.evolve(rec, stage=move[0].to_stage, stage_changed_at=inter.occurred_at, updated_at=now)
         return contacts.stage(new_rec)
 
     def _consent_point(self, kind: str, raw: str | None, p: _Prepared) -> str | None:
@@ -748,3 +711,50 @@ def service_interest_code(raw: str, service_lines: Sequence[str]) -> str | None:
 def is_reason_code(text: str) -> bool:
     """True for a short code such as ``too_expensive`` (kept in clear for reports)."""
     return bool(_CODE.match(text))
+
+
+def implied_move(
+    app: CareCRM, uow: Any, rec: ContactRecord, inter: Interaction, now: datetime
+) -> tuple[StageChangeRecord, ev.StageChanged] | None:
+    """The stage change an interaction implies for a contact, or None.
+
+    Rules (decisions.md, "Moves implied by interactions"): only a move the pipeline allows
+    and that goes forward, and never over a person's later move (a person's own move always
+    wins: an interaction older than the current stage's start does not move it).  Returns the
+    record to store and the live event to fire; the caller writes them.
+    """
+    pipeline = app.settings.pipeline
+    completed = False
+    if rec.stage in ("booked_patient", "returning_patient") and (
+        inter.kind == "treatment.accepted"
+        or (inter.kind == "appointment.booked" and inter.attributes.get("appointment_type") == "treatment")
+    ):
+        completed = bool(uow.interactions.timeline(rec.id, kinds=["treatment.performed"], limit=1))
+    target = implied_stage(inter.kind, inter.attributes, had_completed_treatment=completed)
+    if target is None or target == rec.stage:
+        return None
+    if target not in pipeline.allowed_next(rec.stage) or not pipeline.is_forward(rec.stage, target):
+        return None
+    if rec.stage_changed_at is not None and inter.occurred_at < rec.stage_changed_at and rec.stage != pipeline.initial:
+        return None
+    change = StageChangeRecord(
+        id=new_id(),
+        contact_id=rec.id,
+        pipeline=pipeline.name,
+        from_stage=rec.stage,
+        to_stage=target,
+        changed_at=inter.occurred_at,
+        actor=app.actor.name,
+        reason=f"implied by {inter.kind}",
+        implied_by=inter.id,
+    )
+    event = ev.StageChanged(
+        at=now,
+        contact_id=rec.id,
+        pipeline=pipeline.name,
+        from_stage=rec.stage,
+        to_stage=target,
+        actor=app.actor.name,
+        implied_by=inter.id,
+    )
+    return change, event
