@@ -18,7 +18,9 @@ import platform
 import sqlite3
 import statistics
 import subprocess
+import urllib.parse
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +162,19 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def build_app(
-    folder: Path, *, sources: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None, create: bool = True
+    folder: Path,
+    *,
+    sources: dict[str, Any] | None = None,
+    ingest: dict[str, Any] | None = None,
+    create: bool = True,
+    storage: str | None = None,
 ) -> Any:
     """A :class:`~carecrm.core.CareCRM` on ``folder/carecrm.db`` with keys in ``folder/carecrm.keys``,
     built the way ``tests/conftest.py`` does (no entry points, admin actor).
 
     :param create: create the schema (a brand-new database); False opens an existing one.
+    :param storage: a MongoDB URL (``mongodb://...`` or ``mongomock://NAME``) to store on
+        instead of ``folder/carecrm.db`` (the keys stay in ``folder``).
     """
     from carecrm.core import CareCRM, settings_from_dict
     from carecrm.core.crypto import KeyRing
@@ -175,7 +184,7 @@ def build_app(
     doc: dict[str, Any] = {
         "practice": PRACTICE,
         "keys": {"file": "carecrm.keys"},
-        "storage": {"url": f"sqlite:///{folder / 'carecrm.db'}"},
+        "storage": {"url": storage if is_mongo(storage) else f"sqlite:///{folder / 'carecrm.db'}"},
     }
     if sources:
         doc["sources"] = sources
@@ -220,3 +229,121 @@ def open_sqlite(path: Path) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     return con
+
+
+# --------------------------------------------------------------------------- storage (--storage URL)
+
+#: What a benchmark prints when it runs on mongomock (issue #4).
+MONGOMOCK_NOTE = (
+    "NOTE: mongomock is an in-process fake, not a MongoDB server: these figures say nothing about "
+    "MongoDB performance (set a mongodb:// URL to measure a real server)"
+)
+
+_MONGO_SCHEMES = ("mongodb://", "mongodb+srv://", "mongomock://")
+
+
+def add_storage(parser: argparse.ArgumentParser) -> None:
+    """The ``--storage URL`` option (default: a SQLite file, as before)."""
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="run carecrm and the hand-written side on MongoDB: mongodb://HOST/DBNAME (a real server; "
+        "the database name must contain 'bench': the benchmark drops it) or mongomock://NAME (the "
+        "in-process fake, tiny sizes only); default: SQLite files",
+    )
+
+
+def is_mongo(url: str | None) -> bool:
+    """Whether ``url`` is a MongoDB URL (a real server or mongomock)."""
+    return bool(url) and str(url).startswith(_MONGO_SCHEMES)
+
+
+def is_mongomock(url: str | None) -> bool:
+    """Whether ``url`` is a ``mongomock://`` URL (the in-process fake)."""
+    return bool(url) and str(url).startswith("mongomock://")
+
+
+def check_storage(parser: argparse.ArgumentParser, url: str | None) -> None:
+    """Refuse a ``--storage`` value that is not a MongoDB URL, and a real-server URL whose
+    database name lacks ``bench`` (the benchmarks drop and refill their databases)."""
+    if url is None:
+        return
+    if not is_mongo(url):
+        parser.error("--storage: expected mongodb://..., mongodb+srv://... or mongomock://NAME (default: SQLite)")
+    if not is_mongomock(url) and "bench" not in mongo_database_name(url):
+        parser.error(
+            "--storage: the benchmark drops and refills its MongoDB databases, so the URL must name a database "
+            "whose name contains 'bench' (e.g. mongodb://localhost:27017/carecrm_bench)"
+        )
+
+
+def mongo_database_name(url: str) -> str:
+    """The database a MongoDB URL names (``carecrm`` when none; mongomock: ``carecrm``)."""
+    if is_mongomock(url):
+        return "carecrm"
+    path = urllib.parse.urlsplit(url).path.lstrip("/")
+    return urllib.parse.unquote(path) if path else "carecrm"
+
+
+def mongo_client(url: str) -> Any:
+    """A client on the server of ``url``, configured like carecrm's (UTC-aware dates,
+    standard UUIDs).  For ``mongomock://NAME`` it is the process's fake that carecrm's
+    backend uses for the same URL, so both sides see the same data."""
+    if is_mongomock(url):
+        from carecrm.storage_backends.mongo.backend import mock_client
+
+        return mock_client(url.split("://", 1)[1] or "default")
+    import pymongo
+
+    return pymongo.MongoClient(url, tz_aware=True, tzinfo=UTC, uuidRepresentation="standard", appname="carecrm-bench")
+
+
+def create_mongo_schema(url: str, database: str) -> None:
+    """carecrm's collections and indexes in ``database`` on the server of ``url`` (what the
+    hand-written side runs on, as the SQLite side runs on carecrm's DDL)."""
+    from carecrm.storage_backends.mongo.backend import MongoBackend
+
+    backend = MongoBackend(url, database=database)
+    try:
+        backend.create_schema()
+    finally:
+        backend.close()
+
+
+def print_storage(url: str | None) -> None:
+    """Print where the benchmark stores (and the mongomock notice when on the fake)."""
+    if not is_mongo(url):
+        print("storage: SQLite files (stdlib sqlite3 for the hand-written side)")
+        return
+    assert url is not None
+    from carecrm.storage_backends.mongo.backend import _mask
+
+    extra = []
+    for name in ("pymongo", "mongomock"):
+        try:
+            extra.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if is_mongomock(url):
+        print(f"storage: {url} (mongomock, in-process fake); {', '.join(extra)}")
+        print(MONGOMOCK_NOTE)
+    else:
+        server = mongo_client(url).server_info().get("version", "unknown")
+        print(
+            f"storage: MongoDB {server} at {_mask(url)}, database {mongo_database_name(url)} "
+            f"(pymongo for the hand-written side); {', '.join(extra)}"
+        )
+
+
+def mongomock_limit(parser: argparse.ArgumentParser, url: str | None, **sizes: tuple[int, int]) -> None:
+    """On mongomock, refuse sizes above their caps (``name=(value, cap)``): the fake scans
+    in Python (limits.md: ~60 ms per lookup on 50k documents)."""
+    if not is_mongomock(url):
+        return
+    over = [f"--{k.replace('_', '-')} {v} > {cap}" for k, (v, cap) in sizes.items() if v > cap]
+    if over:
+        parser.error(
+            "on mongomock:// sizes are capped (the fake scans every document in Python, and its figures "
+            f"measure nothing about MongoDB): {', '.join(over)}; use a mongodb:// URL for real sizes"
+        )

@@ -26,6 +26,17 @@ a fresh SQLite file, in alternating order, ``--repeat`` times:
 Printed: the three rates in leads/s (median [min-max] of the runs), the ratios
 carecrm/hand-written and carecrm/raw, and the target line.  ``--profile`` adds a cProfile
 of one extra carecrm run (top functions by own and cumulative time).
+
+**MongoDB** (``--storage mongodb://HOST/carecrm_bench`` or ``mongomock://NAME``): (a) runs on
+the Mongo backend in that database; (b) is the same pipeline with its storage calls in
+pymongo on ``<name>_hand`` (carecrm's collections and indexes, created by the backend):
+``find`` with ``$in`` for the digest, blind-index and idempotency look-ups, the batch's
+rows turned into the backend's documents (``_id``, BSON UUIDs and dates, sub-documents)
+and written at commit by ordered ``insert_many`` per collection, as the backend commits on
+a standalone server (on a replica set the backend uses a transaction, this side does not);
+(c) is that ordered ``insert_many`` of the same documents in ``<name>_raw``.  Each run
+drops those databases first.  On ``mongomock://`` ``--n`` defaults to 300 and is capped
+at 2,000, and the figures are printed as a fake's.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import tempfile
 import time
 import unicodedata
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +76,8 @@ except ImportError:  # run as a script: python benchmarks/ingest.py
     from benchmarks import common
 
 SOURCE = "webform"
+#: The largest --n on mongomock:// (the fake scans every document in Python).
+MOCK_CAP_N = 2000
 
 #: The ``[sources.webform]`` table: the generic mapped connector reading the payloads below.
 SOURCE_CONFIG: dict[str, Any] = {
@@ -253,12 +267,18 @@ def _headers() -> dict[str, str]:
     return {"Content-Type": "application/json", "User-Agent": "FormTool-Webhooks/2.1"}
 
 
-def run_carecrm(bodies: Sequence[bytes], folder: Path, batch_size: int) -> tuple[float, Any]:
-    """Ingest the payloads with carecrm on a fresh database; returns (seconds, report)."""
+def run_carecrm(
+    bodies: Sequence[bytes], folder: Path, batch_size: int, storage: str | None = None
+) -> tuple[float, Any]:
+    """Ingest the payloads with carecrm on a fresh database (SQLite in ``folder``, or the
+    MongoDB database of ``storage``, dropped first); returns (seconds, report)."""
     from carecrm.core.identity import normalize_email, normalize_phone
     from carecrm.core.models import RawPayload
 
-    app = common.build_app(folder, sources={SOURCE: SOURCE_CONFIG}, ingest={"batch_size": batch_size})
+    if common.is_mongo(storage):
+        assert storage is not None
+        common.mongo_client(storage).drop_database(common.mongo_database_name(storage))
+    app = common.build_app(folder, sources={SOURCE: SOURCE_CONFIG}, ingest={"batch_size": batch_size}, storage=storage)
     received = datetime.now(UTC)
     payloads = [
         RawPayload(body=b, content_type="application/json", headers=_headers(), received_at=received) for b in bodies
@@ -381,10 +401,8 @@ class HandWritten:
     """The same ingest work as carecrm with stdlib ``sqlite3`` and the crypto and
     normalization libraries called directly (see the module docstring, (b))."""
 
-    def __init__(self, db: Path, schema: Sequence[str], batch_size: int) -> None:
-        self.con = common.open_sqlite(db)
-        for ddl in schema:
-            self.con.execute(ddl)
+    def __init__(self, store: SqliteStore | MongoStore, batch_size: int) -> None:
+        self.store = store
         self.batch_size = batch_size
         self.master = AESGCM(os.urandom(32))
         self.bidx_key = os.urandom(32)
@@ -419,7 +437,7 @@ class HandWritten:
             self._batch(bodies[start : start + self.batch_size], received)
 
     def _batch(self, bodies: Sequence[bytes], received: datetime) -> None:
-        con = self.con
+        store = self.store
         now = datetime.now(UTC)
         now_s = _ts(now)
         received_s = _ts(received)
@@ -432,13 +450,7 @@ class HandWritten:
         ]
         seen: set[str] = set()
         for chunk in _chunks(digests):
-            marks = ",".join("?" * len(chunk))
-            seen.update(
-                r[0]
-                for r in con.execute(
-                    f"SELECT digest FROM inbox WHERE source=? AND digest IN ({marks})", [SOURCE, *chunk]
-                )
-            )
+            seen.update(store.inbox_digests(chunk))
         envelope = json.dumps(
             {"content_type": "application/json", "headers": _headers(), "url": None, "origin": None},
             separators=(",", ":"),
@@ -453,8 +465,8 @@ class HandWritten:
             enc = self._enc(aes, envelope + b"\n" + body, f"inbox:{iid}")
             out["inbox"].append((iid, SOURCE, received_s, "received", None, "k1", wrapped, enc, digest, None, 0))
             todo.append((iid, body))
-        con.execute("BEGIN")
-        con.executemany(_INSERTS["inbox"], out["inbox"])
+        store.begin()
+        store.insert("inbox", out["inbox"])
 
         # 2. parse and normalize
         leads: list[dict[str, Any]] = []
@@ -496,23 +508,12 @@ class HandWritten:
         known: dict[tuple[str, str], str] = {}
         all_keys = list({k for lead in leads for k in lead["keys"]})
         for chunk in _chunks(all_keys):
-            marks = ",".join("?" * len(chunk))
-            for cid, kind, bidx in con.execute(
-                f"SELECT contact_id, kind, bidx FROM identities WHERE kind IN ('email','phone') AND bidx IN ({marks})",
-                [b for _, b in chunk],
-            ):
+            for cid, kind, bidx in store.identities([b for _, b in chunk]):
                 known.setdefault((kind, bidx), cid)
         stored_keys: set[str] = set()
         idem = [f"form.submitted:{lead['ref']}" for lead in leads]
         for chunk in _chunks(idem):
-            marks = ",".join("?" * len(chunk))
-            stored_keys.update(
-                r[0]
-                for r in con.execute(
-                    f"SELECT idempotency_key FROM interactions WHERE source=? AND idempotency_key IN ({marks})",
-                    [SOURCE, *chunk],
-                )
-            )
+            stored_keys.update(store.existing_keys(chunk))
 
         # 4. match, encrypt, build rows
         batch_keys: dict[str, AESGCM] = {}
@@ -563,7 +564,7 @@ class HandWritten:
             else:
                 aes = batch_keys.get(cid)
                 if aes is None:
-                    wrapped = con.execute("SELECT wrapped_key FROM contacts WHERE id=?", (cid,)).fetchone()[0]
+                    wrapped = store.wrapped_key(cid)
                     aes = batch_keys[cid] = self._unwrap(wrapped)
             contacts += 1
             for (kind, bidx), value, raw in zip(
@@ -616,11 +617,8 @@ class HandWritten:
         # 5. write, mark the payloads processed, audit, commit
         for table in ("contacts", "identities", "interactions", "stage_changes"):
             if out[table]:
-                con.executemany(_INSERTS[table], out[table])
-        con.executemany(
-            "UPDATE inbox SET status='processed', reason=NULL, processed_at=?, attempts=1 WHERE id=?",
-            [(now_s, iid) for iid, _ in todo],
-        )
+                store.insert(table, out[table])
+        store.mark_processed(now_s, [iid for iid, _ in todo])
         self.seq += 1
         details = {"records": len(leads), "contacts_created": created, "interactions_added": added}
         audit_id = _uid()
@@ -646,28 +644,215 @@ class HandWritten:
                 digest,
             )
         )
-        con.execute(_INSERTS["audit_log"], out["audit_log"][0])
+        store.insert("audit_log", out["audit_log"])
         self.prev_hash = digest
-        con.execute("COMMIT")
+        store.commit()
         # the raw baseline inserts the final inbox rows (status processed)
         out["inbox"] = [r[:3] + ("processed", None) + r[5:9] + (now_s, 1) for r in out["inbox"]]
         self.rows.batches.append(out)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+
+class SqliteStore:
+    """The hand-written pipeline's storage calls on stdlib ``sqlite3`` (carecrm's schema)."""
+
+    def __init__(self, db: Path, schema: Sequence[str]) -> None:
+        self.con = common.open_sqlite(db)
+        for ddl in schema:
+            self.con.execute(ddl)
+
+    def inbox_digests(self, chunk: Sequence[str]) -> list[str]:
+        """Which digests are stored for the source."""
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT digest FROM inbox WHERE source=? AND digest IN ({marks})"
+        return [r[0] for r in self.con.execute(sql, [SOURCE, *chunk])]
+
+    def identities(self, bidxs: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(contact id, kind, bidx) of the email/phone identities with these blind indexes."""
+        marks = ",".join("?" * len(bidxs))
+        sql = f"SELECT contact_id, kind, bidx FROM identities WHERE kind IN ('email','phone') AND bidx IN ({marks})"
+        return list(self.con.execute(sql, list(bidxs)))
+
+    def existing_keys(self, chunk: Sequence[str]) -> list[str]:
+        """Which interaction idempotency keys are stored for the source."""
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT idempotency_key FROM interactions WHERE source=? AND idempotency_key IN ({marks})"
+        return [r[0] for r in self.con.execute(sql, [SOURCE, *chunk])]
+
+    def wrapped_key(self, cid: str) -> bytes:
+        """A contact's wrapped data key."""
+        return bytes(self.con.execute("SELECT wrapped_key FROM contacts WHERE id=?", (cid,)).fetchone()[0])
+
+    def begin(self) -> None:
+        """Start the batch's transaction."""
+        self.con.execute("BEGIN")
+
+    def insert(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``executemany`` of the rows."""
+        self.con.executemany(_INSERTS[table], rows)
+
+    def mark_processed(self, now_s: str, inbox_ids: Sequence[str]) -> None:
+        """The batch's payloads are processed."""
+        self.con.executemany(
+            "UPDATE inbox SET status='processed', reason=NULL, processed_at=?, attempts=1 WHERE id=?",
+            [(now_s, iid) for iid in inbox_ids],
+        )
+
+    def commit(self) -> None:
+        """Commit the batch."""
+        self.con.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
 
 
+# The rows (b) builds, as the Mongo backend's documents: id -> _id (audit: seq -> _id),
+# ids -> BSON UUIDs, times -> dates, JSON text -> sub-documents, 0/1 flags -> booleans.
+_COLUMNS = {t: sql.split("(", 1)[1].split(")", 1)[0].replace(" ", "").split(",") for t, sql in _INSERTS.items()}
+_UUID_COLUMNS = {"id", "contact_id", "inbox_id", "merged_into", "implied_by"}
+_TIME_COLUMNS = {
+    "received_at", "processed_at", "created_at", "updated_at", "stage_changed_at", "occurred_at", "recorded_at",
+    "changed_at", "at",
+}  # fmt: skip
+_JSON_COLUMNS = {"touchpoint", "attributes", "details", "fields"}
+_BOOL_COLUMNS = {"verified", "valid"}
+
+
+def _bson_uuid(hex_id: str) -> Any:
+    from bson.binary import Binary, UuidRepresentation
+
+    return Binary.from_uuid(uuid.UUID(hex_id), UuidRepresentation.STANDARD)
+
+
+def _value(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _UUID_COLUMNS:
+        return _bson_uuid(value)
+    if column in _TIME_COLUMNS:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if column in _JSON_COLUMNS:
+        return json.loads(value)
+    if column in _BOOL_COLUMNS:
+        return bool(value)
+    return value
+
+
+def to_documents(table: str, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows of ``table`` as the Mongo backend's documents (same collections and fields)."""
+    key = "seq" if table == "audit_log" else "id"
+    out = []
+    for row in rows:
+        doc = {c: _value(c, v) for c, v in zip(_COLUMNS[table], row, strict=True)}
+        doc["_id"] = doc.pop(key)
+        out.append(doc)
+    return out
+
+
+class MongoStore:
+    """The hand-written pipeline's storage calls on pymongo, on a database with carecrm's
+    collections and indexes: the batch's documents are buffered and written at commit
+    with ordered ``insert_many`` per collection (audit, contacts ... inbox last), as the
+    Mongo backend commits on a standalone server (no transaction)."""
+
+    def __init__(self, storage: str, database: str) -> None:
+        self.db = common.mongo_client(storage)[database]
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+
+    def inbox_digests(self, chunk: Sequence[str]) -> list[str]:
+        """Which digests are stored for the source."""
+        docs = self.db.inbox.find({"source": SOURCE, "digest": {"$in": list(chunk)}}, {"digest": 1, "_id": 0})
+        return [d["digest"] for d in docs]
+
+    def identities(self, bidxs: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(contact id hex, kind, bidx) of the email/phone identities with these blind indexes."""
+        query = {"kind": {"$in": ["email", "phone"]}, "bidx": {"$in": list(bidxs)}}
+        docs = self.db.identities.find(query, {"contact_id": 1, "kind": 1, "bidx": 1, "_id": 0})
+        return [(timeline_uuid(d["contact_id"]).hex, d["kind"], d["bidx"]) for d in docs]
+
+    def existing_keys(self, chunk: Sequence[str]) -> list[str]:
+        """Which interaction idempotency keys are stored for the source."""
+        query = {"source": SOURCE, "idempotency_key": {"$in": list(chunk)}}
+        return [d["idempotency_key"] for d in self.db.interactions.find(query, {"idempotency_key": 1, "_id": 0})]
+
+    def wrapped_key(self, cid: str) -> bytes:
+        """A contact's wrapped data key."""
+        doc = self.db.contacts.find_one({"_id": _bson_uuid(cid)}, {"wrapped_key": 1})
+        return bytes(doc["wrapped_key"])
+
+    def begin(self) -> None:
+        """Start buffering the batch."""
+        self.pending = {}
+
+    def insert(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Buffer the rows as documents."""
+        self.pending.setdefault(table, []).extend(to_documents(table, rows))
+
+    def mark_processed(self, now_s: str, inbox_ids: Sequence[str]) -> None:
+        """The batch's (buffered) payloads are processed."""
+        done = set(inbox_ids)
+        at = datetime.fromisoformat(now_s).replace(tzinfo=UTC)
+        for doc in self.pending.get("inbox", []):
+            if timeline_uuid(doc["_id"]).hex in done:
+                doc.update(status="processed", reason=None, processed_at=at, attempts=1)
+
+    def commit(self) -> None:
+        """Write the buffer, collection by collection."""
+        write_documents(self.db, self.pending)
+        self.pending = {}
+
+    def close(self) -> None:
+        """Nothing to close (the client is shared)."""
+
+
+#: The order the documents of a batch are written in on MongoDB (the backend's: audit
+#: entry first, idempotency markers and the inbox status last).
+_MONGO_ORDER = ("audit_log", "contacts", "identities", "stage_changes", "interactions", "inbox")
+
+
+def write_documents(db: Any, docs: dict[str, list[dict[str, Any]]]) -> None:
+    """Ordered ``insert_many`` per collection in :data:`_MONGO_ORDER`."""
+    for table in _MONGO_ORDER:
+        if docs.get(table):
+            db[table].insert_many(docs[table], ordered=True)
+
+
+def timeline_uuid(value: Any) -> uuid.UUID:
+    """A stored id as a UUID (pymongo decodes BSON subtype 4; mongomock returns the Binary)."""
+    from bson.binary import Binary, UuidRepresentation
+
+    return value.as_uuid(UuidRepresentation.STANDARD) if isinstance(value, Binary) else value
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _fresh_mongo(storage: str, suffix: str) -> str:
+    """Drop and recreate (carecrm's collections and indexes) the database ``<base><suffix>``."""
+    name = common.mongo_database_name(storage) + suffix
+    common.mongo_client(storage).drop_database(name)
+    common.create_mongo_schema(storage, name)
+    return name
+
+
 def run_handwritten(
-    bodies: Sequence[bytes], folder: Path, schema: Sequence[str], batch_size: int
+    bodies: Sequence[bytes], folder: Path, schema: Sequence[str], batch_size: int, storage: str | None = None
 ) -> tuple[float, Rows]:
-    """The hand-written pipeline on a fresh database; returns (seconds, rows written)."""
+    """The hand-written pipeline on a fresh database (SQLite, or with a MongoDB ``storage``
+    URL the database ``<name>_hand`` there); returns (seconds, rows written)."""
     folder.mkdir(parents=True, exist_ok=True)
-    pipeline = HandWritten(folder / "hand.db", schema, batch_size)
+    store: SqliteStore | MongoStore
+    if common.is_mongo(storage):
+        assert storage is not None
+        store = MongoStore(storage, _fresh_mongo(storage, "_hand"))
+    else:
+        store = SqliteStore(folder / "hand.db", schema)
+    pipeline = HandWritten(store, batch_size)
     received = datetime.now(UTC)
     gc.collect()
     try:
@@ -682,9 +867,20 @@ def run_handwritten(
 # --------------------------------------------------------------------------- (c) raw
 
 
-def run_raw(rows: Rows, folder: Path, schema: Sequence[str]) -> float:
-    """``executemany`` of already-encrypted rows, one transaction per batch; returns seconds."""
+def run_raw(rows: Rows, folder: Path, schema: Sequence[str], storage: str | None = None) -> float:
+    """``executemany`` of already-encrypted rows, one transaction per batch; returns seconds.
+    With a MongoDB ``storage`` URL: ordered ``insert_many`` of the same rows as documents
+    (converted before the clock starts) per collection and batch, in ``<name>_raw``."""
     folder.mkdir(parents=True, exist_ok=True)
+    if common.is_mongo(storage):
+        assert storage is not None
+        db = common.mongo_client(storage)[_fresh_mongo(storage, "_raw")]
+        docs = [{t: to_documents(t, batch[t]) for t in _TABLE_ORDER} for batch in rows.batches]
+        gc.collect()
+        t0 = time.perf_counter()
+        for batch_docs in docs:
+            write_documents(db, batch_docs)
+        return time.perf_counter() - t0
     con = common.open_sqlite(folder / "raw.db")
     for ddl in schema:
         con.execute(ddl)
@@ -713,13 +909,16 @@ def _schema(folder: Path) -> list[str]:
     return common.sqlite_schema(folder / "schema" / "carecrm.db")
 
 
-def _profile(bodies: Sequence[bytes], folder: Path, batch_size: int, top: int) -> str:
+def _profile(bodies: Sequence[bytes], folder: Path, batch_size: int, top: int, storage: str | None = None) -> str:
     """cProfile of one carecrm run: the top functions by own time and by cumulative time."""
     profiler = cProfile.Profile()
     from carecrm.core.identity import normalize_email, normalize_phone
     from carecrm.core.models import RawPayload
 
-    app = common.build_app(folder, sources={SOURCE: SOURCE_CONFIG}, ingest={"batch_size": batch_size})
+    if common.is_mongo(storage):
+        assert storage is not None
+        common.mongo_client(storage).drop_database(common.mongo_database_name(storage))
+    app = common.build_app(folder, sources={SOURCE: SOURCE_CONFIG}, ingest={"batch_size": batch_size}, storage=storage)
     received = datetime.now(UTC)
     payloads = [
         RawPayload(body=b, content_type="application/json", headers=_headers(), received_at=received) for b in bodies
@@ -740,20 +939,27 @@ def _profile(bodies: Sequence[bytes], folder: Path, batch_size: int, top: int) -
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ingest benchmark; see the module docstring.  Returns 0."""
     parser = argparse.ArgumentParser(prog="benchmarks/ingest.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=5000, help="leads (payloads) to ingest (default 5000)")
+    parser.add_argument("--n", type=int, default=None, help="leads (payloads) to ingest (default 5000; mongomock 300)")
     parser.add_argument("--batch-size", type=int, default=500, help="leads per transaction (default 500)")
     parser.add_argument("--seed", type=int, default=20261130, help="data seed")
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases in this folder")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of one carecrm run")
     parser.add_argument("--profile-top", type=int, default=30, help="functions per profile table (default 30)")
     common.add_repeat(parser)
+    common.add_storage(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
+    common.check_storage(parser, args.storage)
+    mongo, mock = common.is_mongo(args.storage), common.is_mongomock(args.storage)
+    if args.n is None:
+        args.n = 300 if mock else 5000
+    common.mongomock_limit(parser, args.storage, n=(args.n, MOCK_CAP_N))
     if args.n < 1 or args.repeat < 1 or args.batch_size < 1:
         parser.error("--n, --repeat and --batch-size must be positive")
 
     common.print_environment(
         "ingest benchmark", "benchmarks/ingest.py", list(argv) if argv is not None else sys.argv[1:]
     )
+    common.print_storage(args.storage)
     bodies, people = make_leads(args.n, seed=args.seed)
     avg = sum(len(b) for b in bodies) / len(bodies)
     print(
@@ -772,14 +978,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in order:
                 run_dir = root / f"run{k}"
                 if name == "carecrm":
-                    seconds, report = run_carecrm(bodies, run_dir / "carecrm", args.batch_size)
+                    seconds, report = run_carecrm(bodies, run_dir / "carecrm", args.batch_size, args.storage)
                 elif name == "hand":
-                    seconds, rows = run_handwritten(bodies, run_dir / "hand", schema, args.batch_size)
+                    seconds, rows = run_handwritten(bodies, run_dir / "hand", schema, args.batch_size, args.storage)
                 else:
                     assert rows is not None
-                    seconds = run_raw(rows, run_dir / "raw", schema)
+                    seconds = run_raw(rows, run_dir / "raw", schema, args.storage)
                 rates[name].append(args.n / seconds)
-            if k == args.repeat - 1:
+            if k == args.repeat - 1 and mongo:
+                client, base = common.mongo_client(args.storage), common.mongo_database_name(args.storage)
+                written = {
+                    side: {t: client[base + suffix][t].count_documents({}) for t in _TABLE_ORDER}
+                    for side, suffix in (("carecrm", ""), ("hand", "_hand"))
+                }
+            elif k == args.repeat - 1:
                 written = {
                     "carecrm": common.table_counts(root / f"run{k}" / "carecrm" / "carecrm.db", _TABLE_ORDER),
                     "hand": common.table_counts(root / f"run{k}" / "hand" / "hand.db", _TABLE_ORDER),
@@ -794,11 +1006,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for name, label in (("carecrm", "carecrm     "), ("hand", "hand-written")):
             print(f"rows written (last run), {label}: " + ", ".join(f"{t} {n}" for t, n in written[name].items()))
-        calls = count_statements(bodies[: min(len(bodies), 1000)], root / "count", args.batch_size)
-        print(f"carecrm SQL statements per lead (untimed pass over {min(len(bodies), 1000)} leads): {calls:.2f}")
+        if not mongo:
+            calls = count_statements(bodies[: min(len(bodies), 1000)], root / "count", args.batch_size)
+            print(f"carecrm SQL statements per lead (untimed pass over {min(len(bodies), 1000)} leads): {calls:.2f}")
         print(f"carecrm       : {common.fmt_runs(rates['carecrm'])} leads/s")
         print(f"hand-written  : {common.fmt_runs(rates['hand'])} leads/s")
-        print(f"raw sqlite3   : {common.fmt_runs(rates['raw'])} leads/s")
+        print(f"{'raw pymongo ' if mongo else 'raw sqlite3 '}  : {common.fmt_runs(rates['raw'])} leads/s")
         med = {k: common.summary(v)[0] for k, v in rates.items()}
         per_run_hand = [c / h for c, h in zip(rates["carecrm"], rates["hand"], strict=True)]
         per_run_raw = [c / r for c, r in zip(rates["carecrm"], rates["raw"], strict=True)]
@@ -808,9 +1021,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ratio carecrm/raw: {med['carecrm'] / med['raw']:.3f} (per run: {common.fmt_runs(per_run_raw)})")
         met = med["carecrm"] / med["hand"] >= 0.5
         print(f"target: carecrm >= 50% of hand-written: {'MET' if met else 'NOT MET'}")
+        if mock:
+            print(common.MONGOMOCK_NOTE)
         if args.profile:
             print("\n-- cProfile of one carecrm run")
-            print(_profile(bodies, root / "profile", args.batch_size, args.profile_top))
+            print(_profile(bodies, root / "profile", args.batch_size, args.profile_top, args.storage))
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -4,7 +4,7 @@ same question, with stdlib ``sqlite3`` on the same SQLite file.
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/segment.py [--contacts 100000] [--interactions 1000000]
-        [--executions 30] [--repeat 3] [--db DIR] [--reuse]
+        [--executions 30] [--repeat 3] [--db DIR] [--reuse] [--storage URL]
 
 **Data**: the timeline benchmark's database (``benchmarks/timeline.py``'s loader, the same
 seed, the same cache folder and manifest, so one load serves both benchmarks): C contacts
@@ -31,6 +31,15 @@ alternating which goes first:
 Printed: p50 per side (median [min-max] of the runs, ms), the ratios carecrm/hand-written
 and the target line (<= 1.5x), the matching and candidate counts (checked equal on both
 sides), and SQLite's query plan of carecrm's statement (which indexes it uses).
+
+**MongoDB** (``--storage mongodb://HOST/carecrm_bench`` or ``mongomock://NAME``): the data is
+loaded through the Mongo backend (the timeline loader), carecrm answers on it, and the
+hand-written side is pymongo on the same database asking the same thing the backend's
+query form asks: one ``aggregate`` ``$match {kind, occurred_at >= start}`` → ``$group`` by
+``contact_id`` on the interactions, then ``count_documents`` / ``find(...).sort("_id")``
+on the contacts with ``status``, ``stage``, ``service_interest``, ``city $in`` and ``_id $in``
+those ids.  No query plan is printed there.  On ``mongomock://`` the sizes are tiny by
+default and capped as in the timeline benchmark, and the figures are labelled as a fake's.
 """
 
 from __future__ import annotations
@@ -92,6 +101,47 @@ def window_start(now: datetime) -> datetime:
 def stored_time(value: datetime) -> str:
     """A UTC time as carecrm's SQLite schema stores it (naive ISO text, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+class HandSegmentMongo:
+    """The hand-written side on MongoDB: pymongo on the backend's collections and fields."""
+
+    def __init__(self, storage: str, now: datetime) -> None:
+        self.db = common.mongo_client(storage)[common.mongo_database_name(storage)]
+        self.now = now
+
+    def _clear(self) -> dict[str, Any]:
+        return {"status": "active", "stage": STAGE, "service_interest": SERVICE, "city": {"$in": list(CITIES)}}
+
+    def _query(self) -> dict[str, Any]:
+        match = {"kind": KIND, "occurred_at": {"$gte": window_start(self.now)}}
+        ids = [
+            row["_id"]
+            for row in self.db.interactions.aggregate([{"$match": match}, {"$group": {"_id": "$contact_id"}}])
+        ]
+        return {**self._clear(), "_id": {"$in": ids}}
+
+    def count(self) -> int:
+        """``count_documents`` of the question."""
+        return int(self.db.contacts.count_documents(self._query()))
+
+    def ids(self) -> list[uuid.UUID]:
+        """The matching ids in ``_id`` order, as UUIDs."""
+        cursor = self.db.contacts.find(self._query(), {"_id": 1}).sort("_id", 1)
+        return [timeline._uuid(d["_id"]) for d in cursor]
+
+    def candidates(self) -> int:
+        """Contacts passing the clear-field filters."""
+        return int(self.db.contacts.count_documents(self._clear()))
+
+    def newest_interaction(self) -> datetime:
+        """The newest interaction's time."""
+        doc = next(iter(self.db.interactions.find({}, {"occurred_at": 1}).sort("occurred_at", -1).limit(1)))
+        at: datetime = doc["occurred_at"]
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+    def close(self) -> None:
+        """Nothing to close (the client is shared)."""
 
 
 class HandSegment:
@@ -177,51 +227,82 @@ def measure(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the segment benchmark; see the module docstring.  Returns 0."""
     parser = argparse.ArgumentParser(prog="benchmarks/segment.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contacts", type=int, default=100_000, help="contacts to load (default 100000)")
-    parser.add_argument("--interactions", type=int, default=1_000_000, help="interactions to load (default 1000000)")
-    parser.add_argument("--executions", type=int, default=30, help="timed executions per run and side (default 30)")
+    parser.add_argument("--contacts", type=int, default=None, help="contacts to load (default 100000; mongomock 200)")
+    parser.add_argument(
+        "--interactions", type=int, default=None, help="interactions to load (default 1000000; mongomock 2000)"
+    )
+    parser.add_argument(
+        "--executions", type=int, default=None, help="timed executions per run and side (default 30; mongomock 5)"
+    )
     parser.add_argument("--db", type=Path, default=None, help="folder of the database (default: the timeline's)")
     parser.add_argument("--reuse", action="store_true", help="reuse the database in --db when it has these sizes")
     parser.add_argument("--seed", type=int, default=20261130, help="data seed")
     common.add_repeat(parser)
+    common.add_storage(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
+    common.check_storage(parser, args.storage)
+    mock = common.is_mongomock(args.storage)
+    mongo = common.is_mongo(args.storage)
+    for name, full, tiny in (("contacts", 100_000, 200), ("interactions", 1_000_000, 2000), ("executions", 30, 5)):
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if mock else full)
+    common.mongomock_limit(
+        parser,
+        args.storage,
+        contacts=(args.contacts, timeline.MOCK_CAPS["contacts"]),
+        interactions=(args.interactions, timeline.MOCK_CAPS["interactions"]),
+        executions=(args.executions, 50),
+    )
+    if args.reuse and mock:
+        parser.error("--reuse: a mongomock:// database lives only as long as its process")
     if min(args.contacts, args.interactions, args.executions, args.repeat) < 1:
         parser.error("sizes, --executions and --repeat must be positive")
 
     common.print_environment(
         "segment benchmark", "benchmarks/segment.py", list(argv) if argv is not None else sys.argv[1:]
     )
-    folder = args.db or Path(tempfile.gettempdir()) / f"carecrm-bench-timeline-{args.contacts}-{args.interactions}"
+    common.print_storage(args.storage)
+    folder = args.db or Path(tempfile.gettempdir()) / (
+        f"carecrm-bench-timeline-{'mongo-' if mongo else ''}{args.contacts}-{args.interactions}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / timeline.MANIFEST
-    wanted = timeline._manifest(args.contacts, args.interactions, args.seed)
+    wanted = timeline._manifest(args.contacts, args.interactions, args.seed, args.storage)
     reused = (
         args.reuse
         and manifest.exists()
         and json.loads(manifest.read_text()) == wanted
-        and (folder / "carecrm.db").exists()
+        and (mongo or (folder / "carecrm.db").exists())
     )
     if reused:
         print(f"load: reused the database in {folder}")
     else:
-        t_c, t_i = timeline.load(folder, args.contacts, args.interactions, args.seed)
+        t_c, t_i = timeline.load(folder, args.contacts, args.interactions, args.seed, args.storage)
         print(
             f"load: {args.contacts} contacts in {t_c:.1f} s, {args.interactions} interactions in {t_i:.1f} s "
-            f"(timeline benchmark's loader: carecrm's mapper and add_many); db in {folder}"
+            f"(timeline benchmark's loader: carecrm's mapper and add_many); "
+            + (f"keys in {folder}" if mongo else f"db in {folder}")
         )
 
     db = folder / "carecrm.db"
-    app = common.build_app(folder, create=False)
-    probe = HandSegment(db, datetime.now(UTC))
+    app = common.build_app(folder, create=False, storage=args.storage)
+
+    def hand_side(at: datetime) -> HandSegment | HandSegmentMongo:
+        return HandSegmentMongo(args.storage, at) if mongo else HandSegment(db, at)
+
+    probe = hand_side(datetime.now(UTC))
     now = probe.newest_interaction()
     probe.close()
-    hand = HandSegment(db, now)
+    hand = hand_side(now)
     since = window_start(now)
     try:
         candidates = hand.candidates()
-        size_mib = sum(p.stat().st_size for p in folder.glob("carecrm.db*")) / 2**20
+        if mongo:
+            where = "MongoDB database " + common.mongo_database_name(args.storage)
+        else:
+            where = f"db {sum(p.stat().st_size for p in folder.glob('carecrm.db*')) / 2**20:,.0f} MiB"
         print(
-            f"data: {args.contacts} contacts, {args.interactions} interactions, db {size_mib:,.0f} MiB; "
+            f"data: {args.contacts} contacts, {args.interactions} interactions, {where}; "
             f"now = newest interaction {now:%Y-%m-%d %H:%M:%S}Z, window from {since:%Y-%m-%d %H:%M:%S}Z "
             f"(local midnight {DAYS} days before, {ZONE})"
         )
@@ -229,13 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"question: stage {STAGE}, service {SERVICE}, city in {', '.join(CITIES)}, had {KIND} within {DAYS} days; "
             f"{candidates} candidates; {args.executions} executions per run and side, 3 warm-up, {args.repeat} run(s)"
         )
-        statements = carecrm_statements(app, lambda: app.segment_count(SPEC, now=now))
-        count_sql, count_params = statements[-1]
-        plan = hand.plan(count_sql, count_params)
-        print("carecrm's count statement, SQLite plan: " + " | ".join(plan))
-        uses = [ix for ix in ("ix_contacts_segment", "ix_interactions_contact_time") if any(ix in p for p in plan)]
-        print(f"plan uses: {', '.join(uses) or 'no index'}")
-        print("hand-written count, SQLite plan: " + " | ".join(hand.plan(HAND_COUNT, hand._params())))
+        if isinstance(hand, HandSegment):
+            statements = carecrm_statements(app, lambda: app.segment_count(SPEC, now=now))
+            count_sql, count_params = statements[-1]
+            plan = hand.plan(count_sql, count_params)
+            print("carecrm's count statement, SQLite plan: " + " | ".join(plan))
+            uses = [ix for ix in ("ix_contacts_segment", "ix_interactions_contact_time") if any(ix in p for p in plan)]
+            print(f"plan uses: {', '.join(uses) or 'no index'}")
+            print("hand-written count, SQLite plan: " + " | ".join(hand.plan(HAND_COUNT, hand._params())))
+        else:
+            print("query form (both sides): $group of the interactions' contact ids, then one query on contacts")
 
         p50: dict[str, list[float]] = {"count": [], "hand_count": [], "ids": [], "hand_ids": []}
         matched = 0
@@ -270,10 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ratio {what} carecrm/hand-written: {ratios[what]:.2f} (per run: {common.fmt_runs(per_run)})")
         met = all(r <= 1.5 for r in ratios.values())
         print(f"target: carecrm <= 1.5x hand-written (count and ids): {'MET' if met else 'NOT MET'}")
+        if mock:
+            print(common.MONGOMOCK_NOTE)
     finally:
         hand.close()
         app.close()
-    if args.db is None and not args.reuse:
+    if args.db is None and not args.reuse and not mock:
         print(f"(database kept in {folder}: pass --reuse to skip the load next time)")
     return 0
 

@@ -4,7 +4,7 @@ hand-written indexed query plus decryption on the same SQLite file.
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/timeline.py [--contacts 100000] [--interactions 1000000]
-        [--lookups 2000] [--repeat 3] [--db DIR] [--reuse]
+        [--lookups 2000] [--repeat 3] [--db DIR] [--reuse] [--storage URL]
 
 **Load** (not what is measured; its time is reported separately): C contacts, each with
 an email identity, and I interactions generated in time order over two years like a
@@ -29,6 +29,15 @@ contacts for both sides, each pair run in alternating order after a warm-up):
 
 Printed: p50 and p99 (median [min-max] of the runs) for both, the ratio of the p99s and
 the target line.  ``--profile`` adds a cProfile of carecrm's lookups.
+
+**MongoDB** (``--storage mongodb://HOST/carecrm_bench`` or ``mongomock://NAME``): the same
+load through the Mongo backend's ``add_many`` (the database is dropped first), and the
+hand-written side is pymongo on the same database: the contact's ``key_version`` and
+``wrapped_key`` by ``_id``, ``interactions.find({"contact_id": id}).sort([("occurred_at", 1),
+("_id", 1)]).limit(101)`` (the backend's timeline index) and the same decryption.  On
+``mongomock://`` the default sizes are tiny (200 contacts, 2,000 interactions, 100 lookups)
+and capped (2,000 / 10,000 / 500: the fake scans in Python, and its load alone took ~45 s
+for 5,000 interactions), and the figures are printed as those of a fake.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bson.binary import Binary, UuidRepresentation
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 try:
@@ -62,6 +72,8 @@ except ImportError:  # run as a script: python benchmarks/timeline.py
     from benchmarks import common
 
 MANIFEST = "manifest.json"
+#: Size caps on mongomock:// (the fake scans every document in Python).
+MOCK_CAPS = {"contacts": 2000, "interactions": 10_000, "lookups": 500}
 LOAD_BATCH = 50_000
 _NONCE = 12
 _WRAP_AAD = b"carecrm:data-key"
@@ -108,25 +120,45 @@ def schema_fingerprint() -> str:
     return hashlib.sha256("\n".join(ddl).encode()).hexdigest()
 
 
-def _manifest(contacts: int, interactions: int, seed: int) -> dict[str, Any]:
-    return {
+def _manifest(contacts: int, interactions: int, seed: int, storage: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "contacts": contacts,
         "interactions": interactions,
         "seed": seed,
         "format": 2,
         "schema": schema_fingerprint(),
     }
+    if common.is_mongo(storage):
+        from carecrm.storage_backends.mongo.backend import _mask
+
+        assert storage is not None
+        out["storage"] = f"{_mask(storage)} database {common.mongo_database_name(storage)}"
+    return out
 
 
-def load(folder: Path, contacts: int, interactions: int, seed: int) -> tuple[float, float]:
-    """Build the database in ``folder``; returns (contacts seconds, interactions seconds)."""
+def _bid(value: uuid.UUID) -> Binary:
+    return Binary.from_uuid(value, UuidRepresentation.STANDARD)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    """A stored id as a UUID (pymongo decodes subtype 4; mongomock returns the Binary)."""
+    return value.as_uuid(UuidRepresentation.STANDARD) if isinstance(value, Binary) else value
+
+
+def load(folder: Path, contacts: int, interactions: int, seed: int, storage: str | None = None) -> tuple[float, float]:
+    """Build the database in ``folder`` (or, with a MongoDB ``storage`` URL, in that
+    database, dropped first; the keys stay in ``folder``); returns (contacts seconds,
+    interactions seconds)."""
     from carecrm.core.models import Contact, Identity, Interaction, Touchpoint
     from carecrm.core.timeutil import utcnow
 
     if folder.exists():
         for name in ("carecrm.db", "carecrm.db-wal", "carecrm.db-shm", "carecrm.keys", MANIFEST):
             (folder / name).unlink(missing_ok=True)
-    app = common.build_app(folder)
+    if common.is_mongo(storage):
+        assert storage is not None
+        common.mongo_client(storage).drop_database(common.mongo_database_name(storage))
+    app = common.build_app(folder, storage=storage)
     mapper = app.mapper
     rng = random.Random(seed)
     now = utcnow()
@@ -209,18 +241,23 @@ def load(folder: Path, contacts: int, interactions: int, seed: int) -> tuple[flo
         t_interactions = time.perf_counter() - t0
     finally:
         app.close()
-    con = sqlite3.connect(folder / "carecrm.db")
-    try:
-        con.execute("ANALYZE")
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        con.close()
-    (folder / MANIFEST).write_text(json.dumps(_manifest(contacts, interactions, seed)))
+    if not common.is_mongo(storage):
+        con = sqlite3.connect(folder / "carecrm.db")
+        try:
+            con.execute("ANALYZE")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+    (folder / MANIFEST).write_text(json.dumps(_manifest(contacts, interactions, seed, storage)))
     return t_contacts, t_interactions
 
 
-def contact_ids(folder: Path) -> list[str]:
-    """Every contact id (32 hex digits, as stored), in id order."""
+def contact_ids(folder: Path, storage: str | None = None) -> list[str]:
+    """Every contact id (32 hex digits, as stored on SQLite), in id order."""
+    if common.is_mongo(storage):
+        assert storage is not None
+        db = common.mongo_client(storage)[common.mongo_database_name(storage)]
+        return [_uuid(d["_id"]).hex for d in db.contacts.find({}, {"_id": 1}).sort("_id", 1)]
     con = sqlite3.connect(folder / "carecrm.db")
     try:
         return [r[0] for r in con.execute("SELECT id FROM contacts ORDER BY id")]
@@ -276,16 +313,68 @@ class HandTimeline:
             )
         return out
 
+    def audit_count(self) -> int:
+        """Rows in the audit log (carecrm writes one per read)."""
+        return int(self.con.execute("SELECT count(*) FROM audit_log").fetchone()[0])
+
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
+
+
+class HandTimelineMongo:
+    """The hand-written read on MongoDB: pymongo on the backend's own collections and
+    fields, the master key from carecrm's key file."""
+
+    SORT = [("occurred_at", 1), ("_id", 1)]
+
+    def __init__(self, folder: Path, storage: str) -> None:
+        doc = json.loads((folder / "carecrm.keys").read_text())
+        self.masters = {v: AESGCM(base64.b64decode(k)) for v, k in doc["master_keys"].items()}
+        self.db = common.mongo_client(storage)[common.mongo_database_name(storage)]
+
+    def timeline(self, cid: str, limit: int = 100) -> list[dict[str, Any]]:
+        """One page of a contact's timeline with decrypted bodies."""
+        ref = _bid(uuid.UUID(cid))
+        row = self.db.contacts.find_one({"_id": ref}, {"key_version": 1, "wrapped_key": 1})
+        if row is None:
+            raise KeyError(cid)
+        wrapped = bytes(row["wrapped_key"])
+        aes = AESGCM(self.masters[row["key_version"]].decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _WRAP_AAD))
+        docs = list(self.db.interactions.find({"contact_id": ref}).sort(self.SORT).limit(limit + 1))
+        out = []
+        for r in docs[:limit]:
+            enc = r.get("body_enc")
+            xid = _uuid(r["_id"])
+            body = None
+            if enc is not None:
+                enc = bytes(enc)
+                body = aes.decrypt(enc[:_NONCE], enc[_NONCE:], f"interaction:{xid}:body".encode()).decode()
+            out.append(
+                {
+                    "id": xid,
+                    "kind": r["kind"],
+                    "occurred_at": r["occurred_at"],
+                    "touchpoint": r.get("touchpoint"),
+                    "attributes": r.get("attributes"),
+                    "body": body,
+                }
+            )
+        return out
+
+    def audit_count(self) -> int:
+        """Documents in the audit log (carecrm writes one per read)."""
+        return int(self.db.audit_log.count_documents({}))
+
+    def close(self) -> None:
+        """Nothing to close (the client is shared)."""
 
 
 # --------------------------------------------------------------------------- measure
 
 
 def measure(
-    app: Any, hand: HandTimeline, sample: Sequence[str], warmup: int
+    app: Any, hand: HandTimeline | HandTimelineMongo, sample: Sequence[str], warmup: int
 ) -> tuple[list[float], list[float], int, int]:
     """Time both reads for each contact of ``sample``, alternating which goes first.
 
@@ -357,56 +446,90 @@ def _profile(app: Any, sample: Sequence[str], top: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the timeline benchmark; see the module docstring.  Returns 0."""
     parser = argparse.ArgumentParser(prog="benchmarks/timeline.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contacts", type=int, default=100_000, help="contacts to load (default 100000)")
-    parser.add_argument("--interactions", type=int, default=1_000_000, help="interactions to load (default 1000000)")
-    parser.add_argument("--lookups", type=int, default=2000, help="timelines read per run and side (default 2000)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed reads per side before each run (default 100)")
+    parser.add_argument("--contacts", type=int, default=None, help="contacts to load (default 100000; mongomock 200)")
+    parser.add_argument(
+        "--interactions", type=int, default=None, help="interactions to load (default 1000000; mongomock 2000)"
+    )
+    parser.add_argument(
+        "--lookups", type=int, default=None, help="timelines read per run and side (default 2000; mongomock 100)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed reads per side before each run (default 100; mongomock 10)"
+    )
     parser.add_argument("--db", type=Path, default=None, help="folder for the database (default a temp folder)")
     parser.add_argument("--reuse", action="store_true", help="reuse the database in --db when it has these sizes")
     parser.add_argument("--seed", type=int, default=20261130, help="data seed")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of carecrm's lookups")
     parser.add_argument("--profile-top", type=int, default=30, help="functions per profile table (default 30)")
     common.add_repeat(parser)
+    common.add_storage(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
+    common.check_storage(parser, args.storage)
+    mock = common.is_mongomock(args.storage)
+    mongo = common.is_mongo(args.storage)
+    for name, full, tiny in (
+        ("contacts", 100_000, 200),
+        ("interactions", 1_000_000, 2000),
+        ("lookups", 2000, 100),
+        ("warmup", 100, 10),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if mock else full)
     if min(args.contacts, args.interactions, args.lookups, args.repeat) < 1 or args.warmup < 0:
         parser.error("sizes and --repeat must be positive")
+    common.mongomock_limit(
+        parser,
+        args.storage,
+        contacts=(args.contacts, MOCK_CAPS["contacts"]),
+        interactions=(args.interactions, MOCK_CAPS["interactions"]),
+        lookups=(args.lookups, MOCK_CAPS["lookups"]),
+    )
+    if args.reuse and mock:
+        parser.error("--reuse: a mongomock:// database lives only as long as its process")
 
     common.print_environment(
         "timeline benchmark", "benchmarks/timeline.py", list(argv) if argv is not None else sys.argv[1:]
     )
-    folder = args.db or Path(tempfile.gettempdir()) / f"carecrm-bench-timeline-{args.contacts}-{args.interactions}"
+    common.print_storage(args.storage)
+    folder = args.db or Path(tempfile.gettempdir()) / (
+        f"carecrm-bench-timeline-{'mongo-' if mongo else ''}{args.contacts}-{args.interactions}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / MANIFEST
-    wanted = _manifest(args.contacts, args.interactions, args.seed)
+    wanted = _manifest(args.contacts, args.interactions, args.seed, args.storage)
     reused = (
         args.reuse
         and manifest.exists()
         and json.loads(manifest.read_text()) == wanted
-        and (folder / "carecrm.db").exists()
+        and (mongo or (folder / "carecrm.db").exists())
     )
     if reused:
         print(f"load: reused the database in {folder}")
     else:
-        t_c, t_i = load(folder, args.contacts, args.interactions, args.seed)
+        t_c, t_i = load(folder, args.contacts, args.interactions, args.seed, args.storage)
         print(
             f"load: {args.contacts} contacts (+ {args.contacts} identities) in {t_c:.1f} s "
             f"({args.contacts / t_c:,.0f} contacts/s), {args.interactions} interactions in {t_i:.1f} s "
-            f"({args.interactions / t_i:,.0f} rows/s), through carecrm's mapper and add_many; db in {folder}"
+            f"({args.interactions / t_i:,.0f} rows/s), through carecrm's mapper and add_many; "
+            + (f"keys in {folder}" if mongo else f"db in {folder}")
         )
-    size_mib = sum(p.stat().st_size for p in folder.glob("carecrm.db*")) / 2**20
-    ids = contact_ids(folder)
+    ids = contact_ids(folder, args.storage)
+    if mongo:
+        where = "MongoDB database " + common.mongo_database_name(args.storage)
+    else:
+        where = f"db {sum(p.stat().st_size for p in folder.glob('carecrm.db*')) / 2**20:,.0f} MiB"
     print(
         f"data: {len(ids)} contacts, {args.interactions} interactions "
-        f"(~{args.interactions / len(ids):.1f} per contact), db {size_mib:,.0f} MiB; "
+        f"(~{args.interactions / len(ids):.1f} per contact), {where}; "
         f"{args.lookups} lookups per run and side, {args.warmup} warm-up, {args.repeat} run(s)"
     )
 
-    app = common.build_app(folder, create=False)
-    hand = HandTimeline(folder)
+    app = common.build_app(folder, create=False, storage=args.storage)
+    hand: HandTimeline | HandTimelineMongo = HandTimelineMongo(folder, args.storage) if mongo else HandTimeline(folder)
     p50: dict[str, list[float]] = {"carecrm": [], "hand": []}
     p99: dict[str, list[float]] = {"carecrm": [], "hand": []}
     rows_per = 0.0
-    audit_before = hand.con.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+    audit_before = hand.audit_count()
     try:
         for k in range(args.repeat):
             rng = random.Random(args.seed + 1 + k)
@@ -419,12 +542,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 p50[name].append(common.percentile(lat, 0.50) * 1e6)
                 p99[name].append(common.percentile(lat, 0.99) * 1e6)
         reads = args.repeat * (args.lookups + args.warmup)
-        audits = hand.con.execute("SELECT count(*) FROM audit_log").fetchone()[0] - audit_before
-        statements, commits = statements_per_read(app, ids[:: max(1, len(ids) // 50)][:50])
-        print(
-            f"rows per timeline: {rows_per:.1f}; per carecrm read: {audits / reads:.2f} audit entries written, "
-            f"{statements:.1f} SQL statements, {commits:.1f} commits (untimed count)"
-        )
+        audits = hand.audit_count() - audit_before
+        if mongo:
+            print(f"rows per timeline: {rows_per:.1f}; per carecrm read: {audits / reads:.2f} audit entries written")
+        else:
+            statements, commits = statements_per_read(app, ids[:: max(1, len(ids) // 50)][:50])
+            print(
+                f"rows per timeline: {rows_per:.1f}; per carecrm read: {audits / reads:.2f} audit entries written, "
+                f"{statements:.1f} SQL statements, {commits:.1f} commits (untimed count)"
+            )
         print(f"carecrm       : p50 {common.fmt_runs(p50['carecrm'])} us, p99 {common.fmt_runs(p99['carecrm'])} us")
         print(f"hand-written  : p50 {common.fmt_runs(p50['hand'])} us, p99 {common.fmt_runs(p99['hand'])} us")
         med50 = {k: common.summary(v)[0] for k, v in p50.items()}
@@ -437,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         met = med99["carecrm"] <= 2 * med99["hand"]
         print(f"target: carecrm p99 <= 2x hand-written: {'MET' if met else 'NOT MET'}")
+        if mock:
+            print(common.MONGOMOCK_NOTE)
         if args.profile:
             rng = random.Random(args.seed + 1000)
             print("\n-- cProfile of carecrm's lookups")
@@ -444,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         hand.close()
         app.close()
-    if args.db is None and not args.reuse:
+    if args.db is None and not args.reuse and not mock:
         print(f"(database kept in {folder}: pass --reuse to skip the load next time)")
     return 0
 
