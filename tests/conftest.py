@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from carecrm.core import CareCRM, settings_from_dict
 from carecrm.core.crypto import KeyRing
@@ -73,3 +74,28 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., CareCRM]]:
     yield factory
     for app in apps:
         app.close()
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The server is ``CARECRM_TEST_POSTGRES_URL`` (default the local test server); an
+    unreachable server fails under ``CI`` and skips otherwise.
+    """
+    admin_url = os.environ.get("CARECRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    name = f"carecrm_{request.node.name.lower()[:30]}_{os.getpid()}"
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
+    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
@@ -78,26 +77,6 @@ def test_the_story_on_sqlite(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--force" in again.output
     forced = CliRunner().invoke(cli, ["demo", "--dir", str(demo.root), "--force"])
     assert forced.exit_code == 0, forced.output
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one story."""
-    admin_url = os.environ.get("CARECRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    name = f"carecrm_demo_{os.getpid()}"
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
-    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.mark.postgres

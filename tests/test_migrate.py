@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
@@ -187,26 +186,6 @@ def test_small_batches_report_progress(practice: Practice, mongomock_url: str) -
     interactions = [n for kind, n in seen if kind == "interactions"]
     assert interactions == sorted(interactions) and interactions[-1] == counts["interactions"][0]
     assert len(interactions) >= counts["interactions"][0] // 2
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database."""
-    admin_url = os.environ.get("CARECRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    name = f"carecrm_migrate_{os.getpid()}"
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
-    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.mark.postgres
