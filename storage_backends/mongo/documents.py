@@ -218,7 +218,7 @@ def _field_matches(value: Any, cond: Any) -> bool:
             elif op == "$exists":
                 ok = (value is not None) == bool(arg)
             else:
-                raise NotImplementedError(f"query operator {op} in a pending-write overlay")
+                raise ValueError(f"the pending-write overlay does not evaluate query operator {op}")
             if not ok:
                 return False
         return True
