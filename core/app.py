@@ -481,9 +481,17 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         """Append an audit-log entry in ``uow`` (HIPAA 45 CFR 164.312(b)), chained to the last
         one by a keyed hash, and move the keyed head anchor (``meta.audit_head``) to it, so an
         edited, deleted or cut-off entry is detectable.  ``fields`` and ``details`` hold
-        names and counts, never values."""
-        # the chain's head from its anchor (one small row), else from the log itself
-        head = uow.meta.get(_META_AUDIT_HEAD)
+        names and counts, never values.
+
+        Concurrent writers: the head anchor is read with
+        :meth:`~carecrm.core.storage.MetaRepository.get_for_update`, so the head stays
+        locked until ``uow`` ends and two processes never take the same ``seq``; call this
+        last in a unit of work, just before its commit, so the lock is held for as short a
+        time as possible (appends serialize, nothing else does).
+
+        :raises ConflictError: lock wait timeout or deadlock (retry the unit)."""
+        # the chain's head from its anchor (one small row, locked), else from the log itself
+        head = uow.meta.get_for_update(_META_AUDIT_HEAD)
         prev: str | None
         if head is not None and head.count(":") == 2:
             seq_text, prev_hash, _ = head.split(":")
@@ -617,27 +625,28 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             if not buffer:
                 return
             records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
+            digests = [rec.digest for rec, _ in records]
             with self.storage.unit_of_work() as uow:
-                # the same bytes again: after a processed copy nothing changes; a quarantined
-                # or unfinished copy is processed again in its own inbox entry (no pile-up)
-                known: dict[str, list[InboxRecord]] = {}
-                for stored in uow.inbox.find_digests(source, [rec.digest for rec, _ in records]):
-                    if stored.status != "discarded":
-                        known.setdefault(stored.digest, []).append(stored)
-                fresh: list[InboxRecord] = []
-                for rec, payload in records:
-                    dup = known.get(rec.digest, [])
-                    if any(r.status == "processed" for r in dup):
-                        report.duplicate_payloads += 1
-                        continue
-                    if dup:
-                        pending.append((dup[0], payload))
-                        continue
-                    known[rec.digest] = [rec]  # the same bytes twice in one batch: once
-                    fresh.append(rec)
-                    pending.append((rec, payload))
-                uow.inbox.add_many(fresh)
+                # the same bytes again: after a processed copy nothing changes; a quarantined,
+                # discarded or unfinished copy is processed again in its own inbox entry.
+                # One row per (source, digest): stored with insert-or-skip, so a concurrent
+                # receiver of the same bytes (another process, another worker) keeps the
+                # same row, and both agree on its status
+                before = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
+                uow.inbox.add_new([rec for rec, _ in records if rec.digest not in before])
+                stored = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
                 uow.commit()
+            seen: set[str] = set()
+            for rec, payload in records:
+                if rec.digest in seen:  # the same bytes twice in one batch: once
+                    report.duplicate_payloads += 1
+                    continue
+                seen.add(rec.digest)
+                row = stored.get(rec.digest, rec)
+                if row.status == "processed":
+                    report.duplicate_payloads += 1
+                    continue
+                pending.append((row, payload))
             buffer.clear()
             self._process(connector, secret if verify else None, pending, report)
             pending.clear()

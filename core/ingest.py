@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from carecrm.core import events as ev
-from carecrm.core.errors import CareCRMError, ValidationFailed
+from carecrm.core.errors import CareCRMError, ConflictError, DuplicateError, ValidationFailed
 from carecrm.core.identity import (
     IdentityError,
     is_low_confidence_name,
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from carecrm.core.storage import UnitOfWork
 
 log = logging.getLogger("carecrm.ingest")
+
+#: How many times a batch write that lost a race with a concurrent writer is tried.
+WRITE_ATTEMPTS = 6
 
 
 @attrs.define
@@ -340,9 +343,7 @@ class Ingestor:
             if not prepared:
                 continue
             try:
-                batch_report = IngestReport()
-                events = self._write_batch(prepared, batch_report)
-                report.merge(batch_report)
+                events = self._write_retrying(prepared, report)
             except CareCRMError as exc:
                 log.warning(
                     "batch write failed (%s); retrying its %d records one by one",
@@ -351,10 +352,8 @@ class Ingestor:
                 )
                 events = []
                 for prep in prepared:
-                    single = IngestReport()
                     try:
-                        events.extend(self._write_batch([prep], single))
-                        report.merge(single)
+                        events.extend(self._write_retrying([prep], report))
                     except CareCRMError as exc2:
                         report.quarantined.append(
                             Quarantined(
@@ -369,6 +368,32 @@ class Ingestor:
             fired.extend(events)
         return fired
 
+    def _write_retrying(self, batch: list[_Prepared], report: IngestReport) -> list[ev.Event]:
+        """Write ``batch`` in one unit of work, again from the start (matching included)
+        when it lost a race with a concurrent writer: a deadlock or lock timeout
+        (:class:`ConflictError`: PostgreSQL 40P01/40001, MariaDB 1213/1205) or a unique key
+        another process stored first (:class:`DuplicateError`); after
+        :data:`WRITE_ATTEMPTS` attempts the last error propagates.  The batch's counts go
+        into ``report`` only once it committed."""
+        import random
+        import time
+
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            batch_report = IngestReport()
+            try:
+                events = self._write_batch(batch, batch_report)
+            except (ConflictError, DuplicateError) as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.info(
+                    "batch write lost a race (%s); attempt %d of %d", type(exc).__name__, attempt + 1, WRITE_ATTEMPTS
+                )
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+                continue
+            report.merge(batch_report)
+            return events
+        raise AssertionError("unreachable")
+
     def _write_batch(self, batch: list[_Prepared], report: IngestReport) -> list[ev.Event]:
         app = self.app
         mapper = app.mapper
@@ -377,6 +402,10 @@ class Ingestor:
         events: list[ev.Event] = []
         with app.storage.unit_of_work() as uow:
             all_keys = list({k for p in batch for k in p.keys})
+            # the blind indexes about to be matched stay locked until the commit: a second
+            # process ingesting the same person waits, then matches the contact made here
+            # (one contact, never two); taken in one call, before any write
+            uow.lock(sorted(f"identity:{kind}:{bidx}" for kind, bidx in all_keys))
             prefetched: dict[tuple[str, str], list[IdentityRecord]] = {k: [] for k in all_keys}
             for ident in uow.identities.find_many(all_keys):
                 prefetched.setdefault((ident.kind, ident.bidx), []).append(ident)

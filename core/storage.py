@@ -89,7 +89,7 @@ def check_record_kind(kind: str) -> str:
 
 #: The schema version this release of carecrm reads and writes.  A database with a
 #: higher number is refused (SchemaVersionError); a lower one must be upgraded first.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ContactRepository(Protocol):
@@ -481,7 +481,18 @@ class InboxRepository(Protocol):
         """Store a received payload."""
 
     def add_many(self, records: Sequence[InboxRecord]) -> None:
-        """Store several received payloads in one statement where the database allows."""
+        """Store several received payloads in one statement where the database allows.
+
+        :raises DuplicateError: if an id, or a (source, digest) pair, is stored already.
+        """
+
+    def add_new(self, records: Sequence[InboxRecord]) -> None:
+        """Store each payload whose (source, digest) is not stored yet and skip the others,
+        without an error: two receivers of the same bytes at once (two ``carecrm ingest``
+        processes, two server workers) keep one inbox row, whichever committed first.
+        Read the rows back with :meth:`find_digests` to learn which ids were kept.
+        (source, digest) is unique in the inbox from schema version 2 on.
+        """
 
     def find_digests(self, source: str, digests: Iterable[str]) -> builtins.list[InboxRecord]:
         """Payloads of ``source`` whose digest is any of ``digests`` (batched re-delivery check),
@@ -566,6 +577,18 @@ class MetaRepository(Protocol):
     def set(self, key: str, value: str) -> None:
         """Insert or replace."""
 
+    def get_for_update(self, key: str) -> str | None:
+        """The latest committed value of ``key`` (or None), with ``key`` locked against every
+        other unit of work's ``get_for_update`` until this unit commits or rolls back: the
+        way to read-modify-write a counter or a chain head (the audit log's) without two
+        writers taking the same next value.  A row lock (``SELECT ... FOR UPDATE``) on
+        PostgreSQL and MariaDB, the write lock that ``BEGIN IMMEDIATE`` already holds on
+        SQLite, a lock document on MongoDB.
+
+        :raises ConflictError: if the lock could not be had in time, or the database broke
+            a deadlock by failing this unit (retry the unit).
+        """
+
 
 class UnitOfWork(Protocol):
     """One transaction over every repository.
@@ -623,6 +646,21 @@ class UnitOfWork(Protocol):
     def meta(self) -> MetaRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
+
+    def lock(self, names: Iterable[str]) -> None:
+        """Take exclusive named locks, held until this unit commits or rolls back; a second
+        unit asking for any of the same names waits.  Ingest locks the blind indexes it is
+        about to match (``identity:email:<bidx>``) so that two processes receiving the same
+        person at once make one contact, never two.  Take a unit's locks in one call, before
+        its first write: the names are locked in one fixed order, so two units never wait on
+        each other in a cycle.  Names are opaque strings of any length (a backend may hash
+        them).  A transaction-scoped advisory lock on PostgreSQL, ``GET_LOCK`` on MariaDB
+        (released at commit and rollback), nothing on SQLite (``BEGIN IMMEDIATE`` already
+        serializes writers), lock documents on MongoDB.
+
+        :raises ConflictError: if a lock could not be had in time, or the database broke a
+            deadlock by failing this unit (retry the unit).
+        """
 
     def __exit__(
         self,

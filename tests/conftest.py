@@ -99,3 +99,28 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()
+
+
+@pytest.fixture
+def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test, dropped afterwards.
+
+    The server is ``CARECRM_TEST_MARIADB_URL`` (default the local test server, root with
+    no password); an unreachable server fails under ``CI`` and skips otherwise.
+    """
+    admin_url = os.environ.get("CARECRM_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+    name = f"carecrm_{request.node.name.lower()[:30]}_{os.getpid()}"
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:64]
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"MariaDB not reachable: {type(exc).__name__}")
+    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+    admin.dispose()

@@ -340,11 +340,13 @@ def inbox_record(**overrides: Any) -> InboxRecord:
         "key_version": "mk1",
         "wrapped_key": ciphertext("payload key"),
         "payload_enc": ciphertext("payload body"),
-        "digest": bidx("payload body"),
+        "digest": None,
         "processed_at": None,
         "attempts": 0,
     }
     values.update(overrides)
+    if values["digest"] is None:  # one row per (source, digest): each record its own bytes
+        values["digest"] = bidx(f"payload body {values['id']}")
     return InboxRecord(**values)
 
 
@@ -547,6 +549,10 @@ SEGMENT_CASES: dict[str, list[tuple[Criteria, str]]] = {
 
 class StorageBackendContract:
     """Conformance tests every storage backend passes (see the module docstring)."""
+
+    #: False for a backend whose units of work cannot run in two threads at once (an
+    #: in-memory SQLite database shares one connection): the concurrency tests skip.
+    concurrent_units: bool = True
 
     # ------------------------------------------------------------------ fixtures
 
@@ -1864,7 +1870,7 @@ class StorageBackendContract:
         old = inbox_record(received_at=at(0))
         mid = inbox_record(received_at=at(10), source="calendly", digest=bidx("same"))
         new = inbox_record(received_at=at(20), digest=bidx("same"))
-        again = inbox_record(received_at=at(30), digest=bidx("same"))
+        again = inbox_record(received_at=at(30), digest=bidx("again"))
 
         def fill(uow: UnitOfWork) -> None:
             for r in (old, mid, new, again):
@@ -1884,7 +1890,7 @@ class StorageBackendContract:
             assert [r.id for r in uow.inbox.list(status="processed")] == [mid.id, old.id]
             assert [r.id for r in uow.inbox.list(source="typeform", limit=2)] == [again.id, new.id]
             assert [r.id for r in uow.inbox.list(status="quarantined", source="calendly")] == []
-            assert [r.id for r in uow.inbox.find_digest("typeform", bidx("same"))] == [new.id, again.id]
+            assert [r.id for r in uow.inbox.find_digest("typeform", bidx("same"))] == [new.id]
             assert uow.inbox.find_digest("other", bidx("same")) == []
             assert uow.inbox.purge(status="processed", before=at(10)) == 1
             assert uow.inbox.purge(status="processed", before=at(10)) == 0
@@ -1893,6 +1899,95 @@ class StorageBackendContract:
         with backend.unit_of_work() as uow:
             with pytest.raises(NotFound):
                 uow.inbox.get(old.id)
+
+    def test_inbox_one_row_per_digest(self, backend: StorageBackend) -> None:
+        """(source, digest) is unique: add_many() of a stored pair is a DuplicateError;
+        add_new() stores only the payloads whose pair is new and skips the rest quietly,
+        the first stored row wins; the same digest under another source is another payload."""
+        first = inbox_record(received_at=at(0), digest=bidx("one"))
+        self.store(backend, lambda uow: uow.inbox.add(first))
+        again = inbox_record(received_at=at(1), digest=bidx("one"))
+        with backend.unit_of_work() as uow:
+            with pytest.raises(DuplicateError):
+                uow.inbox.add_many([again])
+        other = inbox_record(received_at=at(2), digest=bidx("two"))
+        elsewhere = inbox_record(received_at=at(3), digest=bidx("one"), source="calendly")
+        self.store(backend, lambda uow: uow.inbox.add_new([again, other, elsewhere]))
+        self.store(backend, lambda uow: uow.inbox.add_new([]))
+        with backend.unit_of_work() as uow:
+            found = uow.inbox.find_digests("typeform", [bidx("one"), bidx("two")])
+            assert [r.id for r in found] == [first.id, other.id]
+            assert [r.id for r in uow.inbox.find_digests("calendly", [bidx("one")])] == [elsewhere.id]
+            assert uow.inbox.count() == 3
+
+    def test_meta_get_for_update_serializes_writers(self, backend: StorageBackend) -> None:
+        """get_for_update(): None for a missing key (and a rolled-back unit leaves no key
+        behind); read-modify-write from two threads at once loses no increment."""
+        import threading
+
+        with backend.unit_of_work() as uow:
+            assert uow.meta.get_for_update("counter") is None
+        assert self.read(backend, lambda uow: uow.meta.get("counter")) is None
+        if not self.concurrent_units:
+            pytest.skip("this backend's units of work cannot run in two threads at once")
+        rounds, errors = 12, []
+
+        def bump() -> None:
+            try:
+                for _ in range(rounds):
+                    with backend.unit_of_work() as uow:
+                        value = uow.meta.get_for_update("counter")
+                        uow.meta.set("counter", str(int(value or 0) + 1))
+                        uow.commit()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=bump) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        assert self.read(backend, lambda uow: uow.meta.get("counter")) == str(2 * rounds)
+
+    def test_lock_waits_for_the_holder(self, backend: StorageBackend) -> None:
+        """lock(): a second unit asking for a held name waits until the holder commits;
+        other names and a re-lock of a held name do not wait; the lock is gone after
+        commit, and after a rollback."""
+        import threading
+        import time
+
+        with backend.unit_of_work() as uow:  # re-locking and empty calls are fine
+            uow.lock(["identity:email:a", "identity:email:a"])
+            uow.lock(["identity:email:a"])
+            uow.lock([])
+            uow.rollback()
+            uow.lock(["identity:email:a"])  # released by the rollback: free again
+        if not self.concurrent_units:
+            pytest.skip("this backend's units of work cannot run in two threads at once")
+        got: dict[str, float] = {}
+        holding = threading.Event()
+
+        def second() -> None:
+            holding.wait(30)
+            with backend.unit_of_work() as uow:
+                uow.lock(["identity:email:b", "identity:email:a"])
+                got["second"] = time.monotonic()
+                uow.commit()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        with backend.unit_of_work() as uow:
+            uow.lock(["identity:email:a"])
+            holding.set()
+            time.sleep(0.4)
+            got["released"] = time.monotonic()
+            uow.commit()
+        thread.join(60)
+        assert got["second"] >= got["released"]
+        with backend.unit_of_work() as uow:  # nobody holds it now
+            uow.lock(["identity:email:a", "identity:email:b"])
+            uow.commit()
 
     def test_inbox_batches(self, backend: StorageBackend) -> None:
         """Inbox batch methods: add_many(), find_digests() over several digests, and

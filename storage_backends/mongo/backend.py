@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC
 from types import TracebackType
 from typing import Any
@@ -141,7 +141,7 @@ INDEXES: dict[str, tuple[tuple[str, list[tuple[str, int]], bool], ...]] = {
     ),
     "segments": (),
     "inbox": (
-        ("ix_inbox_digest", [("source", 1), ("digest", 1)], False),
+        ("ux_inbox_source_digest", [("source", 1), ("digest", 1)], True),
         ("ix_inbox_status_received", [("status", 1), ("received_at", 1)], False),
         ("ix_inbox_received", [("received_at", -1), ("_id", -1)], False),
     ),
@@ -152,6 +152,11 @@ INDEXES: dict[str, tuple[tuple[str, list[tuple[str, int]], bool], ...]] = {
     "audit_log": (),
     "meta": (),
 }
+
+#: How long a unit of work waits for one named lock, in seconds.
+LOCK_TIMEOUT_SECONDS = 60
+#: A lock document older than this (seconds) was left by a process that died holding it.
+LOCK_LEASE_SECONDS = 120
 
 _MOCK_CLIENTS: dict[str, Any] = {}
 _MOCK_LOCK = threading.Lock()
@@ -453,10 +458,41 @@ class MongoBackend:
         if version is not None and version > SCHEMA_VERSION:
             self._check_version(version)
         self.create_collections()
+        if version == 1:
+            self._upgrade_inbox_unique()
         self.create_indexes()
         self._write_version()
         self._schema_verified = True
         return [f"indexes of schema {SCHEMA_VERSION}" if version is not None else "create indexes"]
+
+    def _upgrade_inbox_unique(self) -> None:
+        """Schema 1 → 2: keep one inbox document per (source, digest) — the one whose status
+        says most, as the SQL migration ``0002_inbox_unique_digest`` does — point
+        interactions at it, and drop the old non-unique ``ix_inbox_digest``."""
+        rank = {"processed": 0, "ignored": 1, "quarantined": 2, "received": 3, "discarded": 4}
+        inbox, interactions = self.database["inbox"], self.database["interactions"]
+        where = self.url_display
+        groups = errors.call(
+            "inbox",
+            where,
+            lambda: list(
+                inbox.aggregate(
+                    [
+                        {"$group": {"_id": {"s": "$source", "d": "$digest"}, "n": {"$sum": 1}}},
+                        {"$match": {"n": {"$gt": 1}}},
+                    ]
+                )
+            ),
+        )
+        for group in groups:
+            docs = list(inbox.find({"source": group["_id"]["s"], "digest": group["_id"]["d"]}))
+            docs.sort(key=lambda d: (rank.get(d.get("status"), 5), d.get("received_at"), str(d["_id"])))
+            keep, drop = docs[0]["_id"], [d["_id"] for d in docs[1:]]
+            interactions.update_many({"inbox_id": {"$in": drop}}, {"$set": {"inbox_id": keep}})
+            inbox.delete_many({"_id": {"$in": drop}})
+        present = errors.call("inbox", where, inbox.index_information)
+        if "ix_inbox_digest" in present:
+            errors.call("inbox", where, lambda: inbox.drop_index("ix_inbox_digest"))
 
     def index_status(self) -> dict[str, Any]:
         """Which of :data:`INDEXES` exist: ``{"ok": bool, "missing": ["collection.name", ...]}``."""
@@ -545,6 +581,8 @@ class MongoUnitOfWork:
         self.merges = MongoMerges(self)
         self.audit = MongoAudit(self)
         self.meta = MongoMeta(self)
+        self._locks: list[str] = []
+        self._lock_owner = ""
 
     def view(self, collection: str) -> View:
         """The unit's view of ``collection`` (one per collection)."""
@@ -576,13 +614,72 @@ class MongoUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.rollback()
-        self._open = False
+        try:
+            self.rollback()
+        finally:
+            self._open = False
 
     def rollback(self) -> None:
-        """Drop every write buffered since the unit began or last committed."""
+        """Drop every write buffered since the unit began or last committed, and release
+        the unit's named locks."""
         for view in self._views.values():
             view.pending.clear()
+        self._release_locks()
+
+    def lock(self, names: Iterable[str]) -> None:
+        """Exclusive named locks until the unit commits or rolls back (see
+        :meth:`carecrm.core.storage.UnitOfWork.lock`): one document per name in the
+        ``locks`` collection (``{_id: name, owner, at}``), inserted at once (not buffered)
+        in name order; a second unit's insert of the same ``_id`` fails on the unique
+        ``_id`` and it polls until the holder deletes it at commit or rollback.  A lock
+        older than :data:`LOCK_LEASE_SECONDS` belongs to a process that died holding it
+        and is taken over.
+
+        :raises ConflictError: a lock was not had within :data:`LOCK_TIMEOUT_SECONDS`.
+        """
+        import secrets
+        import time
+        from datetime import datetime, timedelta
+
+        if not self._open:
+            raise StorageError("the unit of work is not open: use it inside `with backend.unit_of_work() as uow:`")
+        wanted = sorted(set(names) - set(self._locks))
+        if not wanted:
+            return
+        if not self._lock_owner:
+            self._lock_owner = secrets.token_hex(8)
+        coll = self.backend.database["locks"]
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        for name in wanted:
+            pause = 0.005
+            while True:
+                now = datetime.now(UTC)
+                doc = {"_id": name, "owner": self._lock_owner, "at": now}
+                got = errors.call(
+                    "locks",
+                    self.where,
+                    lambda q={"_id": name}, d=doc: coll.update_one(q, {"$setOnInsert": d}, upsert=True).upserted_id,
+                )
+                if got is not None:
+                    self._locks.append(name)
+                    break
+                old = {"_id": name, "at": {"$lt": now - timedelta(seconds=LOCK_LEASE_SECONDS)}}
+                errors.call("locks", self.where, lambda q=old: coll.delete_one(q))
+                if time.monotonic() > deadline:
+                    raise ConflictError(
+                        f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    def _release_locks(self) -> None:
+        if not self._locks:
+            return
+        held, self._locks = self._locks, []
+        coll = self.backend.database["locks"]
+        errors.call(
+            "locks", self.where, lambda: coll.delete_many({"_id": {"$in": held}, "owner": self._lock_owner})
+        )
 
     def commit(self) -> None:
         """Apply the buffered writes: in one transaction where the server has them, else
@@ -650,11 +747,15 @@ class MongoUnitOfWork:
         raw = view.raw
         kw: dict[str, Any] = {} if session is None else {"session": session}
         inserts = [op.doc for op in view.pending.ops.values() if op.kind == "insert" and op.doc is not None]
+        only_new = [op for op in view.pending.ops.values() if op.kind == "insert_new" and op.doc is not None]
         replaces = [op for op in view.pending.ops.values() if op.kind == "replace"]
         deletes = [key for key, op in view.pending.ops.items() if op.kind == "delete"]
         with errors.translated(view.name, self.where, keep_transient=session is not None):
             for chunk in chunks(inserts, 1000):
                 raw.insert_many(list(chunk), ordered=True, **kw)
+            for op in only_new:  # an upsert that only inserts: a concurrent writer's document wins
+                assert op.doc is not None and op.expect is not None
+                raw.update_one(op.expect, {"$setOnInsert": op.doc}, upsert=True, **kw)
             plain = [op for op in replaces if not op.expect]
             if plain and not self.backend.mock:
                 from pymongo import ReplaceOne

@@ -301,8 +301,10 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 @attrs.define
 class Op:
-    """One pending write of a document: ``insert`` (new), ``replace`` (of a stored one,
-    optionally only if it still matches ``expect``, e.g. ``{"version": 3}``), ``delete``."""
+    """One pending write of a document: ``insert`` (new), ``insert_new`` (new unless a
+    document with the same ``expect`` key fields is stored by then: an upsert that only
+    inserts), ``replace`` (of a stored one, optionally only if it still matches ``expect``,
+    e.g. ``{"version": 3}``), ``delete``."""
 
     kind: str
     doc: dict[str, Any] | None
@@ -345,6 +347,10 @@ class Pending:
         else:
             self.ops[key] = Op("insert", doc)
 
+    def insert_new(self, doc: dict[str, Any], key: dict[str, Any]) -> None:
+        """A new document, written at commit only if no stored document matches ``key``."""
+        self.ops[doc["_id"]] = Op("insert_new", doc, key)
+
     def replace(self, doc: dict[str, Any], expect: dict[str, Any] | None = None) -> None:
         """A new version of a document; the first ``expect`` of a stored one is kept."""
         key = doc["_id"]
@@ -359,7 +365,7 @@ class Pending:
     def delete(self, key: Any) -> None:
         """Delete ``key`` (a document inserted by this unit is simply forgotten)."""
         old = self.ops.get(key)
-        if old is not None and old.kind == "insert":
+        if old is not None and old.kind in ("insert", "insert_new"):
             del self.ops[key]
         else:
             self.ops[key] = Op("delete", None)

@@ -114,7 +114,7 @@ UNIQUE: dict[str, tuple[tuple[str, ...], ...]] = {
     "scores": (("_id",),),
     "reviews": (("_id",), ("contact_a", "contact_b")),
     "segments": (("_id",),),
-    "inbox": (("_id",),),
+    "inbox": (("_id",), ("source", "digest")),
     "merges": (("_id",),),
     "audit_log": (("_id",),),
     "meta": (("_id",),),
@@ -925,6 +925,22 @@ class MongoInbox(_Repository):
         """Store several payloads, all or none."""
         self._insert(records)
 
+    def add_new(self, records: Sequence[InboxRecord]) -> None:
+        """Buffer the payloads whose (source, digest) this unit does not see stored; at
+        commit each is an upsert that only inserts (``$setOnInsert`` on the unique
+        ``ux_inbox_source_digest`` index), so a concurrent receiver's row wins quietly."""
+        assert self.codec is not None
+        by_source: dict[str, list[InboxRecord]] = {}
+        for rec in records:
+            by_source.setdefault(rec.source, []).append(rec)
+        for source, recs in by_source.items():
+            seen = {r.digest for r in self.find_digests(source, [r.digest for r in recs])}
+            for rec in recs:
+                if rec.digest in seen:
+                    continue
+                seen.add(rec.digest)
+                self.view.pending.insert_new(self.codec.doc(rec), {"source": rec.source, "digest": rec.digest})
+
     def find_digests(self, source: str, digests: Iterable[str]) -> builtins.list[InboxRecord]:
         """Payloads of ``source`` with any of these digests, by (received_at, id)."""
         docs = self.view.find_in("digest", digests, {"source": source}, sort=self._order)
@@ -1066,6 +1082,12 @@ class MongoMeta(_Repository):
     def set(self, key: str, value: str) -> None:
         """Insert or replace."""
         self.view.replace({"_id": key, "value": value})
+
+    def get_for_update(self, key: str) -> str | None:
+        """The latest stored value, ``key`` locked until the unit ends: a lock document
+        (:meth:`MongoUnitOfWork.lock` of ``meta:<key>``), then a fresh read."""
+        self._uow.lock([f"meta:{key}"])
+        return self.get(key)
 
 
 # --------------------------------------------------------------------------- whole-database copies

@@ -23,7 +23,7 @@ so ``carecrm init`` and ``carecrm storage upgrade`` work on any database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from carecrm.core.errors import BackendUnavailable, ConfigError, SchemaVersionError, StorageError
+from carecrm.core.errors import BackendUnavailable, ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
 from carecrm.storage_backends.sql import migrate, repositories
 from carecrm.storage_backends.sql.errors import translated
@@ -411,8 +411,8 @@ def _configure_sqlite(engine: Engine, *, memory: bool, busy_timeout_ms: int) -> 
 
 
 def _configure_mysql(engine: Engine) -> None:
-    """Strict SQL mode and UTC on every new MariaDB/MySQL connection (a too-long value is
-    an error, never silently cut)."""
+    """Strict SQL mode, UTC and READ COMMITTED on every new MariaDB/MySQL connection (a
+    too-long value is an error, never silently cut)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -420,8 +420,37 @@ def _configure_mysql(engine: Engine) -> None:
         try:
             cursor.execute(f"SET SESSION sql_mode = '{_MYSQL_SQL_MODE}'")
             cursor.execute("SET SESSION time_zone = '+00:00'")
+            # PostgreSQL's default: a statement after a lock wait sees what the lock holder
+            # committed (REPEATABLE READ would keep the unit's first snapshot, so a unit that
+            # waited for a lock would still match against the old blind indexes)
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         finally:
             cursor.close()
+
+
+#: How long a MariaDB/MySQL unit of work waits for one named lock, in seconds.
+LOCK_TIMEOUT_SECONDS = 60
+
+_PG_LOCK = sa.text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS s"
+)
+_MYSQL_LOCK = sa.text("SELECT GET_LOCK(:name, :timeout)")
+
+
+def _pg_lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for ``name`` (BLAKE2b; collisions only make two
+    unrelated units wait for each other)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _mysql_lock_name(scope: str, name: str) -> str:
+    """A ``GET_LOCK`` name for ``name`` in database ``scope``: 40 characters, under the
+    64-character limit of MariaDB and MySQL, free of the name's own text."""
+    import hashlib
+
+    return "carecrm:" + hashlib.blake2b(f"{scope}\x1f{name}".encode(), digest_size=16).hexdigest()
 
 
 class SqlUnitOfWork:
@@ -458,6 +487,8 @@ class SqlUnitOfWork:
         self.merges = SqlMerges(self)
         self.audit = SqlAudit(self)
         self.meta = SqlMeta(self)
+        #: Named locks held (MariaDB's GET_LOCK names, PostgreSQL's advisory keys).
+        self._locks: set[Any] = set()
 
     @property
     def connection(self) -> Connection:
@@ -496,14 +527,16 @@ class SqlUnitOfWork:
         try:
             with translated("(rollback)", self.where):
                 conn.rollback()
+                self._release_locks(conn)
         except StorageError:
             if exc is None:
                 raise  # otherwise the block's own exception is the one to report
         finally:
+            self._locks.clear()
             conn.close()
 
     def commit(self) -> None:
-        """Make everything done in this unit durable.
+        """Make everything done in this unit durable, then release its named locks.
 
         :raises ConflictError: if the database refused the commit because of a concurrent
             writer (serialization failure); nothing was stored.
@@ -511,11 +544,59 @@ class SqlUnitOfWork:
         """
         with translated("(commit)", self.where):
             self.connection.commit()
+            self._release_locks(self.connection)
 
     def rollback(self) -> None:
         """Undo everything done in this unit since it began or last committed."""
         with translated("(rollback)", self.where):
             self.connection.rollback()
+            self._release_locks(self.connection)
+
+    def lock(self, names: Iterable[str]) -> None:
+        """Exclusive named locks until the unit commits or rolls back (see
+        :meth:`carecrm.core.storage.UnitOfWork.lock`).
+
+        PostgreSQL: ``pg_advisory_xact_lock`` on a 64-bit key hashed from each name
+        (advisory locks are per database), taken in key order in one statement.
+        MariaDB/MySQL: ``GET_LOCK`` on a name hashed with the database's name (user locks
+        are server-wide), in name order, each waiting up to :data:`LOCK_TIMEOUT_SECONDS`,
+        released by ``RELEASE_ALL_LOCKS()`` after commit or rollback.  SQLite: nothing to
+        more than to begin the unit's transaction, whose ``BEGIN IMMEDIATE`` holds the
+        database's write lock until it ends.
+
+        :raises ConflictError: a lock wait timed out or a deadlock was broken (retry).
+        """
+        dialect = self.dialect_name
+        conn = self.connection
+        if dialect == "sqlite":
+            if not conn.in_transaction():
+                with translated("(lock)", self.where):
+                    conn.exec_driver_sql("SELECT 1")  # begins: BEGIN IMMEDIATE takes the write lock
+            return
+        if dialect == "postgresql":
+            keys = sorted({_pg_lock_key(n) for n in names} - self._locks)
+            if not keys:
+                return
+            with translated("(lock)", self.where):
+                conn.execute(_PG_LOCK, {"keys": keys})
+            self._locks.update(keys)
+            return
+        scope = str(self.backend.url.database or "")
+        wanted = sorted({_mysql_lock_name(scope, n) for n in names} - self._locks)
+        for name in wanted:
+            with translated("(lock)", self.where):
+                got = conn.execute(_MYSQL_LOCK, {"name": name, "timeout": LOCK_TIMEOUT_SECONDS}).scalar()
+            if got != 1:
+                raise ConflictError(
+                    f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
+                )
+            self._locks.add(name)
+
+    def _release_locks(self, conn: Connection) -> None:
+        if self._locks and self.dialect_name not in ("sqlite", "postgresql"):
+            conn.exec_driver_sql("SELECT RELEASE_ALL_LOCKS()")
+            conn.rollback()  # the SELECT began a transaction; end it
+        self._locks.clear()
 
     def export_records(self, kind: str) -> Iterator[Any]:
         """Every stored record of ``kind`` as stored, in primary-key order, a page per

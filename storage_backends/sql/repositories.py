@@ -1325,6 +1325,35 @@ class SqlInbox(_Repository):
         """Store several payloads in one executemany INSERT; all or none."""
         self._insert_many(records)
 
+    def add_new(self, records: Sequence[InboxRecord]) -> None:
+        """Store each payload whose (source, digest) is not stored yet and skip the rest
+        (``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite; on MariaDB an
+        ``ON DUPLICATE KEY UPDATE`` that changes nothing, never ``INSERT IGNORE``, which
+        would also turn a too-long value into a silent truncation)."""
+        if not records:
+            return
+        dialect = self._uow.dialect_name
+        t = self.table
+
+        def build() -> Any:
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                return pg_insert(t).on_conflict_do_nothing(index_elements=["source", "digest"])
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+                return sqlite_insert(t).on_conflict_do_nothing(index_elements=["source", "digest"])
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            return mysql_insert(t).on_duplicate_key_update(digest=t.c.digest)
+
+        statement = self._statement(("add_new", dialect), build)
+        rows = [self._codec.row(r) for r in records]
+        conn = self._uow.connection
+        with translated(t.name, self._uow.where):
+            conn.execute(statement, rows if len(rows) > 1 else rows[0])
+
     def find_digests(self, source: str, digests: Iterable[str]) -> list[InboxRecord]:
         """Payloads of ``source`` with any of these digests, oldest first (chunked IN lists)."""
         t = self.table
@@ -1526,6 +1555,57 @@ class SqlMeta:
             statement = _STATEMENTS[cache_key] = upsert_statement(dialect, t, row, ("key",))
         with translated(t.name, self._uow.where):
             self._uow.connection.execute(statement, {"p_key": key, "p_value": value})
+
+    def get_for_update(self, key: str) -> str | None:
+        """The latest committed value, the row locked until the unit ends
+        (``SELECT ... FOR UPDATE``; on SQLite the unit's ``BEGIN IMMEDIATE`` already holds
+        the database's write lock).  A missing key is first inserted as an empty
+        placeholder (``ON CONFLICT DO NOTHING``), so there is a row to lock: a second unit
+        inserting the same key at once waits for the first to commit, then locks its row.
+        The placeholder reads as None; the caller is expected to :meth:`set` the key in
+        the same unit (if it rolls back, the placeholder goes too).
+
+        :raises ConflictError: lock wait timeout or deadlock (retry the unit).
+        """
+        t = self.table
+        dialect = self._uow.dialect_name
+        if dialect == "sqlite":
+            return self.get(key)
+        select = self._cached(("get_for_update", dialect), lambda: (
+            sa.select(t.c.value).where(t.c.key == sa.bindparam("p_key")).with_for_update()
+        ))
+        conn = self._uow.connection
+        with translated(t.name, self._uow.where):
+            value = conn.execute(select, {"p_key": key}).scalar_one_or_none()
+            if value is None:
+                conn.execute(self._cached(("placeholder", dialect), lambda: _insert_missing(dialect, t)), {
+                    "p_key": key, "p_value": "",
+                })
+                value = conn.execute(select, {"p_key": key}).scalar_one_or_none()
+        return str(value) if value else None
+
+    def _cached(self, name: Any, build: Callable[[], Any]) -> Any:
+        cache_key = (self.table.name, name)
+        statement = _STATEMENTS.get(cache_key)
+        if statement is None:
+            statement = _STATEMENTS[cache_key] = build()
+        return statement
+
+
+def _insert_missing(dialect: str, table: sa.Table) -> sa.Executable:
+    """``INSERT (key, value) ... ON CONFLICT DO NOTHING`` of the meta table in the dialect's
+    own syntax (a no-op ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL)."""
+    row = {
+        "key": sa.bindparam("p_key", type_=table.c.key.type),
+        "value": sa.bindparam("p_value", type_=table.c.value.type),
+    }
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(row).on_conflict_do_nothing(index_elements=["key"])
+    from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+    return mysql_insert(table).values(row).on_duplicate_key_update(key=table.c.key)
 
 
 # --------------------------------------------------------------------------- whole-database copies

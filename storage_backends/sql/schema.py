@@ -264,7 +264,8 @@ inbox = sa.Table(
     sa.Column("processed_at", UtcDateTime()),
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Index("ix_inbox_status_received", "status", "received_at"),
-    sa.Index("ix_inbox_source_digest", "source", "digest"),
+    # one row per payload (schema version 2): two receivers of the same bytes keep one
+    sa.Index("ux_inbox_source_digest", "source", "digest", unique=True),
     **TABLE_OPTIONS,
 )
 

@@ -33,6 +33,7 @@ from carecrm.core.testing.storage import (
 from carecrm.storage_backends import sql as sql_plugin
 from carecrm.storage_backends.sql import SCHEMES, open_backend, repositories, schema
 from carecrm.storage_backends.sql.backend import OPTION_DEFAULTS, SqlBackend, normalize_url
+from carecrm.storage_backends.sql.migrate import HEAD_FOR_VERSION
 
 
 class TestSqliteFileContract(StorageBackendContract):
@@ -65,6 +66,7 @@ class TestSqliteFileContract(StorageBackendContract):
 class TestSqliteMemoryContract(StorageBackendContract):
     """The conformance suite on an in-memory SQLite database (``sqlite://``)."""
 
+    concurrent_units = False  # one shared connection
     @pytest.fixture
     def backend(self) -> Iterator[StorageBackend]:
         backend = open_backend("sqlite://", {})
@@ -244,7 +246,7 @@ def test_a_database_without_the_schema_says_run_init(tmp_path: Path) -> None:
 
 def test_upgrade_creates_the_schema_of_an_empty_database(tmp_path: Path) -> None:
     backend = SqlBackend(f"sqlite:///{tmp_path / 'empty.db'}")
-    assert backend.upgrade() == ["0001_initial"]
+    assert backend.upgrade() == ["0001_initial", "0002_inbox_unique_digest"]
     assert backend.schema_version() == SCHEMA_VERSION
     assert backend.upgrade() == []
     with backend.unit_of_work() as uow:
@@ -300,7 +302,37 @@ def test_a_database_without_alembic_bookkeeping_is_adopted(tmp_path: Path) -> No
         conn.execute(schema.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
     assert backend.upgrade() == []
     with backend.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001_initial"
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD_FOR_VERSION[SCHEMA_VERSION]
+    backend.close()
+
+
+def test_version_1_inbox_duplicates_are_folded_by_the_upgrade(tmp_path: Path) -> None:
+    """A schema-1 database may hold several inbox rows of one payload (a re-delivered
+    discarded payload got a fresh row); the upgrade to 2 keeps the one whose status says
+    most, points interactions at it, and the unique index then holds."""
+    from alembic import command
+
+    from carecrm.core.testing.storage import inbox_record
+    from carecrm.storage_backends.sql.migrate import alembic_config, write_schema_version
+
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'v1.db'}")
+    discarded = inbox_record(status="discarded", digest="d" * 64)
+    processed = inbox_record(status="processed", digest="d" * 64)
+    single = inbox_record(status="quarantined")
+    inter = interaction_record(contact_record().id, inbox_id=discarded.id)
+    codec = repositories._codec
+    with backend.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001_initial")
+        write_schema_version(conn, 1)
+        for rec in (discarded, processed, single):
+            conn.execute(schema.inbox.insert(), codec(type(rec), schema.inbox).row(rec))
+        conn.execute(schema.interactions.insert(), codec(type(inter), schema.interactions).row(inter))
+    assert backend.upgrade() == ["0002_inbox_unique_digest"]
+    with backend.unit_of_work() as uow:
+        assert sorted(r.id for r in uow.inbox.list()) == sorted([processed.id, single.id])
+        assert uow.interactions.get(inter.id).inbox_id == processed.id
+        with pytest.raises(DuplicateError):
+            uow.inbox.add(inbox_record(digest="d" * 64))
     backend.close()
 
 
