@@ -89,3 +89,17 @@ def test_timeline_benchmark_prints_latencies_ratio_and_target(
     # a second run reuses the database instead of loading it again
     assert timeline.main([*argv, "--db", str(tmp_path / "db"), "--reuse"]) == 0
     assert "load: reused the database" in capsys.readouterr().out
+
+
+def test_concurrent_ingest_benchmark_prints_rates_and_ratios(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    """benchmarks/concurrent_ingest.py at a tiny size: a line per process count with the
+    combined rate and its ratio to one process (it checks itself that no lead was lost)."""
+    bench = _benchmark("concurrent_ingest", monkeypatch)
+    assert bench.main(["--leads", "40", "--repeat", "1", "--procs", "1,2", "--url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    for procs in (1, 2):
+        m = _line(out, rf"^processes {procs}: {RUNS} leads/s combined, ratio to 1 process ({NUMBER})$")
+        assert all(_number(g) > 0 for g in m.groups())
+    assert "@example.com" not in out
