@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import sys
+import traceback
 import uuid
 from typing import Any
 
 import attrs
 import click
 
-from carecrm.cli.context import EXIT_QUARANTINED, CliError, json_option, state
+from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, state
 from carecrm.cli.output import (
     add_row,
     counts_line,
@@ -65,6 +66,7 @@ def report_json(report: IngestReport) -> dict[str, Any]:
                 "field": q.field,
                 "reason": q.reason,
                 "inbox_id": str(q.inbox_id) if q.inbox_id else None,
+                "payload": q.payload,
                 "message": q.message(),
             }
             for q in report.quarantined
@@ -76,7 +78,10 @@ def report_json(report: IngestReport) -> dict[str, Any]:
 
 
 def print_report(report: IngestReport) -> None:
-    """A human summary of an ingest run (counts, then each quarantined record's reason)."""
+    """A human summary of an ingest run: counts, then one line per quarantined record
+    (source, payload file, record, field and reason, never a value), then warnings.  With
+    ``--debug`` the traceback of each record quarantined by an unexpected failure follows
+    on stderr."""
     rows: list[tuple[str, Any]] = []
     for key, value in _counts(report).items():
         rows.append((REPORT_LABELS.get(key, key.replace("_", " ")), value))
@@ -90,11 +95,15 @@ def print_report(report: IngestReport) -> None:
     ]
     print_fields(rows, title="Ingest summary")
     if report.quarantined:
-        t = table("inbox id", "reason", title="Quarantined", no_wrap=("inbox id",))
+        click.echo(f"Quarantined ({len(report.quarantined)}):")
         for q in report.quarantined:
-            add_row(t, q.inbox_id, q.message())
-        print_table(t)
+            click.echo(f"  {q.message()}" + (f" [inbox {q.inbox_id}]" if q.inbox_id else ""))
         click.echo("see `carecrm inbox show ID`; fix the config or connector, then `carecrm inbox retry ID`")
+        if debugging():
+            for q in report.quarantined:
+                if q.cause is not None:
+                    click.echo(f"traceback of {q.message()}:", err=True)
+                    click.echo("".join(traceback.format_exception(q.cause)).rstrip(), err=True)
     if report.warnings:
         t = table("warning", title="Warnings")
         for w in report.warnings:
