@@ -26,6 +26,7 @@ from carecrm.core.app import InboxItem
 from carecrm.core.ingest import IngestReport
 from carecrm.core.models import RawPayload
 from carecrm.core.serialization import to_json_value
+from carecrm.core.text import printable
 
 #: Inbox statuses (``carecrm inbox list --status``).
 INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
@@ -260,9 +261,9 @@ def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
             ("attempts", item.attempts),
             ("last processed", format_utc(item.processed_at) if item.processed_at else None),
             ("reason", item.reason),
-            ("content type", payload.content_type),
-            ("url", payload.url),
-            *((f"header {k}", v) for k, v in sorted(payload.headers.items())),
+            ("content type", printable(payload.content_type, limit=500)),
+            ("url", printable(payload.url, limit=2000) or None),
+            *((f"header {printable(k)}", printable(v, limit=2000)) for k, v in sorted(payload.headers.items())),
         ]
     )
     click.echo("")
