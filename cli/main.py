@@ -136,7 +136,6 @@ class RootGroup(click.Group):
             ) from None
 
 
-
 def _parse_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> Actor:
     if value is None:
         return default_actor()
