@@ -74,11 +74,13 @@ class CliState:
 
     :param config: the ``--config`` value (None: ``CARECRM_CONFIG``, else ``./carecrm.toml``).
     :param actor: who acts (``--as`` / ``CARECRM_ACTOR`` / the OS user as admin).
+    :param debug: show tracebacks (``--debug`` / ``CARECRM_DEBUG=1``).
     """
 
-    def __init__(self, config: str | None, actor: Actor) -> None:
+    def __init__(self, config: str | None, actor: Actor, *, debug: bool = False) -> None:
         self.config = config
         self.actor = actor
+        self.debug = debug
         self._app: CareCRM | None = None
 
     @property
@@ -103,6 +105,18 @@ class CliState:
         if self._app is not None:
             self._app.close()
             self._app = None
+
+
+def debugging(ctx: click.Context | None = None) -> bool:
+    """Whether tracebacks are shown: ``--debug`` was given or ``CARECRM_DEBUG=1`` is set.
+
+    :param ctx: the click context to look in (default the current one, if any).
+    """
+    if os.environ.get("CARECRM_DEBUG") == "1":
+        return True
+    ctx = ctx or click.get_current_context(silent=True)
+    obj = ctx.find_object(CliState) if ctx is not None else None
+    return bool(obj is not None and obj.debug)
 
 
 def state() -> CliState:

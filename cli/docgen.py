@@ -41,7 +41,12 @@ edit by hand (a test checks that this file matches the code).
   written to the audit log.
 - **Plugins** add commands through the `carecrm_register_commands(cli)` hook
   (`docs/plugin_hooks.md`); they are listed by `carecrm --help` but not here.
-- `CARECRM_DEBUG=1` shows the traceback of an error instead of the one-line message.
+- **Debugging**: `--debug` (or `CARECRM_DEBUG=1`) shows the traceback of an error instead of
+  the one-line message, and after `ingest` or `inbox retry` the traceback of each record
+  quarantined by an unexpected failure. Without it no traceback is shown: an unexpected
+  failure is `error: internal error (<type>)` with exit status 2, and a record that fails is
+  quarantined with one line naming the source, the payload file, the record and the field,
+  never the value (tracebacks can quote values).
 
 ## Exit status
 

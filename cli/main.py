@@ -20,7 +20,7 @@ import pluggy
 from carecrm.cli.commands import admin, attribution, contacts, ingest, pipeline, scoring, setup
 from carecrm.cli.commands import segments as segment_commands
 from carecrm.cli.commands import tasks as task_commands
-from carecrm.cli.context import CliError, CliState, map_error
+from carecrm.cli.context import CliError, CliState, debugging, map_error
 from carecrm.core.app import default_actor
 from carecrm.core.errors import CareCRMError
 from carecrm.core.models import Actor
@@ -117,13 +117,23 @@ class RootGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a :class:`CareCRMError` becomes ``error: <message>`` on stderr
-        with exit status 2 (set ``CARECRM_DEBUG=1`` to see the traceback instead)."""
+        with exit status 2, and so does any other exception (a bug), as ``error: internal
+        error (<type>)``: its text is never shown, since it may quote personal data.  With
+        ``--debug`` or ``CARECRM_DEBUG=1`` the traceback is shown instead."""
         try:
             return super().invoke(ctx)
         except CareCRMError as exc:
-            if os.environ.get("CARECRM_DEBUG") == "1":
+            if debugging(ctx):
                 raise
             raise map_error(exc) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if debugging(ctx):
+                raise
+            raise CliError(
+                f"internal error ({type(exc).__name__}); run with --debug (or CARECRM_DEBUG=1) to see the traceback"
+            ) from None
 
 
 def _parse_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> Actor:
@@ -170,9 +180,16 @@ def create_cli(
     @click.option(
         "-v", "--verbose", count=True, help="Log more on stderr (-v: info, -vv: debug). Logs never hold personal data."
     )
+    @click.option(
+        "--debug",
+        is_flag=True,
+        default=False,
+        help="Show tracebacks: of an error, and of each record quarantined by an unexpected failure "
+        "[env CARECRM_DEBUG=1]. Tracebacks may quote personal data.",
+    )
     @click.version_option(package_name="carecrm", prog_name="carecrm")
     @click.pass_context
-    def cli(ctx: click.Context, config: str | None, actor: Actor, verbose: int) -> None:
+    def cli(ctx: click.Context, config: str | None, actor: Actor, verbose: int, debug: bool) -> None:
         """carecrm: the CRM of a medical practice's leads and patients.
 
         Every command reads the practice's config (carecrm.toml) and opens its database
@@ -182,7 +199,7 @@ def create_cli(
         """
         if verbose:
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, format="%(name)s: %(message)s")
-        obj = CliState(config, actor)
+        obj = CliState(config, actor, debug=debug or os.environ.get("CARECRM_DEBUG") == "1")
         ctx.obj = obj
         ctx.call_on_close(obj.close)
 

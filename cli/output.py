@@ -42,8 +42,18 @@ def console() -> Console:
 
 
 def echo_json(value: Any) -> None:
-    """Print ``value`` (attrs objects, datetimes and UUIDs included) as indented JSON."""
-    click.echo(json.dumps(to_json_value(value), indent=2, ensure_ascii=False, default=str))
+    """Print ``value`` (attrs objects, datetimes and UUIDs included) as indented JSON.
+
+    Text is printed as UTF-8, or as ``\\uXXXX`` escapes throughout when some text cannot be
+    encoded (a lone surrogate in a payload's header): the JSON means the same either way.
+    """
+    data = to_json_value(value)
+    out = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        out = json.dumps(data, indent=2, ensure_ascii=True, default=str)
+    click.echo(out)
 
 
 def text(value: Any) -> Text:

@@ -132,8 +132,11 @@ def read_payloads(
     folder is never held in memory at once.
 
     :param content_type: the type for every file, or None to guess each one.
+    :returns: payloads whose ``origin`` is the file's path as given (``stdin`` for ``-``),
+        named in the messages of quarantined records.
     """
     for name in files:
         body = (stdin or b"") if name == "-" else Path(name).read_bytes()
         ctype = content_type or guess_content_type("" if name == "-" else name, body)
-        yield RawPayload(body=body, content_type=ctype, headers=dict(headers), url=url)
+        origin = "stdin" if name == "-" else name
+        yield RawPayload(body=body, content_type=ctype, headers=dict(headers), url=url, origin=origin)

@@ -701,11 +701,15 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         for qs in failed.values():
             report.quarantined.extend(qs)
         self.ingestor.run(events, report)
-        # every payload with a quarantined record stays quarantined with its reasons
+        # every payload with a quarantined record stays quarantined with its reasons; the
+        # report names the payload's file, the inbox's clear reason does not (see Quarantined)
+        origins = {rec.id: payload.origin for rec, payload in items}
         bad: dict[uuid.UUID, list[str]] = {}
         for q in report.quarantined[before:]:
             if q.inbox_id is not None:
-                bad.setdefault(q.inbox_id, []).append(q.message())
+                bad.setdefault(q.inbox_id, []).append(q.message(with_payload=False))
+                if q.payload is None:
+                    q.payload = origins.get(q.inbox_id) or f"inbox {q.inbox_id}"
         now = utcnow()
         ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
         done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]

@@ -67,6 +67,20 @@ class ValidationFailed(CareCRMError):
         super().__init__(f"{source}: record {record}: field {field!r}: {reason}")
 
 
+class UnstorableValue(CareCRMError):
+    """A value cannot be encoded for storage (a lone surrogate, a value nested too deeply,
+    an object that is not JSON); raised by the record mapper before anything is stored.
+
+    :param field: the field at fault (``"last_name"``, ``"body"``, ``"evidence"``).
+    :param reason: what is wrong, never the value.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"field {field!r} cannot be stored: {reason}")
+
+
 class InvalidTransition(CareCRMError):
     """A lifecycle-stage move that the pipeline does not allow.
 

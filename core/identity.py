@@ -24,6 +24,8 @@ from functools import lru_cache
 import email_validator
 import phonenumbers
 
+from carecrm.core.text import text_problem
+
 
 class IdentityError(ValueError):
     """A raw email or phone cannot be normalized; the message never contains the value."""
@@ -35,11 +37,15 @@ def normalize_email(raw: str) -> str:
 
     :param raw: what the person typed.
     :returns: the address checked by email-validator and lowercased whole.
-    :raises IdentityError: if email-validator refuses it (the reason, never the value).
+    :raises IdentityError: if email-validator refuses it, or it holds a lone surrogate, a
+        NUL or a control character (the reason, never the value).
     """
     text = raw.strip()
     if not text:
         raise IdentityError("empty email address")
+    problem = text_problem(text)
+    if problem is not None:
+        raise IdentityError(f"not a valid email address ({problem})")
     try:
         result = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
@@ -64,11 +70,16 @@ def normalize_phone(raw: str, region: str = "US") -> tuple[str, bool]:
     :param raw: the number as sent (``(312) 555-0142``, ``+13125550142``, ``15550000000``).
     :param region: ISO 3166-1 alpha-2 region used when the number has no ``+`` prefix.
     :returns: ``(e164, valid)`` where ``valid`` is phonenumbers' ``is_valid_number``.
-    :raises IdentityError: if it cannot be parsed or is not a possible number.
+    :raises IdentityError: if it cannot be parsed or is not a possible number, or it
+        holds a lone surrogate, a NUL or a control character (phonenumbers would skip
+        them and accept what remains: a corrupted value is not a number the person gave).
     """
     text = raw.strip()
     if not text:
         raise IdentityError("empty phone number")
+    problem = text_problem(text)
+    if problem is not None:
+        raise IdentityError(f"not a phone number ({problem})")
     try:
         number = phonenumbers.parse(text, region.upper() if region else None)
     except phonenumbers.NumberParseException:

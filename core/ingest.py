@@ -8,6 +8,14 @@ of work, and live events fire after the commit.  A record that cannot be accepte
 quarantined with a reason naming source, record and field while the rest of the batch
 goes in; if the batch's write fails, its records are retried one by one so only the bad
 one is quarantined.  Re-ingesting the same event changes nothing (idempotency keys).
+
+A poison record never stops a batch: text that cannot be stored is refused or cleaned
+field by field before matching (:meth:`Ingestor.prepare`, rules in
+:mod:`carecrm.core.text`), and any other exception while normalizing, matching, mapping or
+encrypting one record quarantines that record (naming the step as the field, the
+exception's type as the reason, never its text, which may quote the value) while the
+batch is written again without it.  Storage errors are not a record's fault and are left
+to the batch's retry.
 """
 
 from __future__ import annotations
@@ -15,14 +23,22 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from carecrm.core import events as ev
-from carecrm.core.errors import CareCRMError, ConflictError, DuplicateError, ValidationFailed
+from carecrm.core.errors import (
+    CareCRMError,
+    ConflictError,
+    DuplicateError,
+    StorageError,
+    UnstorableValue,
+    ValidationFailed,
+)
 from carecrm.core.identity import (
     IdentityError,
     is_low_confidence_name,
@@ -51,6 +67,7 @@ from carecrm.core.records import (
     ReviewRecord,
     StageChangeRecord,
 )
+from carecrm.core.text import InvalidText, checked_text, cleaned_json, cleaned_text, printable
 from carecrm.core.timeutil import utcnow
 from carecrm.core.vocab import INBOUND_KINDS, is_valid_kind_name
 
@@ -64,19 +81,81 @@ log = logging.getLogger("carecrm.ingest")
 WRITE_ATTEMPTS = 6
 
 
+def _printable(value: object) -> str:
+    return printable(None if value is None else str(value), limit=120)
+
+
+def _printable_opt(value: object) -> str | None:
+    return None if value is None else printable(str(value), limit=200)
+
+
+def _printable_reason(value: object) -> str:
+    return printable(str(value), limit=1000)
+
+
 @attrs.define
 class Quarantined:
-    """A record that was not accepted: where it came from and why (no personal data)."""
+    """A record that was not accepted: where it came from and why (no personal data).
 
-    source: str
-    record: str
-    field: str
-    reason: str
+    :ivar source: the source's name; ``record``: the vendor's record id or ``#<index>``;
+        ``field``: the field (or the step) at fault; ``reason``: why, never the value.
+        All four are made printable (:func:`carecrm.core.text.printable`): a record id that
+        holds a control character or a lone surrogate is shown escaped.
+    :ivar inbox_id: the inbox entry of the payload, when it came through the inbox.
+    :ivar payload: where the payload came from (the file it was read from), when known.
+    :ivar cause: the exception that made the record fail, when it was not a refusal by
+        rule (for ``--debug`` tracebacks; never shown otherwise, it may quote the value).
+    """
+
+    source: str = attrs.field(converter=_printable)
+    record: str = attrs.field(converter=_printable)
+    field: str = attrs.field(converter=_printable)
+    reason: str = attrs.field(converter=_printable_reason)
     inbox_id: uuid.UUID | None = None
+    payload: str | None = attrs.field(default=None, converter=_printable_opt)
+    cause: BaseException | None = attrs.field(default=None, repr=False, eq=False)
 
-    def message(self) -> str:
-        """``source: record R: field 'F': reason``."""
-        return f"{self.source}: record {self.record}: field {self.field!r}: {self.reason}"
+    def message(self, *, with_payload: bool = True) -> str:
+        """``source: payload P: record R: field 'F': reason`` (without ``payload P`` when
+        it is unknown or ``with_payload`` is False: the inbox's clear reason column leaves
+        the file name out, since the inbox entry is the payload and a file name can name
+        the person; it is kept in the encrypted payload)."""
+        where = f"payload {self.payload}: " if with_payload and self.payload else ""
+        return f"{self.source}: {where}record {self.record}: field {self.field!r}: {self.reason}"
+
+
+class _Refused(ValidationFailed):
+    """One record of a batch failed while it was matched, mapped or encrypted: the batch's
+    unit of work is rolled back and the batch written again without it."""
+
+    def __init__(self, prepared: _Prepared, field: str, reason: str, cause: BaseException) -> None:
+        super().__init__(prepared.event.source, prepared.event.record_ref, field, reason)
+        self.prepared = prepared
+        self.cause = cause
+
+
+@attrs.define
+class _Cursor:
+    """Which record (and which step of it) :meth:`Ingestor._write_batch` is working on."""
+
+    record: _Prepared | None = None
+    field: str = "record"
+
+
+@contextmanager
+def _refusing(cursor: _Cursor) -> Iterator[None]:
+    """Turn an exception raised while ``cursor.record`` is set into :class:`_Refused`
+    (storage errors and refusals by rule pass through unchanged)."""
+    try:
+        yield
+    except (StorageError, _Refused):
+        raise
+    except Exception as exc:
+        if cursor.record is None:
+            raise
+        if isinstance(exc, UnstorableValue | ValidationFailed):
+            raise _Refused(cursor.record, exc.field, exc.reason, exc) from exc
+        raise _Refused(cursor.record, cursor.field, f"cannot be stored ({type(exc).__name__})", exc) from exc
 
 
 @attrs.define
@@ -234,12 +313,17 @@ class Ingestor:
     def prepare(self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None) -> _Prepared:
         """Normalize a lead event's identities and check its interactions.
 
-        :raises ValidationFailed: when no usable identity remains or an interaction is
-            malformed (naming the field).
+        Text is screened first, field by field (:meth:`screen`): a name, id or key that
+        cannot be stored refuses the record; optional place fields are dropped with a
+        warning; free text, touchpoint values and attributes are cleaned.
+
+        :raises ValidationFailed: when no usable identity remains, an interaction is
+            malformed or a refused field holds text that cannot be stored (naming the field).
         """
         app = self.app
         collect = app.settings.collect
-        record = event.record_ref or f"#{index}"
+        record = printable(event.record_ref, limit=120) or f"#{index}"
+        event = self.screen(event, record, report)
         region = (
             event.region
             or app.settings.practice.location(
@@ -324,6 +408,126 @@ class Ingestor:
                 )
         return _Prepared(event, inbox_id, identities, keys, first, last, confident, interest)
 
+    def screen(self, event: LeadEvent, record: str, report: IngestReport) -> LeadEvent:
+        """The lead event with its text refused or cleaned field by field, so that every
+        value that reaches matching, the mapper and the database can be stored (the rules
+        are :mod:`carecrm.core.text`'s):
+
+        * **refused**, the record is quarantined naming the field: ``first_name``,
+          ``last_name`` and ``full_name`` (tab and line breaks fold to a space; a lone
+          surrogate, NUL or other control character refuses: a silently altered name would
+          address a patient by a name they never gave), ``source``, ``location``,
+          ``external_ids.<system>``, and each interaction's and consent signal's kind,
+          idempotency key, channel, direction, location, purpose and status;
+        * **dropped with a warning**, the record still goes in: ``postal_code``, ``city``,
+          ``region`` and the optional ``street_address`` and ``sex`` (place fields are
+          optional; a corrupted one is worth less than the lead), and any attribute or
+          consent evidence entry nested deeper than :data:`carecrm.core.text.MAX_DEPTH`;
+          emails and phones that cannot be stored are invalid identities, dropped with a
+          warning by normalization (:mod:`carecrm.core.identity`) like any invalid address;
+        * **cleaned**, each bad character becomes U+FFFD: the inquiry text (``body``),
+          touchpoint values, interaction attributes and consent evidence (the patient's
+          message and the campaign are kept), where integers wider than 64 bits become
+          their decimal text and non-finite numbers null.
+
+        :param record: the record's printable name for messages.
+        :returns: ``event`` itself when nothing needed a change, else a cleaned copy.
+        :raises ValidationFailed: for a refused field (the reason, never the value).
+        """
+        source = event.source
+
+        def refuse(field: str, value: Any, *, fold: bool = False) -> Any:
+            if not isinstance(value, str):
+                return value
+            try:
+                return checked_text(value, fold_space=fold)
+            except InvalidText as exc:
+                raise ValidationFailed(source, record, field, exc.reason) from None
+
+        def optional(field: str, value: Any) -> Any:
+            if not isinstance(value, str):
+                return value
+            try:
+                return checked_text(value)
+            except InvalidText as exc:
+                report.warnings.append(f"{printable(source)}: record {record}: field {field!r}: {exc.reason}; dropped")
+                return None
+
+        def json_fields(field: str, values: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            changed = False
+            for key, value in values.items():
+                clean_key = cleaned_text(key) if isinstance(key, str) else key
+                try:
+                    out[clean_key] = clean = cleaned_json(value, depth=1)
+                except InvalidText as exc:
+                    name = f"{field}.{printable(str(key), limit=60)}"
+                    report.warnings.append(
+                        f"{printable(source)}: record {record}: field {name!r}: {exc.reason}; dropped"
+                    )
+                    changed = True
+                    continue
+                changed = changed or clean is not value or clean_key is not key
+            return out if changed else values
+
+        def touchpoint(tp: Touchpoint | None) -> Touchpoint | None:
+            if tp is None:
+                return None
+            fields = attrs.asdict(tp, recurse=False)
+            clean = {k: cleaned_text(v) if isinstance(v, str) else v for k, v in fields.items()}
+            return tp if all(clean[k] is fields[k] for k in fields) else Touchpoint(**clean)
+
+        refuse("source", source)
+        changes: dict[str, Any] = {}
+        for name in ("first_name", "last_name", "full_name"):
+            value = getattr(event, name)
+            checked = refuse(name, value, fold=True)
+            if checked is not value:
+                changes[name] = checked
+        refuse("location", event.location)
+        for system, ext_id in event.external_ids:
+            refuse(f"external_ids.{printable(str(system), limit=40)}", system)
+            refuse(f"external_ids.{printable(str(system), limit=40)}", ext_id)
+        for name in ("postal_code", "city", "region"):
+            value = getattr(event, name)
+            checked = optional(name, value)
+            if checked is not value:
+                changes[name] = checked
+        if event.extra:
+            extra = {k: optional(k, v) if k in ("street_address", "sex") else v for k, v in event.extra.items()}
+            if any(extra[k] is not event.extra[k] for k in extra):
+                changes["extra"] = {k: v for k, v in extra.items() if v is not None}
+        tp = touchpoint(event.touchpoint)
+        if tp is not event.touchpoint:
+            changes["touchpoint"] = tp
+        drafts = []
+        for j, draft in enumerate(event.interactions):
+            for name in ("kind", "idempotency_key", "channel", "direction", "location"):
+                refuse(f"interactions[{j}].{name}", getattr(draft, name))
+            body = cleaned_text(draft.body) if isinstance(draft.body, str) else draft.body
+            attributes = json_fields(f"interactions[{j}].attributes", draft.attributes)
+            draft_tp = touchpoint(draft.touchpoint)
+            if body is not draft.body or attributes is not draft.attributes or draft_tp is not draft.touchpoint:
+                draft = attrs.evolve(draft, body=body, attributes=attributes, touchpoint=draft_tp)
+            drafts.append(draft)
+        if any(a is not b for a, b in zip(drafts, event.interactions, strict=True)):
+            changes["interactions"] = tuple(drafts)
+        signals = []
+        for k, sig in enumerate(event.consents):
+            for name in ("contact_point_kind", "channel", "purpose", "status", "idempotency_key"):
+                refuse(f"consents[{k}].{name}", getattr(sig, name))
+            evidence = json_fields(f"consents[{k}].evidence", sig.evidence)
+            regime = json_fields(f"consents[{k}].regime", sig.regime)
+            if evidence is not sig.evidence or regime is not sig.regime:
+                sig = attrs.evolve(sig, evidence=evidence, regime=regime)
+            signals.append(sig)
+        if any(a is not b for a, b in zip(signals, event.consents, strict=True)):
+            changes["consents"] = tuple(signals)
+        dropped = tuple(printable(str(name), limit=80) for name in event.dropped_fields)
+        if dropped != event.dropped_fields:
+            changes["dropped_fields"] = dropped
+        return attrs.evolve(event, **changes) if changes else event
+
     # ------------------------------------------------------------------ batches
 
     def run(self, items: Sequence[tuple[LeadEvent, uuid.UUID | None]], report: IngestReport) -> list[ev.Event]:
@@ -340,6 +544,10 @@ class Ingestor:
                     prepared.append(self.prepare(event, start + offset, report, inbox_id))
                 except ValidationFailed as exc:
                     report.quarantined.append(Quarantined(exc.source, exc.record, exc.field, exc.reason, inbox_id))
+                except Exception as exc:  # noqa: BLE001 - one record's failure never stops the batch
+                    reason = f"cannot be read ({type(exc).__name__})"  # the text may quote the value
+                    ref = event.record_ref or f"#{start + offset}"
+                    report.quarantined.append(Quarantined(event.source, ref, "record", reason, inbox_id, cause=exc))
             if not prepared:
                 continue
             try:
@@ -381,7 +589,7 @@ class Ingestor:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             batch_report = IngestReport()
             try:
-                events = self._write_batch(batch, batch_report)
+                events = self._write_without_poison(batch, batch_report)
             except (ConflictError, DuplicateError) as exc:
                 if attempt == WRITE_ATTEMPTS:
                     raise
@@ -394,13 +602,35 @@ class Ingestor:
             return events
         raise AssertionError("unreachable")
 
+    def _write_without_poison(self, batch: list[_Prepared], report: IngestReport) -> list[ev.Event]:
+        """:meth:`_write_batch`, but a record that fails while it is matched, mapped or
+        encrypted is quarantined into ``report`` and the batch written again without it
+        (its unit of work was rolled back, so nothing of the bad record stays)."""
+        remaining = list(batch)
+        while remaining:
+            attempt = IngestReport()
+            try:
+                events = self._write_batch(remaining, attempt)
+            except _Refused as exc:
+                log.debug("record refused while writing (%s)", type(exc.cause).__name__)
+                prep = exc.prepared
+                report.quarantined.append(
+                    Quarantined(exc.source, exc.record, exc.field, exc.reason, prep.inbox_id, cause=exc.cause)
+                )
+                remaining = [p for p in remaining if p is not prep]
+                continue
+            report.merge(attempt)
+            return events
+        return []
+
     def _write_batch(self, batch: list[_Prepared], report: IngestReport) -> list[ev.Event]:
         app = self.app
         mapper = app.mapper
         now = utcnow()
         pipeline = app.settings.pipeline
         events: list[ev.Event] = []
-        with app.storage.unit_of_work() as uow:
+        cursor = _Cursor()  # which record is being written: its failure refuses only it
+        with app.storage.unit_of_work() as uow, _refusing(cursor):
             all_keys = list({k for p in batch for k in p.keys})
             # the blind indexes about to be matched stay locked until the commit: a second
             # process ingesting the same person waits, then matches the contact made here
@@ -427,6 +657,7 @@ class Ingestor:
 
             for p in batch:
                 event = p.event
+                cursor.record, cursor.field = p, "match"
                 result: MatchResult = app.match(
                     MatchCandidate(
                         identity_keys=tuple(p.keys),
@@ -441,6 +672,7 @@ class Ingestor:
                 fresh = [
                     d for d in event.interactions if d.idempotency_key not in existing.setdefault(event.source, set())
                 ]
+                cursor.field = "contact"
                 if result.contact_id is None:
                     if event.interactions and not fresh:
                         report.duplicates += 1
@@ -482,6 +714,7 @@ class Ingestor:
                 report.accepted += 1
                 report.contact_ids.append(rec.id)
                 stored_any = False
+                cursor.field = "interaction"
                 for draft in fresh:
                     if draft.idempotency_key in existing[event.source]:
                         continue
@@ -522,6 +755,7 @@ class Ingestor:
                         )
                     )
                     rec = self._apply_implied(uow, rec, inter, now, contacts, new_stage, events)
+                cursor.field = "consent"
                 if app.settings.collect.get("consent", True):
                     for sig in event.consents:
                         seen = consent_keys.setdefault(event.source, set())
@@ -565,6 +799,7 @@ class Ingestor:
                     report.duplicates += 1
                     report.accepted -= 1
 
+            cursor.record = None  # from here on a failure is the batch's, not a record's
             # consent idempotency against the database
             if new_consents:
                 new_consents = self._drop_stored_consents(uow, new_consents)

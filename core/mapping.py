@@ -19,7 +19,7 @@ import attrs
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from carecrm.core.crypto import KeyRing
-from carecrm.core.errors import CryptoError
+from carecrm.core.errors import CryptoError, UnstorableValue
 from carecrm.core.identity import normalize_name
 from carecrm.core.ids import new_id
 from carecrm.core.models import (
@@ -52,8 +52,42 @@ _PII_FIELDS = ("first_name", "last_name", "street_address", "postal_code", "regi
 _TOUCHPOINT_FIELDS = tuple(a.name for a in attrs.fields(Touchpoint))
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _dumps(value: Any, field: str) -> bytes:
+    """Compact UTF-8 JSON of a value to encrypt.
+
+    :raises UnstorableValue: naming ``field`` (for a dict of fields, the first key whose
+        value fails) when the value holds a lone surrogate, nests too deeply or is not JSON.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError, TypeError, ValueError) as exc:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                try:
+                    json.dumps(item, ensure_ascii=False).encode()
+                except (UnicodeEncodeError, RecursionError, TypeError, ValueError):
+                    field = str(key) if field == "pii" else f"{field}.{key}"
+                    break
+        raise UnstorableValue(field, _unstorable_reason(exc)) from None
+
+
+def _utf8(text: str, field: str) -> bytes:
+    """UTF-8 bytes of a text to encrypt.
+
+    :raises UnstorableValue: naming ``field`` when the text holds a lone surrogate.
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise UnstorableValue(field, "contains a lone surrogate (broken Unicode)") from None
+
+
+def _unstorable_reason(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return "contains a lone surrogate (broken Unicode)"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"not a JSON value ({type(exc).__name__})"
 
 
 def postal_prefix(postal_code: str | None) -> str | None:
@@ -154,7 +188,7 @@ class RecordMapper:
         pii: dict[str, Any] = {f: getattr(contact, f) for f in _PII_FIELDS if getattr(contact, f) is not None}
         if contact.date_of_birth is not None:
             pii["date_of_birth"] = contact.date_of_birth.isoformat()
-        pii_enc = KeyRing.encrypt(key.aes, _dumps(pii), f"contact:{contact.id}:pii".encode()) if pii else None
+        pii_enc = KeyRing.encrypt(key.aes, _dumps(pii, "pii"), f"contact:{contact.id}:pii".encode()) if pii else None
         name_bidx, family_bidx = self.name_bidx(contact.first_name, contact.last_name)
         return ContactRecord(
             id=contact.id,
@@ -237,7 +271,7 @@ class RecordMapper:
             contact_id=contact_id,
             kind=identity.kind,
             bidx=bidx or self.identity_bidx(identity.kind, identity.value),
-            value_enc=KeyRing.encrypt(key.aes, _dumps(value), f"identity:{rid}".encode()),
+            value_enc=KeyRing.encrypt(key.aes, _dumps(value, "identity"), f"identity:{rid}".encode()),
             source=identity.source,
             verified=identity.verified,
             valid=identity.valid,
@@ -263,7 +297,7 @@ class RecordMapper:
     def interaction_to_record(self, interaction: Interaction, key: ContactKey) -> InteractionRecord:
         """Encrypt an interaction's body; touchpoint and attributes stay clear JSON."""
         body_enc = (
-            KeyRing.encrypt(key.aes, interaction.body.encode(), f"interaction:{interaction.id}:body".encode())
+            KeyRing.encrypt(key.aes, _utf8(interaction.body, "body"), f"interaction:{interaction.id}:body".encode())
             if interaction.body is not None
             else None
         )
@@ -338,7 +372,7 @@ class RecordMapper:
         """Blind-index the contact point and encrypt the evidence (under the contact's key)."""
         evidence_enc = None
         if event.evidence and key is not None:
-            evidence_enc = KeyRing.encrypt(key.aes, _dumps(event.evidence), f"consent:{event.id}".encode())
+            evidence_enc = KeyRing.encrypt(key.aes, _dumps(event.evidence, "evidence"), f"consent:{event.id}".encode())
         return ConsentRecord(
             id=event.id,
             contact_id=event.contact_id,
@@ -376,7 +410,7 @@ class RecordMapper:
             contact_id=note.contact_id,
             created_at=note.created_at,
             author=note.author,
-            body_enc=KeyRing.encrypt(key.aes, note.text.encode(), self.note_aad(note.id)),
+            body_enc=KeyRing.encrypt(key.aes, _utf8(note.text, "text"), self.note_aad(note.id)),
         )
 
     def note_from_record(self, record: NoteRecord, key: ContactKey | None) -> Note:
@@ -392,7 +426,7 @@ class RecordMapper:
 
     def task_to_record(self, task: Task, key: ContactKey) -> TaskRecord:
         """Encrypt a task's text."""
-        body = KeyRing.encrypt(key.aes, task.text.encode(), f"task:{task.id}".encode()) if task.text else None
+        body = KeyRing.encrypt(key.aes, _utf8(task.text, "text"), f"task:{task.id}".encode()) if task.text else None
         fields = attrs.asdict(task, recurse=False)
         fields.pop("text")
         return TaskRecord(**fields, body_enc=body)
@@ -411,7 +445,12 @@ class RecordMapper:
     def inbox_to_record(self, inbox_id: uuid.UUID, source: str, payload: RawPayload) -> InboxRecord:
         """Encrypt a raw payload (body, content type, headers, URL) under its own data key;
         only the source, times and status stay clear (headers and URLs can carry phone
-        numbers and tokens)."""
+        numbers and tokens).
+
+        The body is bytes and kept byte for byte; the envelope is ASCII JSON (``\\uXXXX``
+        escapes), so headers, a URL or a file name holding text that UTF-8 cannot encode
+        (a lone surrogate; Python's form of a non-UTF-8 file name or argument) are kept
+        exactly as they arrived and never stop the payload from being stored."""
         raw = self.keys.new_data_key()
         version, wrapped = self.keys.wrap(raw)
         envelope = {
@@ -420,7 +459,8 @@ class RecordMapper:
             "url": payload.url,
             "origin": payload.origin,
         }
-        blob = _dumps(envelope) + b"\n" + payload.body
+        head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        blob = head + b"\n" + payload.body
         return InboxRecord(
             id=inbox_id,
             source=source,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import sys
+import traceback
 import uuid
 from typing import Any
 
 import attrs
 import click
 
-from carecrm.cli.context import EXIT_QUARANTINED, CliError, json_option, state
+from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, state
 from carecrm.cli.output import (
     add_row,
     counts_line,
@@ -25,6 +26,7 @@ from carecrm.core.app import InboxItem
 from carecrm.core.ingest import IngestReport
 from carecrm.core.models import RawPayload
 from carecrm.core.serialization import to_json_value
+from carecrm.core.text import printable
 
 #: Inbox statuses (``carecrm inbox list --status``).
 INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
@@ -65,6 +67,7 @@ def report_json(report: IngestReport) -> dict[str, Any]:
                 "field": q.field,
                 "reason": q.reason,
                 "inbox_id": str(q.inbox_id) if q.inbox_id else None,
+                "payload": q.payload,
                 "message": q.message(),
             }
             for q in report.quarantined
@@ -76,7 +79,10 @@ def report_json(report: IngestReport) -> dict[str, Any]:
 
 
 def print_report(report: IngestReport) -> None:
-    """A human summary of an ingest run (counts, then each quarantined record's reason)."""
+    """A human summary of an ingest run: counts, then one line per quarantined record
+    (source, payload file, record, field and reason, never a value), then warnings.  With
+    ``--debug`` the traceback of each record quarantined by an unexpected failure follows
+    on stderr."""
     rows: list[tuple[str, Any]] = []
     for key, value in _counts(report).items():
         rows.append((REPORT_LABELS.get(key, key.replace("_", " ")), value))
@@ -90,11 +96,15 @@ def print_report(report: IngestReport) -> None:
     ]
     print_fields(rows, title="Ingest summary")
     if report.quarantined:
-        t = table("inbox id", "reason", title="Quarantined", no_wrap=("inbox id",))
+        click.echo(f"Quarantined ({len(report.quarantined)}):")
         for q in report.quarantined:
-            add_row(t, q.inbox_id, q.message())
-        print_table(t)
+            click.echo(f"  {q.message()}" + (f" [inbox {q.inbox_id}]" if q.inbox_id else ""))
         click.echo("see `carecrm inbox show ID`; fix the config or connector, then `carecrm inbox retry ID`")
+        if debugging():
+            for q in report.quarantined:
+                if q.cause is not None:
+                    click.echo(f"traceback of {q.message()}:", err=True)
+                    click.echo("".join(traceback.format_exception(q.cause)).rstrip(), err=True)
     if report.warnings:
         t = table("warning", title="Warnings")
         for w in report.warnings:
@@ -251,9 +261,9 @@ def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
             ("attempts", item.attempts),
             ("last processed", format_utc(item.processed_at) if item.processed_at else None),
             ("reason", item.reason),
-            ("content type", payload.content_type),
-            ("url", payload.url),
-            *((f"header {k}", v) for k, v in sorted(payload.headers.items())),
+            ("content type", printable(payload.content_type, limit=500)),
+            ("url", printable(payload.url, limit=2000) or None),
+            *((f"header {printable(k)}", printable(v, limit=2000)) for k, v in sorted(payload.headers.items())),
         ]
     )
     click.echo("")

@@ -58,6 +58,7 @@ from carecrm.core.models import (
     RawPayload,
     Touchpoint,
 )
+from carecrm.core.text import text_problem
 from carecrm.core.timeutil import to_utc_ms
 from carecrm.core.vocab import CHANNELS, is_valid_kind_name
 from carecrm.plugins.sources.urls import URL_PARAMETERS
@@ -801,7 +802,12 @@ class MappedConnector(SourceConnector):
                 if abs(age) > rule.max_age_seconds:
                     raise fail(rule.timestamp_header, "signature is older than max_age_seconds (or in the future)")
 
-        values = {"body": payload.body, "timestamp": timestamp.encode(), "url": (payload.url or "").encode()}
+        try:
+            # a URL Python read from non-UTF-8 bytes holds surrogate escapes: give back its bytes
+            url = (payload.url or "").encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise fail("url", "the request URL is not valid text (a lone surrogate)") from None
+        values = {"body": payload.body, "timestamp": timestamp.encode(), "url": url}
         message = b"".join(values[t] if kind == "part" else t.encode() for kind, t in rule.parts)
         expected = hmac.new(secret.encode(), message, SIGNATURE_SCHEMES[rule.scheme]).digest()
         if not hmac.compare_digest(expected, given_digest):
@@ -834,11 +840,17 @@ class MappedConnector(SourceConnector):
         return self._events(records, payload)
 
     def _events(self, records: Iterable[Any], payload: RawPayload) -> Iterator[LeadEvent | ValidationFailed]:
+        """One lead event (or refusal) per record: a record that fails in any other way is
+        refused too (its field ``record``, the exception's type as the reason, never its
+        text), so a poison record never costs the payload's other records."""
         for index, record in enumerate(records):
             try:
                 event = self._record(index, record, payload)
             except ValidationFailed as exc:
                 yield exc
+                continue
+            except Exception as exc:  # noqa: BLE001 - one record's failure never stops the payload
+                yield ValidationFailed(self.name, f"#{index}", "record", f"cannot be read ({type(exc).__name__})")
                 continue
             if event is not None:
                 yield event
@@ -1304,12 +1316,20 @@ def _collect(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _identifier(value: Any) -> str | None:
-    """A vendor id as text: strings as sent, integers as their exact digits."""
+    """A vendor id as text: strings as sent, integers as their exact digits.
+
+    An id is never cleaned (it makes the idempotency key: an altered id would make a
+    re-delivery look new): one holding a lone surrogate, a NUL or another control
+    character is refused.
+    """
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if _blank(value):
         return None
     if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise _Bad(f"an id that {problem}")
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -1334,7 +1354,8 @@ def _truthy(value: Any) -> bool:
 
 def _canonical(record: Any) -> bytes:
     """The record's canonical JSON (sorted keys, compact separators), UTF-8."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return text.encode("utf-8", "surrogatepass")  # a lone surrogate still gives one stable digest
 
 
 @hookimpl
