@@ -13,7 +13,11 @@ ever gain parameters.  Plugin authors write::
 
 Families:
 
-* registration hooks, called once when the app starts, collect swappable parts by name;
+* registration hooks, called once when the app starts, collect swappable parts by name.
+  They are called through pluggy's hook callers once per implementing plugin, each call
+  with that plugin's own ``register`` (so every component knows its owner); a
+  ``wrapper=True`` implementation runs around each of those calls and
+  ``CARECRM_TRACE_PLUGINS=1`` traces them;
 * ``carecrm_configure``, called once the app is ready;
 * ``carecrm_track_event``, the one live-event hook, called after each commit;
 * ``carecrm_match_contact``, a ``firstresult`` choice hook ("can anyone answer this?").

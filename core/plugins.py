@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import attrs
@@ -132,6 +132,32 @@ def _plugin_name_of(pm: pluggy.PluginManager, impl_plugin: object) -> str:
     return pm.get_name(impl_plugin) or repr(impl_plugin)
 
 
+def per_plugin_callers(
+    pm: pluggy.PluginManager, hook_name: str, *, call_order: bool = False
+) -> Iterator[tuple[str, pluggy.HookCaller]]:
+    """One pluggy hook caller per plugin implementing ``hook_name``, with its name.
+
+    Each caller is ``pm.subset_hook_caller(hook_name, others)``: that plugin's own
+    implementation plus every ``wrapper=True`` / ``hookwrapper=True`` implementation of
+    the hook (whichever plugin registered it), so wrappers run around each plugin's call
+    and ``CARECRM_TRACE_PLUGINS=1`` traces every call.  Calling a registration hook this
+    way lets each plugin receive its own ``register`` callable (owner tracking) while the
+    call still goes through pluggy.
+
+    :param hook_name: the hook (``carecrm_register_sources``).
+    :param call_order: False (default) yields plugins in ``get_hookimpls()`` order
+        (registration order, ``tryfirst``/``trylast`` applied); True in pluggy's call
+        order (the reverse: last registered first).
+    :returns: an iterator of ``(plugin name, hook caller)``; call the caller with the
+        hook's keyword arguments.
+    """
+    caller = getattr(pm.hook, hook_name)
+    plain = [impl for impl in caller.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    for impl in reversed(plain) if call_order else plain:
+        others = [other.plugin for other in plain if other.plugin is not impl.plugin]
+        yield _plugin_name_of(pm, impl.plugin), pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
 def collect(
     pm: pluggy.PluginManager,
     hook_name: str,
@@ -139,15 +165,16 @@ def collect(
 ) -> None:
     """Call a registration hook plugin by plugin, so each ``register`` call knows its owner.
 
+    Goes through pluggy's hook callers (:func:`per_plugin_callers`): hook wrappers run and
+    tracing shows the calls.
+
     :param hook_name: the registration hook (``carecrm_register_sources``).
     :param make_register: given the owner's plugin name, returns the ``register``
         callable passed to that plugin's implementation.
+    :raises PluginError: or whatever a plugin's implementation raises.
     """
-    caller = getattr(pm.hook, hook_name)
-    for impl in caller.get_hookimpls():
-        owner = _plugin_name_of(pm, impl.plugin)
-        register = make_register(owner)
-        impl.function(register=register)
+    for owner, caller in per_plugin_callers(pm, hook_name):
+        caller(register=make_register(owner))
 
 
 def origin_of(pm: pluggy.PluginManager, plugin: object) -> str:

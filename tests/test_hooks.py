@@ -236,3 +236,81 @@ def test_hook_carecrm_match_contact(make_app: Callable[..., CareCRM]) -> None:
     assert report.contacts_created == 1 and report.contact_ids[0] != target
     assert isinstance(target, uuid.UUID)
     app.close()
+
+
+# --------------------------------------------------------------------------- through pluggy
+
+
+def test_a_wrapper_of_a_registration_hook_runs_around_each_plugin(make_app: Callable[..., CareCRM]) -> None:
+    calls: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def carecrm_register_sources(self, register: Any) -> None:
+            calls.append("plugin")
+            register(_LineConnector)
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def carecrm_register_sources(self, register: Any) -> Any:
+            calls.append("before")
+            result = yield
+            calls.append("after")
+            return result
+
+    base = make_app()
+    plugin = Plugin()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin, Wrapper()])
+    implementers = [p for _, p in app.pm.list_name_plugin() if hasattr(p, "carecrm_register_sources")]
+    # the wrapper ran once around each other plugin's own call (the built-ins and ours)
+    assert calls.count("before") == calls.count("after") == len(implementers) - 1
+    i = calls.index("plugin")
+    assert calls[i - 1 : i + 2] == ["before", "plugin", "after"]
+    # and owners are still attributed one by one
+    assert app.sources.owner("lines") == app.pm.get_name(plugin)
+    assert app.sources.owner("mapped") == "carecrm.plugins.sources.mapped"
+    app.close()
+
+
+def test_a_wrapper_sees_each_plugins_own_register(make_app: Callable[..., CareCRM]) -> None:
+    owners: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def carecrm_register_scoring_models(self, register: Any) -> Any:
+            result = yield
+            owners.append(getattr(register, "__qualname__", ""))
+            return result
+
+    base = make_app()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Wrapper()])
+    assert owners, "the wrapper never ran"
+    assert app.scoring_models.owner("points") == "carecrm.plugins.scoring.points"
+    app.close()
+
+
+def test_tracing_shows_registration_hook_calls(
+    make_app: Callable[..., CareCRM], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = make_app()
+    monkeypatch.setenv("CARECRM_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.DEBUG, logger="carecrm.plugins"):
+        app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False)
+    traced = caplog.text
+    for hook in (
+        "carecrm_register_storage_backends",
+        "carecrm_register_sources",
+        "carecrm_register_scoring_models",
+        "carecrm_register_attribution_models",
+        "carecrm_register_segment_builders",
+        "carecrm_configure",
+    ):
+        assert hook in traced, f"{hook} not traced"
+    app.close()
+
+
+def test_plugins_listing_still_attributes_components(make_app: Callable[..., CareCRM]) -> None:
+    info = {p.name: p for p in make_app().plugins_info()}
+    assert info["carecrm.plugins.sources.mapped"].components == ("source:mapped",)
+    assert info["carecrm.storage_backends.sql"].components[0].startswith("storage:")
+    assert set(info["carecrm.plugins.attribution.basic"].components) >= {"attribution:first_touch"}
