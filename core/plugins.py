@@ -14,7 +14,7 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import pluggy
@@ -96,14 +96,39 @@ class Registry(Generic[T]):
     """Named components of one family (sources, scoring models, ...).
 
     :param family: the family's name, used in error messages.
+    :param base: the family's contract base class; when given, only subclasses of it
+        may be registered.
     """
 
     family: str
     _items: dict[str, T] = attrs.field(factory=dict)
     _owners: dict[str, str] = attrs.field(factory=dict)
+    base: type[Any] | None = attrs.field(default=None, kw_only=True)
+
+    def check(self, item: object, *, owner: str) -> None:
+        """Check that ``item`` is a class subclassing :attr:`base` (when set).
+
+        :raises PluginError: naming the plugin, the class and the expected base class.
+        """
+        if self.base is None:
+            return
+        if not (isinstance(item, type) and issubclass(item, self.base)):
+            what = item.__qualname__ if isinstance(item, type) else repr(item)
+            module = getattr(item, "__module__", None)
+            shown = f"{module}.{what}" if module and isinstance(item, type) else what
+            article = "an" if self.family[:1] in "aeiou" else "a"
+            raise PluginError(
+                f"plugin {owner} registered {shown} as {article} {self.family}, but it is not a subclass of "
+                f"{self.base.__module__}.{self.base.__qualname__}"
+            )
 
     def register(self, name: str, item: T, *, owner: str) -> None:
-        """Register ``item`` as ``name``.  :raises PluginError: if the name is taken."""
+        """Register ``item`` as ``name``.
+
+        :raises PluginError: if the name is taken, or ``item`` does not subclass
+            :attr:`base` (naming the plugin, the class and the base).
+        """
+        self.check(item, owner=owner)
         if name in self._items:
             raise PluginError(f"{self.family} {name!r} registered twice: by {self._owners[name]} and by {owner}")
         self._items[name] = item
@@ -208,6 +233,7 @@ def families_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
         "carecrm_register_attribution_models": "attribution",
         "carecrm_register_segment_builders": "segment",
         "carecrm_register_commands": "cli",
+        "carecrm_register_options": "options",
         "carecrm_track_event": "events",
         "carecrm_match_contact": "matching",
         "carecrm_configure": "configure",
