@@ -24,7 +24,7 @@ from carecrm.cli.context import CliError, CliState, debugging, map_error
 from carecrm.core.app import default_actor
 from carecrm.core.errors import CareCRMError
 from carecrm.core.models import Actor
-from carecrm.core.plugins import build_plugin_manager
+from carecrm.core.plugins import build_plugin_manager, per_plugin_callers
 
 log = logging.getLogger("carecrm.cli")
 
@@ -97,19 +97,19 @@ class RootGroup(click.Group):
             click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
             return
         builtin = dict(self.commands)
-        for impl in reversed(pm.hook.carecrm_register_commands.get_hookimpls()):
+        for plugin_name, caller in per_plugin_callers(pm, "carecrm_register_commands", call_order=True):
             try:
-                impl.function(**({"cli": self} if "cli" in impl.argnames else {}))
+                caller(cli=self)
             except Exception as exc:  # a broken plugin must not break the command line
-                log.debug("carecrm_register_commands of %s failed", impl.plugin_name, exc_info=True)
+                log.debug("carecrm_register_commands of %s failed", plugin_name, exc_info=True)
                 click.echo(
-                    f"warning: plugin {impl.plugin_name} failed to add its commands ({type(exc).__name__})",
+                    f"warning: plugin {plugin_name} failed to add its commands ({type(exc).__name__})",
                     err=True,
                 )
             for name, cmd in builtin.items():
                 if self.commands.get(name) is not cmd:
                     click.echo(
-                        f"warning: plugin {impl.plugin_name} tried to replace the built-in command "
+                        f"warning: plugin {plugin_name} tried to replace the built-in command "
                         f"{name!r}; the built-in is kept",
                         err=True,
                     )

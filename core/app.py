@@ -21,6 +21,7 @@ import attrs
 import pluggy
 
 from carecrm.core import events as ev
+from carecrm.core.attribution import AttributionModel
 from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
@@ -51,6 +52,7 @@ from carecrm.core.models import (
     StageChange,
     Touchpoint,
 )
+from carecrm.core.options import build_component, structure_options
 from carecrm.core.plugins import (
     DEFAULT_PLUGINS,
     PluginInfo,
@@ -62,8 +64,9 @@ from carecrm.core.plugins import (
     origin_of,
 )
 from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
+from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
-from carecrm.core.segments_api import SegmentsMixin
+from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
 
@@ -156,16 +159,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self._check_enabled_plugins()
         self.storage_backends: Registry[StorageEntry] = Registry("storage backend")
         self._schemes: dict[str, str] = {}
-        self.sources: Registry[type[SourceConnector]] = Registry("source connector")
-        self.scoring_models: Registry[Any] = Registry("scoring model")
-        self.attribution_models: Registry[Any] = Registry("attribution model")
-        self.segment_builders: Registry[Any] = Registry("segment builder")
+        self.sources: Registry[type[SourceConnector]] = Registry("source connector", base=SourceConnector)
+        self.scoring_models: Registry[type[ScoringModel]] = Registry("scoring model", base=ScoringModel)
+        self.attribution_models: Registry[type[AttributionModel]] = Registry("attribution model", base=AttributionModel)
+        self.segment_builders: Registry[type[SegmentBuilder]] = Registry("segment builder", base=SegmentBuilder)
+        self._options_types: dict[str, type[Any]] = {}
+        self._plugin_options: dict[str, Any] = {}
         self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
         self._dispatching = False
         self._deferred: dict[str, Callable[[], None]] = {}
         self._build_registries()
+        self._check_component_options()
         self.pm.hook.carecrm_configure(app=self)
 
     # ------------------------------------------------------------------ construction
@@ -189,6 +195,16 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def _build_registries(self) -> None:
         def storage_register(owner: str) -> Any:
             def register(name: str, schemes: Sequence[str], factory: StorageFactory) -> None:
+                if not callable(factory):
+                    raise PluginError(
+                        f"plugin {owner} registered storage backend {name!r} with a factory that is not callable; "
+                        "expected factory(url: str, options: dict) -> StorageBackend"
+                    )
+                if isinstance(schemes, str) or not all(isinstance(x, str) for x in schemes):
+                    raise PluginError(
+                        f"plugin {owner} registered storage backend {name!r} with schemes that are not "
+                        "a list of strings"
+                    )
                 self.storage_backends.register(
                     name, StorageEntry(name=name, schemes=tuple(schemes), factory=factory), owner=owner
                 )
@@ -215,7 +231,20 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
             return make
 
+        def options_register(owner: str) -> Any:
+            def register(options_cls: type[Any]) -> None:
+                if not attrs.has(options_cls):
+                    raise PluginError(
+                        f"plugin {owner} registered {options_cls!r} as its options class, but it is not an attrs class"
+                    )
+                if owner in self._options_types:
+                    raise PluginError(f"plugin {owner} registered its options class twice")
+                self._options_types[owner] = options_cls
+
+            return register
+
         collect(self.pm, "carecrm_register_storage_backends", storage_register)
+        collect(self.pm, "carecrm_register_options", options_register)
         collect(self.pm, "carecrm_register_sources", class_register(self.sources, "connector_id", "source"))
         collect(
             self.pm,
@@ -232,6 +261,21 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             "carecrm_register_segment_builders",
             class_register(self.segment_builders, "builder_id", "segment"),
         )
+
+    def _check_component_options(self) -> None:
+        """Structure, at start-up, the options the practice gave to plugins that declare
+        their options class, and check that every ``[attribution.models.<id>]`` names a
+        registered model with valid options.
+
+        :raises ConfigError: naming the plugin, the key and the known keys.
+        :raises UnknownComponentError: for an attribution model no plugin registers.
+        """
+        for name in self._options_types:
+            self.plugin_options(name)
+        for model_id in self.settings.attribution.models:
+            if model_id not in self.attribution_models:
+                raise UnknownComponentError("attribution model", model_id, self.attribution_models.names())
+            self.attribution_model(model_id)
 
     # ------------------------------------------------------------------ keys and storage
 
@@ -341,9 +385,24 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ plugins
 
-    def plugin_options(self, name: str) -> dict[str, Any]:
-        """The ``[plugins.<name>]`` table (empty when absent)."""
-        return dict(self.settings.plugin_options.get(name, {}))
+    def plugin_options(self, name: str) -> Any:
+        """The ``[plugins.<name>]`` options of plugin ``name``.
+
+        :returns: an instance of the options class the plugin declared through
+            ``carecrm_register_options`` (defaults when the table is absent); for a plugin
+            that declares none (deprecated), a copy of the table as a dict (empty when absent).
+        :raises ConfigError: for an unknown key or a wrong type, naming the plugin, the key
+            and the known keys.
+        """
+        options_type = self._options_types.get(name)
+        table = self.settings.plugin_options.get(name, {})
+        if options_type is None:
+            return dict(table)
+        cached = self._plugin_options.get(name)
+        if cached is None:
+            cached = structure_options(options_type, table, section=f"plugins.{name}", owner=f"plugin {name}")
+            self._plugin_options[name] = cached
+        return cached
 
     def plugins_info(self) -> list[PluginInfo]:
         """Every registered plugin with families, origin and components, for ``carecrm plugins``."""
@@ -384,14 +443,23 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def _make_connector(self, source: str) -> SourceConnector:
         settings = self.settings.sources.get(source)
         if settings is None:
-            if source in self.sources and source != "mapped":
-                plain = self.sources.get(source)(source, {}, self.settings.practice)
-                plain.bind_digest(lambda data: self.keys.digest(b"record\x1f" + data))
-                return plain
-            known = sorted(set(self.settings.sources) | (set(self.sources.names()) - {"mapped"}))
-            raise UnknownComponentError("source", source, known)
-        cls_ = self.sources.get(settings.connector)
-        connector = cls_(source, settings.options, self.settings.practice)
+            if not (source in self.sources and source != "mapped"):
+                known = sorted(set(self.settings.sources) | (set(self.sources.names()) - {"mapped"}))
+                raise UnknownComponentError("source", source, known)
+            connector_id, table = source, {}
+        else:
+            connector_id, table = settings.connector, settings.options
+        cls_ = self.sources.get(connector_id)
+        practice = self.settings.practice
+        connector = build_component(
+            cls_,
+            name=source,
+            table=table,
+            settings=self.settings,
+            section=f"sources.{source}",
+            owner=f"source {source!r} (connector {connector_id!r} of plugin {self.sources.owner(connector_id)})",
+            legacy=lambda options: cls_(source, options, practice),
+        )
         connector.bind_digest(lambda data: self.keys.digest(b"record\x1f" + data))
         return connector
 
@@ -461,7 +529,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         if cached is None:
             from carecrm.core.channels import classify
 
-            cached = attrs.evolve(tp, channel_group=classify(tp, self.settings.raw.get("channel_groups")))
+            cached = attrs.evolve(tp, channel_group=classify(tp, self.settings.channel_groups.as_config()))
             if len(self._classified) < 4096:  # touchpoints repeat across a campaign's leads
                 self._classified[tp] = cached
         return cached

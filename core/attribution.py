@@ -45,18 +45,23 @@ from __future__ import annotations
 import abc
 import math
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
 from carecrm.core.errors import PluginError, UnknownComponentError
+from carecrm.core.options import component_options
 from carecrm.core.pipeline import PipelineConfig
 from carecrm.core.records import TouchRecord
 from carecrm.core.storage import UnitOfWork
 from carecrm.core.vocab import CONVERSION_STEPS, INBOUND_KINDS
+
+if TYPE_CHECKING:
+    from carecrm.core.config import Settings
 
 #: Calls: touches unless outbound.
 CALL_KINDS: frozenset[str] = frozenset({"call.completed", "call.missed", "call.voicemail"})
@@ -133,8 +138,14 @@ class AttributionModel(abc.ABC):
     A model only splits one conversion's credit among its touches; the core finds the
     conversions and their touches, checks the weights and adds them up.
 
+    Built keyword-only, like every component: ``Model(name=model_id, options=...,
+    settings=settings)``; the old ``Model(options)`` works for one release with a
+    :class:`DeprecationWarning`.
+
+    :param name: the name it was chosen by (its ``model_id``).
     :param options: the ``[attribution.models.<model_id>]`` table of the practice's
-        config (empty when absent).
+        config (empty when absent), structured into :attr:`options_type`.
+    :param settings: the practice's settings (None only for a model built standalone).
     :raises ConfigError: from ``__init__`` when an option is wrong (name the option).
     """
 
@@ -142,9 +153,29 @@ class AttributionModel(abc.ABC):
     model_id: ClassVar[str] = ""
     #: One line for ``carecrm plugins`` and ``carecrm attribute --help``.
     description: ClassVar[str] = ""
+    #: The attrs class of the options; None (deprecated) passes them as a plain dict.
+    options_type: ClassVar[type[Any] | None] = None
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        self.options: dict[str, Any] = dict(options or {})
+    def __init__(
+        self, *legacy: Any, name: str | None = None, options: Any = None, settings: Settings | None = None
+    ) -> None:
+        if legacy:
+            if len(legacy) != 1:
+                raise TypeError(f"{type(self).__name__}: pass name=..., options=..., settings=...")
+            warnings.warn(
+                f"{type(self).__name__}(options) is deprecated: pass name=..., options=..., settings=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            options = legacy[0]
+        self.name = name or self.model_id
+        self.settings = settings
+        self.options: Any = component_options(
+            type(self).options_type,
+            {} if options is None else options,
+            section=f"attribution.models.{self.name}",
+            owner=f"attribution model {self.name!r}",
+        )
 
     @abc.abstractmethod
     def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> Sequence[float]:

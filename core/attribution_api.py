@@ -16,7 +16,7 @@ from carecrm.core.attribution import (
     credit_journeys,
     iter_journeys,
 )
-from carecrm.core.errors import ConfigError
+from carecrm.core.options import build_component
 from carecrm.core.timeutil import to_utc_ms
 
 if TYPE_CHECKING:
@@ -40,17 +40,21 @@ class AttributionMixin:
         ``[attribution.models.<name>]`` options.
 
         :raises UnknownComponentError: listing the registered models.
-        :raises ConfigError: if the options table is not a table, or the model refuses it.
+        :raises ConfigError: for an option the model's ``options_type`` does not take or
+            of the wrong type (naming the model, its plugin, the key and the known keys),
+            or one the model refuses.
         """
         app = _app(self)
         cls = app.attribution_models.get(name)
-        section = app.settings.raw.get("attribution", {})
-        models = section.get("models", {}) if isinstance(section, dict) else {}
-        options = models.get(name, {}) if isinstance(models, dict) else {}
-        if not isinstance(options, dict):
-            raise ConfigError(f"[attribution.models.{name}] must be a table")
-        model: AttributionModel = cls(options)
-        return model
+        return build_component(
+            cls,
+            name=name,
+            table=app.settings.attribution.models.get(name, {}),
+            settings=app.settings,
+            section=f"attribution.models.{name}",
+            owner=f"attribution model {name!r} of plugin {app.attribution_models.owner(name)}",
+            legacy=lambda options: cls(options),
+        )
 
     def conversion_steps(self) -> tuple[str, ...]:
         """The conversion-ladder steps this practice's pipeline can measure, in ladder order

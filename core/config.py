@@ -22,7 +22,7 @@ import attrs
 import phonenumbers
 
 from carecrm.core.errors import ConfigError
-from carecrm.core.models import Location, Practice, Provider
+from carecrm.core.models import Location, Practice, Provider, Touchpoint
 from carecrm.core.pipeline import PipelineConfig
 
 CONFIG_NAME = "carecrm.toml"
@@ -79,6 +79,97 @@ class SourceSettings:
     options: dict[str, Any] = attrs.Factory(dict)
 
 
+#: The top-level sections of ``carecrm.toml``; any other is a ConfigError.
+SECTIONS: tuple[str, ...] = (
+    "practice",
+    "storage",
+    "keys",
+    "ingest",
+    "collect",
+    "pipeline",
+    "channel_groups",
+    "scoring",
+    "attribution",
+    "segments",
+    "plugins",
+    "sources",
+)
+_PRACTICE_KEYS = ("name", "regime", "locations", "providers", "service_lines")
+_LOCATION_KEYS = (
+    "name",
+    "timezone",
+    "region",
+    "business_hours",
+    "holidays",
+    "phones",
+    "tracking_numbers",
+    "address",
+)
+_PROVIDER_KEYS = ("name", "locations", "service_lines")
+_KEYS_KEYS = ("file",)
+_INGEST_KEYS = ("batch_size", "inbox_retention_days")
+_PIPELINE_KEYS = ("name", "stages", "side_stages", "transitions")
+_CHANNEL_GROUP_KEYS = ("rules",)
+_ATTRIBUTION_KEYS = ("models",)
+#: What a ``[[channel_groups.rules]]`` table may hold: ``group``, ``has`` and a
+#: condition on any touchpoint field.
+_RULE_KEYS: tuple[str, ...] = ("group", "has", *(f.name for f in attrs.fields(Touchpoint)))
+
+
+@attrs.frozen(kw_only=True)
+class ScoringSettings:
+    """The ``[scoring]`` table.
+
+    :ivar model: the scoring model's name (default ``points``).
+    :ivar live: rescore contacts as committed events arrive (default true).
+    :ivar options: the rest of the table: the model's own options, structured into the
+        model's ``options_type`` when the model is built (unknown keys are an error then).
+    """
+
+    model: str = "points"
+    live: bool = True
+    options: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class AttributionSettings:
+    """The ``[attribution]`` table.
+
+    :ivar models: ``[attribution.models.<model_id>]`` tables by model id, each structured
+        into that model's ``options_type`` when it is built.
+    """
+
+    models: dict[str, dict[str, Any]] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class SegmentsSettings:
+    """The ``[segments]`` table.
+
+    :ivar builder: the segment builder of specs (default ``basic``).
+    :ivar options: the rest of the table, structured into the builder's ``options_type``.
+    """
+
+    builder: str = "basic"
+    options: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class ChannelGroupSettings:
+    """The ``[channel_groups]`` table.
+
+    :ivar rules: the practice's ordered ``[[channel_groups.rules]]`` (each a table of
+        conditions and the ``group`` it yields), or None for the built-in rules
+        (:data:`carecrm.core.channels.DEFAULT_RULES`).
+    """
+
+    rules: tuple[dict[str, Any], ...] | None = None
+
+    def as_config(self) -> dict[str, Any] | None:
+        """The table :func:`carecrm.core.channels.classify` takes (None: the defaults)."""
+        return None if self.rules is None else {"rules": [dict(r) for r in self.rules]}
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything read from ``carecrm.toml`` (immutable).
@@ -88,6 +179,8 @@ class Settings:
     :ivar storage_url: the database URL (``sqlite:///carecrm.db`` is the embedded default).
     :ivar batch_size: lead events written per unit of work during ingest.
     :ivar inbox_retention_days: days processed payloads stay in the inbox.
+    :ivar scoring: ``[scoring]``; :ivar attribution: ``[attribution]``;
+        :ivar segments: ``[segments]``; :ivar channel_groups: ``[channel_groups]``.
     """
 
     path: Path | None = None
@@ -104,6 +197,12 @@ class Settings:
     inbox_retention_days: int = 30
     enabled_plugins: tuple[str, ...] | None = None
     plugin_options: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    scoring: ScoringSettings = attrs.Factory(ScoringSettings)
+    attribution: AttributionSettings = attrs.Factory(AttributionSettings)
+    segments: SegmentsSettings = attrs.Factory(SegmentsSettings)
+    channel_groups: ChannelGroupSettings = attrs.Factory(ChannelGroupSettings)
+    #: The parsed document as read, for tools that rebuild settings from it; the core
+    #: reads the typed fields above, never this.
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
 
@@ -124,9 +223,22 @@ def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
+def check_keys(table: dict[str, Any], known: tuple[str, ...], *, where: str, section: str) -> None:
+    """Refuse a key ``table`` does not know.
+
+    :param section: the table's dotted name (``practice.locations[0]``).
+    :raises ConfigError: ``<where>: [<section>] has no key '<key>'; known: ...`` for the
+        first unknown key (sorted).
+    """
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: [{section}] has no key {unknown[0]!r}; known: {', '.join(known)}")
+
+
 def _location(raw: Any, i: int) -> Location:
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"practice.locations[{i}] needs a name")
+    check_keys(raw, _LOCATION_KEYS, where="config", section=f"practice.locations[{i}]")
     tz = str(raw.get("timezone", "UTC"))
     try:
         ZoneInfo(tz)
@@ -157,10 +269,18 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
     """
     where = str(path) if path else "config"
     base = base_dir or (path.parent if path else Path.cwd())
+    unknown_sections = sorted(set(doc) - set(SECTIONS))
+    if unknown_sections:
+        raise ConfigError(f"{where}: unknown section [{unknown_sections[0]}]; known: {', '.join(SECTIONS)}")
     practice_raw = _table(doc, "practice", where)
+    check_keys(practice_raw, _PRACTICE_KEYS, where=where, section="practice")
     locations = tuple(_location(x, i) for i, x in enumerate(practice_raw.get("locations", []))) or (
         Location(name="main"),
     )
+    for i, p in enumerate(practice_raw.get("providers", [])):
+        if not isinstance(p, dict) or "name" not in p:
+            raise ConfigError(f"{where}: practice.providers[{i}] needs a name")
+        check_keys(p, _PROVIDER_KEYS, where=where, section=f"practice.providers[{i}]")
     providers = tuple(
         Provider(
             name=str(p["name"]),
@@ -187,6 +307,7 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
     url = _anchor_sqlite(url, base)
 
     keys = _table(doc, "keys", where)
+    check_keys(keys, _KEYS_KEYS, where=where, section="keys")
     key_file_text = os.environ.get("CARECRM_KEY_FILE") or keys.get("file")
     key_file = (
         (base / key_file_text)
@@ -210,9 +331,19 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
         collect[key] = bool(value)
 
     ingest = _table(doc, "ingest", where)
+    check_keys(ingest, _INGEST_KEYS, where=where, section="ingest")
     plugins = _table(doc, "plugins", where)
     enabled = plugins.get("enabled")
-    pipeline = PipelineConfig.from_dict(_table(doc, "pipeline", where), where=where)
+    if enabled is not None and (not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled)):
+        raise ConfigError(f"{where}: plugins.enabled must be an array of plugin names")
+    for key, value in plugins.items():
+        if key != "enabled" and not isinstance(value, dict):
+            raise ConfigError(
+                f"{where}: [plugins] has no key {key!r}; known: enabled, and one [plugins.<name>] table per plugin"
+            )
+    pipeline_table = _table(doc, "pipeline", where)
+    check_keys(pipeline_table, _PIPELINE_KEYS, where=where, section="pipeline")
+    pipeline = PipelineConfig.from_dict(pipeline_table, where=where)
     return Settings(
         path=path,
         base_dir=base,
@@ -228,8 +359,58 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
         inbox_retention_days=int(ingest.get("inbox_retention_days", 30)),
         enabled_plugins=tuple(enabled) if enabled is not None else None,
         plugin_options={k: v for k, v in plugins.items() if isinstance(v, dict)},
+        scoring=_scoring(doc),
+        attribution=_attribution(doc, where),
+        segments=_segments(doc, where),
+        channel_groups=_channel_groups(doc, where),
         raw=doc,
     )
+
+
+def _scoring(doc: dict[str, Any]) -> ScoringSettings:
+    from carecrm.core.scoring import scoring_config
+
+    model, live, options = scoring_config(doc)
+    return ScoringSettings(model=model, live=live, options=options)
+
+
+def _attribution(doc: dict[str, Any], where: str) -> AttributionSettings:
+    table = _table(doc, "attribution", where)
+    check_keys(table, _ATTRIBUTION_KEYS, where=where, section="attribution")
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{where}: [attribution.models] must be a table of [attribution.models.<model_id>] tables")
+    for name, options in models.items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"[attribution.models.{name}] must be a table")
+    return AttributionSettings(models={str(k): dict(v) for k, v in models.items()})
+
+
+def _segments(doc: dict[str, Any], where: str) -> SegmentsSettings:
+    if "segments" in doc and not isinstance(doc["segments"], dict):
+        raise ConfigError("[segments] must be a table")
+    table = dict(doc.get("segments", {}))
+    builder = table.pop("builder", "basic")
+    if not isinstance(builder, str) or not builder.strip():
+        raise ConfigError(f'{where}: segments.builder must be the name of a segment builder, e.g. "basic"')
+    return SegmentsSettings(builder=builder.strip(), options=table)
+
+
+def _channel_groups(doc: dict[str, Any], where: str) -> ChannelGroupSettings:
+    table = _table(doc, "channel_groups", where)
+    check_keys(table, _CHANNEL_GROUP_KEYS, where=where, section="channel_groups")
+    rules = table.get("rules")
+    if rules is None or rules == []:
+        return ChannelGroupSettings()
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}: channel_groups.rules must be an array of tables ([[channel_groups.rules]])")
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where}: channel_groups.rules[{i}] must be a table")
+        check_keys(rule, _RULE_KEYS, where=where, section=f"channel_groups.rules[{i}]")
+        if not isinstance(rule.get("group"), str) or not rule["group"]:
+            raise ConfigError(f"{where}: channel_groups.rules[{i}].group is required (the channel group it yields)")
+    return ChannelGroupSettings(rules=tuple(dict(r) for r in rules))
 
 
 def _anchor_sqlite(url: str, base: Path) -> str:

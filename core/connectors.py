@@ -18,24 +18,38 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+import warnings
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from carecrm.core.errors import ValidationFailed
 from carecrm.core.models import LeadEvent, Practice, RawPayload
+from carecrm.core.options import component_options
+
+if TYPE_CHECKING:
+    from carecrm.core.config import Settings
 
 
 class SourceConnector(abc.ABC):
     """Base class of source connectors.
 
     Subclasses set :attr:`connector_id` and implement :meth:`parse`; vendors that sign
-    their webhooks also implement :meth:`verify`.
+    their webhooks also implement :meth:`verify`.  A connector with options sets
+    :attr:`options_type` to a frozen attrs class (:mod:`carecrm.core.options`).
+
+    Built keyword-only, like every component (the one plugin constructor convention)::
+
+        Connector(name="typeform", options=TypeformOptions(...), settings=settings)
 
     :param name: the source's name in config (``typeform``), used as the ``source`` of
         every interaction and in error messages.
-    :param options: the ``[sources.<name>]`` table minus ``connector`` and ``secret``.
-    :param practice: the practice (locations and time zones for local times).
+    :param options: the ``[sources.<name>]`` table minus ``connector`` and ``secret``,
+        structured into :attr:`options_type` by the core (a mapping is structured here).
+    :param settings: the practice's settings (:attr:`practice` is ``settings.practice``).
     :raises ConfigError: from ``__init__`` if the options are wrong (name the option).
+
+    The old positional form ``Connector(name, options, practice)`` still works for one
+    release, with a :class:`DeprecationWarning`.
     """
 
     connector_id: ClassVar[str] = ""
@@ -43,11 +57,25 @@ class SourceConnector(abc.ABC):
     description: ClassVar[str] = ""
     #: True when the vendor signs payloads and :meth:`verify` checks the signature.
     signed: ClassVar[bool] = False
+    #: The attrs class of the options; None (deprecated) passes them as a plain dict.
+    options_type: ClassVar[type[Any] | None] = None
 
-    def __init__(self, name: str, options: Mapping[str, Any], practice: Practice) -> None:
+    def __init__(
+        self, *legacy: Any, name: str | None = None, options: Any = None, settings: Settings | None = None
+    ) -> None:
+        if legacy:
+            name, options, settings = _legacy_source_args(type(self), legacy)
+        if name is None or settings is None:
+            raise TypeError(f"{type(self).__name__}: pass name=..., options=..., settings=...")
         self.name = name
-        self.options = dict(options)
-        self.practice = practice
+        self.settings = settings
+        self.practice: Practice = settings.practice
+        self.options: Any = component_options(
+            type(self).options_type,
+            {} if options is None else options,
+            section=f"sources.{name}",
+            owner=f"source {name!r} (connector {self.connector_id!r})",
+        )
         self._digest: Callable[[bytes], str] | None = None
 
     def bind_digest(self, digest: Callable[[bytes], str]) -> None:
@@ -82,3 +110,18 @@ class SourceConnector(abc.ABC):
             signature header's name).
         """
         return None
+
+
+def _legacy_source_args(cls: type[Any], args: tuple[Any, ...]) -> tuple[str, Any, Settings]:
+    """``(name, options, practice)`` positional arguments, deprecated, as keywords."""
+    from carecrm.core.config import Settings
+
+    if len(args) != 3:
+        raise TypeError(f"{cls.__name__}: pass name=..., options=..., settings=...")
+    warnings.warn(
+        f"{cls.__name__}(name, options, practice) is deprecated: pass name=..., options=..., settings=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    name, options, practice = args
+    return str(name), options, Settings(practice=practice)

@@ -13,7 +13,11 @@ ever gain parameters.  Plugin authors write::
 
 Families:
 
-* registration hooks, called once when the app starts, collect swappable parts by name;
+* registration hooks, called once when the app starts, collect swappable parts by name.
+  They are called through pluggy's hook callers once per implementing plugin, each call
+  with that plugin's own ``register`` (so every component knows its owner); a
+  ``wrapper=True`` implementation runs around each of those calls and
+  ``CARECRM_TRACE_PLUGINS=1`` traces them;
 * ``carecrm_configure``, called once the app is ready;
 * ``carecrm_track_event``, the one live-event hook, called after each commit;
 * ``carecrm_match_contact``, a ``firstresult`` choice hook ("can anyone answer this?").
@@ -53,7 +57,8 @@ def carecrm_register_storage_backends(register: Callable[..., None]) -> None:
         ``factory(url: str, options: dict) -> StorageBackend`` opens the backend
         (import the driver inside the factory, not at module level).  A scheme is the
         part of ``[storage] url`` before ``://`` (``sqlite``, ``postgresql+psycopg``).
-        Registering a name or scheme twice raises ``PluginError`` naming both plugins.
+        Registering a name or scheme twice, or a factory that is not callable, raises
+        ``PluginError`` naming the plugin(s).
     :returns: nothing.
     """
 
@@ -64,9 +69,11 @@ def carecrm_register_sources(register: Callable[..., None]) -> None:
 
     Called once when the app builds its source registry.
 
-    :param register: ``register(connector_cls)``; the class subclasses
-        :class:`carecrm.core.connectors.SourceConnector` and is keyed by its
-        ``connector_id``.  A practice names it in ``[sources.<name>] connector = ...``.
+    :param register: ``register(connector_cls)``; the class must subclass
+        :class:`carecrm.core.connectors.SourceConnector` (else ``PluginError``) and is
+        keyed by its ``connector_id``.  A practice names it in ``[sources.<name>]
+        connector = ...``; the core builds it as ``cls(name=source_name, options=...,
+        settings=settings)`` with the table structured into ``cls.options_type``.
     :returns: nothing.
     """
 
@@ -77,7 +84,10 @@ def carecrm_register_scoring_models(register: Callable[..., None]) -> None:
 
     Called once when the app builds its scoring registry; ``[scoring] model`` picks one.
 
-    :param register: ``register(model_cls)``.
+    :param register: ``register(model_cls)``; the class must subclass
+        :class:`carecrm.core.scoring.ScoringModel` (else ``PluginError``); the core builds
+        it as ``cls(name=model_id, options=..., settings=settings)`` with the rest of
+        ``[scoring]`` structured into ``cls.options_type``.
     :returns: nothing.
     """
 
@@ -89,9 +99,11 @@ def carecrm_register_attribution_models(register: Callable[..., None]) -> None:
     Called once when the app builds its attribution registry; ``carecrm attribute --model
     NAME`` (``CareCRM.attribute(model=...)``) picks one.
 
-    :param register: ``register(model_cls)``; the class subclasses
-        :class:`carecrm.core.attribution.AttributionModel`, is built with the
-        ``[attribution.models.<model_id>]`` table, and implements ``attribute(touches,
+    :param register: ``register(model_cls)``; the class must subclass
+        :class:`carecrm.core.attribution.AttributionModel` (else ``PluginError``), is
+        built as ``cls(name=model_id, options=..., settings=settings)`` with the
+        ``[attribution.models.<model_id>]`` table structured into ``cls.options_type``,
+        and implements ``attribute(touches,
         conversion_at) -> weights``: one weight >= 0 per touch summing to 1 (the core checks).
         The core finds conversions and touches; a model only splits the credit.
     :returns: nothing.
@@ -102,9 +114,30 @@ def carecrm_register_attribution_models(register: Callable[..., None]) -> None:
 def carecrm_register_segment_builders(register: Callable[..., None]) -> None:
     """Register segment builders, keyed by their ``builder_id``.
 
-    Called once when the app builds its segment registry.
+    Called once when the app builds its segment registry; ``[segments] builder`` picks one.
 
-    :param register: ``register(builder_cls)``.
+    :param register: ``register(builder_cls)``; the class must subclass
+        :class:`carecrm.core.segments_api.SegmentBuilder` (else ``PluginError``); the core
+        builds it as ``cls(name=builder_id, options=..., settings=settings)`` with the rest
+        of ``[segments]`` structured into ``cls.options_type``.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def carecrm_register_options(register: Callable[..., None]) -> None:
+    """Declare the class of this plugin's own ``[plugins.<name>]`` options.
+
+    Called once when the app starts, like the other registration hooks; ``<name>`` is
+    the plugin's name (its entry-point name, or the module path of a built-in).  The
+    table is structured into the class at start-up, so an unknown key or a wrong type
+    is a ``ConfigError`` naming the plugin, the key and the known keys;
+    ``app.plugin_options(name)`` then returns the instance.  A plugin that declares no
+    class gets its table as a plain dict (deprecated).
+
+    :param register: ``register(options_cls)``: a frozen attrs class (fields with
+        defaults are optional keys; see :mod:`carecrm.core.options`).  Registering twice
+        raises ``PluginError``.
     :returns: nothing.
     """
 

@@ -13,8 +13,8 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import attrs
 import pluggy
@@ -96,14 +96,39 @@ class Registry(Generic[T]):
     """Named components of one family (sources, scoring models, ...).
 
     :param family: the family's name, used in error messages.
+    :param base: the family's contract base class; when given, only subclasses of it
+        may be registered.
     """
 
     family: str
     _items: dict[str, T] = attrs.field(factory=dict)
     _owners: dict[str, str] = attrs.field(factory=dict)
+    base: type[Any] | None = attrs.field(default=None, kw_only=True)
+
+    def check(self, item: object, *, owner: str) -> None:
+        """Check that ``item`` is a class subclassing :attr:`base` (when set).
+
+        :raises PluginError: naming the plugin, the class and the expected base class.
+        """
+        if self.base is None:
+            return
+        if not (isinstance(item, type) and issubclass(item, self.base)):
+            what = item.__qualname__ if isinstance(item, type) else repr(item)
+            module = getattr(item, "__module__", None)
+            shown = f"{module}.{what}" if module and isinstance(item, type) else what
+            article = "an" if self.family[:1] in "aeiou" else "a"
+            raise PluginError(
+                f"plugin {owner} registered {shown} as {article} {self.family}, but it is not a subclass of "
+                f"{self.base.__module__}.{self.base.__qualname__}"
+            )
 
     def register(self, name: str, item: T, *, owner: str) -> None:
-        """Register ``item`` as ``name``.  :raises PluginError: if the name is taken."""
+        """Register ``item`` as ``name``.
+
+        :raises PluginError: if the name is taken, or ``item`` does not subclass
+            :attr:`base` (naming the plugin, the class and the base).
+        """
+        self.check(item, owner=owner)
         if name in self._items:
             raise PluginError(f"{self.family} {name!r} registered twice: by {self._owners[name]} and by {owner}")
         self._items[name] = item
@@ -132,6 +157,32 @@ def _plugin_name_of(pm: pluggy.PluginManager, impl_plugin: object) -> str:
     return pm.get_name(impl_plugin) or repr(impl_plugin)
 
 
+def per_plugin_callers(
+    pm: pluggy.PluginManager, hook_name: str, *, call_order: bool = False
+) -> Iterator[tuple[str, pluggy.HookCaller]]:
+    """One pluggy hook caller per plugin implementing ``hook_name``, with its name.
+
+    Each caller is ``pm.subset_hook_caller(hook_name, others)``: that plugin's own
+    implementation plus every ``wrapper=True`` / ``hookwrapper=True`` implementation of
+    the hook (whichever plugin registered it), so wrappers run around each plugin's call
+    and ``CARECRM_TRACE_PLUGINS=1`` traces every call.  Calling a registration hook this
+    way lets each plugin receive its own ``register`` callable (owner tracking) while the
+    call still goes through pluggy.
+
+    :param hook_name: the hook (``carecrm_register_sources``).
+    :param call_order: False (default) yields plugins in ``get_hookimpls()`` order
+        (registration order, ``tryfirst``/``trylast`` applied); True in pluggy's call
+        order (the reverse: last registered first).
+    :returns: an iterator of ``(plugin name, hook caller)``; call the caller with the
+        hook's keyword arguments.
+    """
+    caller = getattr(pm.hook, hook_name)
+    plain = [impl for impl in caller.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+    for impl in reversed(plain) if call_order else plain:
+        others = [other.plugin for other in plain if other.plugin is not impl.plugin]
+        yield _plugin_name_of(pm, impl.plugin), pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
 def collect(
     pm: pluggy.PluginManager,
     hook_name: str,
@@ -139,15 +190,16 @@ def collect(
 ) -> None:
     """Call a registration hook plugin by plugin, so each ``register`` call knows its owner.
 
+    Goes through pluggy's hook callers (:func:`per_plugin_callers`): hook wrappers run and
+    tracing shows the calls.
+
     :param hook_name: the registration hook (``carecrm_register_sources``).
     :param make_register: given the owner's plugin name, returns the ``register``
         callable passed to that plugin's implementation.
+    :raises PluginError: or whatever a plugin's implementation raises.
     """
-    caller = getattr(pm.hook, hook_name)
-    for impl in caller.get_hookimpls():
-        owner = _plugin_name_of(pm, impl.plugin)
-        register = make_register(owner)
-        impl.function(register=register)
+    for owner, caller in per_plugin_callers(pm, hook_name):
+        caller(register=make_register(owner))
 
 
 def origin_of(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -181,6 +233,7 @@ def families_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
         "carecrm_register_attribution_models": "attribution",
         "carecrm_register_segment_builders": "segment",
         "carecrm_register_commands": "cli",
+        "carecrm_register_options": "options",
         "carecrm_track_event": "events",
         "carecrm_match_contact": "matching",
         "carecrm_configure": "configure",

@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import abc
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
 from carecrm.core.errors import ConfigError
 from carecrm.core.models import Practice
+from carecrm.core.options import component_options
 from carecrm.core.timeutil import isoformat_z, to_utc_ms
+
+if TYPE_CHECKING:
+    from carecrm.core.config import Settings
 
 #: The model used when ``[scoring] model`` is not set.
 DEFAULT_MODEL = "points"
@@ -133,8 +138,15 @@ class ScoringModel(abc.ABC):
     Subclasses set :attr:`model_id` (the name in ``[scoring] model``) and implement
     :meth:`score`.  Options are checked once, in ``__init__``.
 
-    :param options: the ``[scoring]`` table without the core's keys (``model``, ``live``).
-    :param practice: the practice (locations and time zones, service lines).
+    Built keyword-only, like every component: ``Model(name=model_id, options=...,
+    settings=settings)``; the old ``Model(options, practice)`` works for one release with a
+    :class:`DeprecationWarning`.
+
+    :param name: the name it was chosen by (its ``model_id``).
+    :param options: the ``[scoring]`` table without the core's keys (``model``, ``live``),
+        structured into :attr:`options_type` (a mapping is structured here).
+    :param settings: the practice's settings (:attr:`practice` is ``settings.practice``:
+        locations and time zones, service lines).
     :raises ConfigError: from ``__init__`` when an option is wrong, naming it as
         ``scoring.<option>`` (``scoring.rules[2].points``).
     """
@@ -142,10 +154,25 @@ class ScoringModel(abc.ABC):
     model_id: ClassVar[str] = ""
     #: One line for ``carecrm plugins`` and the docs.
     description: ClassVar[str] = ""
+    #: The attrs class of the options; None (deprecated) passes them as a plain dict.
+    options_type: ClassVar[type[Any] | None] = None
 
-    def __init__(self, options: Mapping[str, Any], practice: Practice) -> None:
-        self.options = dict(options)
-        self.practice = practice
+    def __init__(
+        self, *legacy: Any, name: str | None = None, options: Any = None, settings: Settings | None = None
+    ) -> None:
+        if legacy:
+            options, settings = _legacy_args(type(self), legacy)
+        if settings is None:
+            raise TypeError(f"{type(self).__name__}: pass name=..., options=..., settings=...")
+        self.name = name or self.model_id
+        self.settings = settings
+        self.practice: Practice = settings.practice
+        self.options: Any = component_options(
+            type(self).options_type,
+            {} if options is None else options,
+            section="scoring",
+            owner=f"scoring model {self.name!r}",
+        )
 
     @abc.abstractmethod
     def score(self, interactions: Sequence[ScoredInteraction], now: datetime) -> ScoreResult:
@@ -158,6 +185,20 @@ class ScoringModel(abc.ABC):
         :returns: the score and its reasons.
         :raises ValueError: if ``now`` is naive.
         """
+
+
+def _legacy_args(cls: type[Any], args: tuple[Any, ...]) -> tuple[Any, Settings]:
+    """``(options, practice)`` positional arguments, deprecated, as keywords."""
+    from carecrm.core.config import Settings
+
+    if len(args) != 2:
+        raise TypeError(f"{cls.__name__}: pass name=..., options=..., settings=...")
+    warnings.warn(
+        f"{cls.__name__}(options, practice) is deprecated: pass name=..., options=..., settings=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return args[0], Settings(practice=args[1])
 
 
 def scoring_config(raw: Mapping[str, Any]) -> tuple[str, bool, dict[str, Any]]:

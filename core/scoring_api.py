@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, cast
 
 from carecrm.core import events as ev
 from carecrm.core.errors import NotFound
+from carecrm.core.options import build_component
 from carecrm.core.records import ACTIVE, ScoreRecord
-from carecrm.core.scoring import ScoringModel, compact_reasons, scoring_config
+from carecrm.core.scoring import ScoringModel, compact_reasons
 from carecrm.core.timeutil import to_utc_ms, utcnow
 
 if TYPE_CHECKING:
@@ -52,9 +53,20 @@ class ScoringMixin:
         :raises ConfigError: for a bad option, named ``scoring.<option>``.
         """
         if self._scoring_model_cache is None:
-            name, _, options = scoring_config(_app(self).settings.raw)
-            cls_ = _app(self).scoring_models.get(name)
-            self._scoring_model_cache = cls_(options, _app(self).settings.practice)
+            app = _app(self)
+            configured = app.settings.scoring
+            name = configured.model
+            cls_ = app.scoring_models.get(name)
+            practice = app.settings.practice
+            self._scoring_model_cache = build_component(
+                cls_,
+                name=name,
+                table=configured.options,
+                settings=app.settings,
+                section="scoring",
+                owner=f"scoring model {name!r} of plugin {app.scoring_models.owner(name)}",
+                legacy=lambda options: cls_(options, practice),
+            )
         return self._scoring_model_cache
 
     @property
@@ -63,7 +75,7 @@ class ScoringMixin:
 
         :raises ConfigError: if it is not a boolean.
         """
-        return scoring_config(_app(self).settings.raw)[1]
+        return _app(self).settings.scoring.live
 
     # ------------------------------------------------------------------ computing
 

@@ -20,15 +20,18 @@ contacts it shows and writes one audit entry per contact shown (HIPAA 45 CFR 164
 
 from __future__ import annotations
 
+import abc
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 
 from carecrm.core.criteria import Criteria, CriteriaError, Node, structure, unstructure
 from carecrm.core.errors import CareCRMError, NotFound
+from carecrm.core.options import build_component, component_options
 from carecrm.core.records import SegmentRecord
 from carecrm.core.timeutil import to_utc_ms, utcnow
 
@@ -48,31 +51,63 @@ MAX_NAME = 255
 SpecOrCriteria = Mapping[str, Any] | Criteria
 
 
-class SegmentBuilder(Protocol):
-    """What a segment-builder plugin registers (``carecrm_register_segment_builders``).
+class SegmentBuilder(abc.ABC):
+    """Base class of segment builders (``carecrm_register_segment_builders``), keyed by
+    :attr:`builder_id`.
 
-    ``builder_id`` names it; the app builds it with the practice's settings.
+    Built keyword-only, like every component: ``Builder(name=builder_id, options=...,
+    settings=settings)``; the old ``Builder(settings)`` works for one release with a
+    :class:`DeprecationWarning`.
+
+    :param name: the name it was chosen by (its ``builder_id``).
+    :param options: the ``[segments]`` table without ``builder``, structured into
+        :attr:`options_type` (a mapping is structured here).
+    :param settings: the practice's settings (pipeline stages, service lines, locations).
+    :raises ConfigError: from ``__init__`` when an option is wrong.
     """
 
-    builder_id: ClassVar[str]
+    builder_id: ClassVar[str] = ""
+    #: The attrs class of the options; None (deprecated) passes them as a plain dict.
+    options_type: ClassVar[type[Any] | None] = None
 
-    def __init__(self, settings: Settings) -> None: ...
+    def __init__(
+        self, *legacy: Any, name: str | None = None, options: Any = None, settings: Settings | None = None
+    ) -> None:
+        if legacy:
+            if len(legacy) != 1:
+                raise TypeError(f"{type(self).__name__}: pass name=..., options=..., settings=...")
+            warnings.warn(
+                f"{type(self).__name__}(settings) is deprecated: pass name=..., options=..., settings=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            settings = legacy[0]
+        if settings is None:
+            raise TypeError(f"{type(self).__name__}: pass name=..., options=..., settings=...")
+        self.name = name or self.builder_id
+        self.settings = settings
+        self.options: Any = component_options(
+            type(self).options_type,
+            {} if options is None else options,
+            section="segments",
+            owner=f"segment builder {self.name!r}",
+        )
 
+    @abc.abstractmethod
     def normalize(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A checked, canonical JSON copy of ``spec`` (what a saved segment stores).
 
         :raises UnknownComponentError: for an unknown key or name, listing the known ones.
         :raises CriteriaError: for a bad value, naming its key.
         """
-        ...
 
+    @abc.abstractmethod
     def build(self, spec: Mapping[str, Any], *, now: datetime) -> Criteria:
         """The filter tree of ``spec`` as of ``now`` (timezone-aware).  Raises as :meth:`normalize`."""
-        ...
 
+    @abc.abstractmethod
     def describe(self, spec: Mapping[str, Any]) -> str:
         """One line describing ``spec`` for people.  Raises as :meth:`normalize`."""
-        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -143,18 +178,22 @@ class SegmentsMixin:
         built with the practice's settings.
 
         :raises UnknownComponentError: for an unknown builder, listing the registered ones.
-        :raises ConfigError: if ``[segments]`` is not a table.
+        :raises ConfigError: for an option of ``[segments]`` the builder does not take.
         """
         app = self._segments_app()
-        if name is None:
-            table = app.settings.raw.get("segments", {})
-            if not isinstance(table, Mapping):
-                from carecrm.core.errors import ConfigError
-
-                raise ConfigError("[segments] must be a table")
-            name = str(table.get("builder", DEFAULT_BUILDER))
+        configured = app.settings.segments
+        name = configured.builder if name is None else name
         cls_ = app.segment_builders.get(name)
-        return cast(SegmentBuilder, cls_(app.settings))
+        settings = app.settings
+        return build_component(
+            cls_,
+            name=name,
+            table=configured.options if name == configured.builder else {},
+            settings=settings,
+            section="segments",
+            owner=f"segment builder {name!r} of plugin {app.segment_builders.owner(name)}",
+            legacy=lambda _options: cls_(settings),
+        )
 
     def segment_criteria(self, spec: SpecOrCriteria, *, now: datetime | None = None) -> Criteria:
         """The filter tree of ``spec`` (a builder's spec, turned into a tree as of ``now``,

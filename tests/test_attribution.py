@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from carecrm.core import (
     CareCRM,
+    ConfigError,
     InteractionDraft,
     LeadEvent,
     PluginError,
@@ -21,6 +23,8 @@ from carecrm.core import (
     hookimpl,
 )
 from carecrm.core.attribution import AttributionModel, Touch, check_weights
+from carecrm.core.config import settings_from_dict
+from carecrm.core.options import NoOptions
 from carecrm.core.timeutil import utcnow
 
 MODELS = ("first_touch", "last_touch", "last_non_direct", "linear")
@@ -381,10 +385,38 @@ def test_a_step_the_pipeline_lacks_is_unknown(make_app: Callable[..., CareCRM]) 
         app.attribute(step="consult_attended")
 
 
+@attrs.frozen(kw_only=True)
+class _NoteOptions:
+    note: str = ""
+
+
+class _Noted(AttributionModel):
+    model_id = "noted"
+    options_type = _NoteOptions
+
+    def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> list[float]:
+        return [1.0 / len(touches)] * len(touches)
+
+
+class _NotedPlugin:
+    @hookimpl
+    def carecrm_register_attribution_models(self, register: Callable[..., None]) -> None:
+        register(_Noted)
+
+
 def test_model_options_come_from_config(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(attribution={"models": {"linear": {"note": "kept"}}})
-    assert app.attribution_model("linear").options == {"note": "kept"}
-    assert app.attribution_model("first_touch").options == {}
+    base = make_app()
+    doc = {**base.settings.raw, "attribution": {"models": {"noted": {"note": "kept"}}}}
+    settings = settings_from_dict(doc, base_dir=base.settings.base_dir)
+    app = CareCRM(settings, keys=base.keys, load_entrypoints=False, extra_plugins=[_NotedPlugin()])
+    assert app.attribution_model("noted").options == _NoteOptions(note="kept")
+    assert app.attribution_model("first_touch").options == NoOptions()
+    app.close()
+    # a built-in model takes no options: an unknown key is an error when the app starts
+    with pytest.raises(ConfigError, match=r"attribution\.models\.linear\.note: unknown option 'note'"):
+        make_app(attribution={"models": {"linear": {"note": "kept"}}})
+    with pytest.raises(UnknownComponentError, match="unknown attribution model 'lineer'"):
+        make_app(attribution={"models": {"lineer": {}}})
 
 
 def test_built_in_models_are_listed_as_a_plugin(make_app: Callable[..., CareCRM]) -> None:

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from carecrm.core import (
     CareCRM,
+    ConfigError,
     InteractionDraft,
     LeadEvent,
     PluginError,
@@ -27,8 +29,12 @@ from carecrm.core import (
     hookspecs,
 )
 from carecrm.core import events as ev
+from carecrm.core.attribution import AttributionModel
+from carecrm.core.config import settings_from_dict
 from carecrm.core.hookdocs import render
 from carecrm.core.matching import MatchResult
+from carecrm.core.scoring import ScoringModel
+from carecrm.core.segments_api import SegmentBuilder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,6 +138,13 @@ def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None
     app.close()
 
 
+_BASES: dict[str, type] = {
+    "carecrm_register_scoring_models": ScoringModel,
+    "carecrm_register_attribution_models": AttributionModel,
+    "carecrm_register_segment_builders": SegmentBuilder,
+}
+
+
 @pytest.mark.parametrize(
     ("hook", "attr", "registry"),
     [
@@ -141,7 +154,7 @@ def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None
     ],
 )
 def test_component_registration(make_app: Callable[..., CareCRM], hook: str, attr: str, registry: str) -> None:
-    component = type("Component", (), {attr: "test-component"})
+    component = type("Component", (_BASES[hook],), {attr: "test-component"})
     plugin = type("Plugin", (), {hook: hookimpl(lambda self, register: register(component))})()
     base = make_app()
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin])
@@ -151,6 +164,31 @@ def test_component_registration(make_app: Callable[..., CareCRM], hook: str, att
     twice = type("Plugin2", (), {hook: hookimpl(lambda self, register: register(component))})()
     with pytest.raises(PluginError, match="registered twice"):
         CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin, twice])
+
+
+@pytest.mark.parametrize("hook", [*_BASES, "carecrm_register_sources"])
+def test_a_registered_class_must_subclass_the_contract(make_app: Callable[..., CareCRM], hook: str) -> None:
+    attrs_ = {"model_id": "duck", "builder_id": "duck", "connector_id": "duck"}
+    duck = type("Duck", (), attrs_)
+    plugin = type("Plugin", (), {hook: hookimpl(lambda self, register: register(duck))})()
+    base = make_app()
+    expected = _BASES.get(hook, SourceConnector)
+    with pytest.raises(PluginError) as info:
+        CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin])
+    message = str(info.value)
+    assert "Duck" in message and f"{expected.__module__}.{expected.__qualname__}" in message
+    assert message.startswith("plugin ")
+
+
+def test_a_storage_factory_must_be_callable(make_app: Callable[..., CareCRM]) -> None:
+    class Plugin:
+        @hookimpl
+        def carecrm_register_storage_backends(self, register: Any) -> None:
+            register("broken", ["broken"], "not a factory")
+
+    base = make_app()
+    with pytest.raises(PluginError, match="not callable"):
+        CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
 
 
 def test_hook_carecrm_register_scoring_models(make_app: Callable[..., CareCRM]) -> None:
@@ -163,6 +201,47 @@ def test_hook_carecrm_register_attribution_models(make_app: Callable[..., CareCR
 
 def test_hook_carecrm_register_segment_builders(make_app: Callable[..., CareCRM]) -> None:
     test_component_registration(make_app, "carecrm_register_segment_builders", "builder_id", "segment_builders")
+
+
+@attrs.frozen(kw_only=True)
+class _ThresholdOptions:
+    threshold: int = 1
+    labels: tuple[str, ...] = ()
+
+
+def test_hook_carecrm_register_options(make_app: Callable[..., CareCRM]) -> None:
+    seen: list[Any] = []
+
+    class Plugin:
+        def __init__(self) -> None:
+            self.__name__ = "thresholds"  # pluggy names a plugin by its __name__
+
+        @hookimpl
+        def carecrm_register_options(self, register: Any) -> None:
+            register(_ThresholdOptions)
+
+        @hookimpl
+        def carecrm_configure(self, app: CareCRM) -> None:
+            seen.append(app.plugin_options("thresholds"))
+
+    base = make_app()
+
+    def build(table: dict[str, Any]) -> CareCRM:
+        doc = {**base.settings.raw, "plugins": {"thresholds": table}}
+        settings = settings_from_dict(doc, base_dir=base.settings.base_dir)
+        return CareCRM(settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+
+    app = build({"threshold": 3, "labels": ["hot"]})
+    assert seen[-1] == _ThresholdOptions(threshold=3, labels=("hot",))
+    assert app.plugin_options("thresholds") is seen[-1]
+    unknown = r"plugins\.thresholds\.treshold: unknown option 'treshold' of plugin thresholds; known: threshold, labels"
+    with pytest.raises(ConfigError, match=unknown):
+        build({"treshold": 3})
+    wrong = r"plugins\.thresholds\.threshold: option 'threshold' of plugin thresholds must be a whole number"
+    with pytest.raises(ConfigError, match=wrong):
+        build({"threshold": "3"})
+    # a plugin that declares no options class still gets its table as a dict (deprecated)
+    assert make_app(plugins={"other": {"x": 1}}).plugin_options("other") == {"x": 1}
 
 
 def test_hook_carecrm_configure(make_app: Callable[..., CareCRM]) -> None:
@@ -236,3 +315,81 @@ def test_hook_carecrm_match_contact(make_app: Callable[..., CareCRM]) -> None:
     assert report.contacts_created == 1 and report.contact_ids[0] != target
     assert isinstance(target, uuid.UUID)
     app.close()
+
+
+# --------------------------------------------------------------------------- through pluggy
+
+
+def test_a_wrapper_of_a_registration_hook_runs_around_each_plugin(make_app: Callable[..., CareCRM]) -> None:
+    calls: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def carecrm_register_sources(self, register: Any) -> None:
+            calls.append("plugin")
+            register(_LineConnector)
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def carecrm_register_sources(self, register: Any) -> Any:
+            calls.append("before")
+            result = yield
+            calls.append("after")
+            return result
+
+    base = make_app()
+    plugin = Plugin()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[plugin, Wrapper()])
+    implementers = [p for _, p in app.pm.list_name_plugin() if hasattr(p, "carecrm_register_sources")]
+    # the wrapper ran once around each other plugin's own call (the built-ins and ours)
+    assert calls.count("before") == calls.count("after") == len(implementers) - 1
+    i = calls.index("plugin")
+    assert calls[i - 1 : i + 2] == ["before", "plugin", "after"]
+    # and owners are still attributed one by one
+    assert app.sources.owner("lines") == app.pm.get_name(plugin)
+    assert app.sources.owner("mapped") == "carecrm.plugins.sources.mapped"
+    app.close()
+
+
+def test_a_wrapper_sees_each_plugins_own_register(make_app: Callable[..., CareCRM]) -> None:
+    owners: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def carecrm_register_scoring_models(self, register: Any) -> Any:
+            result = yield
+            owners.append(getattr(register, "__qualname__", ""))
+            return result
+
+    base = make_app()
+    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Wrapper()])
+    assert owners, "the wrapper never ran"
+    assert app.scoring_models.owner("points") == "carecrm.plugins.scoring.points"
+    app.close()
+
+
+def test_tracing_shows_registration_hook_calls(
+    make_app: Callable[..., CareCRM], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = make_app()
+    monkeypatch.setenv("CARECRM_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.DEBUG, logger="carecrm.plugins"):
+        app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False)
+    traced = caplog.text
+    for hook in (
+        "carecrm_register_storage_backends",
+        "carecrm_register_sources",
+        "carecrm_register_scoring_models",
+        "carecrm_register_attribution_models",
+        "carecrm_register_segment_builders",
+        "carecrm_configure",
+    ):
+        assert hook in traced, f"{hook} not traced"
+    app.close()
+
+
+def test_plugins_listing_still_attributes_components(make_app: Callable[..., CareCRM]) -> None:
+    info = {p.name: p for p in make_app().plugins_info()}
+    assert info["carecrm.plugins.sources.mapped"].components == ("source:mapped",)
+    assert info["carecrm.storage_backends.sql"].components[0].startswith("storage:")
+    assert set(info["carecrm.plugins.attribution.basic"].components) >= {"attribution:first_touch"}

@@ -25,7 +25,8 @@ from carecrm.core import (
     settings_from_dict,
 )
 from carecrm.core import events as ev
-from carecrm.core.models import Actor, Practice
+from carecrm.core.config import Settings
+from carecrm.core.models import Actor
 from carecrm.core.records import InteractionFacts
 from carecrm.core.scoring import ScoreReason, ScoreResult, ScoringModel, compact_reasons
 from carecrm.plugins.scoring.points import DEFAULT_RULES, PointsModel
@@ -44,7 +45,7 @@ def fact(kind: str, when: datetime, **attributes: Any) -> InteractionFacts:
 
 
 def points(rules: list[dict[str, Any]] | None = None) -> PointsModel:
-    return PointsModel({} if rules is None else {"rules": rules}, Practice())
+    return PointsModel(name="points", options={} if rules is None else {"rules": rules}, settings=Settings())
 
 
 def draft(kind: str, when: datetime, key: str, **attributes: Any) -> InteractionDraft:

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from carecrm.core.attribution import AttributionModel, Touch
 from carecrm.core.hookspecs import hookimpl
+from carecrm.core.options import NoOptions
 
 
 def _one_at(index: int, size: int) -> list[float]:
@@ -37,6 +38,7 @@ class FirstTouch(AttributionModel):
 
     model_id = "first_touch"
     description = "all credit to the first touch in the lookback window"
+    options_type = NoOptions
 
     def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> list[float]:
         """``[1, 0, ..., 0]``."""
@@ -48,6 +50,7 @@ class LastTouch(AttributionModel):
 
     model_id = "last_touch"
     description = "all credit to the last touch before the conversion"
+    options_type = NoOptions
 
     def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> list[float]:
         """``[0, ..., 0, 1]``."""
@@ -60,6 +63,7 @@ class LastNonDirect(AttributionModel):
 
     model_id = "last_non_direct"
     description = "all credit to the last touch that is not direct (the last touch if all are)"
+    options_type = NoOptions
 
     def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> list[float]:
         """1 at the last non-direct touch, else at the last touch; 0 elsewhere."""
@@ -74,6 +78,7 @@ class Linear(AttributionModel):
 
     model_id = "linear"
     description = "equal credit to every touch in the lookback window"
+    options_type = NoOptions
 
     def attribute(self, touches: Sequence[Touch], conversion_at: datetime) -> list[float]:
         """``1/n`` for each of the ``n`` touches."""

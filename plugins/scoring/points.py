@@ -48,7 +48,6 @@ import attrs
 
 from carecrm.core.errors import ConfigError
 from carecrm.core.hookspecs import hookimpl
-from carecrm.core.models import Practice
 from carecrm.core.scoring import ScoredInteraction, ScoreReason, ScoreResult, ScoringModel
 
 #: The rules used when the practice configures none (the same shapes as ``[[scoring.rules]]``).
@@ -215,6 +214,18 @@ def parse_rules(raw: Any) -> tuple[PointsRule, ...]:
     return tuple(parse_rule(item, i) for i, item in enumerate(raw))
 
 
+@attrs.frozen(kw_only=True)
+class PointsOptions:
+    """The points model's options (the ``[scoring]`` table without ``model`` and ``live``).
+
+    :ivar rules: ``[[scoring.rules]]``, an array of rule tables (checked by
+        :func:`parse_rules`, which names the rule and field at fault); None for
+        :data:`DEFAULT_RULES`.
+    """
+
+    rules: Any = None
+
+
 class PointsModel(ScoringModel):
     """Points per interaction by configured rules (see the module docstring).
 
@@ -224,13 +235,11 @@ class PointsModel(ScoringModel):
 
     model_id = "points"
     description = "points per interaction kind from [[scoring.rules]], with first-time-only and decay"
+    options_type = PointsOptions
 
-    def __init__(self, options: Mapping[str, Any], practice: Practice) -> None:
-        super().__init__(options, practice)
-        for key in self.options:
-            if key != "rules":
-                raise ConfigError(f"scoring.{key}: unknown option of the points model; known: model, live, rules")
-        raw = self.options.get("rules")
+    def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
+        super().__init__(*legacy, name=name, options=options, settings=settings)
+        raw = self.options.rules
         self.rules: tuple[PointsRule, ...] = parse_rules(DEFAULT_RULES if raw is None else raw)
 
     def score(self, interactions: Sequence[ScoredInteraction], now: datetime) -> ScoreResult:

@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from carecrm.core.config import Settings
 from carecrm.core.criteria import (
     And,
     Criteria,
@@ -55,6 +54,8 @@ from carecrm.core.errors import UnknownComponentError
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.identity import normalize_city
 from carecrm.core.ingest import service_interest_code
+from carecrm.core.options import NoOptions
+from carecrm.core.segments_api import SegmentBuilder
 from carecrm.core.vocab import is_known_kind, known_kinds
 
 #: The keys of a spec, in the order :meth:`BasicSegmentBuilder.describe` lists them.
@@ -100,19 +101,20 @@ def _number(key: str, value: Any) -> float:
     return float(value)
 
 
-class BasicSegmentBuilder:
+class BasicSegmentBuilder(SegmentBuilder):
     """Builds :mod:`carecrm.core.criteria` trees from simple specs (see the module docstring).
+
+    Built as ``BasicSegmentBuilder(name="basic", options=NoOptions(), settings=settings)``
+    (it takes no options).
 
     :param settings: the practice's settings: the pipeline's stages, the service lines,
         the locations and their time zones, the regime.
     """
 
     builder_id: ClassVar[str] = "basic"
+    options_type = NoOptions
     #: The spec keys this builder reads.
     keys: ClassVar[tuple[str, ...]] = SPEC_KEYS
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
 
     # ------------------------------------------------------------------ validation
 

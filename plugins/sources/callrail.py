@@ -53,11 +53,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
+
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.identity import IdentityError, is_low_confidence_name, normalize_phone
-from carecrm.core.models import InteractionDraft, LeadEvent, Practice, RawPayload, Touchpoint
+from carecrm.core.models import InteractionDraft, LeadEvent, RawPayload, Touchpoint
 from carecrm.plugins.sources.urls import URL_PARAMETERS, url_parameters, without_query
 
 __all__ = ["CallRailConnector", "carecrm_register_sources"]
@@ -114,10 +116,23 @@ OTHER_DROPPED_FIELDS: tuple[str, ...] = ("ip", "kissmetrics_id")
 #: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
 #: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
 
-_OPTIONS: frozenset[str] = frozenset({"time_zone", "verify_signature"})
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 _MAX_TEXT = 300
+
+
+@attrs.frozen(kw_only=True)
+class CallRailOptions:
+    """The ``[sources.<name>]`` options of a CallRail source.
+
+    :ivar time_zone: the IANA zone of the CallRail company, in which legacy ``datetime``
+        values are read; None: the practice's default location's zone.
+    :ivar verify_signature: check the v3 ``Signature`` header with the source's
+        ``secret`` (default false: legacy webhooks are unsigned).
+    """
+
+    time_zone: str | None = None
+    verify_signature: bool = False
 
 
 class CallRailConnector(SourceConnector):
@@ -137,21 +152,18 @@ class CallRailConnector(SourceConnector):
     description: ClassVar[str] = "CallRail call tracking webhooks (v3 JSON and legacy parameters; call.* interactions)"
     signed: ClassVar[bool] = False
 
-    def __init__(self, name: str, options: Mapping[str, Any], practice: Practice) -> None:
-        super().__init__(name, options, practice)
-        unknown = sorted(set(self.options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"source {name!r}: unknown option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
-        zone = self.options.get("time_zone", practice.default_location.timezone)
-        if not isinstance(zone, str):
-            raise ConfigError(f"source {name!r}: option 'time_zone' must be an IANA time zone name")
+    options_type = CallRailOptions
+
+    def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
+        super().__init__(*legacy, name=name, options=options, settings=settings)
+        practice = self.practice
+        opts: CallRailOptions = self.options
+        zone = opts.time_zone or practice.default_location.timezone
         try:
             self.time_zone = ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"source {name!r}: option 'time_zone': unknown IANA time zone {zone!r}") from None
-        verify = self.options.get("verify_signature", False)
-        if not isinstance(verify, bool):
-            raise ConfigError(f"source {name!r}: option 'verify_signature' must be true or false")
+            raise ConfigError(f"source {self.name!r}: option 'time_zone': unknown IANA time zone {zone!r}") from None
+        verify = opts.verify_signature
         self.verify_signature = verify
         # `signed` is a class-level fact for most vendors; CallRail signs only v3 webhooks,
         # so whether this source demands a secret is per-source configuration

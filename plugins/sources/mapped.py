@@ -54,7 +54,6 @@ from carecrm.core.models import (
     ConsentSignal,
     InteractionDraft,
     LeadEvent,
-    Practice,
     RawPayload,
     Touchpoint,
 )
@@ -123,34 +122,6 @@ _DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-_OPTIONS: frozenset[str] = frozenset(
-    {
-        "format",
-        "json_strings",
-        "records",
-        "only_if",
-        "record_id",
-        "person_id",
-        "kind",
-        "channel",
-        "direction",
-        "occurred_at",
-        "occurred_at_fallback",
-        "time_format",
-        "time_zone",
-        "location",
-        "name_confidence",
-        "answers",
-        "answer_key",
-        "keep_other_answers",
-        "fields",
-        "literals",
-        "touchpoint",
-        "attributes",
-        "consent",
-        "signature",
-    }
-)
 _CONSENT_OPTIONS: frozenset[str] = frozenset(
     {"field", "contact_point", "channel", "purpose", "text", "version", "checked_values", "ip"}
 )
@@ -539,6 +510,47 @@ def _scalar_leaves(value: Any, values: set[tuple[type, Any]], ids: set[int]) -> 
 # --------------------------------------------------------------------------- connector
 
 
+@attrs.frozen(kw_only=True)
+class MappedOptions:
+    """The ``[sources.<name>]`` options of a mapped source (reference:
+    ``docs/sources/mapped.md``).  Types are checked when the table is structured; the
+    connector then checks values (choices, JMESPath, locations, time zones), naming the
+    source and the option.  Selectors are JMESPath expressions (strings).
+
+    ``consent`` (an array of ``[[sources.<name>.consent]]`` tables, or one table) and
+    ``signature`` (a table) are checked by the connector, key by key.
+    """
+
+    format: str | None = None
+    json_strings: tuple[str, ...] = ()
+    records: str | None = None
+    only_if: str | None = None
+    record_id: str | None = None
+    person_id: str | None = None
+    kind: str = "form.submitted"
+    channel: str = "web"
+    direction: str = "inbound"
+    occurred_at: str | None = None
+    occurred_at_fallback: str | None = None
+    time_format: str = "iso8601"
+    time_zone: str | None = None
+    location: str | None = None
+    name_confidence: str = "high"
+    answers: str = "@"
+    answer_key: str | None = None
+    keep_other_answers: bool = False
+    fields: dict[str, str] = attrs.Factory(dict)
+    literals: dict[str, str] = attrs.Factory(dict)
+    touchpoint: dict[str, str] = attrs.Factory(dict)
+    attributes: dict[str, str] = attrs.Factory(dict)
+    consent: Any = attrs.Factory(list)
+    signature: dict[str, Any] | None = None
+
+
+#: The top-level options of a mapped source.
+_OPTIONS: frozenset[str] = frozenset(field.name for field in attrs.fields(MappedOptions))
+
+
 class MappedConnector(SourceConnector):
     """Maps any form tool's JSON or form-encoded webhook to lead events by configuration.
 
@@ -556,28 +568,25 @@ class MappedConnector(SourceConnector):
     description = "Any form tool's JSON or form-encoded webhook, mapped with JMESPath in config"
     signed = False
 
-    def __init__(self, name: str, options: Mapping[str, Any], practice: Practice) -> None:
-        super().__init__(name, options, practice)
-        reader = _Options(name, self.options)
-        unknown = sorted(set(self.options) - _OPTIONS)
-        if unknown:
-            raise reader.error(unknown[0], f"unknown option; known: {', '.join(sorted(_OPTIONS))}")
+    options_type = MappedOptions
 
-        self.format = reader.text("format", choices=("json", "form"))
-        json_strings = self.options.get("json_strings", [])
-        if not isinstance(json_strings, list) or not all(isinstance(k, str) for k in json_strings):
-            raise reader.error("json_strings", "must be a list of top-level keys")
-        self.json_strings: tuple[str, ...] = tuple(json_strings)
+    def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
+        super().__init__(*legacy, name=name, options=options, settings=settings)
+        opts: MappedOptions = self.options
+        practice = self.practice
+        reader = _Options(self.name, {})
 
-        answers_text = reader.text("answers", "@") or "@"
-        self.answers_path = _answers_path(reader, answers_text)
+        self.format = reader.check_text("format", opts.format, choices=("json", "form"))
+        self.json_strings: tuple[str, ...] = opts.json_strings
+
+        self.answers_path = _answers_path(reader, opts.answers or "@")
         answers_key = self.answers_path[-1] if self.answers_path else None
 
         def sel(option: str, text: Any) -> Selector:
             return reader.selector(option, text, answers_key)
 
         def optional(key: str) -> Selector | None:
-            text = self.options.get(key)
+            text = getattr(opts, key)
             return None if text is None else sel(key, text)
 
         self.records = optional("records")
@@ -586,55 +595,54 @@ class MappedConnector(SourceConnector):
         self.person_id = optional("person_id")
         self.answer_key = optional("answer_key")
 
-        kind = reader.text("kind", "form.submitted") or "form.submitted"
+        kind = opts.kind or "form.submitted"
         if not is_valid_kind_name(kind):
             raise reader.error("kind", "must be a dotted noun.event name such as form.submitted")
         self.kind = kind
-        self.channel = reader.text("channel", "web", choices=CHANNELS)
-        self.direction = reader.text("direction", "inbound", choices=("inbound", "outbound"))
-        self.name_confidence = reader.text("name_confidence", "high", choices=("high", "low")) or "high"
+        self.channel = reader.check_text("channel", opts.channel, choices=CHANNELS)
+        self.direction = reader.check_text("direction", opts.direction, choices=("inbound", "outbound"))
+        self.name_confidence = reader.check_text("name_confidence", opts.name_confidence, choices=("high", "low"))
 
-        self.location = reader.text("location")
+        self.location = opts.location
         try:
             location = practice.location(self.location)
         except KeyError:
             known = ", ".join(loc.name for loc in practice.locations)
             raise reader.error("location", f"no such location in the practice; known: {known}") from None
-        zone_name = reader.text("time_zone", location.timezone) or location.timezone
+        zone_name = opts.time_zone or location.timezone
         try:
             self.time_zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise reader.error("time_zone", "unknown IANA time zone") from None
 
-        self.time_format = reader.text("time_format", "iso8601") or "iso8601"
+        self.time_format = opts.time_format or "iso8601"
         if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
             raise reader.error("time_format", "must be iso8601, epoch_s, epoch_ms or a strptime pattern containing %")
         self.occurred_at = optional("occurred_at")
-        self.occurred_at_fallback = reader.text("occurred_at_fallback", choices=("received",))
+        self.occurred_at_fallback = reader.check_text(
+            "occurred_at_fallback", opts.occurred_at_fallback, choices=("received",)
+        )
         if self.occurred_at is None and self.occurred_at_fallback is None:
             raise reader.error(
                 "occurred_at", 'is required (or set occurred_at_fallback = "received" for vendors that send no time)'
             )
 
-        keep = self.options.get("keep_other_answers", False)
-        if not isinstance(keep, bool):
-            raise reader.error("keep_other_answers", "must be true or false")
-        self.keep_other_answers = keep
+        self.keep_other_answers = opts.keep_other_answers
 
         self.fields: dict[str, Selector] = {}
-        for key, text in reader.table("fields").items():
+        for key, text in opts.fields.items():
             if key not in PERSON_FIELDS:
                 raise reader.error(f"fields.{key}", f"unknown field; known: {', '.join(PERSON_FIELDS)}")
             self.fields[key] = sel(f"fields.{key}", text)
         self.touchpoint: dict[str, Selector] = {}
-        for key, text in reader.table("touchpoint").items():
+        for key, text in opts.touchpoint.items():
             if key not in TOUCHPOINT_FIELDS:
                 raise reader.error(
                     f"touchpoint.{key}", f"unknown touchpoint field; known: {', '.join(TOUCHPOINT_FIELDS)}"
                 )
             self.touchpoint[key] = sel(f"touchpoint.{key}", text)
         self.literals: dict[str, str] = {}
-        for key, value in reader.table("literals").items():
+        for key, value in opts.literals.items():
             option = f"literals.{key}"
             if key not in PERSON_FIELDS and key not in TOUCHPOINT_FIELDS:
                 raise reader.error(option, "not a person or touchpoint field")
@@ -646,7 +654,7 @@ class MappedConnector(SourceConnector):
             if text is not None and text.strip():
                 self.literals[key] = text
         self.attributes: dict[str, Selector] = {
-            key: sel(f"attributes.{key}", text) for key, text in reader.table("attributes").items()
+            key: sel(f"attributes.{key}", text) for key, text in opts.attributes.items()
         }
         if "external_record_id" in self.attributes or "occurred_at_source" in self.attributes:
             raise reader.error("attributes", "external_record_id and occurred_at_source are set by the connector")
@@ -659,7 +667,7 @@ class MappedConnector(SourceConnector):
     # ------------------------------------------------------------------ config helpers
 
     def _consent_rules(self, reader: _Options, sel: Callable[[str, Any], Selector]) -> Iterator[ConsentRule]:
-        entries = self.options.get("consent", [])
+        entries = self.options.consent
         if isinstance(entries, Mapping):
             entries = [entries]
         if not isinstance(entries, list):
@@ -696,7 +704,7 @@ class MappedConnector(SourceConnector):
             )
 
     def _signature_rule(self, reader: _Options) -> SignatureRule | None:
-        table = self.options.get("signature")
+        table = self.options.signature
         if table is None:
             return None
         if not isinstance(table, Mapping):

@@ -60,6 +60,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import attrs
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -68,7 +69,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
-from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, Practice, RawPayload, Touchpoint
+from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
 from carecrm.plugins.sources.urls import url_parameters, without_query
 
 __all__ = ["SendGridConnector", "carecrm_register_sources"]
@@ -269,7 +270,6 @@ _PERSON_WORDS: frozenset[str] = frozenset(
 #: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
 #: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
 
-_OPTIONS: frozenset[str] = frozenset({"max_age_seconds", "ignore_events", "keep_custom_args"})
 _EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
 _PHONE_VALUE = re.compile(r"^\+\d{7,15}$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -279,6 +279,21 @@ _MAX_TEXT = 300
 #: Latest accepted event time (year 9999); later or negative ``timestamp`` values are
 #: refused rather than guessed.
 _MAX_EPOCH = 253402300799
+
+
+@attrs.frozen(kw_only=True)
+class SendGridOptions:
+    """The ``[sources.<name>]`` options of a SendGrid source.
+
+    :ivar max_age_seconds: refuse signatures older than this (a positive number of
+        seconds, measured against the payload's ``received_at``); None: no limit.
+    :ivar ignore_events: SendGrid event names to skip (``["processed", "deferred"]``).
+    :ivar keep_custom_args: keep the sender's ``custom_args`` as attributes (default true).
+    """
+
+    max_age_seconds: float | None = None
+    ignore_events: tuple[str, ...] = ()
+    keep_custom_args: bool = True
 
 
 class SendGridConnector(SourceConnector):
@@ -297,33 +312,23 @@ class SendGridConnector(SourceConnector):
     description: ClassVar[str] = "Twilio SendGrid Event Webhook (signed ECDSA; email.* interactions, unsubscribes)"
     signed: ClassVar[bool] = True
 
-    def __init__(self, name: str, options: Mapping[str, Any], practice: Practice) -> None:
-        super().__init__(name, options, practice)
-        unknown = sorted(set(self.options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"source {name!r}: unknown option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
-        max_age = self.options.get("max_age_seconds")
-        if max_age is not None and (
-            isinstance(max_age, bool)
-            or not isinstance(max_age, int | float)
-            or not math.isfinite(max_age)
-            or max_age <= 0
-        ):
-            raise ConfigError(f"source {name!r}: option 'max_age_seconds' must be a positive number of seconds")
-        self.max_age_seconds: float | None = None if max_age is None else float(max_age)
-        ignore = self.options.get("ignore_events", [])
-        if not isinstance(ignore, list) or not all(isinstance(e, str) for e in ignore):
-            raise ConfigError(f"source {name!r}: option 'ignore_events' must be a list of SendGrid event names")
-        self.ignore_events: frozenset[str] = frozenset(_event_name(e) for e in ignore)
+    options_type = SendGridOptions
+
+    def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
+        super().__init__(*legacy, name=name, options=options, settings=settings)
+        opts: SendGridOptions = self.options
+        max_age = opts.max_age_seconds
+        if max_age is not None and (not math.isfinite(max_age) or max_age <= 0):
+            raise ConfigError(f"source {self.name!r}: option 'max_age_seconds' must be a positive number of seconds")
+        self.max_age_seconds: float | None = max_age
+        self.ignore_events: frozenset[str] = frozenset(_event_name(e) for e in opts.ignore_events)
         bad = sorted(self.ignore_events - set(KINDS))
         if bad:
             raise ConfigError(
-                f"source {name!r}: option 'ignore_events': unknown event {bad[0]!r}; known: {', '.join(sorted(KINDS))}"
+                f"source {self.name!r}: option 'ignore_events': unknown event {bad[0]!r}; "
+                f"known: {', '.join(sorted(KINDS))}"
             )
-        keep = self.options.get("keep_custom_args", True)
-        if not isinstance(keep, bool):
-            raise ConfigError(f"source {name!r}: option 'keep_custom_args' must be true or false")
-        self.keep_custom_args = keep
+        self.keep_custom_args = opts.keep_custom_args
 
     # ------------------------------------------------------------------ signature
 

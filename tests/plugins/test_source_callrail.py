@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from carecrm.core import CareCRM
+from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
@@ -52,7 +53,7 @@ PRACTICE = Practice(
 
 
 def connector(practice: Practice = PRACTICE, **options: Any) -> CallRailConnector:
-    return CallRailConnector("callrail", options, practice)
+    return CallRailConnector(name="callrail", options=options, settings=Settings(practice=practice))
 
 
 def legacy_params(**changes: str | None) -> dict[str, str]:

@@ -23,6 +23,7 @@ import pluggy
 import pytest
 
 from carecrm.core import hookspecs
+from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
@@ -50,6 +51,7 @@ PRACTICE = Practice(
         Location(name="london", timezone="Europe/London", region="GB"),
     ),
 )
+SETTINGS = Settings(practice=PRACTICE)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,7 +90,7 @@ def attrs_dump(event: LeadEvent) -> dict[str, Any]:
 
 
 def connector(options: dict[str, Any], name: str = "test") -> MappedConnector:
-    return MappedConnector(name, options, PRACTICE)
+    return MappedConnector(name=name, options=options, settings=SETTINGS)
 
 
 def parse_all(conn: MappedConnector, body: bytes, content_type: str = "application/json", **kw: Any) -> list:
@@ -809,14 +811,14 @@ def test_secret_without_signature_table_is_a_config_error() -> None:
 )
 def test_config_errors_name_source_and_option(change: dict[str, Any], option: str) -> None:
     with pytest.raises(ConfigError) as info:
-        MappedConnector("myforms", SIMPLE | change, PRACTICE)
+        MappedConnector(name="myforms", options=SIMPLE | change, settings=SETTINGS)
     assert "'myforms'" in str(info.value)
     assert f"'{option}'" in str(info.value)
 
 
 def test_occurred_at_or_fallback_is_required() -> None:
     with pytest.raises(ConfigError, match="occurred_at"):
-        MappedConnector("myforms", {"fields": {"email": "email"}}, PRACTICE)
+        MappedConnector(name="myforms", options={"fields": {"email": "email"}}, settings=SETTINGS)
 
 
 def test_literals_fill_fields_and_touchpoint() -> None:
@@ -869,7 +871,7 @@ def test_every_documented_mapping_is_a_valid_config() -> None:
     for block in blocks:
         for name, table in tomllib.loads(block)["sources"].items():
             options = {k: v for k, v in table.items() if k not in ("connector", "secret")}
-            assert isinstance(MappedConnector(name, options, PRACTICE), MappedConnector)
+            assert isinstance(MappedConnector(name=name, options=options, settings=SETTINGS), MappedConnector)
 
 
 def test_list_answers_named_by_answer_key() -> None:

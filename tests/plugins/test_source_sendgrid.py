@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from carecrm.core import CareCRM
+from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import LeadEvent, Practice, RawPayload
+from carecrm.core.models import LeadEvent, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
 from carecrm.plugins.sources.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridConnector
 
@@ -43,7 +44,7 @@ MAKE = Callable[..., CareCRM]
 
 
 def connector(**options: Any) -> SendGridConnector:
-    return SendGridConnector("sendgrid", options, Practice())
+    return SendGridConnector(name="sendgrid", options=options, settings=Settings())
 
 
 def parse(body: bytes | list[Any], **options: Any) -> list[LeadEvent | ValidationFailed]:
