@@ -13,7 +13,7 @@ import statistics
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
 from carecrm.core.crypto import KeyRing
+from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
     CareCRMError,
     ConfigError,
@@ -132,8 +133,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     Who acts is not part of the app: every method that reads or changes personal data
     takes ``actor: Actor`` (keyword-only), recorded in the audit log on every read and
-    change (HIPAA 45 CFR 164.312(b)), so one app serves callers acting as different
-    people.
+    change (HIPAA 45 CFR 164.312(b)), so one app serves concurrent callers acting as
+    different people.  No per-call state is kept on the instance.
 
     :param settings: the practice's settings (``load_settings()``).
     :param keys: the key ring; default read from ``CARECRM_KEYS``, ``CARECRM_KEY_FILE``
@@ -171,8 +172,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
-        self._dispatching = False
-        self._deferred: dict[str, Callable[[], None]] = {}
         self._build_registries()
         self.pm.hook.carecrm_configure(app=self)
 
@@ -440,46 +439,29 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         return result  # type: ignore[no-any-return]
 
     def dispatch(self, events: Iterable[ev.Event]) -> None:
-        """Call ``carecrm_track_event`` for each committed event; an implementation's
-        exception is logged with its plugin's name and never undoes committed data.
-        Then run the work deferred with :meth:`after_dispatch` during the batch."""
-        impls = self.pm.hook.carecrm_track_event.get_hookimpls()
-        if not impls:
-            return
-        outer = not self._dispatching
-        self._dispatching = True
-        try:
-            for event in events:
-                for impl in reversed(impls):
-                    kwargs = {"event": event, "app": self}
-                    try:
-                        impl.function(**{k: kwargs[k] for k in impl.argnames})
-                    except Exception:
-                        log.exception(
-                            "plugin %s failed in carecrm_track_event (%s)", impl.plugin_name, type(event).__name__
-                        )
-        finally:
-            if outer:
-                self._dispatching = False
-        if outer:
-            while self._deferred:
-                key = next(iter(self._deferred))
-                callback = self._deferred.pop(key)
-                try:
-                    callback()
-                except Exception:
-                    log.exception("deferred work %s failed after dispatch", key)
+        """Deliver committed events to ``carecrm_track_event`` through pluggy's hook
+        callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an implementation's
+        exception is logged with its plugin's name, never stops the other plugins and
+        never undoes committed data.  Then run the work deferred with
+        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.dispatch`)."""
+        EventDispatcher(self.pm, self).dispatch(events)
 
     def after_dispatch(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback()`` once after the events being dispatched have all been
         delivered (a plugin batches work over an ingest batch: scoring rescores each
         contact once); outside a dispatch, at once.  The same ``key`` registered again in
         one batch runs once.  A failure is logged with ``key`` and never undoes committed
-        data; work that dispatches events of its own runs those at once."""
-        if not self._dispatching:
-            callback()
-            return
-        self._deferred.setdefault(key, callback)
+        data; work that dispatches events of its own runs those at once.  The deferred
+        work belongs to the delivery in progress, not to the app (concurrent callers
+        never share it)."""
+        EventDispatcher(self.pm, self).after_dispatch(key, callback)
+
+    def collect_after_dispatch(self, key: str, item: Hashable, flush: Callable[[list[Any]], None]) -> None:
+        """Add ``item`` to the batch ``key`` of the delivery in progress; ``flush(items)``
+        runs once after it with the distinct items (first-added order); outside a
+        dispatch ``flush([item])`` runs at once.  Failures are logged as for
+        :meth:`after_dispatch`."""
+        EventDispatcher(self.pm, self).collect(key, item, flush)
 
     def classify_touchpoint(self, tp: Touchpoint) -> Touchpoint:
         """Fill ``channel_group`` from the practice's rules when a connector did not set it.

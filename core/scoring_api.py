@@ -43,7 +43,6 @@ class ScoringMixin:
     cast: mypy refuses a self-type that is a subclass of the mixin)."""
 
     _scoring_model_cache: ScoringModel | None = None
-    _rescore_pending: dict[uuid.UUID, None] | None = None
 
     # ------------------------------------------------------------------ the model
 
@@ -79,16 +78,13 @@ class ScoringMixin:
         """Rescore ``contact_id`` once the events being dispatched have all been delivered
         (each contact once per batch, however many of its events the batch holds); outside
         a dispatch, at once.  Called by the live-scoring plugin; a failure is logged with
-        the contact id and never undoes committed data."""
-        if self._rescore_pending is None:
-            self._rescore_pending = {}
-        self._rescore_pending[contact_id] = None
-        _app(self).after_dispatch("carecrm.scoring.rescore", self._flush_rescores)
+        the contact id and never undoes committed data.  The contacts pending belong to
+        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the app."""
+        _app(self).collect_after_dispatch("carecrm.scoring.rescore", contact_id, self._flush_rescores)
 
-    def _flush_rescores(self) -> None:
-        pending, self._rescore_pending = self._rescore_pending, None
+    def _flush_rescores(self, pending: list[uuid.UUID]) -> None:
         if pending:
-            self.rescore_contacts(list(pending))
+            self.rescore_contacts(pending)
 
     def rescore(self, contact_id: uuid.UUID, *, now: datetime | None = None) -> ScoreRecord:
         """Compute, store and return one contact's score (a merged contact's survivor is
