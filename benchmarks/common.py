@@ -161,6 +161,13 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def actor() -> Any:
+    """The benchmarks' acting user (``benchmark:admin``), passed to every facade call."""
+    from carecrm.core.models import Actor
+
+    return Actor.parse("benchmark:admin")
+
+
 def build_app(
     folder: Path,
     *,
@@ -170,7 +177,8 @@ def build_app(
     storage: str | None = None,
 ) -> Any:
     """A :class:`~carecrm.core.CareCRM` on ``folder/carecrm.db`` with keys in ``folder/carecrm.keys``,
-    built the way ``tests/conftest.py`` does (no entry points, admin actor).
+    built the way ``tests/conftest.py`` does (no entry points); facade calls pass
+    :func:`actor` (an admin).
 
     :param create: create the schema (a brand-new database); False opens an existing one.
     :param storage: a MongoDB URL (``mongodb://...`` or ``mongomock://NAME``) to store on
@@ -178,8 +186,6 @@ def build_app(
     """
     from carecrm.core import CareCRM, settings_from_dict
     from carecrm.core.crypto import KeyRing
-    from carecrm.core.models import Actor
-
     folder.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "practice": PRACTICE,
@@ -194,7 +200,7 @@ def build_app(
     if not keyfile.exists():
         KeyRing.generate().write_file(keyfile)
     settings = settings_from_dict(doc, base_dir=folder)
-    app = CareCRM(settings, actor=Actor.parse("benchmark:admin"), load_entrypoints=False)
+    app = CareCRM(settings, load_entrypoints=False)
     if create:
         app.create_schema()
     return app

@@ -289,7 +289,7 @@ def run_carecrm(
     gc.collect()
     try:
         t0 = time.perf_counter()
-        report = app.ingest_payloads(SOURCE, payloads)
+        report = app.ingest_payloads(SOURCE, payloads, actor=common.actor())
         elapsed = time.perf_counter() - t0
     finally:
         app.close()
@@ -315,7 +315,7 @@ def count_statements(bodies: Sequence[bytes], folder: Path, batch_size: int) -> 
     engine = app.storage.engine
     event.listen(engine, "before_cursor_execute", on_execute)
     try:
-        app.ingest_payloads(SOURCE, payloads)
+        app.ingest_payloads(SOURCE, payloads, actor=common.actor())
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
         app.close()
@@ -926,7 +926,7 @@ def _profile(bodies: Sequence[bytes], folder: Path, batch_size: int, top: int, s
     normalize_email.cache_clear()
     normalize_phone.cache_clear()
     profiler.enable()
-    app.ingest_payloads(SOURCE, payloads)
+    app.ingest_payloads(SOURCE, payloads, actor=common.actor())
     profiler.disable()
     app.close()
     buf = io.StringIO()

@@ -45,7 +45,6 @@ def build_app(folder: Path, *, live: bool, batch_size: int) -> Any:
     ``[scoring] live`` set."""
     from carecrm.core import CareCRM, settings_from_dict
     from carecrm.core.crypto import KeyRing
-    from carecrm.core.models import Actor
 
     folder.mkdir(parents=True, exist_ok=True)
     keyfile = folder / "carecrm.keys"
@@ -60,7 +59,7 @@ def build_app(folder: Path, *, live: bool, batch_size: int) -> Any:
         "scoring": {"live": live},
     }
     app = CareCRM(
-        settings_from_dict(doc, base_dir=folder), actor=Actor.parse("benchmark:admin"), load_entrypoints=False
+        settings_from_dict(doc, base_dir=folder), load_entrypoints=False
     )
     app.create_schema()
     return app
@@ -82,7 +81,7 @@ def run_ingest(bodies: Sequence[bytes], folder: Path, *, live: bool, batch_size:
     normalize_phone.cache_clear()
     gc.collect()
     w0, c0 = time.perf_counter(), time.process_time()
-    app.ingest_payloads(ingest.SOURCE, payloads)
+    app.ingest_payloads(ingest.SOURCE, payloads, actor=common.actor())
     return time.perf_counter() - w0, time.process_time() - c0, app
 
 

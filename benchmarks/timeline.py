@@ -382,7 +382,7 @@ def measure(
         interactions returned by each side in total (they must agree).
     """
     for cid in sample[:warmup]:
-        app.timeline(uuid.UUID(cid), limit=100)
+        app.timeline(uuid.UUID(cid), limit=100, actor=common.actor())
         hand.timeline(cid)
     lat_app: list[float] = []
     lat_hand: list[float] = []
@@ -394,7 +394,7 @@ def measure(
         for side in (0, 1) if i % 2 == 0 else (1, 0):
             if side == 0:
                 t0 = perf()
-                page = app.timeline(ref, limit=100)
+                page = app.timeline(ref, limit=100, actor=common.actor())
                 lat_app.append(perf() - t0)
                 rows_app += len(page.interactions)
             else:
@@ -423,7 +423,7 @@ def statements_per_read(app: Any, sample: Sequence[str]) -> tuple[float, float]:
     event.listen(engine, "commit", on_commit)
     try:
         for cid in sample:
-            app.timeline(uuid.UUID(cid), limit=100)
+            app.timeline(uuid.UUID(cid), limit=100, actor=common.actor())
     finally:
         event.remove(engine, "before_cursor_execute", on_execute)
         event.remove(engine, "commit", on_commit)
@@ -434,7 +434,7 @@ def _profile(app: Any, sample: Sequence[str], top: int) -> str:
     profiler = cProfile.Profile()
     profiler.enable()
     for cid in sample:
-        app.timeline(uuid.UUID(cid), limit=100)
+        app.timeline(uuid.UUID(cid), limit=100, actor=common.actor())
     profiler.disable()
     buf = io.StringIO()
     stats = pstats.Stats(profiler, stream=buf)

@@ -73,7 +73,8 @@ class CliState:
     """One invocation's state, stored as ``ctx.obj``.
 
     :param config: the ``--config`` value (None: ``CARECRM_CONFIG``, else ``./carecrm.toml``).
-    :param actor: who acts (``--as`` / ``CARECRM_ACTOR`` / the OS user as admin).
+    :param actor: who acts (``--as`` / ``CARECRM_ACTOR`` / the OS user as admin), passed
+        by every command to each facade call that reads or changes personal data.
     :param debug: show tracebacks (``--debug`` / ``CARECRM_DEBUG=1``).
     """
 
@@ -93,7 +94,7 @@ class CliState:
         """The app, built on first use (so ``--help`` and ``init`` never read the config
         nor open the database; the database itself opens on the first query)."""
         if self._app is None:
-            self._app = CareCRM.from_config(self.config, actor=self.actor)
+            self._app = CareCRM.from_config(self.config)
         return self._app
 
     def set_app(self, app: CareCRM) -> None:

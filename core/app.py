@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
 from carecrm.core.crypto import KeyRing
+from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
     CareCRMError,
     ConfigError,
@@ -63,6 +65,7 @@ from carecrm.core.plugins import (
     families_of,
     origin_of,
 )
+from carecrm.core.read_path import CONTACT_FIELDS, ReadPath
 from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
@@ -75,6 +78,9 @@ log = logging.getLogger("carecrm")
 #: Default time-zone-free settings for a brand-new practice written by ``init``.
 _META_KEY_CHECK = "key_check"
 _META_AUDIT_HEAD = "audit_head"
+#: Guards the lazy opening of the key ring, the mapper and the storage, which concurrent
+#: callers of one app may reach first at the same time.
+_OPEN_LOCK = threading.RLock()
 
 
 @attrs.frozen(kw_only=True)
@@ -128,8 +134,12 @@ class InboxItem:
 class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
     """The app object.
 
+    Who acts is not part of the app: every method that reads or changes personal data
+    takes ``actor: Actor`` (keyword-only), recorded in the audit log on every read and
+    change (HIPAA 45 CFR 164.312(b)), so one app serves concurrent callers acting as
+    different people.  No per-call state is kept on the instance.
+
     :param settings: the practice's settings (``load_settings()``).
-    :param actor: who acts (recorded on every change and read); default the OS user as admin.
     :param keys: the key ring; default read from ``CARECRM_KEYS``, ``CARECRM_KEY_FILE``
         or ``[keys] file`` on first use.
     :param load_entrypoints: load third-party plugins from the ``carecrm`` entry points.
@@ -143,16 +153,15 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self,
         settings: Settings,
         *,
-        actor: Actor | None = None,
         keys: KeyRing | None = None,
         load_entrypoints: bool = True,
         extra_plugins: Sequence[object] = (),
     ) -> None:
         self.settings = settings
-        self.actor = actor or default_actor()
         self._keys = keys
         self._storage: StorageBackend | None = None
         self._mapper: RecordMapper | None = None
+        self._read_path: ReadPath | None = None
         self.pm: pluggy.PluginManager = build_plugin_manager(
             load_entrypoints=load_entrypoints, extra_plugins=extra_plugins
         )
@@ -168,8 +177,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
-        self._dispatching = False
-        self._deferred: dict[str, Callable[[], None]] = {}
         self._build_registries()
         self._check_component_options()
         self.pm.hook.carecrm_configure(app=self)
@@ -282,6 +289,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     @property
     def keys(self) -> KeyRing:
         """The key ring, loaded on first use.  :raises CryptoError: if missing or unreadable."""
+        if self._keys is not None:
+            return self._keys
+        with _OPEN_LOCK:
+            return self._load_keys()
+
+    def _load_keys(self) -> KeyRing:
         if self._keys is None:
             if self.settings.keys_json:
                 self._keys = KeyRing.from_json(self.settings.keys_json, origin="CARECRM_KEYS")
@@ -297,8 +310,20 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def mapper(self) -> RecordMapper:
         """The encryption boundary (domain ⇄ stored records)."""
         if self._mapper is None:
-            self._mapper = RecordMapper(self.keys)
+            with _OPEN_LOCK:
+                if self._mapper is None:
+                    self._mapper = RecordMapper(self.keys)
         return self._mapper
+
+    @property
+    def read_path(self) -> ReadPath:
+        """The one read path for personal data (:mod:`carecrm.core.read_path`): decrypts
+        for an actor and a purpose and writes the audit entry."""
+        if self._read_path is None:
+            with _OPEN_LOCK:
+                if self._read_path is None:
+                    self._read_path = ReadPath(self.mapper, self.audit)
+        return self._read_path
 
     def open_backend(self, url: str | None = None, options: dict[str, Any] | None = None) -> StorageBackend:
         """Open a backend by URL (default ``[storage] url``) without checking its schema.
@@ -323,13 +348,15 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         :raises BackendUnavailable: when it cannot be opened.
         """
         if self._storage is None:
-            backend = self.open_backend()
-            try:
-                self._verify(backend)
-            except BaseException:
-                backend.close()
-                raise
-            self._storage = backend
+            with _OPEN_LOCK:
+                if self._storage is None:
+                    backend = self.open_backend()
+                    try:
+                        self._verify(backend)
+                    except BaseException:
+                        backend.close()
+                        raise
+                    self._storage = backend
         return self._storage
 
     def _verify(self, backend: StorageBackend) -> None:
@@ -480,49 +507,36 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         return result  # type: ignore[no-any-return]
 
     def dispatch(self, events: Iterable[ev.Event]) -> None:
-        """Call ``carecrm_track_event`` for each committed event; an implementation's
-        exception is logged with its plugin's name and never undoes committed data.
-        Then run the work deferred with :meth:`after_dispatch` during the batch."""
-        impls = self.pm.hook.carecrm_track_event.get_hookimpls()
-        if not impls:
-            return
-        outer = not self._dispatching
-        self._dispatching = True
-        try:
-            for event in events:
-                for impl in reversed(impls):
-                    kwargs = {"event": event, "app": self}
-                    try:
-                        impl.function(**{k: kwargs[k] for k in impl.argnames})
-                    except Exception:
-                        log.exception(
-                            "plugin %s failed in carecrm_track_event (%s)", impl.plugin_name, type(event).__name__
-                        )
-        finally:
-            if outer:
-                self._dispatching = False
-        if outer:
-            while self._deferred:
-                key = next(iter(self._deferred))
-                callback = self._deferred.pop(key)
-                try:
-                    callback()
-                except Exception:
-                    log.exception("deferred work %s failed after dispatch", key)
+        """Deliver committed events to ``carecrm_track_event`` through pluggy's hook
+        callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an implementation's
+        exception is logged with its plugin's name, never stops the other plugins and
+        never undoes committed data.  Then run the work deferred with
+        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.dispatch`)."""
+        EventDispatcher(self.pm, self).dispatch(events)
 
     def after_dispatch(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback()`` once after the events being dispatched have all been
         delivered (a plugin batches work over an ingest batch: scoring rescores each
         contact once); outside a dispatch, at once.  The same ``key`` registered again in
         one batch runs once.  A failure is logged with ``key`` and never undoes committed
-        data; work that dispatches events of its own runs those at once."""
-        if not self._dispatching:
-            callback()
-            return
-        self._deferred.setdefault(key, callback)
+        data; work that dispatches events of its own runs those at once.  The deferred
+        work belongs to the delivery in progress, not to the app (concurrent callers
+        never share it)."""
+        EventDispatcher(self.pm, self).after_dispatch(key, callback)
+
+    def collect_after_dispatch(self, key: str, item: Hashable, flush: Callable[[list[Any]], None]) -> None:
+        """Add ``item`` to the batch ``key`` of the delivery in progress; ``flush(items)``
+        runs once after it with the distinct items (first-added order); outside a
+        dispatch ``flush([item])`` runs at once.  Failures are logged as for
+        :meth:`after_dispatch`."""
+        EventDispatcher(self.pm, self).collect(key, item, flush)
 
     def classify_touchpoint(self, tp: Touchpoint) -> Touchpoint:
-        """Fill ``channel_group`` from the practice's rules when a connector did not set it."""
+        """Fill ``channel_group`` from the practice's rules when a connector did not set it.
+
+        The memo is shared by concurrent callers: a classification is a pure function of
+        the touchpoint, and each dict read or write is atomic, so a race costs at most a
+        second classification."""
         if tp.channel_group is not None or tp.is_empty():
             return tp
         cached = self._classified.get(tp)
@@ -539,6 +553,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def audit(
         self,
         uow: UnitOfWork,
+        actor: Actor,
         action: str,
         *,
         contact_id: uuid.UUID | None = None,
@@ -549,7 +564,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         """Append an audit-log entry in ``uow`` (HIPAA 45 CFR 164.312(b)), chained to the last
         one by a keyed hash, and move the keyed head anchor (``meta.audit_head``) to it, so an
         edited, deleted or cut-off entry is detectable.  ``fields`` and ``details`` hold
-        names and counts, never values.
+        names and counts, never values; ``actor`` is who acted (every caller passes its own).
 
         Concurrent writers: the head anchor is read with
         :meth:`~carecrm.core.storage.MetaRepository.get_for_update`, so the head stays
@@ -572,8 +587,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             seq=seq,
             id=new_id(),
             at=utcnow(),
-            actor=self.actor.name,
-            role=self.actor.role,
+            actor=actor.name,
+            role=actor.role,
             action=action,
             contact_id=contact_id,
             purpose=purpose,
@@ -661,7 +676,9 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest_payloads(self, source: str, payloads: Iterable[RawPayload], *, verify: bool = True) -> IngestReport:
+    def ingest_payloads(
+        self, source: str, payloads: Iterable[RawPayload], *, actor: Actor, verify: bool = True
+    ) -> IngestReport:
         """Ingest raw payloads of ``source``: each is written to the (encrypted) inbox first,
         its signature verified when a secret is configured, parsed by the source's
         connector, and its lead events ingested.  A payload that fails verification or
@@ -671,6 +688,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         is processed again in the same inbox entry.  Afterwards processed payloads older
         than ``[ingest] inbox_retention_days`` are purged.
 
+        :param actor: who ingests (a webhook receiver, a person running ``carecrm ingest``):
+            named by the batch's ``ingest`` audit entries and the stage moves the leads imply.
         :param verify: check signatures (False for payloads exported by the practice itself;
             then no secret is needed).
 
@@ -716,7 +735,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                     continue
                 pending.append((row, payload))
             buffer.clear()
-            self._process(connector, secret if verify else None, pending, report)
+            self._process(connector, secret if verify else None, pending, report, actor)
             pending.clear()
 
         for payload in payloads:
@@ -735,6 +754,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         secret: str | None,
         items: list[tuple[InboxRecord, RawPayload]],
         report: IngestReport,
+        actor: Actor,
     ) -> None:
         events: list[tuple[LeadEvent, uuid.UUID | None]] = []
         failed: dict[uuid.UUID, list[Quarantined]] = {}
@@ -768,7 +788,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         before = len(report.quarantined)
         for qs in failed.values():
             report.quarantined.extend(qs)
-        self.ingestor.run(events, report)
+        self._ingestor(actor).run(events, report)
         # every payload with a quarantined record stays quarantined with its reasons; the
         # report names the payload's file, the inbox's clear reason does not (see Quarantined)
         origins = {rec.id: payload.origin for rec, payload in items}
@@ -793,17 +813,17 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 uow.inbox.set_status_many(done, "processed", processed_at=now)
             uow.commit()
 
-    @property
-    def ingestor(self) -> Ingestor:
-        """The ingest engine (see :mod:`carecrm.core.ingest`)."""
-        return Ingestor(self)
+    def _ingestor(self, actor: Actor) -> Ingestor:
+        """The ingest engine for one call by ``actor`` (see :mod:`carecrm.core.ingest`)."""
+        return Ingestor(self, actor=actor)
 
-    def ingest(self, events: Iterable[LeadEvent]) -> IngestReport:
+    def ingest(self, events: Iterable[LeadEvent], *, actor: Actor) -> IngestReport:
         """Ingest lead events that did not come through the inbox (a connector run in code,
-        an import).  Same rules as :meth:`ingest_payloads` from normalization on."""
+        an import).  Same rules as :meth:`ingest_payloads` from normalization on; ``actor``
+        is named by the audit entries and the implied stage moves."""
         report = IngestReport()
         items: list[tuple[LeadEvent, uuid.UUID | None]] = [(e, None) for e in events]
-        self.ingestor.run(items, report)
+        self._ingestor(actor).run(items, report)
         return report
 
     # ------------------------------------------------------------------ inbox
@@ -813,25 +833,18 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         with self.storage.unit_of_work() as uow:
             return [_inbox_item(r) for r in uow.inbox.list(status=status, source=source, limit=limit)]
 
-    def inbox_show(self, inbox_id: uuid.UUID) -> tuple[InboxItem, RawPayload]:
-        """One entry and its decrypted payload (an audited read of raw personal data).
+    def inbox_show(self, inbox_id: uuid.UUID, *, actor: Actor) -> tuple[InboxItem, RawPayload]:
+        """One entry and its decrypted payload (an audited read of raw personal data by ``actor``).
 
         :raises NotFound: if there is no such entry.
         """
         with self.storage.unit_of_work() as uow:
             rec = uow.inbox.get(inbox_id)
-            payload = self.mapper.inbox_payload(rec)
-            self.audit(
-                uow,
-                "inbox.read",
-                purpose="operations",
-                fields=["payload"],
-                details={"inbox_id": str(inbox_id)},
-            )
+            payload = self.read_path.inbox_payload(uow, rec, actor=actor, purpose="operations")
             uow.commit()
         return _inbox_item(rec), payload
 
-    def inbox_retry(self, inbox_id: uuid.UUID) -> IngestReport:
+    def inbox_retry(self, inbox_id: uuid.UUID, *, actor: Actor) -> IngestReport:
         """Process a stored payload again (after fixing config or a connector).
 
         :raises NotFound: if there is no such entry.
@@ -841,13 +854,13 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             rec = uow.inbox.get(inbox_id)
         if rec.status == "discarded":
             raise CareCRMError(f"inbox entry {inbox_id} was discarded; it cannot be retried")
-        payload = self.mapper.inbox_payload(rec)
+        payload = self.read_path.payload_for_processing(rec, actor=actor)
         connector = self.connector(rec.source)
         report = IngestReport(payloads=1)
-        self._process(connector, self.source_secret(rec.source), [(rec, payload)], report)
+        self._process(connector, self.source_secret(rec.source), [(rec, payload)], report, actor)
         return report
 
-    def inbox_discard(self, inbox_id: uuid.UUID, *, reason: str | None = None) -> None:
+    def inbox_discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:
         """Mark an entry discarded (it is never processed again; purged later).
 
         :raises NotFound: if there is no such entry.
@@ -857,10 +870,10 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             uow.inbox.set_status(
                 inbox_id,
                 "discarded",
-                reason=reason or f"discarded by {self.actor.name}",
+                reason=reason or f"discarded by {actor.name}",
                 processed_at=utcnow(),
             )
-            self.audit(uow, "inbox.discard", details={"inbox_id": str(inbox_id)})
+            self.audit(uow, actor, "inbox.discard", details={"inbox_id": str(inbox_id)})
             uow.commit()
 
     def inbox_purge(self, *, now: datetime | None = None) -> int:
@@ -879,6 +892,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def add_contact(
         self,
         *,
+        actor: Actor,
         first_name: str | None = None,
         last_name: str | None = None,
         emails: Sequence[str] = (),
@@ -888,7 +902,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         city: str | None = None,
         postal_code: str | None = None,
     ) -> Contact:
-        """Create a contact by hand (a walk-in, a phone call), matched like any lead.
+        """Create a contact by hand (a walk-in, a phone call), matched like any lead;
+        ``actor`` is named by the ``ingest`` entry and the returned contact's read entry.
 
         :returns: the stored contact (an existing one when an identity matches).
         :raises ValidationFailed: when no valid email or phone is given (field named).
@@ -909,7 +924,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         # check first, so that a refused field leaves nothing half-stored
         check = IngestReport()
         try:
-            self.ingestor.prepare(event, 0, check, None)
+            self._ingestor(actor).prepare(event, 0, check, None)
         except ValidationFailed as exc:
             raise ValidationFailed("manual", "new contact", exc.field, exc.reason) from None
         if check.warnings:
@@ -918,26 +933,28 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             field = detail.split("'")[1] if detail.count("'") >= 2 else "input"
             reason = detail.split("': ", 1)[-1].removesuffix("; dropped")
             raise ValidationFailed("manual", "new contact", field, reason)
-        report = self.ingest([event])
+        report = self.ingest([event], actor=actor)
         if report.quarantined:
             q = report.quarantined[0]
             raise ValidationFailed(q.source, "new contact", q.field, q.reason)
-        return self.get_contact(report.contact_ids[0])
+        return self.get_contact(report.contact_ids[0], actor=actor)
 
-    def get_contact(self, contact_id: uuid.UUID, *, purpose: str = "view") -> Contact:
-        """A contact with its identities, decrypted (an audited read).
+    def get_contact(self, contact_id: uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
+        """A contact with its identities, decrypted: a read by ``actor`` for ``purpose``,
+        one ``contact.read`` audit entry (HIPAA 45 CFR 164.312(b)).
 
         :raises NotFound: if there is no such contact.
         """
         with self.storage.unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
-            contact = self.mapper.contact_from_record(rec, uow.identities.for_contact(rec.id))
-            self.audit(uow, "contact.read", contact_id=rec.id, purpose=purpose, fields=["name", "identities"])
+            contact = self.read_path.contact(uow, rec, actor=actor, purpose=purpose)
             uow.commit()
         return contact
 
-    def resolve(self, ref: str) -> Contact:
-        """Find one contact by id, email or phone (via blind indexes); an audited read.
+    def resolve(self, ref: str | uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
+        """Find one contact by id, email or phone (via blind indexes; a merged contact's id
+        gives its survivor); a read by ``actor``: one ``contact.read`` entry, in the same
+        transaction as the look-up.
 
         :raises NotFound: when nothing matches.
         :raises ValidationFailed: when ``ref`` is neither an id, an email nor a phone number.
@@ -945,8 +962,10 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             (household): the message lists their ids to pick from.
         """
         with self.storage.unit_of_work() as uow:
-            cid = self._resolve_id(uow, ref)
-        return self.get_contact(cid)
+            rec = self._resolve_record(uow, ref)
+            contact = self.read_path.contact(uow, rec, actor=actor, purpose=purpose)
+            uow.commit()
+        return contact
 
     def _resolve_id(self, uow: UnitOfWork, ref: str | uuid.UUID) -> uuid.UUID:
         """The id of the one active contact ``ref`` names (id, email or phone), following
@@ -996,16 +1015,18 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             )
         return active[0]
 
-    def _follow_merge(self, contact_id: uuid.UUID) -> Contact:
-        with self.storage.unit_of_work() as uow:
-            cid = self._resolve_id(uow, contact_id)
-        return self.get_contact(cid)
-
     def find_contacts(
-        self, *, email: str | None = None, phone: str | None = None, name: str | None = None, limit: int = 50
+        self,
+        *,
+        actor: Actor,
+        email: str | None = None,
+        phone: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
     ) -> list[Contact]:
         """Contacts by exact email, phone (any format, read in the default location's
-        region) or full / family name (case and accents folded).
+        region) or full / family name (case and accents folded); a read by ``actor``
+        with one ``contact.read`` entry (purpose ``lookup``) per contact shown.
 
         :raises ValidationFailed: if the email or phone cannot be normalized.
         """
@@ -1034,15 +1055,10 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                         if r.id not in ids:
                             ids.append(r.id)
             records = uow.contacts.get_many(ids)
-            out = []
-            for cid in ids[:limit]:
-                rec = records.get(cid)
-                if rec is None or rec.status != ACTIVE:
-                    continue
-                out.append(self.mapper.contact_from_record(rec, uow.identities.for_contact(cid)))
+            found = (records.get(cid) for cid in ids[:limit])
+            shown = [rec for rec in found if rec is not None and rec.status == ACTIVE]
             # one entry per person shown, so `audit log --contact ID` answers who saw them
-            for contact in out:
-                self.audit(uow, "contact.read", contact_id=contact.id, purpose="lookup", fields=["name", "identities"])
+            out = self.read_path.contacts(uow, shown, actor=actor, purpose="lookup", fields=CONTACT_FIELDS)
             if out:
                 uow.commit()
         return out
@@ -1051,11 +1067,13 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         self,
         ref: str | uuid.UUID,
         *,
+        actor: Actor,
         after: TimelineCursor | None = None,
         limit: int = 100,
         purpose: str = "care",
     ) -> Timeline:
-        """A contact's timeline, oldest first, decrypted (an audited read).
+        """A contact's timeline, oldest first, decrypted: a read by ``actor`` for
+        ``purpose`` (one ``timeline.read`` entry for the contact and the page).
 
         :param ref: contact id, email or phone.
         :param after: keyset cursor of the previous page.
@@ -1065,53 +1083,42 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         # one unit of work and one audit entry for the whole read (contact and page)
         with self.storage.unit_of_work() as uow:
             rec = self._resolve_record(uow, ref)
-            cid = rec.id
-            key = self.mapper.key_of(rec) if rec.wrapped_key is not None else None
-            contact = self.mapper.contact_from_record(rec, uow.identities.for_contact(cid))
-            rows = uow.interactions.timeline(cid, after=after, limit=limit + 1)
+            rows = uow.interactions.timeline(rec.id, after=after, limit=limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
-            items = tuple(self.mapper.interaction_from_record(r, key) for r in rows)
-            self.audit(
-                uow,
-                "timeline.read",
-                contact_id=cid,
-                purpose=purpose,
-                fields=["name", "identities", "interactions", "body"],
-                details={"interactions": len(items)},
-            )
+            contact, items = self.read_path.timeline(uow, rec, rows, actor=actor, purpose=purpose)
             uow.commit()
         cursor = (rows[-1].occurred_at, rows[-1].id) if more and rows else None
         return Timeline(contact=contact, interactions=items, next_cursor=cursor)
 
-    def notes(self, contact_id: uuid.UUID) -> list[Note]:
-        """A contact's notes, oldest first (an audited read)."""
+    def notes(self, contact_id: uuid.UUID, *, actor: Actor) -> list[Note]:
+        """A contact's notes, oldest first: a read by ``actor`` (one ``notes.read`` entry
+        when there is any note)."""
         with self.storage.unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
-            key = self.mapper.key_of(rec) if rec.wrapped_key is not None else None
-            notes = [self.mapper.note_from_record(n, key) for n in uow.notes.for_contact(contact_id)]
+            notes = self.read_path.notes(uow, rec, uow.notes.for_contact(contact_id), actor=actor)
             if notes:
-                self.audit(uow, "notes.read", contact_id=contact_id, purpose="care", fields=["note"])
                 uow.commit()
         return notes
 
-    def add_note(self, ref: str | uuid.UUID, text: str) -> Note:
-        """Add a coordinator's note (encrypted) and a ``note.added`` interaction.
+    def add_note(self, ref: str | uuid.UUID, text: str, *, actor: Actor) -> Note:
+        """Add ``actor``'s note (encrypted) and a ``note.added`` interaction; one
+        ``note.add`` audit entry in the same transaction (the contact is resolved by
+        id or blind index, nothing is decrypted).
 
         :raises ValueError: if ``text`` is empty.
         :raises NotFound: if the contact does not exist.
         """
         if not text or not text.strip():
             raise ValueError("note text is empty")
-        contact = self.resolve(str(ref))
         now = utcnow()
-        note = Note(contact_id=contact.id, created_at=now, author=self.actor.name, text=text)
         with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact.id)
+            rec = self._resolve_record(uow, ref)
+            note = Note(contact_id=rec.id, created_at=now, author=actor.name, text=text)
             key = self.mapper.key_of(rec)
             uow.notes.add(self.mapper.note_to_record(note, key))
             inter = Interaction(
-                contact_id=contact.id,
+                contact_id=rec.id,
                 kind="note.added",
                 occurred_at=now,
                 recorded_at=now,
@@ -1119,17 +1126,17 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 idempotency_key=f"note.added:{note.id}",
                 channel=None,
                 body=text,
-                actor=self.actor.name,
+                actor=actor.name,
                 attributes={"note_id": str(note.id)},
             )
             uow.interactions.add(self.mapper.interaction_to_record(inter, key))
-            self.audit(uow, "note.add", contact_id=contact.id, fields=["note"])
+            self.audit(uow, actor, "note.add", contact_id=rec.id, fields=["note"])
             uow.commit()
         self.dispatch(
             [
                 ev.InteractionRecorded(
                     at=now,
-                    contact_id=contact.id,
+                    contact_id=rec.id,
                     interaction_id=inter.id,
                     kind=inter.kind,
                     occurred_at=now,
@@ -1141,8 +1148,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ pipeline
 
-    def set_stage(self, ref: str | uuid.UUID, stage: str, *, reason: str | None = None) -> StageChange:
-        """A person's move of a contact to ``stage`` (always wins over implied moves).
+    def set_stage(
+        self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None
+    ) -> StageChange:
+        """``actor``'s move of a contact to ``stage`` (always wins over implied moves): one
+        ``stage.set`` audit entry, in the same transaction as the change (the contact is
+        resolved by id or blind index, nothing is decrypted).
 
         ``lost`` needs a reason.  A reason that is a short code (``too_expensive``) is kept in
         clear in the stage history for reports; free text ("worried about the cost after her
@@ -1155,12 +1166,11 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         :raises ConflictError: if the contact changed meanwhile (retry).
         """
         pipeline = self.settings.pipeline
-        contact = self.resolve(str(ref))
-        if stage == "lost" and not reason:
-            raise ValueError("moving to 'lost' needs a reason code (--reason)")
         now = utcnow()
         with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact.id)
+            rec = self._resolve_record(uow, ref)
+            if stage == "lost" and not reason:
+                raise ValueError("moving to 'lost' needs a reason code (--reason)")
             pipeline.check_move(rec.stage, stage)
             change = StageChange(
                 contact_id=rec.id,
@@ -1168,7 +1178,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 from_stage=rec.stage,
                 to_stage=stage,
                 changed_at=now,
-                actor=self.actor.name,
+                actor=actor.name,
                 reason=reason if reason is None or is_reason_code(reason) else "free_text",
             )
             uow.contacts.update(attrs.evolve(rec, stage=stage, stage_changed_at=now, updated_at=now))
@@ -1182,7 +1192,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                         recorded_at=now,
                         source="carecrm",
                         idempotency_key=f"stage.changed:{change.id}",
-                        actor=self.actor.name,
+                        actor=actor.name,
                         attributes={
                             "from_stage": rec.stage,
                             "to_stage": stage,
@@ -1193,7 +1203,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                     self.mapper.key_of(rec),
                 )
             )
-            self.audit(uow, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
+            self.audit(uow, actor, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
             uow.commit()
         self.dispatch(
             [
@@ -1203,7 +1213,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                     pipeline=pipeline.name,
                     from_stage=rec.stage,
                     to_stage=stage,
-                    actor=self.actor.name,
+                    actor=actor.name,
                 )
             ]
         )
@@ -1212,7 +1222,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:
         """A contact's stage changes, oldest first."""
         with self.storage.unit_of_work() as uow:
-            return [self.mapper.stage_change_from_record(r) for r in uow.stages.history(contact_id)]
+            return self.read_path.stage_history(uow.stages.history(contact_id))
 
     def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
         """Contacts per stage, the median time (seconds) they have been in it, and their

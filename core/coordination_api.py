@@ -36,7 +36,7 @@ from carecrm.core.business_hours import business_seconds_between
 from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.ids import new_id
 from carecrm.core.ingest import implied_move
-from carecrm.core.models import Contact, Interaction, Location, Task
+from carecrm.core.models import Actor, Contact, Interaction, Location, Task
 from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
@@ -216,18 +216,14 @@ class CoordinationMixin:
         with app.storage.unit_of_work() as uow:
             return app.location_of(uow.contacts.get(contact_id).location)
 
-    def _contact_of(self, ref: str | uuid.UUID) -> Contact:
-        """Resolve a reference (id, email or phone) to the active contact (an audited read)."""
-        app = _app(self)
-        return app._follow_merge(ref) if isinstance(ref, uuid.UUID) else app.resolve(str(ref))
-
-    def _when(self, value: datetime | str | None, contact: Contact, field: str) -> datetime | None:
+    def _when(self, value: datetime | str | None, location: str | None, field: str) -> datetime | None:
+        """``value`` as UTC: an aware datetime as given, text read in ``location``'s time zone."""
         app = _app(self)
         if value is None:
             return None
         if isinstance(value, datetime):
             return _aware(value, field)
-        return parse_when(value, timezone=app.location_of(contact.location).timezone, now=utcnow(), field=field)
+        return parse_when(value, timezone=app.location_of(location).timezone, now=utcnow(), field=field)
 
     # ------------------------------------------------------------------ tasks
 
@@ -236,16 +232,20 @@ class CoordinationMixin:
         ref: str | uuid.UUID,
         text: str,
         *,
+        actor: Actor,
         due: datetime | str | None = None,
         assignee: str | None = None,
     ) -> Task:
-        """Add a task about a contact and a ``task.created`` interaction on its timeline.
+        """Add ``actor``'s task about a contact and a ``task.created`` interaction on its
+        timeline; one ``task.add`` audit entry in the same transaction (the contact is
+        resolved by id or blind index, nothing is decrypted).
 
         :param ref: contact id, email or phone.
         :param text: what to do (encrypted at rest, like a note: it may hold health details).
         :param due: when it is due: a timezone-aware datetime, or text a person typed
             (``2025-10-06 09:00``, ``+2h``, ``tomorrow 09:00``; see :mod:`carecrm.core.when`)
             read in the time zone of the contact's location; None: no due time.
+        :param actor: who adds it (its ``created_by``; the assignee by default).
         :param assignee: the staff name it is assigned to; None: the acting person.
         :returns: the stored task (``due_at`` UTC).
         :raises ValueError: for empty or over-long text, a bad assignee or due time (the
@@ -259,23 +259,22 @@ class CoordinationMixin:
             raise ValueError("text: the task text is empty")
         if len(body) > MAX_TASK_TEXT:
             raise ValueError(f"text: longer than {MAX_TASK_TEXT} characters")
-        who = _staff_name(assignee, "assignee") if assignee is not None else app.actor.name
-        contact = app._contact_of(ref)
-        due_at = app._when(due, contact, "due")
-        now = utcnow()
-        task = Task(
-            contact_id=contact.id,
-            created_at=now,
-            created_by=app.actor.name,
-            assignee=who,
-            due_at=due_at,
-            text=body,
-        )
-        attributes: dict[str, Any] = {"task_id": str(task.id), "assignee": who}
-        if task.due_at is not None:
-            attributes["due_at"] = task.due_at.isoformat().replace("+00:00", "Z")
+        who = _staff_name(assignee, "assignee") if assignee is not None else actor.name
         with app.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact.id)
+            rec = app._resolve_record(uow, ref)
+            due_at = app._when(due, rec.location, "due")
+            now = utcnow()
+            task = Task(
+                contact_id=rec.id,
+                created_at=now,
+                created_by=actor.name,
+                assignee=who,
+                due_at=due_at,
+                text=body,
+            )
+            attributes: dict[str, Any] = {"task_id": str(task.id), "assignee": who}
+            if task.due_at is not None:
+                attributes["due_at"] = task.due_at.isoformat().replace("+00:00", "Z")
             key = app.mapper.key_of(rec)
             uow.tasks.add(app.mapper.task_to_record(task, key))
             inter = Interaction(
@@ -288,11 +287,16 @@ class CoordinationMixin:
                 location=rec.location,
                 attributes=attributes,
                 body=body,
-                actor=app.actor.name,
+                actor=actor.name,
             )
             uow.interactions.add(app.mapper.interaction_to_record(inter, key))
             app.audit(
-                uow, "task.add", contact_id=rec.id, fields=["task"], details={"task_id": str(task.id), "assignee": who}
+                uow,
+                actor,
+                "task.add",
+                contact_id=rec.id,
+                fields=["task"],
+                details={"task_id": str(task.id), "assignee": who},
             )
             uow.commit()
         app.dispatch([_recorded(inter, now)])
@@ -301,6 +305,7 @@ class CoordinationMixin:
     def tasks(
         self,
         *,
+        actor: Actor,
         assignee: str | None = None,
         contact: str | uuid.UUID | None = None,
         overdue: bool = False,
@@ -309,8 +314,9 @@ class CoordinationMixin:
     ) -> list[tuple[Task, ContactSummary]]:
         """Tasks with the contact each is about, by due time (no due time last), then id.
 
-        Decrypts each task's text and its contact's name: one audit entry (``tasks.read``)
-        per contact shown, as for a look-up.
+        Decrypts each task's text and its contact's name: a read by ``actor``, one audit
+        entry (``tasks.read``) per contact shown, as for a look-up (the ``contact`` filter
+        is resolved by id or blind index and decrypts nothing).
 
         :param assignee: only tasks assigned to this staff name.
         :param contact: only tasks about this contact (id, email or phone).
@@ -327,9 +333,8 @@ class CoordinationMixin:
         if overdue and status == "done":
             raise ValueError("overdue: only open tasks can be overdue")
         when = _aware(now, "now") if now is not None else utcnow()
-        contact_id = app._contact_of(contact).id if contact is not None else None
-        out: list[tuple[Task, ContactSummary]] = []
         with app.storage.unit_of_work() as uow:
+            contact_id = app._resolve_id(uow, contact) if contact is not None else None
             records = uow.tasks.list(
                 assignee=assignee,
                 contact_id=contact_id,
@@ -337,36 +342,14 @@ class CoordinationMixin:
                 due_before=when if overdue else None,
             )
             people = uow.contacts.get_many({r.contact_id for r in records})
-            shown: dict[uuid.UUID, None] = {}
-            for r in records:
-                crec = people.get(r.contact_id)
-                key = app.mapper.key_of(crec) if crec is not None and crec.wrapped_key is not None else None
-                out.append((app.mapper.task_from_record(r, key), app._summary_of(r.contact_id, crec)))
-                shown[r.contact_id] = None
-            for cid in shown:
-                app.audit(uow, "tasks.read", contact_id=cid, purpose="care", fields=["task", "name"])
-            if shown:
+            read = app.read_path.tasks(uow, records, people, actor=actor, purpose="care")
+            if read:
                 uow.commit()
-        return out
+        return [(task, _summary_of(task.contact_id, who)) for task, who in read]
 
-    def _summary_of(self, contact_id: uuid.UUID, rec: ContactRecord | None) -> ContactSummary:
-        app = _app(self)
-        if rec is None:  # a task whose contact is gone: show the id alone
-            return ContactSummary(id=contact_id, stage="", status="missing")
-        contact = app.mapper.contact_from_record(rec)
-        return ContactSummary(
-            id=rec.id,
-            full_name=contact.full_name,
-            stage=rec.stage,
-            owner=rec.owner,
-            location=rec.location,
-            service_interest=rec.service_interest,
-            status=rec.status,
-        )
-
-    def complete_task(self, task_id: uuid.UUID | str) -> Task:
-        """Mark a task done (by the acting person, now) and append ``task.completed`` to the
-        contact's timeline.
+    def complete_task(self, task_id: uuid.UUID | str, *, actor: Actor) -> Task:
+        """Mark a task done (by ``actor``, now) and append ``task.completed`` to the
+        contact's timeline; one ``task.complete`` audit entry.
 
         :param task_id: the task's id (a UUID or its text, as ``task list`` shows it).
         :returns: the updated task, text decrypted.
@@ -384,7 +367,7 @@ class CoordinationMixin:
             rec = uow.tasks.get(task_id)
             if rec.status == "done":
                 raise ValueError(f"task id: task {task_id} is already done")
-            done = attrs.evolve(rec, status="done", completed_at=now, completed_by=app.actor.name)
+            done = attrs.evolve(rec, status="done", completed_at=now, completed_by=actor.name)
             uow.tasks.update(done)
             crec = uow.contacts.get(rec.contact_id)
             key = app.mapper.key_of(crec) if crec.wrapped_key is not None else None
@@ -397,26 +380,28 @@ class CoordinationMixin:
                 idempotency_key=f"task.completed:{task_id}",
                 location=crec.location,
                 attributes={"task_id": str(task_id)},
-                actor=app.actor.name,
+                actor=actor.name,
             )
             if key is not None:
                 uow.interactions.add(app.mapper.interaction_to_record(inter, key))
-            app.audit(uow, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
+            app.audit(uow, actor, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
             uow.commit()
         if key is not None:
             app.dispatch([_recorded(inter, now)])
-        return app.mapper.task_from_record(done, key)
+        return app.read_path.task_for_change(done, crec, actor=actor)
 
     # ------------------------------------------------------------------ assignment
 
-    def assign(self, ref: str | uuid.UUID, owner: str | None) -> Contact:
+    def assign(self, ref: str | uuid.UUID, owner: str | None, *, actor: Actor) -> Contact:
         """Make ``owner`` (a staff name) the coordinator in charge of a contact; None unassigns.
 
         The contact's clear ``owner`` changes by an optimistic-concurrency update (retried
         up to three times when another writer got in first); an audit entry
         ``contact.assign`` records the previous and the new owner.  No interaction is added:
         an internal hand-over is not something that happened with the person.  Assigning
-        the current owner again changes nothing and records nothing.
+        the current owner again changes nothing and records nothing but the read.  The
+        contact returned is a read by ``actor`` (``contact.read``), written in the same
+        transaction as the change.
 
         :param ref: contact id, email or phone.
         :returns: the contact as stored afterwards.
@@ -426,24 +411,27 @@ class CoordinationMixin:
         """
         app = _app(self)
         name = _staff_name(owner, "owner") if owner is not None else None
-        contact = app._contact_of(ref)
         for attempt in range(3):
             try:
                 with app.storage.unit_of_work() as uow:
-                    rec = uow.contacts.get(contact.id)
+                    rec = app._resolve_record(uow, ref)
                     if rec.owner == name:
-                        return attrs.evolve(contact, owner=rec.owner, version=rec.version, updated_at=rec.updated_at)
+                        contact = app.read_path.contact(uow, rec, actor=actor, purpose="view")
+                        uow.commit()
+                        return contact
                     now = utcnow()
                     stored = uow.contacts.update(attrs.evolve(rec, owner=name, updated_at=now))
                     app.audit(
                         uow,
+                        actor,
                         "contact.assign",
                         contact_id=rec.id,
                         fields=["owner"],
                         details={"from": rec.owner, "to": name},
                     )
+                    contact = app.read_path.contact(uow, stored, actor=actor, purpose="view")
                     uow.commit()
-                return attrs.evolve(contact, owner=name, version=stored.version, updated_at=stored.updated_at)
+                return contact
             except ConflictError:
                 if attempt == 2:
                     raise
@@ -455,6 +443,7 @@ class CoordinationMixin:
         self,
         ref: str | uuid.UUID,
         *,
+        actor: Actor,
         kind: str,
         direction: str | None = None,
         body: str | None = None,
@@ -475,6 +464,8 @@ class CoordinationMixin:
         interactions").  Live events fire after commit, so scores update.
 
         :param ref: contact id, email or phone.
+        :param actor: who logs it (the interaction's ``actor``; one ``interaction.log``
+            audit entry in the same transaction).
         :param kind: an interaction kind of the vocabulary (:mod:`carecrm.core.vocab`).
         :param direction: ``inbound`` or ``outbound``.
         :param body: free text (encrypted at rest), e.g. what was said.
@@ -510,14 +501,13 @@ class CoordinationMixin:
         channel = channel or _CHANNEL_OF_NOUN.get(noun)
         facts = _clear_attributes(attributes)
         text = body.strip() if body is not None and body.strip() else None
-        contact = app._contact_of(ref)
-        now = utcnow()
-        when = app._when(occurred_at, contact, "occurred_at") or now
-        if when > now + _FUTURE_SLACK:
-            raise ValueError("occurred_at: in the future; log what already happened")
         events: list[ev.Event] = []
         with app.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact.id)
+            rec = app._resolve_record(uow, ref)
+            now = utcnow()
+            when = app._when(occurred_at, rec.location, "occurred_at") or now
+            if when > now + _FUTURE_SLACK:
+                raise ValueError("occurred_at: in the future; log what already happened")
             key = app.mapper.key_of(rec)
             inter_id = new_id()
             inter = Interaction(
@@ -533,13 +523,14 @@ class CoordinationMixin:
                 location=rec.location,
                 attributes=facts,
                 body=text,
-                actor=app.actor.name,
+                actor=actor.name,
             )
             uow.interactions.add(app.mapper.interaction_to_record(inter, key))
             events.append(_recorded(inter, now))
-            events += app._implied_move(uow, rec, inter, now)
+            events += app._implied_move(uow, rec, inter, now, actor)
             app.audit(
                 uow,
+                actor,
                 "interaction.log",
                 contact_id=rec.id,
                 fields=["body"] if text else [],
@@ -549,11 +540,13 @@ class CoordinationMixin:
         app.dispatch(events)
         return inter
 
-    def _implied_move(self, uow: UnitOfWork, rec: ContactRecord, inter: Interaction, now: datetime) -> list[ev.Event]:
+    def _implied_move(
+        self, uow: UnitOfWork, rec: ContactRecord, inter: Interaction, now: datetime, actor: Actor
+    ) -> list[ev.Event]:
         """Apply the stage a logged interaction implies, with the rules ingest follows
         (:func:`carecrm.core.ingest.implied_move`)."""
         app = _app(self)
-        move = implied_move(app, uow, rec, inter, now)
+        move = implied_move(app, uow, rec, inter, now, actor=actor)
         if move is None:
             return []
         change, event = move
@@ -656,6 +649,22 @@ def _active_contacts(uow: UnitOfWork, stage: str | None = None) -> Iterator[Cont
             return
         yield from page
         after = page[-1].id
+
+
+def _summary_of(contact_id: uuid.UUID, contact: Contact | None) -> ContactSummary:
+    """The summary of a task's contact (decrypted by the read path); a contact that is
+    gone shows its id alone."""
+    if contact is None:
+        return ContactSummary(id=contact_id, stage="", status="missing")
+    return ContactSummary(
+        id=contact.id,
+        full_name=contact.full_name,
+        stage=contact.stage,
+        owner=contact.owner,
+        location=contact.location,
+        service_interest=contact.service_interest,
+        status=contact.status,
+    )
 
 
 def _app(mixin: CoordinationMixin) -> CareCRM:

@@ -178,8 +178,12 @@ def carecrm_track_event(event: Event, app: CareCRM) -> None:
     is a frozen instance of a :mod:`carecrm.core.events` class (``InteractionRecorded``,
     ``StageChanged``, ``ContactCreated``, ``ContactsMerged``, ``ScoreChanged``,
     ``ConsentChanged``, ``PossibleDuplicate``).  Events carry ids and kinds, never
-    personal data.  An exception is logged with the plugin's name and never undoes the
-    committed data.
+    personal data.  An exception is logged with the plugin's name, never stops the other
+    plugins and never undoes the committed data.  Calls go through pluggy: a
+    ``wrapper=True`` implementation wraps the delivery of each event (once per event) and
+    ``CARECRM_TRACE_PLUGINS=1`` traces each plugin's call.  A write made here needs an
+    ``actor`` like any other facade call (the plugin's own, e.g. ``Actor("automation",
+    "system")``).
 
     :param event: the domain event.
     :param app: the facade, to read more or to write (a write fires its own events).

@@ -51,6 +51,7 @@ from carecrm.core.ids import new_id
 from carecrm.core.mapping import ContactKey
 from carecrm.core.matching import MatchCandidate, MatchResult
 from carecrm.core.models import (
+    Actor,
     ConsentEvent,
     Contact,
     Identity,
@@ -303,10 +304,17 @@ class _BatchView:
 
 
 class Ingestor:
-    """Runs the ingest path for one app (see the module docstring)."""
+    """Runs the ingest path of one app for one call (see the module docstring).
 
-    def __init__(self, app: CareCRM) -> None:
+    :param app: the facade.
+    :param actor: who ingests: named by each batch's ``ingest`` audit entry (HIPAA 45 CFR
+        164.312(b)), as the ``actor`` of the interactions stored and of the stage moves
+        they imply.
+    """
+
+    def __init__(self, app: CareCRM, *, actor: Actor) -> None:
         self.app = app
+        self.actor = actor
 
     # ------------------------------------------------------------------ preparation
 
@@ -695,7 +703,7 @@ class Ingestor:
                             from_stage=None,
                             to_stage=rec.stage,
                             changed_at=since,
-                            actor=app.actor.name,
+                            actor=self.actor.name,
                             reason=f"created from {event.source}",
                         )
                     )
@@ -737,7 +745,7 @@ class Ingestor:
                         touchpoint=tp,
                         attributes=draft.attributes,
                         body=body,
-                        actor=app.actor.name,
+                        actor=self.actor.name,
                         inbox_id=p.inbox_id,
                     )
                     new_interactions.append(mapper.interaction_to_record(inter, key))
@@ -825,6 +833,7 @@ class Ingestor:
                     )
             app.audit(
                 uow,
+                self.actor,
                 "ingest",
                 details={
                     "records": len(batch),
@@ -872,7 +881,7 @@ class Ingestor:
         changes: dict[str, Any] = {}
         stored = None
         if p.first_name or p.last_name:
-            stored = self.app.mapper.contact_from_record(rec)
+            stored = self.app.read_path.contact_for_change(rec, actor=self.actor, purpose="ingest")
             stored_low = rec.name_confidence == "low" or not (stored.first_name or stored.last_name)
             if p.confident and stored_low:
                 changes.update(first_name=p.first_name, last_name=p.last_name, name_confidence="high")
@@ -888,7 +897,7 @@ class Ingestor:
             changes["location"] = event.location
         if not changes:
             return rec
-        contact = stored or self.app.mapper.contact_from_record(rec)
+        contact = stored or self.app.read_path.contact_for_change(rec, actor=self.actor, purpose="ingest")
         contact = attrs.evolve(contact, updated_at=now, **changes)
         new_rec = self.app.mapper.contact_to_record(contact, key)
         new_rec = attrs.evolve(new_rec, version=rec.version)
@@ -914,7 +923,7 @@ class Ingestor:
         events: list[ev.Event],
     ) -> ContactRecord:
         """Apply the stage an interaction implies (see :func:`implied_move`) to the batch."""
-        move = implied_move(self.app, uow, rec, inter, now)
+        move = implied_move(self.app, uow, rec, inter, now, actor=self.actor)
         if move is None:
             return rec
         new_stage.append(move[0])
@@ -978,9 +987,10 @@ def is_reason_code(text: str) -> bool:
 
 
 def implied_move(
-    app: CareCRM, uow: Any, rec: ContactRecord, inter: Interaction, now: datetime
+    app: CareCRM, uow: Any, rec: ContactRecord, inter: Interaction, now: datetime, *, actor: Actor
 ) -> tuple[StageChangeRecord, ev.StageChanged] | None:
-    """The stage change an interaction implies for a contact, or None.
+    """The stage change an interaction implies for a contact, or None; ``actor`` (who
+    recorded the interaction) is named by the stage history and the event.
 
     Rules (decisions.md, "Moves implied by interactions"): only a move the pipeline allows
     and that goes forward, and never over a person's later move (a person's own move always
@@ -1008,7 +1018,7 @@ def implied_move(
         from_stage=rec.stage,
         to_stage=target,
         changed_at=inter.occurred_at,
-        actor=app.actor.name,
+        actor=actor.name,
         reason=f"implied by {inter.kind}",
         implied_by=inter.id,
     )
@@ -1018,7 +1028,7 @@ def implied_move(
         pipeline=pipeline.name,
         from_stage=rec.stage,
         to_stage=target,
-        actor=app.actor.name,
+        actor=actor.name,
         implied_by=inter.id,
     )
     return change, event

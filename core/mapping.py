@@ -10,6 +10,7 @@ ciphertext to its record id and field.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import OrderedDict
 from datetime import date
@@ -117,13 +118,15 @@ class RecordMapper:
 
     :param keys: the practice's key ring.
     :param cache_size: how many unwrapped contact keys to keep (an LRU), so a batch that
-        touches the same contacts unwraps each key once.
+        touches the same contacts unwraps each key once.  The caches are shared by
+        concurrent callers of one app (the LRU under a lock).
     """
 
     def __init__(self, keys: KeyRing, *, cache_size: int = 4096) -> None:
         self.keys = keys
         self._cache: OrderedDict[tuple[uuid.UUID, bytes], ContactKey] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()
         self._names: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
 
     # ------------------------------------------------------------------ keys
@@ -142,20 +145,23 @@ class RecordMapper:
         if record.wrapped_key is None or record.key_version is None:
             raise CryptoError("this contact's data key was erased (crypto-shredded)")
         cache_key = (record.id, record.wrapped_key)
-        hit = self._cache.get(cache_key)
-        if hit is not None:
-            self._cache.move_to_end(cache_key)
-            return hit
+        with self._lock:
+            hit = self._cache.get(cache_key)
+            if hit is not None:
+                self._cache.move_to_end(cache_key)
+                return hit
         raw = self.keys.unwrap(record.key_version, record.wrapped_key)
         ck = ContactKey(AESGCM(raw), record.key_version, record.wrapped_key)
-        self._cache[cache_key] = ck
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[cache_key] = ck
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return ck
 
     def remember(self, contact_id: uuid.UUID, key: ContactKey) -> None:
         """Cache a key made by :meth:`new_contact_key` for a contact being created."""
-        self._cache[(contact_id, key.wrapped)] = key
+        with self._lock:
+            self._cache[(contact_id, key.wrapped)] = key
 
     # ------------------------------------------------------------------ blind indexes
 

@@ -25,6 +25,7 @@ from carecrm.core.storage import RECORD_KINDS, SCHEMA_VERSION, StorageBackend
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
+    from carecrm.core.models import Actor
 
 #: Records per target commit (and per ``import_records`` call).
 BATCH = 1000
@@ -48,6 +49,7 @@ class MigrationMixin:
         self,
         url: str,
         *,
+        actor: Actor,
         options: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
         batch: int = BATCH,
@@ -56,6 +58,8 @@ class MigrationMixin:
 
         :param url: the target's storage URL (any registered scheme: ``sqlite:///new.db``,
             ``postgresql://user@host/db``, ``mongodb://...``, ``mongomock://NAME`` in tests).
+        :param actor: who copies (named by the ``storage.migrate_to`` audit entry written to
+            the source before the copy: every record of every patient leaves with it).
         :param options: the target backend's options (``[storage]`` settings other than
             ``url``); default none, since the practice's own options belong to its
             current backend.
@@ -84,7 +88,7 @@ class MigrationMixin:
             _refuse_non_empty(target)
             log_details = {"target_backend": target.name, "schema_version": SCHEMA_VERSION}
             with source.unit_of_work() as uow:
-                app.audit(uow, "storage.migrate_to", details=log_details)
+                app.audit(uow, actor, "storage.migrate_to", details=log_details)
                 uow.commit()
             result: dict[str, tuple[int, int]] = {}
             with source.unit_of_work() as src, target.unit_of_work() as dst:

@@ -14,6 +14,7 @@ each contact of a dispatch batch is rescored once.  A stored score is a snapshot
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -28,10 +29,13 @@ from carecrm.core.timeutil import to_utc_ms, utcnow
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
-    from carecrm.core.models import Contact
+    from carecrm.core.models import Actor, Contact
 
 #: Contacts rescored per unit of work (one query per kind of record per batch).
 RESCORE_BATCH = 500
+
+#: Guards the first build of an app's scoring model (concurrent callers share the model).
+_MODEL_LOCK = threading.Lock()
 
 
 class ScoringMixin:
@@ -40,7 +44,6 @@ class ScoringMixin:
     cast: mypy refuses a self-type that is a subclass of the mixin)."""
 
     _scoring_model_cache: ScoringModel | None = None
-    _rescore_pending: dict[uuid.UUID, None] | None = None
 
     # ------------------------------------------------------------------ the model
 
@@ -52,22 +55,26 @@ class ScoringMixin:
         :raises UnknownComponentError: for an unknown model (the message lists the known ones).
         :raises ConfigError: for a bad option, named ``scoring.<option>``.
         """
-        if self._scoring_model_cache is None:
-            app = _app(self)
-            configured = app.settings.scoring
-            name = configured.model
-            cls_ = app.scoring_models.get(name)
-            practice = app.settings.practice
-            self._scoring_model_cache = build_component(
-                cls_,
-                name=name,
-                table=configured.options,
-                settings=app.settings,
-                section="scoring",
-                owner=f"scoring model {name!r} of plugin {app.scoring_models.owner(name)}",
-                legacy=lambda options: cls_(options, practice),
-            )
-        return self._scoring_model_cache
+        model = self._scoring_model_cache
+        if model is None:
+            with _MODEL_LOCK:
+                model = self._scoring_model_cache
+                if model is None:
+                    app = _app(self)
+                    configured = app.settings.scoring
+                    name = configured.model
+                    cls_ = app.scoring_models.get(name)
+                    practice = app.settings.practice
+                    model = self._scoring_model_cache = build_component(
+                        cls_,
+                        name=name,
+                        table=configured.options,
+                        settings=app.settings,
+                        section="scoring",
+                        owner=f"scoring model {name!r} of plugin {app.scoring_models.owner(name)}",
+                        legacy=lambda options: cls_(options, practice),
+                    )
+        return model
 
     @property
     def scoring_live(self) -> bool:
@@ -83,16 +90,13 @@ class ScoringMixin:
         """Rescore ``contact_id`` once the events being dispatched have all been delivered
         (each contact once per batch, however many of its events the batch holds); outside
         a dispatch, at once.  Called by the live-scoring plugin; a failure is logged with
-        the contact id and never undoes committed data."""
-        if self._rescore_pending is None:
-            self._rescore_pending = {}
-        self._rescore_pending[contact_id] = None
-        _app(self).after_dispatch("carecrm.scoring.rescore", self._flush_rescores)
+        the contact id and never undoes committed data.  The contacts pending belong to
+        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the app."""
+        _app(self).collect_after_dispatch("carecrm.scoring.rescore", contact_id, self._flush_rescores)
 
-    def _flush_rescores(self) -> None:
-        pending, self._rescore_pending = self._rescore_pending, None
+    def _flush_rescores(self, pending: list[uuid.UUID]) -> None:
         if pending:
-            self.rescore_contacts(list(pending))
+            self.rescore_contacts(pending)
 
     def rescore(self, contact_id: uuid.UUID, *, now: datetime | None = None) -> ScoreRecord:
         """Compute, store and return one contact's score (a merged contact's survivor is
@@ -188,11 +192,13 @@ class ScoringMixin:
 
     # ------------------------------------------------------------------ reading
 
-    def score_top(self, limit: int = 20, *, stages: Sequence[str] | None = None) -> list[tuple[Contact, ScoreRecord]]:
+    def score_top(
+        self, limit: int = 20, *, actor: Actor, stages: Sequence[str] | None = None
+    ) -> list[tuple[Contact, ScoreRecord]]:
         """Who to call first: the active contacts with the highest scores under the
         configured model, highest first (ties by contact id), decrypted for the
-        coordinator (an audited read: one ``contact.read`` entry per contact shown, purpose
-        ``scoring``).
+        coordinator (a read by ``actor``: one ``contact.read`` entry per contact shown,
+        purpose ``scoring``).
 
         :param limit: how many (1 or more).
         :param stages: only contacts in these lifecycle stages (default: every stage).
@@ -213,26 +219,23 @@ class ScoringMixin:
                 model.model_id, limit=limit, stages=list(stages) if stages is not None else None
             )
             contacts = uow.contacts.get_many([s.contact_id for s in scores])
-            for score in scores:
-                rec = contacts[score.contact_id]
-                contact = _app(self).mapper.contact_from_record(rec, uow.identities.for_contact(rec.id))
-                _app(self).audit(
-                    uow, "contact.read", contact_id=rec.id, purpose="scoring", fields=["name", "identities"]
-                )
-                out.append((contact, score))
+            shown = _app(self).read_path.contacts(
+                uow, [contacts[s.contact_id] for s in scores], actor=actor, purpose="scoring"
+            )
+            out.extend(zip(shown, scores, strict=True))
             if out:
                 uow.commit()
         return out
 
-    def score_explain(self, ref: str | uuid.UUID) -> tuple[Contact, ScoreRecord]:
-        """A contact (an audited read) and its stored score under the configured model,
+    def score_explain(self, ref: str | uuid.UUID, *, actor: Actor) -> tuple[Contact, ScoreRecord]:
+        """A contact (a read by ``actor``) and its stored score under the configured model,
         whose ``reasons`` explain it (see :class:`carecrm.core.scoring.ScoreReason`).  A
         contact never scored yet gets a score computed now and not stored.
 
         :param ref: contact id, email or phone.
         :raises NotFound: if no contact matches.
         """
-        contact = _app(self).resolve(str(ref))
+        contact = _app(self).resolve(ref, actor=actor)
         model = self.scoring_model
         with _app(self).storage.unit_of_work() as uow:
             try:

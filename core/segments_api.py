@@ -38,7 +38,7 @@ from carecrm.core.timeutil import to_utc_ms, utcnow
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
     from carecrm.core.config import Settings
-    from carecrm.core.models import Contact
+    from carecrm.core.models import Actor, Contact
 
 #: The builder used when ``[segments] builder`` is not set.
 DEFAULT_BUILDER = "basic"
@@ -243,10 +243,16 @@ class SegmentsMixin:
         return pages()
 
     def segment_preview(
-        self, spec: SpecOrCriteria, *, limit: int = 20, now: datetime | None = None, purpose: str = "segment"
+        self,
+        spec: SpecOrCriteria,
+        *,
+        actor: Actor,
+        limit: int = 20,
+        now: datetime | None = None,
+        purpose: str = "segment",
     ) -> SegmentPreview:
         """The count and the first ``limit`` matching contacts (id order) with their names
-        decrypted: an audited read, one ``contact.read`` entry per contact shown.
+        decrypted: a read by ``actor``, one ``contact.read`` entry per contact shown.
 
         :param limit: contacts to show (0: the count only).
         :param purpose: recorded in the audit log.
@@ -260,18 +266,17 @@ class SegmentsMixin:
         with app.storage.unit_of_work() as uow:
             count = uow.contacts.count_matching(criteria)
             records = uow.contacts.select(criteria, limit=limit) if limit and count else []
-            contacts = tuple(app.mapper.contact_from_record(rec) for rec in records)
-            for contact in contacts:
-                app.audit(uow, "contact.read", contact_id=contact.id, purpose=purpose, fields=["name"])
+            contacts = tuple(app.read_path.contacts(uow, records, actor=actor, purpose=purpose, fields=("name",)))
             if contacts:
                 uow.commit()
         return SegmentPreview(count=count, contacts=contacts, criteria=criteria, at=at)
 
     # ------------------------------------------------------------------ saved segments
 
-    def segment_save(self, name: str, spec: SpecOrCriteria, *, replace: bool = False) -> SavedSegment:
+    def segment_save(self, name: str, spec: SpecOrCriteria, *, actor: Actor, replace: bool = False) -> SavedSegment:
         """Save a segment under ``name``: a spec (checked and normalized by the builder; its
         windows stay relative) or a filter tree (stored as its JSON, times absolute).
+        ``actor`` is its ``created_by`` (when new) and is named by the ``segment.save`` entry.
 
         :param replace: replace a segment of that name (else it is refused).
         :raises CareCRMError: if ``name`` is taken and ``replace`` is False.
@@ -300,10 +305,10 @@ class SegmentsMixin:
                 definition=definition,
                 created_at=existing.created_at if existing else now,
                 updated_at=now,
-                created_by=existing.created_by if existing else app.actor.name,
+                created_by=existing.created_by if existing else actor.name,
             )
             uow.segments.put(record)
-            app.audit(uow, "segment.save", details={"segment": name, "replaced": existing is not None})
+            app.audit(uow, actor, "segment.save", details={"segment": name, "replaced": existing is not None})
             uow.commit()
         return self._saved(record)
 
@@ -320,10 +325,16 @@ class SegmentsMixin:
         return self._saved(record)
 
     def segment_show(
-        self, name: str, *, limit: int = 20, now: datetime | None = None, purpose: str = "segment"
+        self,
+        name: str,
+        *,
+        actor: Actor,
+        limit: int = 20,
+        now: datetime | None = None,
+        purpose: str = "segment",
     ) -> SegmentPreview:
         """The preview (:meth:`segment_preview`) of a saved segment, its windows counted
-        from ``now`` (default the current time).
+        from ``now`` (default the current time): a read by ``actor``.
 
         :raises NotFound: if there is no segment of that name.
         :raises UnknownComponentError: if its builder is no longer registered.
@@ -332,7 +343,9 @@ class SegmentsMixin:
         """
         saved = self.segment_get(name)
         at = _now(now)
-        preview = self.segment_preview(self._saved_criteria(saved, at), limit=limit, now=at, purpose=purpose)
+        preview = self.segment_preview(
+            self._saved_criteria(saved, at), actor=actor, limit=limit, now=at, purpose=purpose
+        )
         return attrs.evolve(preview, segment=saved)
 
     def saved_segment_criteria(self, name: str, *, now: datetime | None = None) -> Criteria:
@@ -340,12 +353,15 @@ class SegmentsMixin:
         :meth:`segment_count`, :meth:`segment_ids` and exports.  Raises as :meth:`segment_show`."""
         return self._saved_criteria(self.segment_get(name), _now(now))
 
-    def segment_delete(self, name: str) -> None:
-        """Delete a saved segment.  :raises NotFound: if there is none of that name."""
+    def segment_delete(self, name: str, *, actor: Actor) -> None:
+        """Delete a saved segment (``actor`` is named by the ``segment.delete`` entry).
+
+        :raises NotFound: if there is none of that name.
+        """
         app = self._segments_app()
         with app.storage.unit_of_work() as uow:
             uow.segments.delete(name)
-            app.audit(uow, "segment.delete", details={"segment": name})
+            app.audit(uow, actor, "segment.delete", details={"segment": name})
             uow.commit()
 
     # ------------------------------------------------------------------ helpers

@@ -334,7 +334,8 @@ def replay(config: Path, payloads: DemoPayloads, say: Say) -> dict[str, Any]:
     from carecrm.core.models import Actor
 
     totals: dict[str, Any] = {}
-    app = CareCRM.from_config(config, actor=Actor(name="webhooks", role="system"))
+    webhooks = Actor(name="webhooks", role="system")
+    app = CareCRM.from_config(config)
     try:
         for source, items, what in (
             (
@@ -349,7 +350,7 @@ def replay(config: Path, payloads: DemoPayloads, say: Say) -> dict[str, Any]:
                 "October: Maria calls from (312) 555-0142 (CallRail; caller ID 'WIRELESS CALLER')",
             ),
         ):
-            report = app.ingest_payloads(source, items)
+            report = app.ingest_payloads(source, items, actor=webhooks)
             totals[source] = report
             say(
                 f"  {what}: {report.payloads} payload(s), {report.interactions_added} interaction(s), "
@@ -371,13 +372,14 @@ def coordinator(config: Path, dates: StoryDates, say: Say, *, now: datetime | No
     from carecrm.core.models import Actor
 
     now = now or datetime.now(UTC)
-    app = CareCRM.from_config(config, actor=Actor.parse(COORDINATOR))
+    carla = Actor.parse(COORDINATOR)
+    app = CareCRM.from_config(config)
     try:
-        found = app.find_contacts(phone=MARIA_PHONE_CALL)
+        found = app.find_contacts(actor=carla, phone=MARIA_PHONE_CALL)
         if len(found) != 1:
             raise click.ClickException(f"expected one contact for the caller's number, found {len(found)}")
         contact = found[0]
-        timeline = app.timeline(contact.id)
+        timeline = app.timeline(contact.id, actor=carla)
         tz = ZoneInfo(TIMEZONE)
         say(f"\nThe coordinator (carla) looks up {MARIA_PHONE_CALL}: {contact.full_name}, stage {contact.stage}")
         for item in timeline.interactions:
@@ -390,14 +392,15 @@ def coordinator(config: Path, dates: StoryDates, say: Say, *, now: datetime | No
             elif item.kind.startswith("call."):
                 detail = f"{item.attributes.get('duration_seconds', '?')} s"
             say(f"  {when}  {item.kind:<16} {item.source:<9} {detail}")
-        _, score = app.score_explain(str(contact.id))
+        _, score = app.score_explain(str(contact.id), actor=carla)
         reasons = ", ".join(f"{r['kind']} {r['points']:+.1f}" for r in score.reasons)
         say(f"  lead score {score.score:.1f} ({reasons})")
         say("\nShe books the consult in the same call:")
-        app.set_stage(contact.id, "consult_scheduled", reason="booked_by_phone")
+        app.set_stage(contact.id, "consult_scheduled", actor=carla, reason="booked_by_phone")
         task = app.add_task(
             contact.id,
             "Send the new-patient forms and the acne history questionnaire before the consult",
+            actor=carla,
             due=(now.astimezone(tz) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0),
             assignee="carla",
         )
@@ -406,9 +409,9 @@ def coordinator(config: Path, dates: StoryDates, say: Say, *, now: datetime | No
             if task.due_at
             else ""
         )
-        app.set_stage(contact.id, "consult_attended", reason="consult_attended")
+        app.set_stage(contact.id, "consult_attended", actor=carla, reason="consult_attended")
         say("  the consult is attended: stage consult_attended")
-        app.set_stage(contact.id, "booked_patient", reason="treatment_booked")
+        app.set_stage(contact.id, "booked_patient", actor=carla, reason="treatment_booked")
         say("  she books treatment: stage booked_patient")
         lookback = 365
         needed = (now - dates.form).days + 1

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 
 from carecrm.core import CareCRM, settings_from_dict
 from carecrm.core.crypto import KeyRing
-from carecrm.core.models import Actor
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -56,17 +55,20 @@ def corpus() -> Path:
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., CareCRM]]:
-    """Build apps on a fresh SQLite file: ``make_app(sources={...}, url=None, **sections)``."""
+    """Build apps on a fresh SQLite file: ``make_app(sources={...}, url=None, **sections)``.
+
+    Who acts is not part of the app: tests pass their ``Actor`` to every facade call.
+    """
     apps: list[CareCRM] = []
 
-    def factory(url: str | None = None, actor: str = "tester:admin", **sections: Any) -> CareCRM:
+    def factory(url: str | None = None, **sections: Any) -> CareCRM:
         doc = {**BASE_CONFIG, **sections}
         doc["storage"] = {"url": url or f"sqlite:///{tmp_path / 'carecrm.db'}"}
         keyfile = tmp_path / "carecrm.keys"
         if not keyfile.exists():
             KeyRing.generate().write_file(keyfile)
         settings = settings_from_dict(doc, base_dir=tmp_path)
-        app = CareCRM(settings, actor=Actor.parse(actor), load_entrypoints=False)
+        app = CareCRM(settings, load_entrypoints=False)
         app.create_schema()
         apps.append(app)
         return app

@@ -24,8 +24,11 @@ from carecrm.core import (
 )
 from carecrm.core.attribution import AttributionModel, Touch, check_weights
 from carecrm.core.config import settings_from_dict
+from carecrm.core.models import Actor
 from carecrm.core.options import NoOptions
 from carecrm.core.timeutil import utcnow
+
+ACTOR = Actor.parse("tester:admin")
 
 MODELS = ("first_touch", "last_touch", "last_non_direct", "linear")
 _seq = itertools.count()
@@ -121,14 +124,14 @@ def test_bad_weights_from_a_plugin_model_are_refused(make_app: Callable[..., Car
             register(Scant)
 
     app = make_app()
-    extra = CareCRM(app.settings, actor=app.actor, load_entrypoints=False, extra_plugins=[Plugin()])
+    extra = CareCRM(app.settings, load_entrypoints=False, extra_plugins=[Plugin()])
     try:
         assert "scant" in extra.attribution_models.names()
         email = "scant@example.com"
         now = utcnow()
-        extra.ingest([event(email, "form.submitted", now - timedelta(days=3), tp=GOOGLE_ADS)])
-        extra.ingest([event(email, "page.viewed", now - timedelta(days=2), tp=ORGANIC)])
-        extra.set_stage(email, "booked_patient")
+        extra.ingest([event(email, "form.submitted", now - timedelta(days=3), tp=GOOGLE_ADS)], actor=ACTOR)
+        extra.ingest([event(email, "page.viewed", now - timedelta(days=2), tp=ORGANIC)], actor=ACTOR)
+        extra.set_stage(email, "booked_patient", actor=ACTOR)
         with pytest.raises(PluginError, match="'scant' returned weights summing to 0.8 for a journey of 2 touches"):
             extra.attribute(model="scant")
     finally:
@@ -168,10 +171,11 @@ def practice(make_app: Callable[..., CareCRM]) -> tuple[CareCRM, datetime]:
             event("ben@example.com", "form.submitted", ago(10), tp=FACEBOOK_ADS, channel="web"),
             event("cara@example.com", "form.submitted", ago(5), tp=ORGANIC, channel="web"),
             event("dan@example.com", "form.submitted", ago(400), tp=GOOGLE_ADS, channel="web"),
-        ]
+        ],
+        actor=ACTOR,
     )
     for email in ("ana@example.com", "ben@example.com", "dan@example.com"):
-        app.set_stage(email, "booked_patient")
+        app.set_stage(email, "booked_patient", actor=ACTOR)
     return app, now
 
 
@@ -217,16 +221,16 @@ def test_by_source_and_by_campaign(practice: tuple[CareCRM, datetime]) -> None:
 def test_lookback_window_includes_its_edge_and_nothing_before(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     email = "edge@example.com"
-    app.ingest([event(email, "form.submitted", utcnow() - timedelta(days=3), tp=ORGANIC)])
-    change = app.set_stage(email, "booked_patient")
+    app.ingest([event(email, "form.submitted", utcnow() - timedelta(days=3), tp=ORGANIC)], actor=ACTOR)
+    change = app.set_stage(email, "booked_patient", actor=ACTOR)
     edge = change.changed_at - timedelta(days=365)
-    app.ingest([event(email, "ad.clicked", edge, tp=GOOGLE_ADS)])
-    app.ingest([event(email, "ad.clicked", edge - timedelta(milliseconds=1), tp=FACEBOOK_ADS)])
+    app.ingest([event(email, "ad.clicked", edge, tp=GOOGLE_ADS)], actor=ACTOR)
+    app.ingest([event(email, "ad.clicked", edge - timedelta(milliseconds=1), tp=FACEBOOK_ADS)], actor=ACTOR)
     assert credits(app, model="first_touch") == {"paid_search": 1}
     assert credits(app, model="first_touch", lookback_days=364) == {"organic_search": 1}
     assert credits(app, model="first_touch", lookback_days=366) == {"paid_social": 1}
     # a touch after the conversion never counts
-    app.ingest([event(email, "sms.received", utcnow() + timedelta(minutes=5), tp=FACEBOOK_ADS)])
+    app.ingest([event(email, "sms.received", utcnow() + timedelta(minutes=5), tp=FACEBOOK_ADS)], actor=ACTOR)
     assert credits(app, model="last_touch") == {"organic_search": 1}
 
 
@@ -240,10 +244,11 @@ def test_offline_touches_count_and_outbound_calls_do_not(make_app: Callable[...,
             event("walk@example.com", "walk_in.visited", now - timedelta(days=7), channel="in_person"),
             event("out@example.com", "call.completed", now - timedelta(days=6), tp=ORGANIC, direction="outbound"),
             event("vm@example.com", "call.voicemail", now - timedelta(days=6), tp=GOOGLE_ADS),
-        ]
+        ],
+        actor=ACTOR,
     )
     for email in ("call@example.com", "ref@example.com", "walk@example.com", "out@example.com", "vm@example.com"):
-        app.set_stage(email, "booked_patient")
+        app.set_stage(email, "booked_patient", actor=ACTOR)
     report = app.attribute(model="first_touch")
     assert {r.key: r.credit for r in report.rows} == {
         "organic_search": 1,  # the inbound call, classified from its touchpoint
@@ -263,9 +268,10 @@ def test_opens_and_sends_are_not_touches_but_clicks_are(make_app: Callable[..., 
             event(email, "email.sent", now - timedelta(days=5), tp=NURTURE, direction="outbound"),
             event(email, "email.opened", now - timedelta(days=4), tp=NURTURE, attributes={"machine_open": False}),
             event(email, "email.clicked", now - timedelta(days=3)),  # no touchpoint: still email
-        ]
+        ],
+        actor=ACTOR,
     )
-    app.set_stage(email, "booked_patient")
+    app.set_stage(email, "booked_patient", actor=ACTOR)
     report = app.attribute(model="linear")
     assert {r.key: r.credit for r in report.rows} == {"email": 1}
     assert report.touches == 1
@@ -294,9 +300,10 @@ def test_steps_of_the_ladder(make_app: Callable[..., CareCRM]) -> None:
             event("paid@example.com", "ad.clicked", ago(12), tp=GOOGLE_ADS),
             event("paid@example.com", "payment.received", ago(11), attributes={"amount": 300}),
             event("paid@example.com", "payment.received", ago(1), attributes={"amount": 300}),
-        ]
+        ],
+        actor=ACTOR,
     )
-    app.set_stage("skip@example.com", "booked_patient")
+    app.set_stage("skip@example.com", "booked_patient", actor=ACTOR)
     assert app.conversion_steps() == (
         "lead",
         "consult_scheduled",
@@ -320,7 +327,7 @@ def test_steps_of_the_ladder(make_app: Callable[..., CareCRM]) -> None:
     assert app.attribute(step="consult_attended").conversions == 1  # skip only
     assert app.attribute(step="booked_patient").conversions == 1
     assert app.attribute(step="returning_patient").conversions == 0
-    app.set_stage("skip@example.com", "returning_patient")
+    app.set_stage("skip@example.com", "returning_patient", actor=ACTOR)
     assert credits(app, model="first_touch", step="returning_patient") == {"organic_search": 1}
     # revenue: the first payment, with the click before it
     revenue = app.attribute(model="last_touch", step="revenue")
@@ -336,7 +343,8 @@ def test_since_and_until_are_read_in_the_practice_time_zone(make_app: Callable[.
             event("late@example.com", "form.submitted", datetime(2026, 3, 1, 5, 30, tzinfo=UTC), tp=GOOGLE_ADS),
             # Mar 1, 01:00 in Chicago
             event("early@example.com", "form.submitted", datetime(2026, 3, 1, 7, 0, tzinfo=UTC), tp=ORGANIC),
-        ]
+        ],
+        actor=ACTOR,
     )
     both = app.attribute(step="lead")
     assert both.conversions == 2
@@ -442,13 +450,13 @@ def test_the_documented_model_runs(make_app: Callable[..., CareCRM]) -> None:
     module = types.ModuleType("position_based")
     exec(compile(source, "docs/attribution.md", "exec"), module.__dict__)  # noqa: S102
     app = make_app()
-    extra = CareCRM(app.settings, actor=app.actor, load_entrypoints=False, extra_plugins=[module])
+    extra = CareCRM(app.settings, load_entrypoints=False, extra_plugins=[module])
     try:
         now = utcnow()
         email = "u@example.com"
         for days, tp in ((30, GOOGLE_ADS), (20, ORGANIC), (10, NURTURE), (5, FACEBOOK_ADS)):
-            extra.ingest([event(email, "page.viewed", now - timedelta(days=days), tp=tp)])
-        extra.set_stage(email, "booked_patient")
+            extra.ingest([event(email, "page.viewed", now - timedelta(days=days), tp=tp)], actor=ACTOR)
+        extra.set_stage(email, "booked_patient", actor=ACTOR)
         assert credits(extra, model="position_based") == {
             "paid_search": 0.4,
             "paid_social": 0.4,

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
+from carecrm.core.models import Actor
+
+BOB = Actor.parse("bob:frontdesk")
 
 
 def _app_with_reads(make_app: Callable[..., CareCRM]) -> CareCRM:
-    app = make_app(actor="bob:frontdesk")
+    app = make_app()
     cid = app.ingest(
         [
             LeadEvent(
@@ -30,17 +33,18 @@ def _app_with_reads(make_app: Callable[..., CareCRM]) -> CareCRM:
                     ),
                 ),
             )
-        ]
+        ],
+        actor=BOB,
     ).contact_ids[0]
-    app.timeline(cid)
-    app.find_contacts(email="ann.placeholder@example.com")
-    app.get_contact(cid)
+    app.timeline(cid, actor=BOB)
+    app.find_contacts(email="ann.placeholder@example.com", actor=BOB)
+    app.get_contact(cid, actor=BOB)
     return app
 
 
 def test_reads_are_recorded_per_contact_with_actor_and_purpose(make_app: Callable[..., CareCRM]) -> None:
     app = _app_with_reads(make_app)
-    cid = app.find_contacts(email="ann.placeholder@example.com")[0].id
+    cid = app.find_contacts(email="ann.placeholder@example.com", actor=BOB)[0].id
     entries = app.audit_log(contact_id=cid, limit=100)
     actions = {e.action for e in entries}
     assert {"timeline.read", "contact.read"} <= actions
@@ -84,7 +88,7 @@ def test_tampering_is_detected(make_app: Callable[..., CareCRM], sql: str, expec
 def test_an_exported_head_catches_a_rewound_anchor(make_app: Callable[..., CareCRM]) -> None:
     app = _app_with_reads(make_app)
     old_head = app.audit_head()
-    app.timeline(app.find_contacts(email="ann.placeholder@example.com")[0].id)
+    app.timeline(app.find_contacts(email="ann.placeholder@example.com", actor=BOB)[0].id, actor=BOB)
     exported = app.audit_head()
     app.close()
     # someone with the database deletes the newest entries and restores the old anchor

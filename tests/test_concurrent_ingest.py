@@ -24,7 +24,6 @@ from click.testing import CliRunner
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM
-from carecrm.core.models import Actor
 
 PEOPLE = 800
 
@@ -103,7 +102,7 @@ def run_two(config: Path, first: Path, second: Path) -> None:
 
 def check(config: Path, *, contacts: int, forms: int, payloads: int) -> None:
     """Exact counts, every payload processed, and an audit chain that verifies."""
-    app = CareCRM.from_config(config, actor=Actor.parse("checker:admin"), load_entrypoints=False)
+    app = CareCRM.from_config(config, load_entrypoints=False)
     try:
         counts = app.counts()
         assert counts["contacts"] == contacts

@@ -18,6 +18,10 @@ from carecrm.core.errors import ConflictError, NotFound
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.models import Actor
 
+ACTOR = Actor.parse("tester:admin")
+CARLA = Actor.parse("carla:coordinator")
+LEAD = Actor.parse("lead:admin")
+
 CHICAGO = ZoneInfo("America/Chicago")
 WEEKDAYS = {d: ["08:00", "17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
 
@@ -50,7 +54,7 @@ def inquiry(ref: str, *, phone: str, when: datetime = SATURDAY, location: str | 
 
 
 def new_lead(app: CareCRM, ref: str = "a", phone: str = "+13125550142", **kwargs: Any) -> uuid.UUID:
-    report = app.ingest([inquiry(ref, phone=phone, **kwargs)])
+    report = app.ingest([inquiry(ref, phone=phone, **kwargs)], actor=ACTOR)
     return report.contact_ids[0]
 
 
@@ -75,15 +79,15 @@ def audit_actions(app: CareCRM, contact_id: uuid.UUID) -> list[str]:
 def test_add_task_stores_encrypted_text_and_appears_on_the_timeline(
     make_app: Callable[..., CareCRM], tmp_path: Path
 ) -> None:
-    app = make_app(actor="carla:coordinator")
+    app = make_app()
     cid = new_lead(app)
     recorder = Recorder()
     app.pm.register(recorder)
     due = datetime(2030, 1, 7, 15, 0, tzinfo=UTC)
-    task = app.add_task(cid, "Send the acne history questionnaire", due=due)
+    task = app.add_task(cid, "Send the acne history questionnaire", due=due, actor=CARLA)
     assert (task.contact_id, task.assignee, task.created_by, task.status) == (cid, "carla", "carla", "open")
     assert task.due_at == due and task.text == "Send the acne history questionnaire"
-    created = [i for i in app.timeline(cid).interactions if i.kind == "task.created"]
+    created = [i for i in app.timeline(cid, actor=CARLA).interactions if i.kind == "task.created"]
     assert len(created) == 1
     assert created[0].attributes == {"task_id": str(task.id), "assignee": "carla", "due_at": "2030-01-07T15:00:00Z"}
     assert created[0].body == "Send the acne history questionnaire" and created[0].actor == "carla"
@@ -99,105 +103,105 @@ def test_add_task_stores_encrypted_text_and_appears_on_the_timeline(
 def test_due_text_is_read_in_the_location_time_zone(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = new_lead(app)
-    task = app.add_task(cid, "Call back", due="2030-01-07 09:00", assignee="bob")
+    task = app.add_task(cid, "Call back", due="2030-01-07 09:00", assignee="bob", actor=ACTOR)
     assert task.due_at == datetime(2030, 1, 7, 15, 0, tzinfo=UTC)  # 09:00 CST
     assert task.assignee == "bob"
-    soon = app.add_task(cid, "Text the prep sheet", due="+2h")
+    soon = app.add_task(cid, "Text the prep sheet", due="+2h", actor=ACTOR)
     assert soon.due_at is not None and timedelta(hours=1, minutes=59) < soon.due_at - datetime.now(UTC) <= timedelta(
         hours=2
     )
     with pytest.raises(ValueError, match="^due: not a time"):
-        app.add_task(cid, "Call back", due="whenever")
+        app.add_task(cid, "Call back", due="whenever", actor=ACTOR)
     with pytest.raises(ValueError, match="^due: naive datetime"):
-        app.add_task(cid, "Call back", due=datetime(2030, 1, 7, 9, 0))
+        app.add_task(cid, "Call back", due=datetime(2030, 1, 7, 9, 0), actor=ACTOR)
 
 
 def test_task_list_filters_and_order(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(actor="carla:coordinator")
+    app = make_app()
     a = new_lead(app, "a", "+13125550142")
     b = new_lead(app, "b", "+13125550143")
     now = datetime(2030, 1, 7, 18, 0, tzinfo=UTC)
-    late = app.add_task(a, "Overdue call", due=now - timedelta(hours=3))
-    later = app.add_task(b, "Next week", due=now + timedelta(days=7), assignee="bob")
-    undated = app.add_task(b, "Whenever", assignee="bob")
-    rows = app.tasks(now=now)
+    late = app.add_task(a, "Overdue call", due=now - timedelta(hours=3), actor=CARLA)
+    later = app.add_task(b, "Next week", due=now + timedelta(days=7), assignee="bob", actor=CARLA)
+    undated = app.add_task(b, "Whenever", assignee="bob", actor=CARLA)
+    rows = app.tasks(now=now, actor=CARLA)
     assert [t.id for t, _ in rows] == [late.id, later.id, undated.id]  # by due time, none last
     task, person = rows[0]
     assert (person.id, person.full_name, person.stage) == (a, "Maria Placeholder-a", "new_lead")
     assert task.text == "Overdue call"
-    assert [t.id for t, _ in app.tasks(assignee="bob")] == [later.id, undated.id]
-    assert [t.id for t, _ in app.tasks(assignee="carla", now=now)] == [late.id]
-    assert [t.id for t, _ in app.tasks(overdue=True, now=now)] == [late.id]
-    assert [t.id for t, _ in app.tasks(contact="+1 312 555 0143")] == [later.id, undated.id]
-    assert app.tasks(assignee="nobody") == []
+    assert [t.id for t, _ in app.tasks(assignee="bob", actor=CARLA)] == [later.id, undated.id]
+    assert [t.id for t, _ in app.tasks(assignee="carla", now=now, actor=CARLA)] == [late.id]
+    assert [t.id for t, _ in app.tasks(overdue=True, now=now, actor=CARLA)] == [late.id]
+    assert [t.id for t, _ in app.tasks(contact="+1 312 555 0143", actor=CARLA)] == [later.id, undated.id]
+    assert app.tasks(assignee="nobody", actor=CARLA) == []
     # each contact shown is one audited read
     assert "tasks.read" in audit_actions(app, a) and "tasks.read" in audit_actions(app, b)
 
 
 def test_complete_task(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(actor="carla:coordinator")
+    app = make_app()
     cid = new_lead(app)
-    task = app.add_task(cid, "Call back", due="+1d")
-    done = app.complete_task(str(task.id))
+    task = app.add_task(cid, "Call back", due="+1d", actor=CARLA)
+    done = app.complete_task(str(task.id), actor=CARLA)
     assert (done.status, done.completed_by, done.text) == ("done", "carla", "Call back")
     assert done.completed_at is not None
-    assert app.tasks() == []
-    assert [t.id for t, _ in app.tasks(status="done")] == [task.id]
-    assert [t.status for t, _ in app.tasks(status=None)] == ["done"]
-    kinds = [i.kind for i in app.timeline(cid).interactions]
+    assert app.tasks(actor=CARLA) == []
+    assert [t.id for t, _ in app.tasks(status="done", actor=CARLA)] == [task.id]
+    assert [t.status for t, _ in app.tasks(status=None, actor=CARLA)] == ["done"]
+    kinds = [i.kind for i in app.timeline(cid, actor=CARLA).interactions]
     assert kinds[-2:] == ["task.created", "task.completed"]
     assert "task.complete" in audit_actions(app, cid)
     with pytest.raises(ValueError, match="already done"):
-        app.complete_task(task.id)
+        app.complete_task(task.id, actor=CARLA)
 
 
 def test_task_bad_input_names_the_field(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = new_lead(app)
     with pytest.raises(ValueError, match="^text: the task text is empty"):
-        app.add_task(cid, "   ")
+        app.add_task(cid, "   ", actor=ACTOR)
     with pytest.raises(ValueError, match="^text: longer than 4000"):
-        app.add_task(cid, "x" * 4001)
+        app.add_task(cid, "x" * 4001, actor=ACTOR)
     with pytest.raises(ValueError, match="^assignee: empty name"):
-        app.add_task(cid, "Call back", assignee=" ")
+        app.add_task(cid, "Call back", assignee=" ", actor=ACTOR)
     with pytest.raises(ValueError, match="^assignee: control characters"):
-        app.add_task(cid, "Call back", assignee="bob\nalice")
+        app.add_task(cid, "Call back", assignee="bob\nalice", actor=ACTOR)
     with pytest.raises(NotFound):
-        app.add_task(uuid.uuid4(), "Call back")
+        app.add_task(uuid.uuid4(), "Call back", actor=ACTOR)
     with pytest.raises(ValueError, match="^status: unknown task status 'closed'; known: open, done"):
-        app.tasks(status="closed")
+        app.tasks(status="closed", actor=ACTOR)
     with pytest.raises(ValueError, match="^overdue: only open tasks"):
-        app.tasks(overdue=True, status="done")
+        app.tasks(overdue=True, status="done", actor=ACTOR)
     with pytest.raises(ValueError, match="^task id: not a task id"):
-        app.complete_task("42")
+        app.complete_task("42", actor=ACTOR)
     with pytest.raises(NotFound):
-        app.complete_task(uuid.uuid4())
+        app.complete_task(uuid.uuid4(), actor=ACTOR)
 
 
 # --------------------------------------------------------------------------- assignment
 
 
 def test_assign_sets_the_clear_owner_and_audits_it(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(actor="lead:admin")
+    app = make_app()
     cid = new_lead(app)
-    before = len(app.timeline(cid).interactions)
-    contact = app.assign("+13125550142", "carla")
+    before = len(app.timeline(cid, actor=LEAD).interactions)
+    contact = app.assign("+13125550142", "carla", actor=LEAD)
     assert contact.owner == "carla" and contact.id == cid
-    assert app.get_contact(cid).owner == "carla"
-    assert app.get_contact(cid).version == contact.version
+    assert app.get_contact(cid, actor=LEAD).owner == "carla"
+    assert app.get_contact(cid, actor=LEAD).version == contact.version
     entries = [e for e in app.audit_log(limit=500, contact_id=cid) if e.action == "contact.assign"]
     assert [e.details for e in entries] == [{"from": None, "to": "carla"}]
     # the same owner again changes nothing and records nothing
-    app.assign(cid, "carla")
-    app.assign(cid, "bob")
-    app.assign(cid, None)
+    app.assign(cid, "carla", actor=LEAD)
+    app.assign(cid, "bob", actor=LEAD)
+    app.assign(cid, None, actor=LEAD)
     entries = [e.details for e in app.audit_log(limit=500, contact_id=cid) if e.action == "contact.assign"]
     assert entries == [{"from": None, "to": "carla"}, {"from": "carla", "to": "bob"}, {"from": "bob", "to": None}]
-    assert app.get_contact(cid).owner is None
+    assert app.get_contact(cid, actor=LEAD).owner is None
     # not an interaction with the person: the timeline is unchanged
-    assert len(app.timeline(cid).interactions) == before
+    assert len(app.timeline(cid, actor=LEAD).interactions) == before
     with pytest.raises(ValueError, match="^owner: longer than 100"):
-        app.assign(cid, "x" * 101)
+        app.assign(cid, "x" * 101, actor=LEAD)
 
 
 def test_assign_retries_when_another_writer_got_in_first(
@@ -242,9 +246,9 @@ def test_assign_retries_when_another_writer_got_in_first(
             return getattr(self.inner, name)
 
     monkeypatch.setattr(app.storage, "unit_of_work", Unit)
-    contact = app.assign(cid, "carla")
+    contact = app.assign(cid, "carla", actor=ACTOR)
     monkeypatch.undo()
-    assert lost and contact.owner == "carla" and app.get_contact(cid).owner == "carla"
+    assert lost and contact.owner == "carla" and app.get_contact(cid, actor=ACTOR).owner == "carla"
     assigned = [e.details for e in app.audit_log(limit=500, contact_id=cid) if e.action == "contact.assign"]
     assert assigned == [{"from": None, "to": "carla"}]  # the lost attempt left nothing behind
 
@@ -253,18 +257,18 @@ def test_assign_retries_when_another_writer_got_in_first(
 
 
 def test_log_a_call_derives_the_channel(make_app: Callable[..., CareCRM]) -> None:
-    app = make_app(actor="carla:coordinator")
+    app = make_app()
     cid = new_lead(app)
     recorder = Recorder()
     app.pm.register(recorder)
-    call = app.log_interaction(cid, kind="call.completed", direction="outbound", body="booked the consult")
+    call = app.log_interaction(cid, kind="call.completed", direction="outbound", body="booked the consult", actor=CARLA)
     assert (call.channel, call.direction, call.source, call.actor) == ("phone", "outbound", "carecrm", "carla")
-    assert app.timeline(cid).interactions[-1].body == "booked the consult"
+    assert app.timeline(cid, actor=CARLA).interactions[-1].body == "booked the consult"
     assert [e.kind for e in recorder.events if isinstance(e, ev.InteractionRecorded)] == ["call.completed"]
-    text = app.log_interaction(cid, kind="sms.sent", occurred_at="-20m")
+    text = app.log_interaction(cid, kind="sms.sent", occurred_at="-20m", actor=CARLA)
     assert (text.channel, text.direction) == ("sms", "outbound")
     assert timedelta(minutes=19) < datetime.now(UTC) - text.occurred_at < timedelta(minutes=21)
-    walk_in = app.log_interaction(cid, kind="walk_in.visited")
+    walk_in = app.log_interaction(cid, kind="walk_in.visited", actor=CARLA)
     assert (walk_in.channel, walk_in.direction) == ("in_person", "inbound")
     assert "interaction.log" in audit_actions(app, cid)
 
@@ -274,38 +278,38 @@ def test_a_logged_booking_moves_the_stage_like_an_ingested_one(make_app: Callabl
     recorder = Recorder()
     app.pm.register(recorder)
     cid = new_lead(app)
-    app.log_interaction(cid, kind="appointment.booked", attributes={"appointment_type": "consult"})
-    assert app.get_contact(cid).stage == "consult_scheduled"
+    app.log_interaction(cid, kind="appointment.booked", attributes={"appointment_type": "consult"}, actor=ACTOR)
+    assert app.get_contact(cid, actor=ACTOR).stage == "consult_scheduled"
     history = app.stage_history(cid)
     assert history[-1].to_stage == "consult_scheduled" and history[-1].implied_by is not None
     assert any(isinstance(e, ev.StageChanged) and e.to_stage == "consult_scheduled" for e in recorder.events)
     # a no-show logged for a booked patient does not move her backwards
-    app.set_stage(cid, "booked_patient")
-    app.log_interaction(cid, kind="appointment.attended", attributes={"appointment_type": "consult"})
-    assert app.get_contact(cid).stage == "booked_patient"
+    app.set_stage(cid, "booked_patient", actor=ACTOR)
+    app.log_interaction(cid, kind="appointment.attended", attributes={"appointment_type": "consult"}, actor=ACTOR)
+    assert app.get_contact(cid, actor=ACTOR).stage == "booked_patient"
 
 
 def test_log_interaction_bad_input(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = new_lead(app)
     with pytest.raises(UnknownComponentError, match="unknown interaction kind 'call.dropped'; known: .*call.completed"):
-        app.log_interaction(cid, kind="call.dropped", direction="outbound")
+        app.log_interaction(cid, kind="call.dropped", direction="outbound", actor=ACTOR)
     with pytest.raises(UnknownComponentError, match="unknown channel 'pigeon'; known: ad_platform, chat, ehr, email"):
-        app.log_interaction(cid, kind="event.attended", channel="pigeon")
+        app.log_interaction(cid, kind="event.attended", channel="pigeon", actor=ACTOR)
     with pytest.raises(ValueError, match="^kind: note.added is recorded by add_note"):
-        app.log_interaction(cid, kind="note.added")
+        app.log_interaction(cid, kind="note.added", actor=ACTOR)
     with pytest.raises(ValueError, match="^direction: say whether the call was inbound or outbound"):
-        app.log_interaction(cid, kind="call.missed")
+        app.log_interaction(cid, kind="call.missed", actor=ACTOR)
     with pytest.raises(ValueError, match="^direction: sms.sent is always outbound"):
-        app.log_interaction(cid, kind="sms.sent", direction="inbound")
+        app.log_interaction(cid, kind="sms.sent", direction="inbound", actor=ACTOR)
     with pytest.raises(ValueError, match="^direction: expected inbound or outbound"):
-        app.log_interaction(cid, kind="call.missed", direction="sideways")
+        app.log_interaction(cid, kind="call.missed", direction="sideways", actor=ACTOR)
     with pytest.raises(ValueError, match="^occurred_at: in the future"):
-        app.log_interaction(cid, kind="sms.sent", occurred_at="+1h")
+        app.log_interaction(cid, kind="sms.sent", occurred_at="+1h", actor=ACTOR)
     with pytest.raises(ValueError, match="^attributes.note: longer than 100"):
-        app.log_interaction(cid, kind="sms.sent", attributes={"note": "x" * 101})
+        app.log_interaction(cid, kind="sms.sent", attributes={"note": "x" * 101}, actor=ACTOR)
     with pytest.raises(ValueError, match="^attributes.who: expected a string"):
-        app.log_interaction(cid, kind="sms.sent", attributes={"who": ["a"]})
+        app.log_interaction(cid, kind="sms.sent", attributes={"who": ["a"]}, actor=ACTOR)
 
 
 # --------------------------------------------------------------------------- speed to lead
@@ -317,8 +321,10 @@ def test_saturday_lead_called_monday_0830_has_thirty_minutes(make_app: Callable[
     assert app.speed_to_lead(cid) is None  # nobody answered yet
     first = app.first_response(cid)
     assert first is not None and (first.first_inbound_at, first.first_outbound_at) == (SATURDAY, None)
-    app.log_interaction(cid, kind="call.missed", direction="outbound", occurred_at=MONDAY_0830)
-    app.log_interaction(cid, kind="call.completed", direction="outbound", occurred_at=MONDAY_0830 + timedelta(hours=1))
+    app.log_interaction(cid, kind="call.missed", direction="outbound", occurred_at=MONDAY_0830, actor=ACTOR)
+    app.log_interaction(
+        cid, kind="call.completed", direction="outbound", occurred_at=MONDAY_0830 + timedelta(hours=1), actor=ACTOR
+    )
     assert app.speed_to_lead(cid) == 1800.0  # the first attempt counts, even unanswered
     first = app.first_response(cid)
     assert first is not None
@@ -345,7 +351,9 @@ def test_what_counts_as_an_answer(make_app: Callable[..., CareCRM]) -> None:
         direction="outbound",
     )
     cid = new_lead(app, more=(earlier, opened))
-    app.log_interaction(cid, kind="call.completed", direction="inbound", occurred_at=chicago(2025, 10, 6, 9, 0))
+    app.log_interaction(
+        cid, kind="call.completed", direction="inbound", occurred_at=chicago(2025, 10, 6, 9, 0), actor=ACTOR
+    )
     assert app.speed_to_lead(cid) is None
     # an email sent by the email platform is (Tuesday 08:00: one business day)
     app.ingest(
@@ -365,15 +373,16 @@ def test_what_counts_as_an_answer(make_app: Callable[..., CareCRM]) -> None:
                     ),
                 ),
             )
-        ]
+        ],
+        actor=ACTOR,
     )
     assert app.speed_to_lead(cid) == 9 * 3600.0
 
 
 def test_a_contact_who_never_reached_out_has_no_speed_to_lead(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    contact = app.add_contact(first_name="Walk", last_name="In", phones=["+13125550199"])
-    app.log_interaction(contact.id, kind="sms.sent")
+    contact = app.add_contact(first_name="Walk", last_name="In", phones=["+13125550199"], actor=ACTOR)
+    app.log_interaction(contact.id, kind="sms.sent", actor=ACTOR)
     assert app.first_response(contact.id) is None and app.speed_to_lead(contact.id) is None
     with pytest.raises(NotFound):
         app.speed_to_lead(uuid.uuid4())
@@ -393,7 +402,7 @@ def test_the_location_of_the_contact_decides_the_hours(make_app: Callable[..., C
     ny = new_lead(app, "ny", "+12125550143", location="harbor")
     web = new_lead(app, "web", "+13125550144", location="online")
     for cid in (chi, ny, web):
-        app.log_interaction(cid, kind="call.completed", direction="outbound", occurred_at=MONDAY_0830)
+        app.log_interaction(cid, kind="call.completed", direction="outbound", occurred_at=MONDAY_0830, actor=ACTOR)
     assert app.speed_to_lead(chi) == 1800.0  # 08:30 in Chicago
     assert app.speed_to_lead(ny) == 5400.0  # 09:30 in New York
     assert app.speed_to_lead(web) == (MONDAY_0830 - SATURDAY).total_seconds()  # no hours: wall clock
@@ -405,12 +414,17 @@ def test_pipeline_report_and_summary_show_the_median(make_app: Callable[..., Car
     slow = new_lead(app, "slow", "+13125550143")
     new_lead(app, "waiting", "+13125550144")
     contacted = new_lead(app, "contacted", "+13125550145")
-    app.log_interaction(fast, kind="sms.sent", occurred_at=MONDAY_0830)  # 30 min
-    app.log_interaction(slow, kind="email.sent", occurred_at=MONDAY_0830 + timedelta(hours=2))  # 2 h 30 min
+    app.log_interaction(fast, kind="sms.sent", occurred_at=MONDAY_0830, actor=ACTOR)  # 30 min
+    # 2 h 30 min
+    app.log_interaction(slow, kind="email.sent", occurred_at=MONDAY_0830 + timedelta(hours=2), actor=ACTOR)
     app.log_interaction(
-        contacted, kind="call.completed", direction="outbound", occurred_at=MONDAY_0830 + timedelta(hours=8)
+        contacted,
+        kind="call.completed",
+        direction="outbound",
+        occurred_at=MONDAY_0830 + timedelta(hours=8),
+        actor=ACTOR,
     )
-    app.set_stage(contacted, "contacted")
+    app.set_stage(contacted, "contacted", actor=ACTOR)
     rows = {r.stage: r for r in app.pipeline_report()}
     new = rows["new_lead"]
     assert new.count == 3
@@ -428,8 +442,8 @@ def test_pipeline_report_and_summary_show_the_median(make_app: Callable[..., Car
         app.speed_to_lead_summary(stage="hot")
 
 
-def test_the_actor_is_whoever_the_app_acts_as(make_app: Callable[..., CareCRM]) -> None:
+def test_the_actor_is_whoever_the_caller_acts_as(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = new_lead(app)
-    app.actor = Actor.parse("dana:coordinator")
-    assert app.add_task(cid, "Call back").assignee == "dana"
+    dana = Actor.parse("dana:coordinator")
+    assert app.add_task(cid, "Call back", actor=dana).assignee == "dana"

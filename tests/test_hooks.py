@@ -33,8 +33,11 @@ from carecrm.core.attribution import AttributionModel
 from carecrm.core.config import settings_from_dict
 from carecrm.core.hookdocs import render
 from carecrm.core.matching import MatchResult
+from carecrm.core.models import Actor
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.segments_api import SegmentBuilder
+
+ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +133,8 @@ def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
     assert "lines" in app.sources.names()
     report = app.ingest_payloads(
-        "lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n", content_type="text/plain")]
+        "lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n", content_type="text/plain")],
+        actor=ACTOR,
     )
     assert report.contacts_created == 2
     assert [q.field for q in report.quarantined] == ["line"]
@@ -273,7 +277,7 @@ def test_hook_carecrm_track_event(make_app: Callable[..., CareCRM], caplog: pyte
     base = make_app()
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Recorder(), Broken()])
     with caplog.at_level(logging.ERROR, logger="carecrm"):
-        report = app.ingest([_lead("r1", "maria.placeholder@example.com")])
+        report = app.ingest([_lead("r1", "maria.placeholder@example.com")], actor=ACTOR)
     assert report.contacts_created == 1
     kinds = [type(e).__name__ for e in received]
     # live scoring (carecrm.plugins.scoring.live) rescored the contact once the batch was delivered
@@ -283,14 +287,14 @@ def test_hook_carecrm_track_event(make_app: Callable[..., CareCRM], caplog: pyte
     assert app.counts()["interactions"] == 1
     # events carry no personal data
     assert "maria" not in repr(received).lower()
-    app.set_stage(report.contact_ids[0], "contacted")
+    app.set_stage(report.contact_ids[0], "contacted", actor=ACTOR)
     assert isinstance(received[-1], ev.StageChanged) and received[-1].to_stage == "contacted"
     app.close()
 
 
 def test_hook_carecrm_match_contact(make_app: Callable[..., CareCRM]) -> None:
     base = make_app()
-    first = base.ingest([_lead("r1", "maria.placeholder@example.com")])
+    first = base.ingest([_lead("r1", "maria.placeholder@example.com")], actor=ACTOR)
     target = first.contact_ids[0]
 
     class AlwaysSame:
@@ -307,11 +311,11 @@ def test_hook_carecrm_match_contact(make_app: Callable[..., CareCRM]) -> None:
             return None
 
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[AlwaysSame(), Abstains()])
-    report = app.ingest([_lead("r2", "someone.else@example.com", "Zed")])
+    report = app.ingest([_lead("r2", "someone.else@example.com", "Zed")], actor=ACTOR)
     assert report.contacts_created == 0 and report.contact_ids == [target]
     assert Abstains.calls == 1
     # without the plugin the exact matcher makes a new contact for the unknown email
-    report = base.ingest([_lead("r3", "third.person@example.com", "Ty")])
+    report = base.ingest([_lead("r3", "third.person@example.com", "Ty")], actor=ACTOR)
     assert report.contacts_created == 1 and report.contact_ids[0] != target
     assert isinstance(target, uuid.UUID)
     app.close()

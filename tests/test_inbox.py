@@ -8,7 +8,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from carecrm.core import CareCRM, RawPayload
+from carecrm.core.models import Actor
 from carecrm.core.timeutil import utcnow
+
+ACTOR = Actor.parse("tester:admin")
 
 SOURCE = {
     "connector": "mapped",
@@ -33,45 +36,45 @@ def _payload(i: int, email: str = "") -> RawPayload:
 def test_quarantine_retry_and_redelivery(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(sources={"webform": SOURCE})
     bad = RawPayload(body=b"{not json")
-    report = app.ingest_payloads("webform", [_payload(1), bad, _payload(2)])
+    report = app.ingest_payloads("webform", [_payload(1), bad, _payload(2)], actor=ACTOR)
     assert report.contacts_created == 2 and len(report.quarantined) == 1
     q = report.quarantined[0]
     assert (q.source, q.field) == ("webform", "body")
     quarantined = app.inbox_list(status="quarantined")
     assert len(quarantined) == 1 and "webform" in (quarantined[0].reason or "")
     # the same bad bytes again reuse the entry: no pile-up
-    app.ingest_payloads("webform", [bad])
+    app.ingest_payloads("webform", [bad], actor=ACTOR)
     assert len(app.inbox_list(status="quarantined")) == 1
     assert app.inbox_list(status="quarantined")[0].attempts == 2
     # a processed payload delivered again changes nothing
     before = app.counts()
-    again = app.ingest_payloads("webform", [_payload(1)])
+    again = app.ingest_payloads("webform", [_payload(1)], actor=ACTOR)
     assert again.duplicate_payloads == 1 and app.counts() == before
     # the raw payload reads back exactly, and the read is audited
-    item, payload = app.inbox_show(quarantined[0].id)
+    item, payload = app.inbox_show(quarantined[0].id, actor=ACTOR)
     assert payload.body == b"{not json" and item.status == "quarantined"
     assert any(e.action == "inbox.read" for e in app.audit_log(limit=5))
-    app.inbox_discard(item.id, reason="test")
+    app.inbox_discard(item.id, reason="test", actor=ACTOR)
     assert app.inbox_list(status="discarded")[0].id == item.id
 
 
 def test_retry_after_fixing_the_mapping(make_app: Callable[..., CareCRM]) -> None:
     broken = {**SOURCE, "fields": {"email": "mail"}}  # wrong key: no identity
     app = make_app(sources={"webform": broken})
-    report = app.ingest_payloads("webform", [_payload(7)])
+    report = app.ingest_payloads("webform", [_payload(7)], actor=ACTOR)
     assert report.quarantined and report.quarantined[0].field == "identity"
     entry = app.inbox_list(status="quarantined")[0]
     app.close()
     fixed = make_app(sources={"webform": SOURCE})
-    retried = fixed.inbox_retry(entry.id)
+    retried = fixed.inbox_retry(entry.id, actor=ACTOR)
     assert retried.contacts_created == 1 and not retried.quarantined
     assert fixed.inbox_list(status="processed")[0].id == entry.id
 
 
 def test_processed_payloads_are_purged_after_retention(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(sources={"webform": SOURCE}, ingest={"inbox_retention_days": 30})
-    app.ingest_payloads("webform", [_payload(1)])
-    bad = app.ingest_payloads("webform", [RawPayload(body=b"[]")])  # not a record: quarantined
+    app.ingest_payloads("webform", [_payload(1)], actor=ACTOR)
+    bad = app.ingest_payloads("webform", [RawPayload(body=b"[]")], actor=ACTOR)  # not a record: quarantined
     assert [q.field for q in bad.quarantined] == ["record"]
     assert app.inbox_purge(now=utcnow() + timedelta(days=29)) == 0
     assert {i.status for i in app.inbox_list()} == {"processed", "quarantined"}
@@ -89,7 +92,7 @@ def test_no_verify_needs_no_secret(make_app: Callable[..., CareCRM]) -> None:
         "signature": {"scheme": "hmac-sha256", "header": "X-Sig", "encoding": "hex"},
     }
     app = make_app(sources={"webform": signed})
-    report = app.ingest_payloads("webform", [_payload(3)], verify=False)
+    report = app.ingest_payloads("webform", [_payload(3)], verify=False, actor=ACTOR)
     assert report.contacts_created == 1
 
 
@@ -97,7 +100,7 @@ def test_a_pathological_body_is_quarantined_and_the_rest_go_in(make_app: Callabl
     app = make_app(sources={"webform": SOURCE})
     deep = RawPayload(body=b"[" * 200_000 + b"]" * 200_000)
     empty = RawPayload(body=b"  \n")
-    report = app.ingest_payloads("webform", [_payload(1), deep, empty, _payload(2)])
+    report = app.ingest_payloads("webform", [_payload(1), deep, empty, _payload(2)], actor=ACTOR)
     assert report.contacts_created == 2
     reasons = sorted(q.reason for q in report.quarantined)
     assert reasons == ["cannot be parsed (RecursionError)", "empty body"]
@@ -114,7 +117,7 @@ def test_records_count_includes_refused_records(make_app: Callable[..., CareCRM]
             "not an object",
         ]
     }
-    report = app.ingest_payloads("webform", [RawPayload(body=json.dumps(body).encode())])
+    report = app.ingest_payloads("webform", [RawPayload(body=json.dumps(body).encode())], actor=ACTOR)
     assert report.records == 3 and report.accepted == 1 and len(report.quarantined) == 2
 
 
@@ -123,12 +126,12 @@ def test_a_payload_with_no_lead_record_is_ignored_not_lost(make_app: Callable[..
     app = make_app(sources={"webform": typo})
     body = {"kind": "form_submission", "id": "s1", "at": "2026-04-02T15:00:00Z", "email": "z.placeholder@example.com"}
     payload = RawPayload(body=json.dumps(body).encode())
-    report = app.ingest_payloads("webform", [payload])
+    report = app.ingest_payloads("webform", [payload], actor=ACTOR)
     assert report.empty_payloads == 1 and report.contacts_created == 0 and not report.quarantined
     (entry,) = app.inbox_list()
     assert entry.status == "ignored"
     app.close()
     fixed = make_app(sources={"webform": {**SOURCE, "only_if": "kind == 'form_submission'"}})
-    again = fixed.ingest_payloads("webform", [payload])  # the same bytes, delivered again
+    again = fixed.ingest_payloads("webform", [payload], actor=ACTOR)  # the same bytes, delivered again
     assert again.contacts_created == 1 and again.duplicate_payloads == 0
     assert [i.status for i in fixed.inbox_list()] == ["processed"]

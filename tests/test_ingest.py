@@ -24,7 +24,10 @@ from carecrm.core import (
 )
 from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import BackendUnavailable
+from carecrm.core.models import Actor
 from carecrm.core.storage import SCHEMA_VERSION
+
+ACTOR = Actor.parse("tester:admin")
 
 T0 = datetime(2026, 4, 2, 15, 0, tzinfo=UTC)
 
@@ -67,13 +70,14 @@ def test_three_phone_formats_are_one_person(make_app: Callable[..., CareCRM]) ->
             lead("a", phones=["+1 (312) 555-0142"], first="Maria", last="Placeholder"),
             lead("b", phones=["312.555.0142"], first="Maria"),
             lead("c", phones=["+13125550142"]),
-        ]
+        ],
+        actor=ACTOR,
     )
     assert r.contacts_created == 1 and r.interactions_added == 3
     assert len(set(r.contact_ids)) == 1
-    contact = app.resolve("(312) 555-0142")
+    contact = app.resolve("(312) 555-0142", actor=ACTOR)
     assert contact.phones() == ["+13125550142"] and contact.full_name == "Maria Placeholder"
-    assert [i.kind for i in app.timeline(contact.id).interactions] == ["form.submitted"] * 3
+    assert [i.kind for i in app.timeline(contact.id, actor=ACTOR).interactions] == ["form.submitted"] * 3
 
 
 def test_household_sharing_a_phone_is_two_contacts_for_review(make_app: Callable[..., CareCRM]) -> None:
@@ -87,23 +91,24 @@ def test_household_sharing_a_phone_is_two_contacts_for_review(make_app: Callable
                 first="Maria",
                 last="Placeholder",
             )
-        ]
+        ],
+        actor=ACTOR,
     )
-    r = app.ingest([lead("d", phones=["(312) 555-0142"], first="Sofia", last="Placeholder")])
+    r = app.ingest([lead("d", phones=["(312) 555-0142"], first="Sofia", last="Placeholder")], actor=ACTOR)
     assert r.contacts_created == 1 and r.review_pairs == 1
     pairs = app.review_pairs()
     assert len(pairs) == 1 and pairs[0][2].startswith("names_disagree")
-    assert len(app.find_contacts(phone="+13125550142")) == 2
+    assert len(app.find_contacts(phone="+13125550142", actor=ACTOR)) == 2
     # a later event from the daughter with her name joins her, not her mother
-    r = app.ingest([lead("d2", phones=["3125550142"], first="Sofia")])
+    r = app.ingest([lead("d2", phones=["3125550142"], first="Sofia")], actor=ACTOR)
     assert r.contacts_created == 0
-    sofia = app.find_contacts(name="Sofia Placeholder")
+    sofia = app.find_contacts(name="Sofia Placeholder", actor=ACTOR)
     assert len(sofia) == 1 and r.contact_ids == [sofia[0].id]
 
 
 def test_caller_id_name_never_splits_or_overwrites(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    app.ingest([lead("m", phones=["312.555.0142"], first="Maria", last="Placeholder")])
+    app.ingest([lead("m", phones=["312.555.0142"], first="Maria", last="Placeholder")], actor=ACTOR)
     r = app.ingest(
         [
             lead(
@@ -114,17 +119,20 @@ def test_caller_id_name_never_splits_or_overwrites(make_app: Callable[..., CareC
                 kind="call.completed",
                 source="callrail",
             )
-        ]
+        ],
+        actor=ACTOR,
     )
     assert r.contacts_created == 0 and r.review_pairs == 0
-    assert app.resolve("+13125550142").full_name == "Maria Placeholder"
+    assert app.resolve("+13125550142", actor=ACTOR).full_name == "Maria Placeholder"
 
 
 def test_email_to_a_phone_to_b_joins_a_and_flags_the_pair(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    a = app.ingest([lead("a", emails=["ann.placeholder@example.com"], first="Ann")]).contact_ids[0]
-    b = app.ingest([lead("b", phones=["+13125550177"], first="Ann")]).contact_ids[0]
-    r = app.ingest([lead("c", emails=["ann.placeholder@example.com"], phones=["+13125550177"], first="Ann")])
+    a = app.ingest([lead("a", emails=["ann.placeholder@example.com"], first="Ann")], actor=ACTOR).contact_ids[0]
+    b = app.ingest([lead("b", phones=["+13125550177"], first="Ann")], actor=ACTOR).contact_ids[0]
+    r = app.ingest(
+        [lead("c", emails=["ann.placeholder@example.com"], phones=["+13125550177"], first="Ann")], actor=ACTOR
+    )
     assert r.contact_ids == [a] and r.review_pairs == 1
     assert {frozenset(p[:2]) for p in app.review_pairs()} == {frozenset((a, b))}
 
@@ -132,9 +140,9 @@ def test_email_to_a_phone_to_b_joins_a_and_flags_the_pair(make_app: Callable[...
 def test_reingest_changes_nothing(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     events = [lead("a", emails=["x.placeholder@example.com"], first="X")]
-    app.ingest(events)
+    app.ingest(events, actor=ACTOR)
     before = app.counts()
-    r = app.ingest(events)
+    r = app.ingest(events, actor=ACTOR)
     assert r.duplicates == 1 and r.interactions_added == 0 and r.contacts_created == 0
     after = app.counts()
     assert {k: v for k, v in after.items()} == before
@@ -148,7 +156,8 @@ def test_record_without_identity_is_quarantined_and_the_rest_goes_in(make_app: C
             lead("none", first="Nobody"),
             lead("bad-email", emails=["not-an-email"]),
             lead("ok2", phones=["+13125550199"]),
-        ]
+        ],
+        actor=ACTOR,
     )
     assert r.contacts_created == 2
     assert [(q.record, q.field) for q in r.quarantined] == [("none", "identity"), ("bad-email", "identity")]
@@ -158,7 +167,7 @@ def test_record_without_identity_is_quarantined_and_the_rest_goes_in(make_app: C
 
 def test_implied_stage_moves_and_a_persons_move_wins(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    cid = app.ingest([lead("a", emails=["p.placeholder@example.com"])]).contact_ids[0]
+    cid = app.ingest([lead("a", emails=["p.placeholder@example.com"])], actor=ACTOR).contact_ids[0]
     app.ingest(
         [
             lead(
@@ -168,13 +177,14 @@ def test_implied_stage_moves_and_a_persons_move_wins(make_app: Callable[..., Car
                 when=datetime(2026, 5, 1, tzinfo=UTC),
                 attrs={"appointment_type": "consult"},
             )
-        ]
+        ],
+        actor=ACTOR,
     )
-    assert app.get_contact(cid).stage == "consult_scheduled"
+    assert app.get_contact(cid, actor=ACTOR).stage == "consult_scheduled"
     history = app.stage_history(cid)
     assert [h.to_stage for h in history] == ["new_lead", "consult_scheduled"]
     assert history[-1].implied_by is not None
-    app.set_stage(cid, "nurture", reason="not ready")
+    app.set_stage(cid, "nurture", reason="not ready", actor=ACTOR)
     # an older interaction arriving late does not override the person's move
     app.ingest(
         [
@@ -185,9 +195,10 @@ def test_implied_stage_moves_and_a_persons_move_wins(make_app: Callable[..., Car
                 when=datetime(2026, 5, 2, tzinfo=UTC),
                 attrs={"appointment_type": "consult"},
             )
-        ]
+        ],
+        actor=ACTOR,
     )
-    assert app.get_contact(cid).stage == "nurture"
+    assert app.get_contact(cid, actor=ACTOR).stage == "nurture"
 
 
 def test_unknown_source_lists_known(make_app: Callable[..., CareCRM]) -> None:
@@ -195,7 +206,7 @@ def test_unknown_source_lists_known(make_app: Callable[..., CareCRM]) -> None:
         sources={"typeform": {"connector": "mapped", "kind": "form.submitted", "fields": {"email": "email"}}}
     )
     with pytest.raises(UnknownComponentError, match="known: .*typeform"):
-        app.ingest_payloads("nosuch", [])
+        app.ingest_payloads("nosuch", [], actor=ACTOR)
 
 
 def test_config_naming_a_missing_plugin(make_app: Callable[..., CareCRM]) -> None:
@@ -215,7 +226,7 @@ def test_config_naming_a_missing_plugin(make_app: Callable[..., CareCRM]) -> Non
 
 def test_wrong_or_missing_key(make_app: Callable[..., CareCRM], tmp_path: Path) -> None:
     app = make_app()
-    app.ingest([lead("a", emails=["k.placeholder@example.com"])])
+    app.ingest([lead("a", emails=["k.placeholder@example.com"])], actor=ACTOR)
     before = app.counts()
     app.close()
     other = CareCRM(app.settings, keys=KeyRing.generate(), load_entrypoints=False)
@@ -273,42 +284,46 @@ def test_bad_config_values(tmp_path: Path) -> None:
 def test_free_text_service_interest_is_never_stored_in_clear(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()  # service lines: acne, botox, mohs
     e = lead("si", emails=["si.placeholder@example.com"])
-    r = app.ingest([attrs.evolve(e, service_interest="I think I have skin cancer")])
+    r = app.ingest([attrs.evolve(e, service_interest="I think I have skin cancer")], actor=ACTOR)
     assert r.contacts_created == 1 and any("service_interest" in w for w in r.warnings)
-    assert app.get_contact(r.contact_ids[0]).service_interest is None
-    r = app.ingest([attrs.evolve(lead("si2", emails=["si.placeholder@example.com"]), service_interest="ACNE")])
-    assert app.get_contact(r.contact_ids[0]).service_interest == "acne"
+    assert app.get_contact(r.contact_ids[0], actor=ACTOR).service_interest is None
+    r = app.ingest(
+        [attrs.evolve(lead("si2", emails=["si.placeholder@example.com"]), service_interest="ACNE")], actor=ACTOR
+    )
+    assert app.get_contact(r.contact_ids[0], actor=ACTOR).service_interest == "acne"
     with pytest.raises(ValidationFailed, match="service_interest"):
-        app.add_contact(first_name="Pat", emails=["pat.placeholder@example.com"], service_interest="patient has HIV")
+        app.add_contact(
+            first_name="Pat", emails=["pat.placeholder@example.com"], service_interest="patient has HIV", actor=ACTOR
+        )
     with pytest.raises(ValidationFailed, match="email"):
-        app.add_contact(first_name="Pat", emails=["not-an-email"], phones=["+13125550111"])
-    assert app.find_contacts(phone="+13125550111") == []  # nothing half-stored
+        app.add_contact(first_name="Pat", emails=["not-an-email"], phones=["+13125550111"], actor=ACTOR)
+    assert app.find_contacts(phone="+13125550111", actor=ACTOR) == []  # nothing half-stored
 
 
 def test_free_text_stage_reason_is_kept_encrypted(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    cid = app.ingest([lead("sr", emails=["sr.placeholder@example.com"])]).contact_ids[0]
-    app.set_stage(cid, "lost", reason="worried about cost after her diagnosis")
+    cid = app.ingest([lead("sr", emails=["sr.placeholder@example.com"])], actor=ACTOR).contact_ids[0]
+    app.set_stage(cid, "lost", reason="worried about cost after her diagnosis", actor=ACTOR)
     assert app.stage_history(cid)[-1].reason == "free_text"
-    last = app.timeline(cid).interactions[-1]
+    last = app.timeline(cid, actor=ACTOR).interactions[-1]
     assert last.kind == "stage.changed" and last.body == "worried about cost after her diagnosis"
-    app.set_stage(cid, "contacted", reason="called_back")
+    app.set_stage(cid, "contacted", reason="called_back", actor=ACTOR)
     assert app.stage_history(cid)[-1].reason == "called_back"
 
 
 def test_contacts_get_the_default_location(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    r = app.ingest([lead("loc", emails=["loc.placeholder@example.com"])])
-    contact = app.get_contact(r.contact_ids[0])
+    r = app.ingest([lead("loc", emails=["loc.placeholder@example.com"])], actor=ACTOR)
+    contact = app.get_contact(r.contact_ids[0], actor=ACTOR)
     assert contact.location == "downtown"
-    assert app.timeline(contact.id).interactions[0].location == "downtown"
+    assert app.timeline(contact.id, actor=ACTOR).interactions[0].location == "downtown"
 
 
 @pytest.mark.parametrize("cnam", ["T-MOBILE", "V123456789", "WIRELESS CALLER", "CHICAGO IL"])
 def test_carrier_and_device_names_do_not_split(make_app: Callable[..., CareCRM], cnam: str) -> None:
     app = make_app()
-    app.ingest([lead("t", phones=["+13125550160"], first="Tom", last="Reed")])
-    r = app.ingest([lead("c", phones=["(312) 555-0160"], full=cnam, kind="call.completed")])
+    app.ingest([lead("t", phones=["+13125550160"], first="Tom", last="Reed")], actor=ACTOR)
+    r = app.ingest([lead("c", phones=["(312) 555-0160"], full=cnam, kind="call.completed")], actor=ACTOR)
     assert r.contacts_created == 0 and r.review_pairs == 0
 
 
@@ -322,5 +337,5 @@ def test_bad_region_in_config() -> None:
 def test_cities_are_stored_in_one_casing(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     e = attrs.evolve(lead("ci", emails=["ci.placeholder@example.com"]), city="  SAINT   louis ")
-    cid = app.ingest([e]).contact_ids[0]
-    assert app.get_contact(cid).city == "Saint Louis"
+    cid = app.ingest([e], actor=ACTOR).contact_ids[0]
+    assert app.get_contact(cid, actor=ACTOR).city == "Saint Louis"

@@ -17,8 +17,10 @@ from click.testing import CliRunner, Result
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM
 from carecrm.core.errors import MigrationError, UnknownComponentError
-from carecrm.core.models import ConsentSignal, LeadEvent
+from carecrm.core.models import Actor, ConsentSignal, LeadEvent
 from carecrm.core.storage import RECORD_KINDS
+
+ACTOR = Actor.parse("tester:admin")
 
 MARIA_PHONE = "(312) 555-0142"
 MARIA_EMAIL = "maria.placeholder@example.com"
@@ -68,7 +70,8 @@ def practice(tmp_path: Path) -> Practice:
     )
     with done.app() as app:
         report = app.ingest(
-            [LeadEvent(source="typeform", record_ref="consent-1", emails=(MARIA_EMAIL,), consents=(signal,))]
+            [LeadEvent(source="typeform", record_ref="consent-1", emails=(MARIA_EMAIL,), consents=(signal,))],
+            actor=ACTOR,
         )
     assert not report.quarantined and not report.warnings, report
     return done
@@ -98,7 +101,7 @@ def _views(practice: Practice, url: str | None) -> dict[str, Any]:
     timeline = practice.json("timeline", MARIA_PHONE, "--limit", "500", url=url)
     shown = practice.json("contacts", "show", MARIA_EMAIL, url=url)
     with practice.app(url) as app:
-        contact = app.resolve(MARIA_EMAIL)
+        contact = app.resolve(MARIA_EMAIL, actor=ACTOR)
         with app.storage.unit_of_work() as uow:
             consents = uow.consents.for_contact(contact.id)
         history = app.stage_history(contact.id)
@@ -164,7 +167,7 @@ def test_a_non_empty_target_is_refused(practice: Practice, tmp_path: Path) -> No
         source_url = app.settings.storage_url
         # the practice's own database is not empty either
         with pytest.raises(MigrationError, match="not empty"):
-            app.migrate_to(source_url)
+            app.migrate_to(source_url, actor=ACTOR)
 
 
 def test_bad_arguments(practice: Practice, tmp_path: Path) -> None:
@@ -172,7 +175,7 @@ def test_bad_arguments(practice: Practice, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "ftp" in bad.output and "sqlite" in bad.output
     with practice.app() as app:
         with pytest.raises(ValueError, match="batch"):
-            app.migrate_to(f"sqlite:///{tmp_path / 'x.db'}", batch=0)
+            app.migrate_to(f"sqlite:///{tmp_path / 'x.db'}", batch=0, actor=ACTOR)
         with app.storage.unit_of_work() as uow:
             with pytest.raises(UnknownComponentError, match="contacts"):
                 uow.count_records("patients")
@@ -181,7 +184,7 @@ def test_bad_arguments(practice: Practice, tmp_path: Path) -> None:
 def test_small_batches_report_progress(practice: Practice, mongomock_url: str) -> None:
     seen: list[tuple[str, int]] = []
     with practice.app() as app:
-        counts = app.migrate_to(mongomock_url, progress=lambda kind, n: seen.append((kind, n)), batch=2)
+        counts = app.migrate_to(mongomock_url, progress=lambda kind, n: seen.append((kind, n)), batch=2, actor=ACTOR)
     assert all(s == t for s, t in counts.values())
     interactions = [n for kind, n in seen if kind == "interactions"]
     assert interactions == sorted(interactions) and interactions[-1] == counts["interactions"][0]

@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carecrm.core import CareCRM
-from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.models import Actor, ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
 from carecrm.plugins.sources.mapped import PERSON_FIELDS, TOUCHPOINT_FIELDS
+
+ACTOR = Actor.parse("tester:admin")
 
 NASTY = ["\ud83d", "\udcff", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\t", "\n", "\u2028", "\u202e", "\ufeff", "\ufffd"]
 
@@ -79,7 +81,7 @@ def test_every_mapped_field_ends_stored_or_quarantined(
     record = {"good_email": f"lead{n}@example.com", "nonce": next(_NONCE), **record}
     body = json.dumps(record, ensure_ascii=True).encode("ascii")
     payload = RawPayload(body=body, headers={"X-\ud83d": "\x00\udcff"}, url="https://x/\ud83d", origin="f\udcff.json")
-    report = app.ingest_payloads("form", [payload])  # never raises
+    report = app.ingest_payloads("form", [payload], actor=ACTOR)  # never raises
     assert report.payloads == 1
     [entry] = app.inbox_list(limit=1)
     if report.quarantined:
@@ -149,7 +151,7 @@ def test_every_lead_event_field_ends_stored_or_quarantined(
     make_app: Callable[..., CareCRM], events: list[LeadEvent]
 ) -> None:
     app = _app(make_app)
-    report = app.ingest(events)  # never raises
+    report = app.ingest(events, actor=ACTOR)  # never raises
     assert report.records == len(events)
     assert report.accepted + report.duplicates + len(report.quarantined) == len(events)
     for q in report.quarantined:

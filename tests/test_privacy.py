@@ -23,7 +23,9 @@ from carecrm.core import (
     ValidationFailed,
     hookimpl,
 )
-from carecrm.core.models import ConsentSignal
+from carecrm.core.models import Actor, ConsentSignal
+
+ACTOR = Actor.parse("tester:admin")
 
 PEOPLE = [
     {
@@ -109,13 +111,14 @@ def _scenario(app: CareCRM) -> None:
     report = app.ingest_payloads(
         "jsonleads",
         [RawPayload(body=body, headers={"X-Caller": "+13125550142"}, url="https://hooks.example/?phone=3125550142")],
+        actor=ACTOR,
     )
     assert report.contacts_created == 2, report
-    contact = app.find_contacts(phone="312.555.0142")[0]
-    app.add_note(contact.id, NOTE)
+    contact = app.find_contacts(phone="312.555.0142", actor=ACTOR)[0]
+    app.add_note(contact.id, NOTE, actor=ACTOR)
     # the data reads back in clear through the API
-    assert app.timeline(contact.id).interactions[0].body == PEOPLE[0]["text"]
-    assert app.notes(contact.id)[0].text == NOTE
+    assert app.timeline(contact.id, actor=ACTOR).interactions[0].body == PEOPLE[0]["text"]
+    assert app.notes(contact.id, actor=ACTOR)[0].text == NOTE
 
 
 def _assert_clean(blob: bytes, where: str) -> None:
@@ -127,7 +130,7 @@ def _assert_clean(blob: bytes, where: str) -> None:
 def _build(make_app: Callable[..., CareCRM], url: str | None) -> CareCRM:
     base = make_app(url=url, sources={"jsonleads": {}})
     base.close()
-    return CareCRM(base.settings, keys=base.keys, actor=base.actor, load_entrypoints=False, extra_plugins=[Plugin()])
+    return CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
 
 
 def test_sqlite_file_and_wal_hold_no_personal_data(make_app: Callable[..., CareCRM], tmp_path: Path) -> None:

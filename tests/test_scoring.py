@@ -31,6 +31,8 @@ from carecrm.core.records import InteractionFacts
 from carecrm.core.scoring import ScoreReason, ScoreResult, ScoringModel, compact_reasons
 from carecrm.plugins.scoring.points import DEFAULT_RULES, PointsModel
 
+ACTOR = Actor.parse("tester:admin")
+
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
@@ -214,10 +216,11 @@ def test_scores_update_live_after_ingest_and_keep_their_reasons(make_app: Callab
             lead("a2", "maria@example.com", draft("email.opened", T0 + DAY, "o1", machine_open=True)),
             lead("a3", "maria@example.com", draft("email.clicked", T0 + 2 * DAY, "c1")),
             lead("b1", "lee@example.com", draft("email.opened", T0, "o2", machine_open=True)),
-        ]
+        ],
+        actor=ACTOR,
     )
     maria, lee = report.contact_ids[0], report.contact_ids[3]
-    contact, stored = app.score_explain("maria@example.com")
+    contact, stored = app.score_explain("maria@example.com", actor=ACTOR)
     assert contact.id == maria and stored.model == "points"
     reasons = [ScoreReason.from_json(r) for r in stored.reasons]
     assert [(r.kind, r.rule) for r in reasons] == [
@@ -227,21 +230,21 @@ def test_scores_update_live_after_ingest_and_keep_their_reasons(make_app: Callab
     assert reasons[0].points == 10 and 0 < reasons[1].points <= 4
     assert stored.score == pytest.approx(sum(r.points for r in reasons), abs=0.01)
     assert contact.score == stored.score  # the clear copy segments filter on
-    assert app.score_explain(str(lee))[1].score == 0  # only a machine open
+    assert app.score_explain(str(lee), actor=ACTOR)[1].score == 0  # only a machine open
 
     # one more interaction: the score moves without anyone asking
-    app.ingest([lead("a4", "maria@example.com", draft("appointment.booked", T0 + 3 * DAY, "b1"))])
-    assert app.score_explain(str(maria))[1].score == pytest.approx(stored.score + 15, abs=0.5)
+    app.ingest([lead("a4", "maria@example.com", draft("appointment.booked", T0 + 3 * DAY, "b1"))], actor=ACTOR)
+    assert app.score_explain(str(maria), actor=ACTOR)[1].score == pytest.approx(stored.score + 15, abs=0.5)
 
 
 def test_add_note_and_stage_moves_rescore(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(scoring={"rules": [{"kind": "note.added", "points": 3}, {"kind": "stage.changed", "points": 1}]})
-    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))]).contact_ids[0]
-    assert app.score_explain(str(cid))[1].score == 0
-    app.add_note(str(cid), "Asked about acne treatment; call back in autumn")
-    assert app.score_explain(str(cid))[1].score == 3
-    app.set_stage(str(cid), "contacted")
-    assert app.score_explain(str(cid))[1].score == 4
+    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR).contact_ids[0]
+    assert app.score_explain(str(cid), actor=ACTOR)[1].score == 0
+    app.add_note(str(cid), "Asked about acne treatment; call back in autumn", actor=ACTOR)
+    assert app.score_explain(str(cid), actor=ACTOR)[1].score == 3
+    app.set_stage(str(cid), "contacted", actor=ACTOR)
+    assert app.score_explain(str(cid), actor=ACTOR)[1].score == 4
 
 
 def test_each_contact_is_rescored_once_per_ingest_batch(make_app: Callable[..., CareCRM]) -> None:
@@ -264,24 +267,26 @@ def test_each_contact_is_rescored_once_per_ingest_batch(make_app: Callable[..., 
 
     app.rescore_contacts = spy  # type: ignore[method-assign]
     events = [lead(f"r{i}", "maria@example.com", draft("email.clicked", T0 + i * DAY, f"k{i}")) for i in range(5)]
-    cid = app.ingest([*events, lead("x", "lee@example.com", draft("form.submitted", T0, "fx"))]).contact_ids[0]
-    lee = app.resolve("lee@example.com").id
+    cid = app.ingest(
+        [*events, lead("x", "lee@example.com", draft("form.submitted", T0, "fx"))], actor=ACTOR
+    ).contact_ids[0]
+    lee = app.resolve("lee@example.com", actor=ACTOR).id
     assert calls == [[cid, lee]]  # one rescore of the batch, each contact once
     assert sorted(e.contact_id for e in seen) == sorted([cid, lee])
     assert all(e.old_score is None and e.model == "points" for e in seen)
     seen.clear()
-    app.ingest([events[0]])  # a re-delivery records nothing: no rescore, no event
+    app.ingest([events[0]], actor=ACTOR)  # a re-delivery records nothing: no rescore, no event
     assert seen == []
-    app.ingest([lead("y", "lee@example.com", draft("email.unsubscribed", T0 + DAY, "u"))])
+    app.ingest([lead("y", "lee@example.com", draft("email.unsubscribed", T0 + DAY, "u"))], actor=ACTOR)
     assert [(e.old_score, e.new_score) for e in seen] == [(10.0, 0.0)]
 
 
 def test_live_false_leaves_scores_to_recompute(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(scoring={"live": False})
-    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))]).contact_ids[0]
-    assert app.score_top() == []
+    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR).contact_ids[0]
+    assert app.score_top(actor=ACTOR) == []
     assert app.rescore_all() == 1
-    assert [(c.id, s.score) for c, s in app.score_top()] == [(cid, 10.0)]
+    assert [(c.id, s.score) for c, s in app.score_top(actor=ACTOR)] == [(cid, 10.0)]
 
 
 def test_score_top_orders_by_score_skips_merged_and_filters_stages(make_app: Callable[..., CareCRM]) -> None:
@@ -292,25 +297,26 @@ def test_score_top_orders_by_score_skips_merged_and_filters_stages(make_app: Cal
             lead("b", "high@example.com", draft("form.submitted", T0, "b"), draft("call.completed", T0, "b2")),
             lead("c", "mid@example.com", draft("form.submitted", T0, "c")),
             lead("d", "tie@example.com", draft("form.submitted", T0, "d")),
-        ]
+        ],
+        actor=ACTOR,
     ).contact_ids
     now = T0 + DAY
     app.rescore_all(now=now)
-    top = app.score_top(10)
+    top = app.score_top(10, actor=ACTOR)
     assert [c.emails()[0] for c, _ in top] == [
         "high@example.com",
-        *sorted(["mid@example.com", "tie@example.com"], key=lambda e: app.resolve(e).id),
+        *sorted(["mid@example.com", "tie@example.com"], key=lambda e: app.resolve(e, actor=ACTOR).id),
         "low@example.com",
     ]
     assert [s.score for _, s in top][0] == pytest.approx(18, abs=0.1)
-    assert len(app.score_top(2)) == 2
-    app.set_stage(str(ids[2]), "contacted")
-    assert [c.id for c, _ in app.score_top(10, stages=["contacted"])] == [ids[2]]
-    assert app.score_top(10, stages=["booked_patient"]) == []
+    assert len(app.score_top(2, actor=ACTOR)) == 2
+    app.set_stage(str(ids[2]), "contacted", actor=ACTOR)
+    assert [c.id for c, _ in app.score_top(10, stages=["contacted"], actor=ACTOR)] == [ids[2]]
+    assert app.score_top(10, stages=["booked_patient"], actor=ACTOR) == []
     with pytest.raises(ValueError, match="stage: unknown stage 'hot'; known: new_lead"):
-        app.score_top(stages=["hot"])
+        app.score_top(stages=["hot"], actor=ACTOR)
     with pytest.raises(ValueError, match="limit"):
-        app.score_top(0)
+        app.score_top(0, actor=ACTOR)
     # every contact shown is an audited read
     entries = app.audit_log(limit=200)
     assert {e.contact_id for e in entries if e.action == "contact.read" and e.purpose == "scoring"} == set(ids)
@@ -318,7 +324,7 @@ def test_score_top_orders_by_score_skips_merged_and_filters_stages(make_app: Cal
 
 def test_rescore_stores_the_score_at_now_and_refuses_missing_contacts(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
-    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))]).contact_ids[0]
+    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR).contact_ids[0]
     record = app.rescore(cid, now=T0)
     assert (record.contact_id, record.score, record.computed_at) == (cid, 10.0, T0)
     with pytest.raises(NotFound):
@@ -327,16 +333,17 @@ def test_rescore_stores_the_score_at_now_and_refuses_missing_contacts(make_app: 
 
 def test_score_explain_of_an_unscored_contact_computes_without_storing(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(scoring={"live": False})
-    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))]).contact_ids[0]
-    _, record = app.score_explain(str(cid))
+    cid = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR).contact_ids[0]
+    _, record = app.score_explain(str(cid), actor=ACTOR)
     assert record.score == 10 and record.reasons[0]["kind"] == "form.submitted"
-    assert app.score_top() == []  # nothing was stored
+    assert app.score_top(actor=ACTOR) == []  # nothing was stored
 
 
 def test_last_touches_read_the_latest_interaction(make_app: Callable[..., CareCRM]) -> None:
     app = make_app()
     cid = app.ingest(
-        [lead("a", "maria@example.com", draft("form.submitted", T0, "f"), draft("email.opened", T0 + DAY, "o"))]
+        [lead("a", "maria@example.com", draft("form.submitted", T0, "f"), draft("email.opened", T0 + DAY, "o"))],
+        actor=ACTOR,
     ).contact_ids[0]
     assert app.last_touches([cid, uuid.uuid4()]) == {cid: T0 + DAY}
 
@@ -379,12 +386,12 @@ def test_a_third_party_model_is_chosen_by_name_and_scored_live(make_app: Callabl
     app = make_app()
     app.close()
     settings = settings_from_dict({**app.settings.raw, "scoring": {"model": "count"}}, base_dir=app.settings.base_dir)
-    counted = CareCRM(settings, actor=Actor.parse("t:admin"), load_entrypoints=False, extra_plugins=[Plugin()])
+    counted = CareCRM(settings, load_entrypoints=False, extra_plugins=[Plugin()])
     try:
         cid = counted.ingest(
-            [lead("a", "maria@example.com", draft("email.opened", T0, "o", machine_open=True))]
+            [lead("a", "maria@example.com", draft("email.opened", T0, "o", machine_open=True))], actor=ACTOR
         ).contact_ids[0]
-        contact, record = counted.score_explain(str(cid))
+        contact, record = counted.score_explain(str(cid), actor=ACTOR)
         assert (record.model, record.score, contact.score) == ("count", 1.0, 1.0)
     finally:
         counted.close()
@@ -400,9 +407,9 @@ def test_a_failing_rescore_is_logged_and_never_undoes_the_ingest(
 
     monkeypatch.setattr(app, "rescore_contacts", broken)
     with caplog.at_level(logging.ERROR, logger="carecrm"):
-        report = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))])
+        report = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR)
     assert report.interactions_added == 1
-    assert len(app.timeline(report.contact_ids[0]).interactions) == 1
+    assert len(app.timeline(report.contact_ids[0], actor=ACTOR).interactions) == 1
     assert "deferred work carecrm.scoring.rescore failed" in caplog.text
     assert "maria" not in caplog.text
 
@@ -414,7 +421,7 @@ def test_the_docs_example_model_runs(make_app: Callable[..., CareCRM]) -> None:
     exec(compile(source, "docs/scoring.md", "exec"), module.__dict__)  # noqa: S102
     app = make_app()
     settings = settings_from_dict({**app.settings.raw, "scoring": {"model": "recent"}}, base_dir=app.settings.base_dir)
-    recent = CareCRM(settings, actor=Actor.parse("t:admin"), load_entrypoints=False, extra_plugins=[module])
+    recent = CareCRM(settings, load_entrypoints=False, extra_plugins=[module])
     try:
         now = datetime.now(UTC)
         cid = recent.ingest(
@@ -425,9 +432,10 @@ def test_the_docs_example_model_runs(make_app: Callable[..., CareCRM]) -> None:
                     draft("email.opened", now - 40 * DAY, "o"),
                     draft("form.submitted", now, "f"),
                 )
-            ]
+            ],
+            actor=ACTOR,
         ).contact_ids[0]
-        _, record = recent.score_explain(str(cid))
+        _, record = recent.score_explain(str(cid), actor=ACTOR)
         assert (record.model, record.score, [r["kind"] for r in record.reasons]) == ("recent", 1.0, ["form.submitted"])
     finally:
         recent.close()

@@ -29,6 +29,9 @@ from carecrm.core.criteria import (
     unstructure,
 )
 from carecrm.core.errors import CareCRMError
+from carecrm.core.models import Actor
+
+ACTOR = Actor.parse("tester:admin")
 
 #: The story's "now": Saturday 15 June 2024, 12:00 in Chicago (CDT, UTC-5).
 NOW = datetime(2024, 6, 15, 17, 0, tzinfo=UTC)
@@ -72,7 +75,7 @@ def lead(
 
 def ingest(app: CareCRM, *events: LeadEvent) -> dict[str, uuid.UUID]:
     """Ingest and return each lead's contact id by record ref."""
-    report = app.ingest(events)
+    report = app.ingest(events, actor=ACTOR)
     assert not report.quarantined, report.quarantined
     return {e.record_ref: cid for e, cid in zip(events, report.contact_ids, strict=True)}
 
@@ -134,7 +137,7 @@ def test_had_email_opened_within_90_days_in_chicago(story: tuple[CareCRM, dict[s
         )
     )
     assert app.segment_count(spec, now=NOW) == 1
-    preview = app.segment_preview(spec, now=NOW)
+    preview = app.segment_preview(spec, now=NOW, actor=ACTOR)
     assert [c.id for c in preview.contacts] == [p["maria"]]
     assert preview.contacts[0].full_name == "Pat Maria"
     assert preview.at == NOW
@@ -147,7 +150,7 @@ def test_had_email_opened_within_90_days_in_chicago(story: tuple[CareCRM, dict[s
 
 def test_every_field_of_the_spec(story: tuple[CareCRM, dict[str, uuid.UUID]]) -> None:
     app, p = story
-    app.set_stage(p["dev"], "contacted")
+    app.set_stage(p["dev"], "contacted", actor=ACTOR)
     # after the last event, so live scoring (if installed) changes nothing more
     set_clear_fields(app, p["maria"], score=42.0, owner="alice")
     set_clear_fields(app, p["ben"], score=5.0, owner="bob")
@@ -189,7 +192,7 @@ def test_a_filter_tree_is_run_as_given(story: tuple[CareCRM, dict[str, uuid.UUID
 def test_preview_decrypts_names_and_audits_each_contact_shown(story: tuple[CareCRM, dict[str, uuid.UUID]]) -> None:
     app, p = story
     before = len(app.audit_log(limit=1000))
-    preview = app.segment_preview({"service_interest": "acne"}, limit=2)
+    preview = app.segment_preview({"service_interest": "acne"}, limit=2, actor=ACTOR)
     assert preview.count == 4
     assert [c.id for c in preview.contacts] == sorted([p["maria"], p["ben"], p["dev"], p["eli"]])[:2]
     assert all(c.full_name and c.full_name.startswith("Pat ") for c in preview.contacts)
@@ -199,7 +202,7 @@ def test_preview_decrypts_names_and_audits_each_contact_shown(story: tuple[CareC
     ]
     assert app.verify_audit_chain()[0]
     # counting and listing ids read no personal data: nothing is audited
-    app.segment_preview({"service_interest": "acne"}, limit=0)
+    app.segment_preview({"service_interest": "acne"}, limit=0, actor=ACTOR)
     app.segment_count({"service_interest": "acne"})
     list(app.segment_ids({"service_interest": "acne"}))
     assert len(app.audit_log(limit=1000)) == before + 2
@@ -283,29 +286,29 @@ def test_local_days_start_refuses_naive_now_and_negative_days() -> None:
 def test_save_list_show_delete(story: tuple[CareCRM, dict[str, uuid.UUID]]) -> None:
     app, p = story
     spec = {"service_interest": ["Acne"], "had": [{"kind": "email.opened", "within_days": 90}]}
-    saved = app.segment_save("acne openers", spec)
+    saved = app.segment_save("acne openers", spec, actor=ACTOR)
     assert saved.builder == "basic"
     assert saved.spec == {"service_interest": ["acne"], "had": [{"kinds": ["email.opened"], "within_days": 90}]}
     assert saved.description == "service interest acne; had email.opened within 90 days"
     assert saved.created_by == "tester"
     with pytest.raises(CareCRMError, match="exists"):
-        app.segment_save("acne openers", {})
-    app.segment_save("everyone", {})
+        app.segment_save("acne openers", {}, actor=ACTOR)
+    app.segment_save("everyone", {}, actor=ACTOR)
     assert [s.name for s in app.segment_list()] == ["acne openers", "everyone"]
     # the window stays relative: it moves with the day the segment is shown on
-    assert [c.id for c in app.segment_show("acne openers", now=NOW).contacts] == [p["maria"]]
-    assert app.segment_show("acne openers", now=NOW + timedelta(days=60)).count == 0
-    shown = app.segment_show("acne openers", now=NOW, limit=0)
+    assert [c.id for c in app.segment_show("acne openers", now=NOW, actor=ACTOR).contacts] == [p["maria"]]
+    assert app.segment_show("acne openers", now=NOW + timedelta(days=60), actor=ACTOR).count == 0
+    shown = app.segment_show("acne openers", now=NOW, limit=0, actor=ACTOR)
     assert (shown.count, shown.contacts, shown.segment) == (1, (), app.segment_get("acne openers"))
     assert app.saved_segment_criteria("acne openers", now=NOW) == app.segment_criteria(spec, now=NOW)
-    replaced = app.segment_save("acne openers", {"city": "Evanston"}, replace=True)
+    replaced = app.segment_save("acne openers", {"city": "Evanston"}, replace=True, actor=ACTOR)
     assert replaced.created_at == saved.created_at and replaced.updated_at >= saved.updated_at
-    assert app.segment_show("acne openers").count == 1
-    app.segment_delete("acne openers")
+    assert app.segment_show("acne openers", actor=ACTOR).count == 1
+    app.segment_delete("acne openers", actor=ACTOR)
     with pytest.raises(NotFound):
-        app.segment_show("acne openers")
+        app.segment_show("acne openers", actor=ACTOR)
     with pytest.raises(NotFound):
-        app.segment_delete("acne openers")
+        app.segment_delete("acne openers", actor=ACTOR)
     actions = [e.action for e in app.audit_log(limit=1000)]
     assert actions.count("segment.save") == 3 and actions.count("segment.delete") == 1
 
@@ -313,11 +316,11 @@ def test_save_list_show_delete(story: tuple[CareCRM, dict[str, uuid.UUID]]) -> N
 def test_a_saved_filter_tree_keeps_absolute_times(story: tuple[CareCRM, dict[str, uuid.UUID]]) -> None:
     app, p = story
     tree = HadInteraction(("email.opened",), since=datetime(2024, 5, 1, tzinfo=UTC)) & Eq("city", "Chicago")
-    saved = app.segment_save("may openers", tree)
+    saved = app.segment_save("may openers", tree, actor=ACTOR)
     assert (saved.builder, saved.spec, saved.description) == (None, None, "filter tree")
     assert saved.criteria == unstructure(tree)
-    assert app.segment_show("may openers").count == 2
-    assert {c.id for c in app.segment_show("may openers", now=NOW + timedelta(days=999)).contacts} == {
+    assert app.segment_show("may openers", actor=ACTOR).count == 2
+    assert {c.id for c in app.segment_show("may openers", now=NOW + timedelta(days=999), actor=ACTOR).contacts} == {
         p["maria"],
         p["cora"],
     }
@@ -327,7 +330,7 @@ def test_segment_names_are_checked(story: tuple[CareCRM, dict[str, uuid.UUID]]) 
     app, _ = story
     for bad in ("", "   ", "x" * 256, "tab\there"):
         with pytest.raises(CriteriaError, match="segment name"):
-            app.segment_save(bad, {})
+            app.segment_save(bad, {}, actor=ACTOR)
 
 
 # --------------------------------------------------------------------------- bad input

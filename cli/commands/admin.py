@@ -25,7 +25,7 @@ def _plugins_app() -> CareCRM:
     if st.config_explicit or find_config(None).exists():
         return st.app
     click.echo("note: no carecrm.toml here; showing installed plugins with default settings", err=True)
-    default_app = CareCRM(Settings(base_dir=Path.cwd()), actor=st.actor)
+    default_app = CareCRM(Settings(base_dir=Path.cwd()))
     st.set_app(default_app)
     return default_app
 
@@ -117,7 +117,7 @@ def storage_migrate_to(url: str, as_json: bool) -> None:
         if not as_json:
             click.echo(f"{kind}: {copied} copied", err=True)
 
-    counts = the_app.migrate_to(url, progress=progress)
+    counts = the_app.migrate_to(url, actor=state().actor, progress=progress)
     if as_json:
         echo_json({"ok": True, "counts": {k: {"source": s, "target": t} for k, (s, t) in counts.items()}})
         return

@@ -206,6 +206,7 @@ def contacts_add(
             raise click.BadParameter(f"unknown location; known: {', '.join(names)}", param_hint="--location")
     started = utcnow()
     contact = the_app.add_contact(
+        actor=state().actor,
         first_name=first_name,
         last_name=last_name,
         emails=emails,
@@ -235,7 +236,7 @@ def contacts_find(email: str | None, phone: str | None, name: str | None, limit:
     """Find contacts by email, phone or name (an audited look-up)."""
     if not (email or phone or name):
         raise click.UsageError("give --email, --phone or --name")
-    found = state().app.find_contacts(email=email, phone=phone, name=name, limit=limit)
+    found = state().app.find_contacts(actor=state().actor, email=email, phone=phone, name=name, limit=limit)
     if as_json:
         echo_json([contact_json(c) for c in found])
         return
@@ -249,12 +250,12 @@ def contacts_show(ref: str, as_json: bool) -> None:
     """A contact's identities, stage and stage history, possible duplicates under review
     and notes. REF is a contact id, an email address or a phone number (any format)."""
     the_app = state().app
-    contact = the_app.resolve(ref)
+    contact = the_app.resolve(ref, actor=state().actor)
     history = the_app.stage_history(contact.id)
     pairs = [(b if a == contact.id else a, reason) for a, b, reason in the_app.review_pairs(contact.id)]
-    notes = the_app.notes(contact.id)
+    notes = the_app.notes(contact.id, actor=state().actor)
     first = the_app.first_response(contact.id)
-    open_tasks = [item for item, _ in the_app.tasks(contact=contact.id, status="open")]
+    open_tasks = [item for item, _ in the_app.tasks(actor=state().actor, contact=contact.id, status="open")]
     if as_json:
         echo_json(
             {
@@ -312,7 +313,7 @@ def contacts_assign(ref: str, name: str | None, clear: bool, as_json: bool) -> N
     """
     if clear == (name is not None):
         raise click.UsageError("give NAME or --clear")
-    contact = state().app.assign(ref, None if clear else name)
+    contact = state().app.assign(ref, None if clear else name, actor=state().actor)
     if as_json:
         echo_json({"contact_id": str(contact.id), "owner": contact.owner})
         return
@@ -341,7 +342,7 @@ def timeline(ref: str, limit: int, as_json: bool) -> None:
     ISO 8601 UTC ending in Z.
     """
     the_app = state().app
-    tl = the_app.timeline(ref, limit=limit)
+    tl = the_app.timeline(ref, actor=state().actor, limit=limit)
     if as_json:
         echo_json(
             {
@@ -393,5 +394,5 @@ def note_add(ref: str, text: str) -> None:
 
     REF is a contact id, an email address or a phone number (any format).
     """
-    added = state().app.add_note(ref, text)
+    added = state().app.add_note(ref, text, actor=state().actor)
     click.echo(f"note {added.id} added to contact {added.contact_id}")

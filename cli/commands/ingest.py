@@ -172,7 +172,7 @@ def ingest(
     stdin = sys.stdin.buffer.read() if "-" in files else None
     payloads = read_payloads(files, stdin=stdin, content_type=content_type, headers=parsed, url=url)
     try:
-        report = the_app.ingest_payloads(source, payloads, verify=not no_verify)
+        report = the_app.ingest_payloads(source, payloads, actor=state().actor, verify=not no_verify)
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from None
     if as_json:
@@ -248,7 +248,7 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
 @json_option
 def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
     """One entry and its decrypted payload, exactly as received (an audited read)."""
-    item, payload = state().app.inbox_show(inbox_id)
+    item, payload = state().app.inbox_show(inbox_id, actor=state().actor)
     if as_json:
         echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
         return
@@ -278,7 +278,7 @@ def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
 
     Exit status 1 when records are still quarantined.
     """
-    report = state().app.inbox_retry(inbox_id)
+    report = state().app.inbox_retry(inbox_id, actor=state().actor)
     if as_json:
         echo_json(report_json(report))
     else:
@@ -292,5 +292,5 @@ def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
 @click.option("--reason", help="Why (kept with the entry; do not write personal data here).")
 def inbox_discard(inbox_id: uuid.UUID, reason: str | None) -> None:
     """Mark an entry discarded: it is never processed again and is purged later."""
-    state().app.inbox_discard(inbox_id, reason=reason)
+    state().app.inbox_discard(inbox_id, actor=state().actor, reason=reason)
     click.echo(f"discarded inbox entry {inbox_id}")

@@ -27,7 +27,7 @@ def stage_set(ref: str, stage_name: str, reason: str | None) -> None:
     status 2); see carecrm stage list.
     """
     try:
-        change = state().app.set_stage(ref, stage_name, reason=reason)
+        change = state().app.set_stage(ref, stage_name, actor=state().actor, reason=reason)
     except InvalidTransition as exc:
         allowed = ", ".join(exc.allowed) if exc.allowed else "(none)"
         raise CliError(

@@ -83,7 +83,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
     "score", "last_touch", "computed_at"}; times are ISO 8601 UTC ending in Z.
     """
     the_app = state().app
-    rows = the_app.score_top(limit, stages=list(stages) or None)
+    rows = the_app.score_top(limit, actor=state().actor, stages=list(stages) or None)
     touches = the_app.last_touches([c.id for c, _ in rows])
     if as_json:
         echo_json(
@@ -140,7 +140,7 @@ def score_show(ref: str, as_json: bool) -> None:
     {"contact": {...}, "score": {"model", "score", "computed_at", "reasons": [...]}}.
     """
     the_app = state().app
-    contact, record = the_app.score_explain(ref)
+    contact, record = the_app.score_explain(ref, actor=state().actor)
     if as_json:
         echo_json({"contact": contact_json(contact), "score": score_json(record)})
         return

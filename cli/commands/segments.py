@@ -190,7 +190,7 @@ def segment_preview(limit: int, as_json: bool, **flags: Any) -> None:
     """
     the_app = state().app
     spec = _spec(**flags)
-    preview = the_app.segment_preview(spec, limit=limit)
+    preview = the_app.segment_preview(spec, actor=state().actor, limit=limit)
     if as_json:
         echo_json(_preview_json(preview))
         return
@@ -205,7 +205,7 @@ def segment_preview(limit: int, as_json: bool, **flags: Any) -> None:
 def segment_save(name: str, replace: bool, **flags: Any) -> None:
     """Save the flags as segment NAME. "Within DAYS" stays relative: the window moves with
     the day the segment is used on."""
-    saved = state().app.segment_save(name, _spec(**flags), replace=replace)
+    saved = state().app.segment_save(name, _spec(**flags), actor=state().actor, replace=replace)
     click.echo(f"segment {saved.name!r} saved: {saved.description}")
 
 
@@ -231,7 +231,7 @@ def segment_list(as_json: bool) -> None:
 def segment_show(name: str, limit: int, as_json: bool) -> None:
     """Preview saved segment NAME: its definition, how many contacts it selects today and
     the first of them (each contact shown is an audited read)."""
-    preview = state().app.segment_show(name, limit=limit)
+    preview = state().app.segment_show(name, actor=state().actor, limit=limit)
     if as_json:
         echo_json(_preview_json(preview))
         return
@@ -248,5 +248,5 @@ def segment_show(name: str, limit: int, as_json: bool) -> None:
 @click.argument("name")
 def segment_delete(name: str) -> None:
     """Delete saved segment NAME (the contacts are not touched)."""
-    state().app.segment_delete(name)
+    state().app.segment_delete(name, actor=state().actor)
     click.echo(f"segment {name!r} deleted")

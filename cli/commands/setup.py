@@ -278,7 +278,7 @@ def init(
 
     keys = KeyRing.generate()
     st = state()
-    new_app = CareCRM(settings, actor=st.actor, keys=keys)
+    new_app = CareCRM(settings, keys=keys)
     st.set_app(new_app)
     # the schema first, with the keys in memory: a wrong URL or an unreachable server
     # leaves no half-made practice behind

@@ -84,7 +84,7 @@ def task_add(ref: str, text: str, due: str, assignee: str | None, as_json: bool)
     encrypted at rest.
     """
     the_app = state().app
-    added = the_app.add_task(ref, text, due=due, assignee=assignee)
+    added = the_app.add_task(ref, text, actor=state().actor, due=due, assignee=assignee)
     if as_json:
         echo_json(task_json(added))
         return
@@ -118,7 +118,9 @@ def task_list(
     st = state()
     who = st.actor.name if mine else assignee
     now = utcnow()
-    rows = st.app.tasks(assignee=who, contact=contact_ref, overdue=overdue, status=None if all_ else "open", now=now)
+    rows = st.app.tasks(
+        actor=st.actor, assignee=who, contact=contact_ref, overdue=overdue, status=None if all_ else "open", now=now
+    )
     if as_json:
         echo_json([task_json(t, c, now=now) for t, c in rows])
         return
@@ -149,7 +151,7 @@ def task_list(
 def task_done(task_id: str) -> None:
     """Mark task ID done (the id that carecrm task list shows); it also appears on the
     contact's timeline as task.completed."""
-    done = state().app.complete_task(task_id)
+    done = state().app.complete_task(task_id, actor=state().actor)
     click.echo(f"task {done.id} done (by {done.completed_by})")
 
 
@@ -202,6 +204,7 @@ def log_call(ref: str, outcome: str, direction: str, note: str | None, at: str |
     the_app = state().app
     item = the_app.log_interaction(
         ref,
+        actor=state().actor,
         kind=f"call.{outcome}",
         direction=direction,
         body=note,
@@ -213,7 +216,7 @@ def log_call(ref: str, outcome: str, direction: str, note: str | None, at: str |
 
 def _log_message(kind: str, ref: str, note: str | None, at: str | None) -> None:
     the_app = state().app
-    _logged(the_app.log_interaction(ref, kind=kind, body=note, occurred_at=at), the_app)
+    _logged(the_app.log_interaction(ref, actor=state().actor, kind=kind, body=note, occurred_at=at), the_app)
 
 
 @log_group.command("sms")

@@ -13,7 +13,10 @@ from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, Touchpoint
+from carecrm.core.models import Actor
 from carecrm.core.timeutil import utcnow
+
+ACTOR = Actor.parse("tester:admin")
 
 
 class Practice:
@@ -59,10 +62,11 @@ def practice(tmp_path: Path) -> Practice:
                 _lead("old@example.com", 4, "form.submitted", now - timedelta(days=500), google),
                 # Mar 1 2026, 01:00 in Chicago; never booked
                 _lead("march@example.com", 5, "chat.started", datetime(2026, 3, 1, 7, tzinfo=UTC), None),
-            ]
+            ],
+            actor=ACTOR,
         )
         for email in ("ana@example.com", "ben@example.com", "old@example.com"):
-            app.set_stage(email, "booked_patient")
+            app.set_stage(email, "booked_patient", actor=ACTOR)
     return Practice(root)
 
 

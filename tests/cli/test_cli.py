@@ -512,6 +512,24 @@ def test_actor_is_recorded(practice: Practice) -> None:
     assert "audit chain intact" in practice.ok("audit", "verify").stdout
 
 
+def test_one_read_or_one_change_writes_one_audit_entry(practice: Practice) -> None:
+    cid = practice.add_contact("--phone", "+13125550142")
+
+    def entries() -> list[dict[str, Any]]:
+        return list(practice.json("audit", "log", "--contact", cid, "--limit", "1000"))
+
+    before = len(entries())
+    practice.ok("--as", "alice:coordinator", "contacts", "show", cid)
+    shown = entries()[before:]
+    # one contact read (no notes, no tasks to read): not the same read twice
+    assert [(e["actor"], e["action"], e["purpose"]) for e in shown] == [("alice", "contact.read", "view")]
+    before = len(entries())
+    practice.ok("--as", "alice:coordinator", "stage", "set", "+13125550142", "contacted")
+    moved = entries()[before:]
+    assert [(e["actor"], e["role"], e["action"]) for e in moved] == [("alice", "coordinator", "stage.set")]
+    assert practice.json("audit", "verify")["ok"] is True
+
+
 # --------------------------------------------------------------------------- plugins and storage
 
 

@@ -14,7 +14,10 @@ from click.testing import CliRunner, Result
 from carecrm.cli.main import cli
 from carecrm.cli.output import format_local
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
+from carecrm.core.models import Actor
 from carecrm.core.timeutil import isoformat_z, utcnow
+
+ACTOR = Actor.parse("tester:admin")
 
 #: Ana's call back: her latest touch (a fixed time of day, read in America/Chicago).
 CALL = (utcnow() - timedelta(days=2)).replace(hour=15, minute=30, second=0, microsecond=0)
@@ -81,7 +84,8 @@ def practice(tmp_path: Path) -> Practice:
                 ),
                 _lead("ben@example.com", "+13125550143", "Ben Example", ("form.submitted", now, {})),
                 _lead("cy@example.com", "+13125550144", "Cy Sample", ("email.clicked", now - timedelta(days=1), {})),
-            ]
+            ],
+            actor=ACTOR,
         )
     return p
 

@@ -15,6 +15,8 @@ from carecrm.cli.main import cli
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
 from carecrm.core.models import Actor
 
+ACTOR = Actor.parse("tester:admin")
+
 #: Saturday 15 June 2024, 12:00 CDT.
 NOW = datetime(2024, 6, 15, 17, 0, tzinfo=UTC)
 
@@ -70,7 +72,7 @@ def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Practice:
         env={"CARECRM_LOAD_PLUGINS": ""},
     )
     assert result.exit_code == 0, result.output
-    with CareCRM.from_config(root / "carecrm.toml", actor=Actor(name="setup"), load_entrypoints=False) as app:
+    with CareCRM.from_config(root / "carecrm.toml", load_entrypoints=False) as app:
         report = app.ingest(
             [
                 _lead(
@@ -83,7 +85,8 @@ def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Practice:
                 _lead("ben", "acne", "Evanston", datetime(2024, 1, 5, 13, tzinfo=UTC)),
                 _lead("cora", "botox", "Chicago", datetime(2024, 6, 1, 13, tzinfo=UTC)),
                 _lead("dev", "acne", "Chicago"),
-            ]
+            ],
+            actor=ACTOR,
         )
         assert not report.quarantined
     monkeypatch.setattr("carecrm.core.segments_api.utcnow", lambda: NOW)

@@ -24,9 +24,11 @@ import pytest
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import LeadEvent, Location, Practice, RawPayload
+from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
 from carecrm.plugins.sources.callrail import CallRailConnector
+
+ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -423,11 +425,11 @@ def test_registered_as_a_built_in(make_app: MAKE) -> None:
 @needs_corpus
 def test_legacy_sample_through_the_app(make_app: MAKE) -> None:
     app = make_app(sources={"callrail": {"time_zone": "America/New_York"}})
-    report = app.ingest_payloads("callrail", [legacy_payload()])
+    report = app.ingest_payloads("callrail", [legacy_payload()], actor=ACTOR)
     assert report.quarantined == []
     assert report.contacts_created == 1 and report.interactions_added == 1
     assert report.dropped_fields["callercity"] == 1
-    timeline = app.timeline(CALLER)
+    timeline = app.timeline(CALLER, actor=ACTOR)
     contact = timeline.contact
     assert contact.phones() == [CALLER]
     assert (contact.first_name, contact.last_name) == (None, None)
@@ -445,7 +447,7 @@ def test_legacy_sample_through_the_app(make_app: MAKE) -> None:
     assert tp.channel_group == "direct"
     assert inter.body is not None and "recording:" in inter.body  # decrypted for the timeline
     # a call-modified re-send (same id, same kind) adds nothing
-    again = app.ingest_payloads("callrail", [legacy_payload(transcription="Hello")])
+    again = app.ingest_payloads("callrail", [legacy_payload(transcription="Hello")], actor=ACTOR)
     assert again.interactions_added == 0 and again.contacts_created == 0 and again.quarantined == []
 
 
@@ -453,10 +455,10 @@ def test_legacy_sample_through_the_app(make_app: MAKE) -> None:
 @pytest.mark.parametrize("callername", ["SKYPE CALLER", "JOHN SMITH"])
 def test_existing_contact_keeps_her_name(make_app: MAKE, callername: str) -> None:
     app = make_app(sources={"callrail": {}})
-    maria = app.add_contact(first_name="Maria", last_name="Lopez", phones=["(261) 555-0123"])
-    report = app.ingest_payloads("callrail", [legacy_payload(callername=callername)])
+    maria = app.add_contact(first_name="Maria", last_name="Lopez", phones=["(261) 555-0123"], actor=ACTOR)
+    report = app.ingest_payloads("callrail", [legacy_payload(callername=callername)], actor=ACTOR)
     assert report.quarantined == [] and report.contacts_created == 0 and report.review_pairs == 0
-    timeline = app.timeline(CALLER)
+    timeline = app.timeline(CALLER, actor=ACTOR)
     assert timeline.contact.id == maria.id
     assert (timeline.contact.first_name, timeline.contact.last_name) == ("Maria", "Lopez")
     assert [i.kind for i in timeline.interactions] == ["call.completed"]
@@ -465,7 +467,7 @@ def test_existing_contact_keeps_her_name(make_app: MAKE, callername: str) -> Non
 @needs_corpus
 def test_missing_caller_number_is_quarantined(make_app: MAKE) -> None:
     app = make_app(sources={"callrail": {}})
-    report = app.ingest_payloads("callrail", [legacy_payload(callernum=None)])
+    report = app.ingest_payloads("callrail", [legacy_payload(callernum=None)], actor=ACTOR)
     assert report.interactions_added == 0
     (q,) = report.quarantined
     assert (q.source, q.record, q.field) == ("callrail", "201235151", "callernum")
@@ -477,16 +479,18 @@ def test_signed_v3_through_the_app(make_app: MAKE, monkeypatch: pytest.MonkeyPat
     app = make_app(sources={"callrail": {"secret": "$env:CARECRM_TEST_CALLRAIL_TOKEN", "verify_signature": True}})
     body = json.dumps(v3_call()).encode()
     good = RawPayload(body=body, headers={"Signature": sign(body, "company-token")})
-    report = app.ingest_payloads("callrail", [good])
+    report = app.ingest_payloads("callrail", [good], actor=ACTOR)
     assert report.quarantined == [] and report.interactions_added == 1
-    contact = app.timeline("+13125550142").contact
+    contact = app.timeline("+13125550142", actor=ACTOR).contact
     assert contact.location == "downtown"  # the test app's practice has no tracking numbers
     assert contact.full_name == "MARIA GARCIA" and contact.name_confidence == "low"
     bad_body = json.dumps(v3_call(resource_id="CAL2", id="CAL2")).encode()
-    bad = app.ingest_payloads("callrail", [RawPayload(body=bad_body, headers={"Signature": sign(bad_body, "x")})])
+    bad = app.ingest_payloads(
+        "callrail", [RawPayload(body=bad_body, headers={"Signature": sign(bad_body, "x")})], actor=ACTOR
+    )
     (q,) = bad.quarantined
     assert q.field == "Signature"
     # verify_signature without a secret: unsigned payloads are never accepted silently
     app2 = make_app(sources={"cr2": {"connector": "callrail", "verify_signature": True}})
     with pytest.raises(ConfigError, match="no secret"):
-        app2.ingest_payloads("cr2", [good])
+        app2.ingest_payloads("cr2", [good], actor=ACTOR)

@@ -25,10 +25,12 @@ import pytest
 from carecrm.core import hookspecs
 from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import LeadEvent, Location, Practice, RawPayload
+from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
 from carecrm.plugins.sources import mapped
 from carecrm.plugins.sources.mapped import MappedConnector
+
+ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "plugins" / "sources" / "examples"
@@ -905,11 +907,11 @@ def test_typeform_through_the_app(make_app: Any) -> None:
     table = example_options("typeform")
     app = make_app(sources={"typeform": {"connector": "mapped", **table}})
     body = TYPEFORM_FILE.read_bytes()
-    report = app.ingest_payloads("typeform", [RawPayload(body=body)])
+    report = app.ingest_payloads("typeform", [RawPayload(body=body)], actor=ACTOR)
     assert (report.records, report.contacts_created, report.interactions_added) == (1, 1, 1)
     assert report.quarantined == []
     assert report.dropped_fields["KoJxDM3c6x8h"] == 1
-    again = app.ingest_payloads("typeform", [RawPayload(body=body + b"\n")])
+    again = app.ingest_payloads("typeform", [RawPayload(body=body + b"\n")], actor=ACTOR)
     assert (again.duplicates, again.interactions_added) == (1, 0)
 
 
@@ -926,14 +928,14 @@ def test_webflow_signed_through_the_app(make_app: Any) -> None:
         headers={"x-webflow-timestamp": stamp, "x-webflow-signature": signature},
         received_at=received,
     )
-    report = app.ingest_payloads("webflow", [good])
+    report = app.ingest_payloads("webflow", [good], actor=ACTOR)
     assert (report.contacts_created, report.quarantined) == (1, [])
     forged = RawPayload(
         body=body.replace(b"Zaphod", b"Arthur"),
         headers={"x-webflow-timestamp": stamp, "x-webflow-signature": signature},
         received_at=received,
     )
-    refused = app.ingest_payloads("webflow", [forged])
+    refused = app.ingest_payloads("webflow", [forged], actor=ACTOR)
     assert refused.contacts_created == 0
     (quarantined,) = refused.quarantined
     assert (quarantined.record, quarantined.field) == ("payload", "x-webflow-signature")

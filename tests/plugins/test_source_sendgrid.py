@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import LeadEvent, RawPayload
+from carecrm.core.models import Actor, LeadEvent, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
 from carecrm.plugins.sources.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridConnector
+
+ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -584,7 +586,7 @@ def test_configured_with_no_options_or_only_a_secret(make_app: MAKE) -> None:
     assert isinstance(app.connector("sg2"), SendGridConnector)
     # a signed connector with no secret refuses to ingest unverified payloads
     with pytest.raises(ConfigError, match="no secret"):
-        app.ingest_payloads("sendgrid", [RawPayload(body=b"[]")])
+        app.ingest_payloads("sendgrid", [RawPayload(body=b"[]")], actor=ACTOR)
 
 
 def _contact_consents(app: CareCRM, contact_id: Any) -> list[tuple[str, str, str]]:
@@ -596,11 +598,11 @@ def _contact_consents(app: CareCRM, contact_id: Any) -> list[tuple[str, str, str
 def test_all_types_through_the_app(make_app: MAKE) -> None:
     app = make_app(sources={"sendgrid": {}})
     body = ALL_TYPES.read_bytes()
-    report = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False)
+    report = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False, actor=ACTOR)
     assert report.quarantined == []
     assert report.contacts_created == 1  # one email-only contact, no invented name
     assert report.interactions_added == 10  # group_resubscribe is a consent event only
-    timeline = app.timeline(EMAIL)
+    timeline = app.timeline(EMAIL, actor=ACTOR)
     contact = timeline.contact
     assert (contact.first_name, contact.last_name) == (None, None)
     assert contact.emails() == [EMAIL]
@@ -633,12 +635,12 @@ def test_all_types_through_the_app(make_app: MAKE) -> None:
         ]
     )
     # a re-delivery (byte-identical, or re-serialised by a proxy) adds nothing
-    again = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False)
+    again = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False, actor=ACTOR)
     assert again.duplicate_payloads == 1
     reserialised = json.dumps(json.loads(body)).encode()
-    third = app.ingest_payloads("sendgrid", [RawPayload(body=reserialised)], verify=False)
+    third = app.ingest_payloads("sendgrid", [RawPayload(body=reserialised)], verify=False, actor=ACTOR)
     assert third.interactions_added == 0 and third.contacts_created == 0 and third.quarantined == []
-    assert len(app.timeline(EMAIL).interactions) == 10
+    assert len(app.timeline(EMAIL, actor=ACTOR).interactions) == 10
     assert len(_contact_consents(app, contact.id)) == 4
     assert app.counts()["contacts"] == 1
 
@@ -646,10 +648,10 @@ def test_all_types_through_the_app(make_app: MAKE) -> None:
 def test_per_event_batch_through_the_app(make_app: MAKE) -> None:
     app = make_app(sources={"sendgrid": {}})
     body = json.dumps(per_event_batch()).encode()
-    report = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False)
+    report = app.ingest_payloads("sendgrid", [RawPayload(body=body)], verify=False, actor=ACTOR)
     assert report.quarantined == []
     assert report.interactions_added == 11  # 12 events, group_resubscribe has no interaction
-    kinds = [i.kind for i in app.timeline(EMAIL).interactions]
+    kinds = [i.kind for i in app.timeline(EMAIL, actor=ACTOR).interactions]
     assert kinds.count("email.bounced") == 2  # bounce and blocked, same sg_event_id
 
 
@@ -657,11 +659,11 @@ def test_per_event_batch_through_the_app(make_app: MAKE) -> None:
 def test_signed_vector_through_the_app(make_app: MAKE) -> None:
     v = vector()
     app = make_app(sources={"sendgrid": {"secret": v["public_key"]}})
-    report = app.ingest_payloads("sendgrid", [signed_payload()])
+    report = app.ingest_payloads("sendgrid", [signed_payload()], actor=ACTOR)
     assert report.quarantined == [] and report.interactions_added == 1
-    assert [i.kind for i in app.timeline("hello@world.com").interactions] == ["email.dropped"]
+    assert [i.kind for i in app.timeline("hello@world.com", actor=ACTOR).interactions] == ["email.dropped"]
     tampered = signed_payload(SIGNED_RAW.read_bytes().replace(b"hello@world.com", b"hallo@world.com"))
-    bad = app.ingest_payloads("sendgrid", [tampered])
+    bad = app.ingest_payloads("sendgrid", [tampered], actor=ACTOR)
     assert bad.interactions_added == 0
     (q,) = bad.quarantined
     assert q.field == SIGNATURE_HEADER
@@ -677,6 +679,6 @@ def test_a_bad_element_quarantines_only_itself(make_app: MAKE) -> None:
         {"email": EMAIL, "timestamp": 1600000000, "event": "delivered", "sg_event_id": "a"},
         {"timestamp": 1600000000, "event": "delivered", "sg_event_id": "b"},
     ]
-    report = app.ingest_payloads("sendgrid", [RawPayload(body=json.dumps(batch).encode())], verify=False)
+    report = app.ingest_payloads("sendgrid", [RawPayload(body=json.dumps(batch).encode())], verify=False, actor=ACTOR)
     assert report.interactions_added == 1
     assert [(q.record, q.field) for q in report.quarantined] == [("b", "email")]
