@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pluggy
@@ -74,6 +74,8 @@ from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory,
 from carecrm.core.timeutil import utcnow
 
 log = logging.getLogger("carecrm")
+
+_T = TypeVar("_T")
 
 #: Default time-zone-free settings for a brand-new practice written by ``init``.
 _META_KEY_CHECK = "key_check"
@@ -713,7 +715,8 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 return
             records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
             digests = [rec.digest for rec, _ in records]
-            with self.storage.unit_of_work() as uow:
+
+            def store(uow: UnitOfWork) -> dict[str, InboxRecord]:
                 # the same bytes again: after a processed copy nothing changes; a quarantined,
                 # discarded or unfinished copy is processed again in its own inbox entry.
                 # One row per (source, digest): stored with insert-or-skip, so a concurrent
@@ -721,8 +724,11 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 # same row, and both agree on its status
                 before = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
                 uow.inbox.add_new([rec for rec, _ in records if rec.digest not in before])
-                stored = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
+                found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
                 uow.commit()
+                return found
+
+            stored = self._retrying(store)
             seen: set[str] = set()
             for rec, payload in records:
                 if rec.digest in seen:  # the same bytes twice in one batch: once
@@ -801,7 +807,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         now = utcnow()
         ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
         done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]
-        with self.storage.unit_of_work() as uow:
+        def mark(uow: UnitOfWork) -> None:
             for iid, reasons in bad.items():
                 uow.inbox.set_status_many([iid], "quarantined", reason="; ".join(reasons)[:2000], processed_at=now)
             if ignored:
@@ -812,6 +818,29 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             if done:
                 uow.inbox.set_status_many(done, "processed", processed_at=now)
             uow.commit()
+
+        self._retrying(mark)
+
+    def _retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
+        """Run ``work(uow)`` in a new unit of work, again in a fresh one when it lost a race
+        with a concurrent writer (:class:`ConflictError`: a deadlock such as MariaDB 1213 or
+        PostgreSQL 40P01, or a lock wait timeout), up to :data:`WRITE_ATTEMPTS` times; then
+        the last error propagates.  ``work`` must commit and be safe to repeat."""
+        import random
+        import time
+
+        from carecrm.core.errors import ConflictError
+        from carecrm.core.ingest import WRITE_ATTEMPTS
+
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.storage.unit_of_work() as uow:
+                    return work(uow)
+            except ConflictError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     def _ingestor(self, actor: Actor) -> Ingestor:
         """The ingest engine for one call by ``actor`` (see :mod:`carecrm.core.ingest`)."""
