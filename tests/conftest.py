@@ -85,22 +85,13 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     The server is ``CARECRM_TEST_POSTGRES_URL`` (default the local test server); an
     unreachable server fails under ``CI`` and skips otherwise.
     """
-    admin_url = os.environ.get("CARECRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    name = f"carecrm_{request.node.name.lower()[:30]}_{os.getpid()}"
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
-    yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    yield from _fresh_database(
+        request,
+        os.environ.get("CARECRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        server="PostgreSQL",
+        create="",
+        drop=" WITH (FORCE)",
+    )
 
 
 @pytest.fixture
@@ -110,19 +101,33 @@ def mariadb_url(request: pytest.FixtureRequest) -> Iterator[str]:
     The server is ``CARECRM_TEST_MARIADB_URL`` (default the local test server, root with
     no password); an unreachable server fails under ``CI`` and skips otherwise.
     """
-    admin_url = os.environ.get("CARECRM_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+    yield from _fresh_database(
+        request,
+        os.environ.get("CARECRM_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+        server="MariaDB",
+        create=" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        drop="",
+    )
+
+
+def _fresh_database(
+    request: pytest.FixtureRequest, admin_url: str, *, server: str, create: str, drop: str
+) -> Iterator[str]:
+    """Create a database named after the test on the server of ``admin_url``, yield its
+    URL, drop it afterwards (``create`` and ``drop`` are the dialect's clause suffixes).
+    An unreachable server fails under ``CI`` and skips otherwise."""
     name = f"carecrm_{request.node.name.lower()[:30]}_{os.getpid()}"
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:64]
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:63]
     try:
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}{create}"))
     except sa.exc.OperationalError as exc:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"MariaDB not reachable: {type(exc).__name__}")
+        pytest.skip(f"{server} not reachable: {type(exc).__name__}")
     yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{drop}"))
     admin.dispose()
