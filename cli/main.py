@@ -47,6 +47,7 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     admin.plugins,
     admin.storage,
     admin.audit,
+    admin.events,
 )
 
 

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,8 @@ from carecrm.core.models import (
     Touchpoint,
 )
 from carecrm.core.options import build_component, structure_options
+from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, RelayReport, publish
+from carecrm.core.outbox import prune as prune_outbox
 from carecrm.core.plugins import (
     DEFAULT_PLUGINS,
     PluginInfo,
@@ -509,12 +511,41 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         return result  # type: ignore[no-any-return]
 
     def dispatch(self, events: Iterable[ev.Event]) -> None:
-        """Deliver committed events to ``carecrm_track_event`` through pluggy's hook
-        callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an implementation's
-        exception is logged with its plugin's name, never stops the other plugins and
-        never undoes committed data.  Then run the work deferred with
-        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.dispatch`)."""
+        """Deliver ``events`` to ``carecrm_track_event`` at once, in memory, through
+        pluggy's hook callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an
+        implementation's exception is logged with its plugin's name, never stops the other
+        plugins and never undoes committed data.  Then run the work deferred with
+        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.dispatch`).
+
+        The use cases never call this directly: they write their events to the outbox
+        in the unit of work of the change (:func:`carecrm.core.outbox.publish`) and call
+        :meth:`deliver_events` after the commit, which delivers through here."""
         EventDispatcher(self.pm, self).dispatch(events)
+
+    def events_relay(self, subscriber: str = LIVE_SUBSCRIBER) -> OutboxRelay:
+        """The relay of the outbox to ``subscriber`` (default: the in-process
+        ``carecrm_track_event`` delivery, :meth:`dispatch`).  A server's worker or a
+        scheduler builds its own subscriber with :class:`~carecrm.core.outbox.OutboxRelay`."""
+        dispatcher = EventDispatcher(self.pm, self)
+        return OutboxRelay(self.storage, subscriber, dispatcher.dispatch)
+
+    def deliver_events(self) -> RelayReport:
+        """Deliver every committed event not yet given to ``carecrm_track_event``, in commit
+        order, from the durable outbox (:mod:`carecrm.core.outbox`): the events of the
+        write just committed, and any a crashed process committed but never delivered.
+        Called after every commit that wrote events; ``carecrm events deliver`` runs it by
+        hand.  When another process is delivering, returns at once (it delivers these
+        too).  Never raises for a plugin's failure (logged)."""
+        return self.events_relay().run()
+
+    def pending_events(self) -> int:
+        """How many committed events ``carecrm_track_event`` has not been given yet."""
+        return self.events_relay().pending()
+
+    def prune_events(self, *, older_than: timedelta = timedelta(days=30)) -> int:
+        """Delete outbox events already delivered and written more than ``older_than`` ago
+        (default 30 days); returns how many (``carecrm events prune``)."""
+        return prune_outbox(self.storage, [LIVE_SUBSCRIBER], older_than=older_than)
 
     def after_dispatch(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback()`` once after the events being dispatched have all been
@@ -908,8 +939,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def inbox_purge(self, *, now: datetime | None = None) -> int:
         """Delete processed, ignored and discarded payloads older than the retention
         (``[ingest] inbox_retention_days``, default 30); quarantined ones stay."""
-        from datetime import timedelta
-
         cutoff = (now or utcnow()) - timedelta(days=self.settings.inbox_retention_days)
         with self.storage.unit_of_work() as uow:
             n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
@@ -1160,19 +1189,21 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             )
             uow.interactions.add(self.mapper.interaction_to_record(inter, key))
             self.audit(uow, actor, "note.add", contact_id=rec.id, fields=["note"])
+            publish(
+                uow,
+                [
+                    ev.InteractionRecorded(
+                        at=now,
+                        contact_id=rec.id,
+                        interaction_id=inter.id,
+                        kind=inter.kind,
+                        occurred_at=now,
+                        source="carecrm",
+                    )
+                ],
+            )
             uow.commit()
-        self.dispatch(
-            [
-                ev.InteractionRecorded(
-                    at=now,
-                    contact_id=rec.id,
-                    interaction_id=inter.id,
-                    kind=inter.kind,
-                    occurred_at=now,
-                    source="carecrm",
-                )
-            ]
-        )
+        self.deliver_events()
         return note
 
     # ------------------------------------------------------------------ pipeline
@@ -1233,19 +1264,21 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 )
             )
             self.audit(uow, actor, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
+            publish(
+                uow,
+                [
+                    ev.StageChanged(
+                        at=now,
+                        contact_id=rec.id,
+                        pipeline=pipeline.name,
+                        from_stage=rec.stage,
+                        to_stage=stage,
+                        actor=actor.name,
+                    )
+                ],
+            )
             uow.commit()
-        self.dispatch(
-            [
-                ev.StageChanged(
-                    at=now,
-                    contact_id=rec.id,
-                    pipeline=pipeline.name,
-                    from_stage=rec.stage,
-                    to_stage=stage,
-                    actor=actor.name,
-                )
-            ]
-        )
+        self.deliver_events()
         return change
 
     def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:

@@ -37,6 +37,7 @@ from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.ids import new_id
 from carecrm.core.ingest import implied_move
 from carecrm.core.models import Actor, Contact, Interaction, Location, Task
+from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
@@ -298,8 +299,9 @@ class CoordinationMixin:
                 fields=["task"],
                 details={"task_id": str(task.id), "assignee": who},
             )
+            publish(uow, [_recorded(inter, now)])
             uow.commit()
-        app.dispatch([_recorded(inter, now)])
+        app.deliver_events()
         return task
 
     def tasks(
@@ -385,9 +387,11 @@ class CoordinationMixin:
             if key is not None:
                 uow.interactions.add(app.mapper.interaction_to_record(inter, key))
             app.audit(uow, actor, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
+            if key is not None:
+                publish(uow, [_recorded(inter, now)])
             uow.commit()
         if key is not None:
-            app.dispatch([_recorded(inter, now)])
+            app.deliver_events()
         return app.read_path.task_for_change(done, crec, actor=actor)
 
     # ------------------------------------------------------------------ assignment
@@ -536,8 +540,9 @@ class CoordinationMixin:
                 fields=["body"] if text else [],
                 details={"kind": kind, "interaction_id": str(inter.id)},
             )
+            publish(uow, events)
             uow.commit()
-        app.dispatch(events)
+        app.deliver_events()
         return inter
 
     def _implied_move(

@@ -19,7 +19,8 @@ Families:
   ``wrapper=True`` implementation runs around each of those calls and
   ``CARECRM_TRACE_PLUGINS=1`` traces them;
 * ``carecrm_configure``, called once the app is ready;
-* ``carecrm_track_event``, the one live-event hook, called after each commit;
+* ``carecrm_track_event``, the one live-event hook, called after each commit (from the
+  durable outbox);
 * ``carecrm_match_contact``, a ``firstresult`` choice hook ("can anyone answer this?").
 """
 
@@ -174,7 +175,14 @@ def carecrm_configure(app: CareCRM) -> None:
 def carecrm_track_event(event: Event, app: CareCRM) -> None:
     """A change was committed: react to it (automation, scoring, notifications).
 
-    Called after each successful commit, once per domain event, in order.  ``event``
+    Called after each successful commit, once per domain event, in commit order.  The
+    events are durable: the unit of work writes them to the outbox in the same
+    transaction as the change, and they are delivered from there
+    (:mod:`carecrm.core.outbox`), so a process that dies between its commit and the
+    delivery loses nothing: the next write, or ``carecrm events deliver``, delivers them.
+    Delivery is at least once (a crash in the middle of a page of events delivers that
+    page again): make what you do idempotent, or key it by the event's ids.  A write made
+    here has its events delivered after the current page.  ``event``
     is a frozen instance of a :mod:`carecrm.core.events` class (``InteractionRecorded``,
     ``StageChanged``, ``ContactCreated``, ``ContactsMerged``, ``ScoreChanged``,
     ``ConsentChanged``, ``PossibleDuplicate``).  Events carry ids and kinds, never

@@ -59,6 +59,7 @@ from carecrm.core.models import (
     LeadEvent,
     Touchpoint,
 )
+from carecrm.core.outbox import publish
 from carecrm.core.pipeline import implied_stage
 from carecrm.core.records import (
     ConsentRecord,
@@ -540,7 +541,7 @@ class Ingestor:
 
     def run(self, items: Sequence[tuple[LeadEvent, uuid.UUID | None]], report: IngestReport) -> list[ev.Event]:
         """Ingest lead events in batches of ``settings.batch_size``; returns the live events
-        fired (already dispatched)."""
+        fired (written to the outbox with each batch, and delivered after its commit)."""
         fired: list[ev.Event] = []
         size = max(1, self.app.settings.batch_size)
         for start in range(0, len(items), size):
@@ -580,7 +581,8 @@ class Ingestor:
                                 prep.inbox_id,
                             )
                         )
-            self.app.dispatch(events)
+            if events:
+                self.app.deliver_events()
             fired.extend(events)
         return fired
 
@@ -841,6 +843,7 @@ class Ingestor:
                     "interactions_added": report.interactions_added,
                 },
             )
+            publish(uow, events)
             uow.commit()
         return events
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from carecrm.core import events as ev
 from carecrm.core.errors import NotFound
 from carecrm.core.options import build_component
+from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ScoreRecord
 from carecrm.core.scoring import ScoringModel, compact_reasons
 from carecrm.core.timeutil import to_utc_ms, utcnow
@@ -166,9 +167,11 @@ class ScoringMixin:
                                 new_score=record.score,
                             )
                         )
+                publish(uow, changed)
                 uow.commit()
             out.extend(records)
-            _app(self).dispatch(changed)
+            if changed:
+                _app(self).deliver_events()
         return out
 
     def rescore_all(self, *, now: datetime | None = None) -> int:

@@ -40,6 +40,7 @@ from carecrm.core.records import (
     InteractionRecord,
     MergeRecord,
     NoteRecord,
+    OutboxRecord,
     ReviewRecord,
     ScoreRecord,
     SegmentRecord,
@@ -72,6 +73,7 @@ RECORD_KINDS: tuple[str, ...] = (
     "inbox",
     "merges",
     "audit_log",
+    "outbox",
     "meta",
 )
 
@@ -89,7 +91,7 @@ def check_record_kind(kind: str) -> str:
 
 #: The schema version this release of carecrm reads and writes.  A database with a
 #: higher number is refused (SchemaVersionError); a lower one must be upgraded first.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ContactRepository(Protocol):
@@ -568,6 +570,33 @@ class AuditRepository(Protocol):
         """Entries with ``seq > since_seq`` in seq order, streamed."""
 
 
+class OutboxRepository(Protocol):
+    """The durable outbox of committed domain events (see :class:`OutboxRecord`):
+    append-only, read in seq order by each subscriber from its cursor."""
+
+    def append_many(self, records: Sequence[OutboxRecord]) -> None:
+        """Append events (their ``seq`` already assigned by the core).
+
+        :raises DuplicateError: if a ``seq`` is taken (a concurrent writer without the lock).
+        """
+
+    def after(self, seq: int, *, limit: int = 100) -> list[OutboxRecord]:
+        """At most ``limit`` events with ``seq`` greater than ``seq``, in seq order.
+
+        :raises ValueError: if ``limit`` is negative.
+        """
+
+    def last_seq(self) -> int:
+        """The highest stored ``seq``, 0 for an empty outbox."""
+
+    def prune(self, *, upto_seq: int, before: datetime) -> int:
+        """Delete the events with ``seq <= upto_seq`` written before ``before`` (delivered to
+        every subscriber and past retention); returns how many.
+
+        :raises ValueError: if ``before`` is naive.
+        """
+
+
 class MetaRepository(Protocol):
     """Small key/value settings of the database (schema version, key check value)."""
 
@@ -641,6 +670,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     @property
     def meta(self) -> MetaRepository: ...

@@ -114,6 +114,14 @@ def check(config: Path, *, contacts: int, forms: int, payloads: int) -> None:
         ok, entries, problem = app.verify_audit_chain()
         assert ok, problem
         assert entries > 0
+        # the outbox: one event per change, numbered without a gap or a repeat, all delivered
+        with app.storage.unit_of_work() as uow:
+            outbox = list(uow.export_records("outbox"))
+        assert [r.seq for r in outbox] == list(range(1, len(outbox) + 1))
+        kinds = [r.kind for r in outbox]
+        assert kinds.count("ContactCreated") == contacts
+        assert kinds.count("InteractionRecorded") == forms
+        assert app.pending_events() == 0
     finally:
         app.close()
 

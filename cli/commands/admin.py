@@ -195,3 +195,48 @@ def audit_log(limit: int, contact_id: uuid.UUID | None, as_json: bool) -> None:
     for e in entries:
         add_row(t, e.seq, e.at, e.actor, e.role, e.action, e.contact_id, e.purpose, e.fields)
     print_table(t)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@click.group()
+def events() -> None:
+    """The durable outbox of live events: what plugins (scoring, automation) have not been
+    given yet, deliver it, prune what every subscriber has had."""
+
+
+@events.command("pending")
+@json_option
+def events_pending(as_json: bool) -> None:
+    """How many committed events ``carecrm_track_event`` has not been given yet (after a
+    crash between a commit and its delivery; any write, or ``events deliver``, sends them)."""
+    count = state().app.pending_events()
+    if as_json:
+        echo_json({"pending": count})
+    else:
+        click.echo(f"{count} event(s) pending")
+
+
+@events.command("deliver")
+@json_option
+def events_deliver(as_json: bool) -> None:
+    """Deliver every pending event to the plugins now, in commit order (each once)."""
+    report = state().app.deliver_events()
+    if as_json:
+        echo_json({"delivered": report.delivered, "skipped": report.skipped, "busy": report.busy})
+    elif report.busy:
+        click.echo("another process is delivering the events; it delivers these too")
+    else:
+        click.echo(f"{report.delivered} event(s) delivered" + (f", {report.skipped} skipped" if report.skipped else ""))
+
+
+@events.command("prune")
+@click.option("--days", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Keep delivered events younger than this many days.")
+def events_prune(days: int) -> None:
+    """Delete delivered events older than ``--days``."""
+    from datetime import timedelta
+
+    removed = state().app.prune_events(older_than=timedelta(days=days))
+    click.echo(f"{removed} event(s) pruned")

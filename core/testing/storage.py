@@ -78,6 +78,7 @@ from carecrm.core.records import (
     InteractionRecord,
     MergeRecord,
     NoteRecord,
+    OutboxRecord,
     ReviewRecord,
     ScoreRecord,
     SegmentRecord,
@@ -383,6 +384,19 @@ def audit_record(seq: int, **overrides: Any) -> AuditRecord:
     }
     values.update(overrides)
     return AuditRecord(**values)
+
+
+def outbox_record(seq: int, **overrides: Any) -> OutboxRecord:
+    """Outbox event number ``seq`` (an ``InteractionRecorded`` with ids and a time)."""
+    values: dict[str, Any] = {
+        "seq": seq,
+        "id": new_id(),
+        "at": at(seq),
+        "kind": "InteractionRecorded",
+        "data": {"contact_id": str(new_id()), "kind": "form.submitted", "occurred_at": at(seq).isoformat()},
+    }
+    values.update(overrides)
+    return OutboxRecord(**values)
 
 
 def assert_same_record(got: Any, expected: Any) -> None:
@@ -2061,6 +2075,35 @@ class StorageBackendContract:
             for name in ("update", "delete", "put", "remove"):
                 assert not hasattr(uow.audit, name), f"the audit log is append-only but has {name}()"
 
+    def test_outbox_append_after_prune(self, backend: StorageBackend) -> None:
+        """Outbox: append_many, after(seq, limit) in seq order, last_seq, a taken seq
+        refused, prune by seq and time (naive time refused)."""
+        assert self.read(backend, lambda uow: uow.outbox.last_seq()) == 0
+        events = [outbox_record(seq) for seq in range(1, 8)]
+        self.store(backend, lambda uow: uow.outbox.append_many(events[:3]))
+        self.store(backend, lambda uow: uow.outbox.append_many(events[3:]))
+        with backend.unit_of_work() as uow:
+            assert uow.outbox.last_seq() == 7
+            got = uow.outbox.after(0, limit=100)
+            assert [e.seq for e in got] == list(range(1, 8))
+            for stored, want in zip(got, events, strict=True):
+                assert_same_record(stored, want)
+            assert [e.seq for e in uow.outbox.after(2, limit=3)] == [3, 4, 5]
+            assert uow.outbox.after(7) == [] and uow.outbox.after(0, limit=0) == []
+            with pytest.raises(ValueError):
+                uow.outbox.after(0, limit=-1)
+            with pytest.raises(DuplicateError):
+                uow.outbox.append_many([outbox_record(7)])
+        with backend.unit_of_work() as uow:
+            with pytest.raises(ValueError, match="naive"):
+                uow.outbox.prune(upto_seq=7, before=datetime(2030, 1, 1))
+            # events 1..5 are delivered; of those, 1..3 are older than at(4)
+            assert uow.outbox.prune(upto_seq=5, before=at(4)) == 3
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            assert [e.seq for e in uow.outbox.after(0)] == [4, 5, 6, 7]
+            assert uow.outbox.last_seq() == 7
+
     # ------------------------------------------------------------------ whole-database copies
 
     #: Contacts stored by :meth:`_fill_every_kind`; with two models each, the scores
@@ -2088,6 +2131,7 @@ class StorageBackendContract:
             uow.merges.add(merge_record(a, b))
             for seq in (1, 2, 3):
                 uow.audit.append(audit_record(seq))
+            uow.outbox.append_many([outbox_record(1), outbox_record(2)])
             uow.meta.set("key_check", "check-value")
 
         self.store(backend, fill)

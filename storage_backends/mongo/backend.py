@@ -58,6 +58,7 @@ from carecrm.storage_backends.mongo.repositories import (
     MongoMerges,
     MongoMeta,
     MongoNotes,
+    MongoOutbox,
     MongoReviews,
     MongoScores,
     MongoSegments,
@@ -89,6 +90,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "segments",
     "merges",
     "consents",
+    "outbox",
     "interactions",
     "inbox",
     "meta",
@@ -150,6 +152,7 @@ INDEXES: dict[str, tuple[tuple[str, list[tuple[str, int]], bool], ...]] = {
         ("ix_merges_merged", [("merged_id", 1)], False),
     ),
     "audit_log": (),
+    "outbox": (),
     "meta": (),
 }
 
@@ -580,6 +583,7 @@ class MongoUnitOfWork:
         self.inbox = MongoInbox(self)
         self.merges = MongoMerges(self)
         self.audit = MongoAudit(self)
+        self.outbox = MongoOutbox(self)
         self.meta = MongoMeta(self)
         self._locks: list[str] = []
         self._lock_owner = ""

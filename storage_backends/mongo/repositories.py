@@ -44,6 +44,7 @@ from carecrm.core.records import (
     InteractionRecord,
     MergeRecord,
     NoteRecord,
+    OutboxRecord,
     ReviewRecord,
     ScoreRecord,
     SegmentRecord,
@@ -99,6 +100,7 @@ CODECS: dict[str, Codec] = {
     "inbox": Codec(InboxRecord),
     "merges": Codec(MergeRecord),
     "audit_log": Codec(AuditRecord, id_field="seq"),
+    "outbox": Codec(OutboxRecord, id_field="seq"),
 }
 
 #: Unique keys checked on insert (and enforced by unique indexes), per collection.
@@ -117,6 +119,7 @@ UNIQUE: dict[str, tuple[tuple[str, ...], ...]] = {
     "inbox": (("_id",), ("source", "digest")),
     "merges": (("_id",),),
     "audit_log": (("_id",),),
+    "outbox": (("_id",),),
     "meta": (("_id",),),
 }
 
@@ -1067,6 +1070,40 @@ class MongoAudit(_Repository):
         assert self.codec is not None
         codec = self.codec
         return (codec.record(d) for d in self.view.stream({"_id": {"$gt": since_seq}}, [("_id", 1)], batch=PAGE))
+
+
+class MongoOutbox(_Repository):
+    """:class:`carecrm.core.storage.OutboxRepository` on collection ``outbox`` (``_id`` =
+    seq, so a taken seq is refused by the database)."""
+
+    collection = "outbox"
+
+    def append_many(self, records: Sequence[OutboxRecord]) -> None:
+        """Append events.  :raises DuplicateError: if a ``seq`` is taken."""
+        self._insert(records)
+
+    def after(self, seq: int, *, limit: int = 100) -> list[OutboxRecord]:
+        """At most ``limit`` events with a greater ``seq``, in seq order.
+
+        :raises ValueError: if ``limit`` is negative."""
+        if _limit(limit) == 0:
+            return []
+        return self._records(self.view.find({"_id": {"$gt": seq}}, [("_id", 1)], limit))
+
+    def last_seq(self) -> int:
+        """The highest stored ``seq``, 0 for an empty outbox."""
+        docs = self.view.find({}, [("_id", -1)], 1)
+        return int(docs[0]["_id"]) if docs else 0
+
+    def prune(self, *, upto_seq: int, before: datetime) -> int:
+        """Delete events with ``seq <= upto_seq`` written before ``before``; returns the count.
+
+        :raises ValueError: if ``before`` is naive."""
+        query = {"_id": {"$lte": upto_seq}, "at": {"$lt": utc(before, "before")}}
+        docs = self.view.find(query, projection={"_id": 1})
+        for doc in docs:
+            self.view.delete(doc["_id"])
+        return len(docs)
 
 
 class MongoMeta(_Repository):

@@ -49,6 +49,7 @@ from carecrm.storage_backends.sql.repositories import (
     SqlMerges,
     SqlMeta,
     SqlNotes,
+    SqlOutbox,
     SqlReviews,
     SqlScores,
     SqlSegments,
@@ -486,6 +487,7 @@ class SqlUnitOfWork:
         self.inbox = SqlInbox(self)
         self.merges = SqlMerges(self)
         self.audit = SqlAudit(self)
+        self.outbox = SqlOutbox(self)
         self.meta = SqlMeta(self)
         #: Named locks held (MariaDB's GET_LOCK names, PostgreSQL's advisory keys).
         self._locks: set[Any] = set()

@@ -27,7 +27,7 @@ from carecrm.core.storage import SCHEMA_VERSION
 from carecrm.storage_backends.sql import schema
 
 #: The migration step that completes each schema version.
-HEAD_FOR_VERSION: dict[int, str] = {1: "0001_initial", 2: "0002_inbox_unique_digest"}
+HEAD_FOR_VERSION: dict[int, str] = {1: "0001_initial", 2: "0002_inbox_unique_digest", 3: "0003_outbox"}
 
 #: Folder of ``env.py`` and ``versions/``.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

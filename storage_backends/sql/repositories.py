@@ -49,6 +49,7 @@ from carecrm.core.records import (
     InteractionRecord,
     MergeRecord,
     NoteRecord,
+    OutboxRecord,
     ReviewRecord,
     ScoreRecord,
     SegmentRecord,
@@ -1523,6 +1524,46 @@ class SqlAudit(_Repository):
             last = page[-1].seq
 
 
+class SqlOutbox(_Repository):
+    """:class:`carecrm.core.storage.OutboxRepository` on table ``outbox`` (seq primary key,
+    so a taken seq is refused by the database)."""
+
+    table = schema.outbox
+    record_class = OutboxRecord
+
+    def append_many(self, records: Sequence[OutboxRecord]) -> None:
+        """Append events.  :raises DuplicateError: if a ``seq`` is taken."""
+        self._insert_many(records)
+
+    def after(self, seq: int, *, limit: int = 100) -> list[OutboxRecord]:
+        """At most ``limit`` events with a greater ``seq``, in seq order (one query).
+
+        :raises ValueError: if ``limit`` is negative."""
+        if limit < 0:
+            raise ValueError("limit: must be 0 or more")
+        t = self.table
+        statement = self._statement(
+            "after", lambda: sa.select(t).where(t.c.seq > sa.bindparam("p_seq")).order_by(t.c.seq).limit(
+                sa.bindparam("p_limit", type_=sa.Integer())
+            )
+        )
+        return self._records(statement, {"p_seq": seq, "p_limit": limit})
+
+    def last_seq(self) -> int:
+        """The highest stored ``seq``, 0 for an empty outbox."""
+        t = self.table
+        value = self._execute(self._statement("last_seq", lambda: sa.select(sa.func.max(t.c.seq)))).scalar_one()
+        return int(value or 0)
+
+    def prune(self, *, upto_seq: int, before: datetime) -> int:
+        """Delete events with ``seq <= upto_seq`` written before ``before``; returns the count.
+
+        :raises ValueError: if ``before`` is naive."""
+        t = self.table
+        statement = sa.delete(t).where(t.c.seq <= upto_seq, t.c.at < utc(before, "before"))
+        return int(self._execute(statement).rowcount)
+
+
 class SqlMeta:
     """:class:`carecrm.core.storage.MetaRepository` on table ``meta`` (key → text)."""
 
@@ -1627,6 +1668,7 @@ TRANSFER_TABLES: dict[str, tuple[sa.Table, type[Any]]] = {
     "inbox": (schema.inbox, InboxRecord),
     "merges": (schema.merges, MergeRecord),
     "audit_log": (schema.audit_log, AuditRecord),
+    "outbox": (schema.outbox, OutboxRecord),
 }
 
 

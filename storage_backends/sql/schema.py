@@ -303,6 +303,18 @@ audit_log = sa.Table(
     **TABLE_OPTIONS,
 )
 
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    # seq: assigned by the core under the outbox head's lock, so seq order is commit order
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("id", UuidType(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("kind", _code(128), nullable=False),
+    sa.Column("data", JSON_DOC, nullable=False),
+    **TABLE_OPTIONS,
+)
+
 meta = sa.Table(
     "meta",
     metadata,

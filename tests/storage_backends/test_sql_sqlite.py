@@ -246,7 +246,7 @@ def test_a_database_without_the_schema_says_run_init(tmp_path: Path) -> None:
 
 def test_upgrade_creates_the_schema_of_an_empty_database(tmp_path: Path) -> None:
     backend = SqlBackend(f"sqlite:///{tmp_path / 'empty.db'}")
-    assert backend.upgrade() == ["0001_initial", "0002_inbox_unique_digest"]
+    assert backend.upgrade() == ["0001_initial", "0002_inbox_unique_digest", "0003_outbox"]
     assert backend.schema_version() == SCHEMA_VERSION
     assert backend.upgrade() == []
     with backend.unit_of_work() as uow:
@@ -327,12 +327,35 @@ def test_version_1_inbox_duplicates_are_folded_by_the_upgrade(tmp_path: Path) ->
         for rec in (discarded, processed, single):
             conn.execute(schema.inbox.insert(), codec(type(rec), schema.inbox).row(rec))
         conn.execute(schema.interactions.insert(), codec(type(inter), schema.interactions).row(inter))
-    assert backend.upgrade() == ["0002_inbox_unique_digest"]
+    assert backend.upgrade() == ["0002_inbox_unique_digest", "0003_outbox"]
     with backend.unit_of_work() as uow:
         assert sorted(r.id for r in uow.inbox.list()) == sorted([processed.id, single.id])
         assert uow.interactions.get(inter.id).inbox_id == processed.id
         with pytest.raises(DuplicateError):
             uow.inbox.add(inbox_record(digest="d" * 64))
+    backend.close()
+
+
+def test_a_version_2_database_gains_the_outbox(tmp_path: Path) -> None:
+    """Schema 2 → 3 adds the empty ``outbox`` table; the data already stored stays."""
+    from alembic import command
+
+    from carecrm.core.testing.storage import outbox_record
+    from carecrm.storage_backends.sql.migrate import alembic_config, write_schema_version
+
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'v2.db'}")
+    kept = contact_record()
+    with backend.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002_inbox_unique_digest")
+        write_schema_version(conn, 2)
+        conn.execute(schema.contacts.insert(), repositories._codec(type(kept), schema.contacts).row(kept))
+    assert backend.upgrade() == ["0003_outbox"]
+    with backend.unit_of_work() as uow:
+        assert uow.contacts.get(kept.id).id == kept.id
+        assert uow.outbox.last_seq() == 0
+        uow.outbox.append_many([outbox_record(1)])
+        uow.commit()
+    assert _migration_diff(backend) == []
     backend.close()
 
 
@@ -356,7 +379,7 @@ def test_every_table_has_the_columns_of_its_record() -> None:
     names = {t.name for t in schema.ALL_TABLES}
     assert names == {
         "contacts", "identities", "interactions", "stage_changes", "appointments", "consents", "notes", "tasks",
-        "scores", "reviews", "segments", "inbox", "merges", "audit_log", "meta",
+        "scores", "reviews", "segments", "inbox", "merges", "audit_log", "outbox", "meta",
     }
 
 
