@@ -72,6 +72,7 @@ from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
+from carecrm.core.stage_moves import plan_move
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
 
@@ -1232,54 +1233,27 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             if stage == "lost" and not reason:
                 raise ValueError("moving to 'lost' needs a reason code (--reason)")
             pipeline.check_move(rec.stage, stage)
-            change = StageChange(
-                contact_id=rec.id,
-                pipeline=pipeline.name,
-                from_stage=rec.stage,
+            code = reason if reason is None or is_reason_code(reason) else "free_text"
+            move = plan_move(
+                mapper=self.mapper,
+                pipeline=pipeline,
+                rec=rec,
+                key=self.mapper.key_of(rec),
                 to_stage=stage,
-                changed_at=now,
-                actor=actor.name,
-                reason=reason if reason is None or is_reason_code(reason) else "free_text",
+                at=now,
+                now=now,
+                actor=actor,
+                reason=code,
+                free_text=reason if code == "free_text" else None,
             )
-            uow.contacts.update(attrs.evolve(rec, stage=stage, stage_changed_at=now, updated_at=now))
-            uow.stages.add(self.mapper.stage_change_to_record(change))
-            uow.interactions.add(
-                self.mapper.interaction_to_record(
-                    Interaction(
-                        contact_id=rec.id,
-                        kind="stage.changed",
-                        occurred_at=now,
-                        recorded_at=now,
-                        source="carecrm",
-                        idempotency_key=f"stage.changed:{change.id}",
-                        actor=actor.name,
-                        attributes={
-                            "from_stage": rec.stage,
-                            "to_stage": stage,
-                            **({"reason": change.reason} if change.reason else {}),
-                        },
-                        body=reason if change.reason == "free_text" else None,
-                    ),
-                    self.mapper.key_of(rec),
-                )
-            )
+            uow.contacts.update(move.contact)
+            uow.stages.add(move.change)
+            uow.interactions.add(move.entry)
             self.audit(uow, actor, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
-            publish(
-                uow,
-                [
-                    ev.StageChanged(
-                        at=now,
-                        contact_id=rec.id,
-                        pipeline=pipeline.name,
-                        from_stage=rec.stage,
-                        to_stage=stage,
-                        actor=actor.name,
-                    )
-                ],
-            )
+            publish(uow, [move.event])
             uow.commit()
         self.deliver_events()
-        return change
+        return StageChange(**attrs.asdict(move.change, recurse=False))
 
     def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:
         """A contact's stage changes, oldest first."""

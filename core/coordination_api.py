@@ -35,10 +35,10 @@ from carecrm.core import events as ev
 from carecrm.core.business_hours import business_seconds_between
 from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.ids import new_id
-from carecrm.core.ingest import implied_move
 from carecrm.core.models import Actor, Contact, Interaction, Location, Task
 from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ContactRecord
+from carecrm.core.stage_moves import implied_move
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
 from carecrm.core.when import parse_when
@@ -548,17 +548,26 @@ class CoordinationMixin:
     def _implied_move(
         self, uow: UnitOfWork, rec: ContactRecord, inter: Interaction, now: datetime, actor: Actor
     ) -> list[ev.Event]:
-        """Apply the stage a logged interaction implies, with the rules ingest follows
-        (:func:`carecrm.core.ingest.implied_move`)."""
+        """Apply the stage a logged interaction implies, on the one stage-move path ingest
+        follows too (:func:`carecrm.core.stage_moves.implied_move`: the history, the
+        ``stage.changed`` timeline entry and the event)."""
         app = _app(self)
-        move = implied_move(app, uow, rec, inter, now, actor=actor)
+        move = implied_move(
+            mapper=app.mapper,
+            pipeline=app.settings.pipeline,
+            uow=uow,
+            rec=rec,
+            inter=inter,
+            key=app.mapper.key_of(rec),
+            now=now,
+            actor=actor,
+        )
         if move is None:
             return []
-        change, event = move
-        uow.stages.add(change)
-        moved = attrs.evolve(rec, stage=change.to_stage, stage_changed_at=inter.occurred_at, updated_at=now)
-        uow.contacts.update(moved)
-        return [event]
+        uow.stages.add(move.change)
+        uow.interactions.add(move.entry)
+        uow.contacts.update(move.contact)
+        return [move.event]
 
     # ------------------------------------------------------------------ speed to lead
 

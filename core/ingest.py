@@ -25,7 +25,6 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -60,7 +59,6 @@ from carecrm.core.models import (
     Touchpoint,
 )
 from carecrm.core.outbox import publish
-from carecrm.core.pipeline import implied_stage
 from carecrm.core.records import (
     ConsentRecord,
     ContactRecord,
@@ -69,6 +67,7 @@ from carecrm.core.records import (
     ReviewRecord,
     StageChangeRecord,
 )
+from carecrm.core.stage_moves import COMPLETED_TREATMENT_KINDS, implied_move
 from carecrm.core.text import InvalidText, checked_text, cleaned_json, cleaned_text, printable
 from carecrm.core.timeutil import utcnow
 from carecrm.core.vocab import INBOUND_KINDS, is_valid_kind_name
@@ -664,6 +663,7 @@ class Ingestor:
             new_consents: list[ConsentRecord] = []
             reviews: list[ReviewRecord] = []
             consent_keys: dict[str, set[str]] = {}
+            treated: set[uuid.UUID] = set()  # contacts with a completed treatment pending here
 
             for p in batch:
                 event = p.event
@@ -764,7 +764,9 @@ class Ingestor:
                             channel=inter.channel,
                         )
                     )
-                    rec = self._apply_implied(uow, rec, inter, now, contacts, new_stage, events)
+                    rec = self._apply_implied(
+                        uow, rec, inter, key, now, contacts, treated, new_stage, new_interactions, events
+                    )
                 cursor.field = "consent"
                 if app.settings.collect.get("consent", True):
                     for sig in event.consents:
@@ -920,19 +922,38 @@ class Ingestor:
         uow: UnitOfWork,
         rec: ContactRecord,
         inter: Interaction,
+        key: ContactKey,
         now: Any,
         contacts: _BatchContacts,
+        treated: set[uuid.UUID],
         new_stage: list[StageChangeRecord],
+        new_interactions: list[InteractionRecord],
         events: list[ev.Event],
     ) -> ContactRecord:
-        """Apply the stage an interaction implies (see :func:`implied_move`) to the batch."""
-        move = implied_move(self.app, uow, rec, inter, now, actor=self.actor)
+        """Apply the stage an interaction implies (:func:`carecrm.core.stage_moves.implied_move`)
+        to the batch: the history, the ``stage.changed`` timeline entry and the event go
+        with the batch's writes; ``treated`` holds the contacts with a completed treatment
+        among the batch's pending interactions."""
+        if inter.kind in COMPLETED_TREATMENT_KINDS:
+            treated.add(rec.id)
+        app = self.app
+        move = implied_move(
+            mapper=app.mapper,
+            pipeline=app.settings.pipeline,
+            uow=uow,
+            rec=rec,
+            inter=inter,
+            key=key,
+            now=now,
+            actor=self.actor,
+            pending_treatment=rec.id in treated,
+        )
         if move is None:
             return rec
-        new_stage.append(move[0])
-        events.append(move[1])
-        new_rec = attrs.evolve(rec, stage=move[0].to_stage, stage_changed_at=inter.occurred_at, updated_at=now)
-        return contacts.stage(new_rec)
+        new_stage.append(move.change)
+        new_interactions.append(move.entry)
+        events.append(move.event)
+        return contacts.stage(move.contact)
 
     def _consent_point(self, kind: str, raw: str | None, p: _Prepared) -> str | None:
         if raw:
@@ -989,49 +1010,3 @@ def is_reason_code(text: str) -> bool:
     return bool(_CODE.match(text))
 
 
-def implied_move(
-    app: CareCRM, uow: Any, rec: ContactRecord, inter: Interaction, now: datetime, *, actor: Actor
-) -> tuple[StageChangeRecord, ev.StageChanged] | None:
-    """The stage change an interaction implies for a contact, or None; ``actor`` (who
-    recorded the interaction) is named by the stage history and the event.
-
-    Rules (decisions.md, "Moves implied by interactions"): only a move the pipeline allows
-    and that goes forward, and never over a person's later move (a person's own move always
-    wins: an interaction older than the current stage's start does not move it).  Returns the
-    record to store and the live event to fire; the caller writes them.
-    """
-    pipeline = app.settings.pipeline
-    completed = False
-    if rec.stage in ("booked_patient", "returning_patient") and (
-        inter.kind == "treatment.accepted"
-        or (inter.kind == "appointment.booked" and inter.attributes.get("appointment_type") == "treatment")
-    ):
-        completed = bool(uow.interactions.timeline(rec.id, kinds=["treatment.performed"], limit=1))
-    target = implied_stage(inter.kind, inter.attributes, had_completed_treatment=completed)
-    if target is None or target == rec.stage:
-        return None
-    if target not in pipeline.allowed_next(rec.stage) or not pipeline.is_forward(rec.stage, target):
-        return None
-    if rec.stage_changed_at is not None and inter.occurred_at < rec.stage_changed_at and rec.stage != pipeline.initial:
-        return None
-    change = StageChangeRecord(
-        id=new_id(),
-        contact_id=rec.id,
-        pipeline=pipeline.name,
-        from_stage=rec.stage,
-        to_stage=target,
-        changed_at=inter.occurred_at,
-        actor=actor.name,
-        reason=f"implied by {inter.kind}",
-        implied_by=inter.id,
-    )
-    event = ev.StageChanged(
-        at=now,
-        contact_id=rec.id,
-        pipeline=pipeline.name,
-        from_stage=rec.stage,
-        to_stage=target,
-        actor=actor.name,
-        implied_by=inter.id,
-    )
-    return change, event
