@@ -188,3 +188,33 @@ def test_parametrize_skips_a_case_whose_payload_is_missing(tmp_path: Path) -> No
     assert check_folder(tmp_path, lines) == {"here": []}  # a missing payload is not run
     with pytest.raises(FileNotFoundError):
         load_cases(tmp_path / "nowhere")
+
+
+def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/writing_plugins.md: the contract kit's example case and test, on the tutorial's
+    connector, as written."""
+    import re
+    import sys
+    import types
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "writing_plugins.md").read_text()
+    python = re.findall(r"```python\n(.*?)```", text, re.S)
+    module = types.ModuleType("carecrm_chatbot")
+    exec(compile(next(b for b in python if "class ChatbotConnector" in b), "carecrm_chatbot", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, "carecrm_chatbot", module)
+    (case_json,) = re.findall(r"```json\n(.*?)```", text, re.S)
+    folder = tmp_path / "payloads"
+    folder.mkdir()
+    (folder / "conversation.expected.json").write_text(case_json)
+    body = {"id": "c-81", "started": "2026-04-02T15:00:00Z", "visitor": {"email": "ann@example.com"}, "text": "Hi"}
+    (folder / "conversation.json").write_text(json.dumps(body))
+    namespace: dict[str, Any] = {"__file__": str(tmp_path / "test_chatbot.py")}
+    exec(compile(next(b for b in python if "def test_contract" in b), "test_chatbot", "exec"), namespace)
+    test = namespace["test_contract"]
+    (mark,) = test.pytestmark
+    (param,) = mark.args[1]
+    test(param.values[0])
+    # and the check is real: a wrong expectation fails it
+    (folder / "conversation.expected.json").write_text(case_json.replace("chat.started", "form.submitted"))
+    with pytest.raises(AssertionError):
+        test(load_cases(folder)[0])
