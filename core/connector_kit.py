@@ -290,8 +290,6 @@ def without_query(url: str) -> str:
     :func:`urllib.parse.urlsplit` cannot read (a broken IPv6 host) is cut at its first
     ``?`` or ``#`` instead, and loses anything before an ``@`` in its authority.
     """
-    if "?" not in url and "#" not in url and "@" not in url:
-        return url
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:

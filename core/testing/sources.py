@@ -201,13 +201,18 @@ def check_case(connector: SourceConnector, case: Case) -> list[str]:
 
 
 def _check_refusal(exc: ValidationFailed, refused: Mapping[str, Any]) -> list[str]:
+    return _compare_refusal("refused", exc.record, exc.field, exc.reason, {"ref": "payload", **refused})
+
+
+def _compare_refusal(where: str, ref: str, field: str, reason: str, want: Mapping[str, Any]) -> list[str]:
+    """The differences of one refusal from its expectation (``ref`` and ``field`` equal,
+    ``reason`` containing the expected text)."""
     out = []
-    if exc.record != "payload":
-        out.append(f"refused: expected record 'payload', got {exc.record!r}")
-    if "field" in refused and exc.field != refused["field"]:
-        out.append(f"refused.field: expected {refused['field']!r}, got {exc.field!r}")
-    if "reason" in refused and refused["reason"] not in exc.reason:
-        out.append(f"refused.reason: expected it to contain {refused['reason']!r}, got {exc.reason!r}")
+    for key, got in (("ref", ref), ("field", field)):
+        if key in want and got != want[key]:
+            out.append(f"{where}.{key}: expected {want[key]!r}, got {got!r}")
+    if "reason" in want and want["reason"] not in reason:
+        out.append(f"{where}.reason: expected it to contain {want['reason']!r}, got {reason!r}")
     return out
 
 
@@ -271,12 +276,7 @@ def _check_rejected(rejected: Sequence[Rejected], expected: Sequence[Mapping[str
     if len(rejected) != len(expected):
         out.append(f"rejected: expected {len(expected)} refused records, got {len(rejected)}: {got}")
     for i, (r, want) in enumerate(zip(rejected, expected, strict=False)):
-        if "ref" in want and r.ref != want["ref"]:
-            out.append(f"rejected[{i}].ref: expected {want['ref']!r}, got {r.ref!r}")
-        if "field" in want and r.field != want["field"]:
-            out.append(f"rejected[{i}].field: expected {want['field']!r}, got {r.field!r}")
-        if "reason" in want and want["reason"] not in r.reason:
-            out.append(f"rejected[{i}].reason: expected it to contain {want['reason']!r}, got {r.reason!r}")
+        out += _compare_refusal(f"rejected[{i}]", r.ref, r.field, r.reason, want)
     return out
 
 

@@ -120,6 +120,7 @@ def test_signature_from_header_and_hmac() -> None:
 
 def test_without_query_drops_query_fragment_and_user_info() -> None:
     assert kit.without_query("https://example.com/acne") == "https://example.com/acne"
+    assert kit.without_query("https://Derm.Example.com/Acne") == "https://derm.example.com/Acne"
     assert kit.without_query("https://user:pw@Example.COM:8443/a?email=x%40y.com#top") == "https://example.com:8443/a"
     assert kit.without_query("https://[::1/a?email=x") == "https://[::1/a"  # unreadable: cut at '?'
     assert kit.without_query("/landing?utm_source=x") == "/landing"
