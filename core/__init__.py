@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from carecrm.core.app import CareCRM, Timeline
 from carecrm.core.config import Settings, load_settings, settings_from_dict
-from carecrm.core.connectors import SourceConnector
+from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import (
     BackendUnavailable,
     CareCRMError,
@@ -72,6 +72,7 @@ __all__ = [
     "PluginError",
     "Practice",
     "RawPayload",
+    "Rejected",
     "SchemaVersionError",
     "Settings",
     "SourceConnector",

@@ -40,7 +40,7 @@ from carecrm.core.errors import (
 )
 from carecrm.core.identity import IdentityError, normalize_email, normalize_name, normalize_phone
 from carecrm.core.ids import new_id
-from carecrm.core.ingest import Ingestor, IngestReport, Quarantined, is_reason_code
+from carecrm.core.ingest import Ingestor, IngestReport, Quarantined, is_reason_code, parsed_item
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.matching import MatchCandidate, MatchResult
 from carecrm.core.migrate_api import MigrationMixin
@@ -816,13 +816,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 report.empty_payloads += 1
                 empty.add(rec.id)
             for item in produced:
-                if isinstance(item, ValidationFailed):
+                taken = parsed_item(connector.name, item, rec.id)
+                if isinstance(taken, Quarantined):
                     report.records += 1
-                    failed.setdefault(rec.id, []).append(
-                        Quarantined(item.source, item.record, item.field, item.reason, rec.id)
-                    )
+                    failed.setdefault(rec.id, []).append(taken)
                 else:
-                    events.append((item, rec.id))
+                    events.append((taken, rec.id))
         before = len(report.quarantined)
         for qs in failed.values():
             report.quarantined.extend(qs)

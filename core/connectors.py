@@ -12,6 +12,12 @@ A practice configures each source in ``carecrm.toml``::
     ...connector options...
 
 The same connector class can serve several sources (one per form tool).
+
+A record the connector cannot accept is yielded as a :class:`Rejected` value in its place;
+the core quarantines it with a reason naming the source, the payload, the record and the
+field, and the payload's other records still go in.  Shared helpers (text coercion,
+canonical JSON, signature comparison, URL and UTM parameters) are in
+:mod:`carecrm.core.connector_kit`.
 """
 
 from __future__ import annotations
@@ -22,12 +28,45 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from carecrm.core.errors import ValidationFailed
+import attrs
+
 from carecrm.core.models import LeadEvent, Practice, RawPayload
 from carecrm.core.options import component_options
 
 if TYPE_CHECKING:
     from carecrm.core.config import Settings
+
+
+def _nonempty_text(value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("Rejected: ref, field and reason are non-empty strings")
+    return value
+
+
+@attrs.frozen
+class Rejected:
+    """A record of a payload that a connector cannot accept, yielded by
+    :meth:`SourceConnector.parse` in the place of its :class:`LeadEvent`.
+
+    The core quarantines the record with the reason
+    ``<source>: payload <file>: record <ref>: field '<field>': <reason>`` (the source is the
+    connector's :attr:`~SourceConnector.name`) and goes on with the payload's other records.
+
+    :param ref: which record: the vendor's record id (``"201235151"``) or ``"#<index>"``, its
+        position in the payload; an id that is not printable is shown escaped.
+    :param field: the field at fault, as the vendor names it (``"callernum"``,
+        ``"timestamp"``) or as the connector's options name it (``"occurred_at"``).
+    :param reason: what is wrong, in words (``"missing"``, ``"not a Unix time in
+        seconds"``), never the value: reasons are shown and stored in clear.
+    :raises TypeError: when a part is not a non-empty string.
+
+    Yielding a :class:`~carecrm.core.errors.ValidationFailed` instead still works in this
+    release, with a :class:`DeprecationWarning`.
+    """
+
+    ref: str = attrs.field(converter=_nonempty_text)
+    field: str = attrs.field(converter=_nonempty_text)
+    reason: str = attrs.field(converter=_nonempty_text)
 
 
 class SourceConnector(abc.ABC):
@@ -92,13 +131,17 @@ class SourceConnector(abc.ABC):
         return hashlib.sha256(data).hexdigest()
 
     @abc.abstractmethod
-    def parse(self, payload: RawPayload) -> Iterable[LeadEvent | ValidationFailed]:
+    def parse(self, payload: RawPayload) -> Iterable[LeadEvent | Rejected]:
         """Parse one payload into lead events, one per record.
 
-        Yield a :class:`ValidationFailed` (naming source, record and field) for a record
-        that cannot be accepted; the other records of the payload still go in.  Raise
-        :class:`ValidationFailed` when the payload as a whole cannot be read (not JSON,
-        wrong shape): then it is quarantined whole.
+        Yield a :class:`Rejected` ``(ref, field, reason)`` for a record that cannot be
+        accepted; the other records of the payload still go in.  Raise
+        :class:`~carecrm.core.errors.ValidationFailed` ``(self.name, "payload", field, reason)`` when the payload
+        as a whole cannot be read (not JSON, wrong shape): then it is quarantined whole.
+        Yield nothing for a payload that holds no lead record (another event type).
+
+        (Yielding a :class:`~carecrm.core.errors.ValidationFailed` for one record is the deprecated form of
+        :class:`Rejected`: it still works in this release, with a DeprecationWarning.)
         """
 
     def verify(self, payload: RawPayload, secret: str) -> None:

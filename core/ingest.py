@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from carecrm.core import events as ev
+from carecrm.core.connectors import Rejected
 from carecrm.core.errors import (
     CareCRMError,
     ConflictError,
@@ -123,6 +125,34 @@ class Quarantined:
         the person; it is kept in the encrypted payload)."""
         where = f"payload {self.payload}: " if with_payload and self.payload else ""
         return f"{self.source}: {where}record {self.record}: field {self.field!r}: {self.reason}"
+
+
+def parsed_item(
+    source: str, item: LeadEvent | Rejected | ValidationFailed, inbox_id: uuid.UUID | None
+) -> LeadEvent | Quarantined:
+    """What the ingest side makes of one item a connector's ``parse`` yielded: the lead
+    event itself, or the quarantine entry of a refused record.
+
+    A :class:`~carecrm.core.connectors.Rejected` ``(ref, field, reason)`` becomes
+    ``Quarantined(source, ref, field, reason)``, ``source`` being the connector's name.  A
+    :class:`ValidationFailed` yielded in its place (the form before :class:`Rejected`) gives
+    the same entry from its own source, with a :class:`DeprecationWarning`.  Anything else
+    is passed on as a lead event (and refused by :meth:`Ingestor.prepare` if it is not one).
+
+    :param source: the source's name (``connector.name``).
+    :param inbox_id: the inbox entry of the payload the item came from, when known.
+    """
+    if isinstance(item, Rejected):
+        return Quarantined(source, item.ref, item.field, item.reason, inbox_id)
+    if isinstance(item, ValidationFailed):
+        warnings.warn(
+            f"source {source!r}: a connector's parse() yielded a ValidationFailed for one record; "
+            "yield carecrm.core.Rejected(ref, field, reason) instead (ValidationFailed values are deprecated)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Quarantined(item.source, item.record, item.field, item.reason, inbox_id)
+    return item
 
 
 class _Refused(ValidationFailed):

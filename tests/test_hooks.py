@@ -22,9 +22,9 @@ from carecrm.core import (
     LeadEvent,
     PluginError,
     RawPayload,
+    Rejected,
     SourceConnector,
     UnknownComponentError,
-    ValidationFailed,
     hookimpl,
     hookspecs,
 )
@@ -114,10 +114,10 @@ class _LineConnector(SourceConnector):
 
     connector_id = "lines"
 
-    def parse(self, payload: RawPayload) -> Iterable[LeadEvent | ValidationFailed]:
+    def parse(self, payload: RawPayload) -> Iterable[LeadEvent | Rejected]:
         for i, line in enumerate(payload.body.decode().splitlines()):
             if "," not in line:
-                yield ValidationFailed(self.name, f"line {i + 1}", "line", "expected email,name")
+                yield Rejected(f"line {i + 1}", "line", "expected email,name")
                 continue
             email, name = line.split(",", 1)
             yield _lead(f"{self.name}-{i}", email, name)

@@ -2,6 +2,8 @@
 
 * :mod:`carecrm.core.testing.storage` — the storage conformance suite
   (``StorageBackendContract``) every backend passes;
+* :mod:`carecrm.core.testing.sources` — the connector contract kit: a folder of payloads
+  with ``.expected.json`` files drives a source connector's tests;
 * :mod:`carecrm.core.testing.pytest_plugin` — the ``pytest11`` plugin with the
   ``carecrm_sqlite_backend`` fixture.
 """

@@ -41,10 +41,6 @@ encrypted ``body`` only; empty UTM strings are None.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import math
 import urllib.parse
@@ -55,12 +51,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from carecrm.core.connectors import SourceConnector
+from carecrm.core import connector_kit as kit
+from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.identity import IdentityError, is_low_confidence_name, normalize_phone
 from carecrm.core.models import InteractionDraft, LeadEvent, RawPayload, Touchpoint
-from carecrm.plugins.sources.urls import URL_PARAMETERS, url_parameters, without_query
 
 __all__ = ["CallRailConnector", "carecrm_register_sources"]
 
@@ -113,11 +109,6 @@ GEOLOCATION_FIELDS: tuple[str, ...] = (
 #: address and third-party visitor ids).
 OTHER_DROPPED_FIELDS: tuple[str, ...] = ("ip", "kissmetrics_id")
 
-#: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
-#: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
-
-_TRUE = frozenset({"true", "1", "yes", "y", "t"})
-_FALSE = frozenset({"false", "0", "no", "n", "f"})
 _MAX_TEXT = 300
 
 
@@ -194,23 +185,17 @@ class CallRailConnector(SourceConnector):
         """
         if not self.verify_signature:
             return
-        given = (payload.header(SIGNATURE_HEADER) or "").strip()
-        if not given:
-            raise ValidationFailed(self.name, "payload", SIGNATURE_HEADER, "missing")
-        try:
-            signature = base64.b64decode(given, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationFailed(self.name, "payload", SIGNATURE_HEADER, "not base64") from None
-        expected = hmac.new(secret.encode("utf-8"), payload.body, hashlib.sha1).digest()
-        if not hmac.compare_digest(signature, expected):
+        signature = kit.signature_from_header(payload, source=self.name, header=SIGNATURE_HEADER, encoding="base64")
+        if not kit.signatures_match(kit.hmac_digest(secret, payload.body, "sha1"), signature):
             raise ValidationFailed(
                 self.name, "payload", SIGNATURE_HEADER, "signature does not match the body (wrong signing token?)"
             )
 
     # ------------------------------------------------------------------ parsing
 
-    def parse(self, payload: RawPayload) -> Iterator[LeadEvent | ValidationFailed]:
-        """One lead event per call.
+    def parse(self, payload: RawPayload) -> Iterator[LeadEvent | Rejected]:
+        """One lead event per call; a :class:`Rejected` for a call without a caller number
+        or a readable start time.
 
         :raises ValidationFailed: when the body can be read as neither JSON nor
             parameters (the payload is quarantined whole).
@@ -252,20 +237,20 @@ class CallRailConnector(SourceConnector):
             raise ValidationFailed(self.name, "payload", "body", "empty: no JSON body and no parameters")
         return [(_from_legacy(params), True)]
 
-    def _call(self, index: int, call: Mapping[str, Any], legacy: bool) -> LeadEvent | ValidationFailed:
-        call_id = _text(call.get("resource_id")) or _text(call.get("id"))
+    def _call(self, index: int, call: Mapping[str, Any], legacy: bool) -> LeadEvent | Rejected:
+        call_id = kit.text(call.get("resource_id")) or kit.text(call.get("id"))
         record = call_id[:64] if call_id else f"#{index}"
-        caller = _text(call.get("customer_phone_number"))
+        caller = kit.text(call.get("customer_phone_number"))
         if caller is None:
-            return ValidationFailed(self.name, record, "callernum", "missing")
+            return Rejected(record, "callernum", "missing")
         occurred_at = self._start_time(call, legacy)
         if occurred_at is None:
             field = "datetime" if legacy else "start_time"
-            return ValidationFailed(self.name, record, field, "missing or not a date and time")
+            return Rejected(record, field, "missing or not a date and time")
 
-        answered = _flag(call.get("answered"))
-        voicemail = _flag(call.get("voicemail"))
-        call_type = (_text(call.get("call_type")) or "").lower()
+        answered = kit.flag(call.get("answered"))
+        voicemail = kit.flag(call.get("voicemail"))
+        call_type = (kit.text(call.get("call_type")) or "").lower()
         if voicemail is None and call_type in ("voicemail", "voicemail_transcription"):
             voicemail = True
         if answered is None and call_type in ("answered", "answered_outbound"):
@@ -276,12 +261,12 @@ class CallRailConnector(SourceConnector):
             kind = "call.completed"
         else:
             kind = "call.missed"
-        direction = (_text(call.get("direction")) or "inbound").lower()
+        direction = (kit.text(call.get("direction")) or "inbound").lower()
         if direction not in ("inbound", "outbound"):
             direction = "inbound"
 
-        tracking = _e164(_text(call.get("tracking_phone_number")), self.region)
-        line = _e164(_text(call.get("business_phone_number")), self.region)
+        tracking = _e164(kit.text(call.get("tracking_phone_number")), self.region)
+        line = _e164(kit.text(call.get("business_phone_number")), self.region)
         location: str | None = None
         tracked_campaign: str | None = None
         if tracking is not None and tracking in self._tracking:
@@ -296,7 +281,7 @@ class CallRailConnector(SourceConnector):
         attributes["answered"] = bool(answered)
         if voicemail is not None:
             attributes["voicemail"] = voicemail
-        first_call = _flag(call.get("first_call"))
+        first_call = kit.flag(call.get("first_call"))
         if first_call is not None:
             attributes["first_call"] = first_call
         if call_id:
@@ -305,14 +290,14 @@ class CallRailConnector(SourceConnector):
             attributes["tracking_number"] = tracking
         if line is not None:
             attributes["destination_number"] = line
-        callsource = _text(call.get("source"))
+        callsource = kit.text(call.get("source"))
         if callsource:
             attributes["callsource"] = callsource[:_MAX_TEXT]
         for name in ("source_name", "referrer_medium", "lead_status", "call_type"):
-            value = _text(call.get(name))
+            value = kit.text(call.get(name))
             if value:
                 attributes[name] = value[:_MAX_TEXT]
-        recording = _text(call.get("recording")) or _text(call.get("recording_player"))
+        recording = kit.text(call.get("recording")) or kit.text(call.get("recording_player"))
         attributes["recording_available"] = recording is not None
         attributes["format"] = "legacy" if legacy else "v3"
 
@@ -320,11 +305,11 @@ class CallRailConnector(SourceConnector):
         if recording is not None:
             body_parts.append(f"recording: {recording}")
         for name in ("transcription", "call_summary", "note"):
-            value = _text(call.get(name))
+            value = kit.text(call.get(name))
             if value:
                 body_parts.append(f"{name}: {value}")
 
-        key_id = call_id or "h" + self.record_digest(_canonical(call))[:32]
+        key_id = call_id or "h" + self.record_digest(kit.canonical_json(call))[:32]
         draft = InteractionDraft(
             kind=kind,
             occurred_at=occurred_at,
@@ -338,9 +323,9 @@ class CallRailConnector(SourceConnector):
 
         dropped: list[str] = []
         for name in GEOLOCATION_FIELDS + OTHER_DROPPED_FIELDS:
-            if _text(call.get(name)) is not None:
+            if kit.text(call.get(name)) is not None:
                 dropped.append(name)
-        full_name = _text(call.get("customer_name"))
+        full_name = kit.text(call.get("customer_name"))
         if full_name is not None and is_low_confidence_name(full_name):
             # caller-ID placeholders ("SKYPE CALLER", a city and state) name nobody
             dropped.append("callername" if legacy else "customer_name")
@@ -365,14 +350,14 @@ class CallRailConnector(SourceConnector):
         is the CallRail company's local time: read in the payload's own
         ``company_time_zone`` (v3) when it names a valid zone, else in ``time_zone``."""
         zone: ZoneInfo = self.time_zone
-        company_zone = None if legacy else _text(call.get("company_time_zone"))
+        company_zone = None if legacy else kit.text(call.get("company_time_zone"))
         if company_zone:
             try:
                 zone = ZoneInfo(company_zone)
             except (ZoneInfoNotFoundError, ValueError):
                 zone = self.time_zone
         for name in ("start_time", "created_at"):
-            text = _text(call.get(name))
+            text = kit.text(call.get(name))
             if text is None:
                 continue
             try:
@@ -390,21 +375,25 @@ class CallRailConnector(SourceConnector):
         their query strings, and the campaign: ``utm_campaign``, else CallRail's
         ``campaign``, else the practice's campaign of the tracking number."""
         fields: dict[str, str | None] = {}
-        for param, field in URL_PARAMETERS.items():
-            fields[field] = _text(call.get(param))
-        landing = _text(call.get("landing_page_url"))
+        for param, field in kit.URL_PARAMETERS.items():
+            fields[field] = kit.text(call.get(param))
+        landing = kit.text(call.get("landing_page_url"))
         if landing:
-            for field, value in url_parameters(landing).items():
+            for field, value in kit.url_parameters(landing).items():
                 if not fields.get(field):
                     fields[field] = value
-            fields["landing_page"] = without_query(landing)
-        referrer = _text(call.get("referring_url")) or _text(call.get("referrer")) or _text(call.get("referrer_domain"))
+            fields["landing_page"] = kit.without_query(landing)
+        referrer = (
+            kit.text(call.get("referring_url"))
+            or kit.text(call.get("referrer"))
+            or kit.text(call.get("referrer_domain"))
+        )
         if referrer:
-            fields["referrer"] = without_query(referrer)
+            fields["referrer"] = kit.without_query(referrer)
         if not fields.get("campaign"):
-            fields["campaign"] = _text(call.get("campaign")) or tracked_campaign
+            fields["campaign"] = kit.text(call.get("campaign")) or tracked_campaign
         if not fields.get("term"):
-            fields["term"] = _text(call.get("keywords"))
+            fields["term"] = kit.text(call.get("keywords"))
         return Touchpoint(**{k: (v[:_MAX_TEXT] if v else None) for k, v in fields.items()})
 
 
@@ -417,30 +406,6 @@ def _from_legacy(params: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         call.setdefault(LEGACY_FIELDS.get(key, key), value)
     return call
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty string (numbers as their digits); empty strings are None."""
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _flag(value: Any) -> bool | None:
-    """A boolean sent as JSON or as the strings ``"true"``/``"false"``; None if unknown."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    return None
 
 
 def _seconds(value: Any) -> int | None:
@@ -467,11 +432,6 @@ def _e164(raw: str | None, region: str) -> str | None:
         return normalize_phone(raw, region)[0]
     except IdentityError:
         return None
-
-
-def _canonical(record: Mapping[str, Any]) -> bytes:
-    text = json.dumps(dict(record), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return text.encode("utf-8")
 
 
 @hookimpl

@@ -66,11 +66,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
-from carecrm.core.connectors import SourceConnector
+from carecrm.core import connector_kit as kit
+from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
-from carecrm.plugins.sources.urls import url_parameters, without_query
 
 __all__ = ["SendGridConnector", "carecrm_register_sources"]
 
@@ -267,15 +267,14 @@ _PERSON_WORDS: frozenset[str] = frozenset(
     }
 )
 
-#: Landing-page query parameters that fill the touchpoint: Google Analytics' UTM
-#: parameters (https://support.google.com/analytics/answer/10917952) and ad click ids.
-
 _EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
 _PHONE_VALUE = re.compile(r"^\+\d{7,15}$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_=+/.:-]{1,100}$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z_ ]{0,39}$")
 _MAX_TEXT = 300
+_TRUE_WORDS = frozenset({"true", "1", "yes"})
+_FALSE_WORDS = frozenset({"false", "0", "no"})
 #: Latest accepted event time (year 9999); later or negative ``timestamp`` values are
 #: refused rather than guessed.
 _MAX_EPOCH = 253402300799
@@ -347,18 +346,12 @@ class SendGridConnector(SourceConnector):
         def fail(reason: str) -> ValidationFailed:
             return ValidationFailed(self.name, "payload", SIGNATURE_HEADER, reason)
 
-        signature_text = (payload.header(SIGNATURE_HEADER) or "").strip()
-        if not signature_text:
-            raise fail("missing")
+        signature = kit.signature_from_header(payload, source=self.name, header=SIGNATURE_HEADER, encoding="base64")
         timestamp = (payload.header(TIMESTAMP_HEADER) or "").strip()
         if not timestamp:
             raise fail(f"timestamp header {TIMESTAMP_HEADER} missing")
         if not timestamp.isdigit():
             raise fail(f"timestamp header {TIMESTAMP_HEADER} is not Unix seconds")
-        try:
-            signature = base64.b64decode(signature_text, validate=True)
-        except (binascii.Error, ValueError):
-            raise fail("not base64") from None
         try:
             key = _public_key(secret)
         except ValueError as exc:
@@ -374,12 +367,12 @@ class SendGridConnector(SourceConnector):
 
     # ------------------------------------------------------------------ parsing
 
-    def parse(self, payload: RawPayload) -> Iterator[LeadEvent | ValidationFailed]:
+    def parse(self, payload: RawPayload) -> Iterator[LeadEvent | Rejected]:
         """One lead event per element of the batch.
 
         :raises ValidationFailed: when the body is not JSON or not an array of events
             (the payload is quarantined whole); an element that cannot be accepted (no
-            email, bad timestamp) is yielded as a :class:`ValidationFailed` while the
+            email, bad timestamp) is yielded as a :class:`Rejected` while the
             others still go in.
         """
         try:
@@ -395,13 +388,13 @@ class SendGridConnector(SourceConnector):
         for index, element in enumerate(data):
             yield from self._event(index, element)
 
-    def _event(self, index: int, element: Any) -> Iterable[LeadEvent | ValidationFailed]:
+    def _event(self, index: int, element: Any) -> Iterable[LeadEvent | Rejected]:
         position = f"#{index}"
         if not isinstance(element, dict):
-            return [ValidationFailed(self.name, position, "event", "not a JSON object")]
+            return [Rejected(position, "event", "not a JSON object")]
         raw_event = element.get("event")
         if not isinstance(raw_event, str) or not raw_event.strip():
-            return [ValidationFailed(self.name, position, "event", "missing")]
+            return [Rejected(position, "event", "missing")]
         event = _event_name(raw_event)
         if event not in KINDS:
             # account events (account_status_change) and types added after this connector
@@ -418,19 +411,19 @@ class SendGridConnector(SourceConnector):
 
         email = element.get("email")
         if not isinstance(email, str) or not email.strip():
-            return [ValidationFailed(self.name, record, "email", "missing")]
+            return [Rejected(record, "email", "missing")]
         occurred_at = _epoch(element.get("timestamp"))
         if occurred_at is None:
-            return [ValidationFailed(self.name, record, "timestamp", "not a Unix time in seconds")]
+            return [Rejected(record, "timestamp", "not a Unix time in seconds")]
         group = _group_id(element.get("asm_group_id"))
         if group is None and event in ("group_unsubscribe", "group_resubscribe"):
-            return [ValidationFailed(self.name, record, "asm_group_id", "missing or not an id")]
+            return [Rejected(record, "asm_group_id", "missing or not an id")]
 
-        bounce_type = _text(element.get("type")) if event == "bounce" else None
+        bounce_type = kit.text(element.get("type")) if event == "bounce" else None
         recipient = self.record_digest(email.strip().lower().encode("utf-8"))[:32]
         vendor_id = event_id if event_id is not None and _EVENT_ID.match(event_id) else None
         # no usable vendor id: a digest of the event's own content stands in for it
-        key_id = vendor_id or "h" + self.record_digest(_canonical(element))[:32]
+        key_id = vendor_id or "h" + self.record_digest(kit.canonical_json(element))[:32]
         stamp = int(occurred_at.timestamp())
         key = f"{event}:{(bounce_type or '').lower()[:20]}:{key_id}:{stamp}:{recipient}"
 
@@ -485,9 +478,9 @@ class SendGridConnector(SourceConnector):
         if event == "open":
             attributes["machine_open"] = _flag(element.get("sg_machine_open")) is True
         if event == "click":
-            url = _text(element.get("url"))
+            url = kit.text(element.get("url"))
             if url:
-                attributes["url"] = without_query(url)
+                attributes["url"] = kit.without_query(url)
         if event == "bounce":
             kind = (bounce_type or "bounce").lower()
             attributes["bounce_type"] = kind
@@ -496,7 +489,7 @@ class SendGridConnector(SourceConnector):
             reason = _redacted(element.get("reason"))
             if reason:
                 attributes["reason"] = reason
-            status = _text(element.get("status"))
+            status = kit.text(element.get("status"))
             if status:
                 attributes["smtp_status"] = status[:32]
         if event == "deferred":
@@ -553,15 +546,15 @@ class SendGridConnector(SourceConnector):
         campaign = categories[0] if categories else None
         if campaign is None:
             for name in ("marketing_campaign_name", "singlesend_name"):
-                campaign = _text(element.get(name))
+                campaign = kit.text(element.get(name))
                 if campaign:
                     break
         fields["campaign"] = campaign or None
         if event == "click":
-            url = _text(element.get("url"))
+            url = kit.text(element.get("url"))
             if url:
-                fields.update(url_parameters(url))
-                fields["landing_page"] = without_query(url)
+                fields.update(kit.url_parameters(url))
+                fields["landing_page"] = kit.without_query(url)
         return Touchpoint(**{k: (v or None) for k, v in fields.items()})
 
     def _consents(
@@ -663,26 +656,10 @@ def _int(value: Any) -> int | None:
 
 
 def _flag(value: Any) -> bool | None:
-    """A boolean sent as JSON, as ``0``/``1`` or as ``"true"``/``"false"``."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "1", "yes"):
-            return True
-        if text in ("false", "0", "no"):
-            return False
-    return None
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
+    """A boolean sent as JSON, as ``0``/``1`` or as ``"true"``/``"false"``/``"yes"``/``"no"``
+    (SendGrid documents ``tls`` and ``sg_machine_open`` as numbers or booleans; these words
+    are the ones this connector has always read, fewer than the kit's default)."""
+    return kit.flag(value, true_words=_TRUE_WORDS, false_words=_FALSE_WORDS)
 
 
 def _categories(value: Any) -> list[str]:
@@ -696,7 +673,7 @@ def _categories(value: Any) -> list[str]:
 
 def _redacted(value: Any) -> str | None:
     """An SMTP text with every email address replaced by ``[email]``, shortened."""
-    text = _text(value)
+    text = kit.text(value)
     if text is None:
         return None
     return _EMAIL_IN_TEXT.sub("[email]", text)[:_MAX_TEXT]
@@ -727,10 +704,6 @@ def _plain_value(value: Any) -> bool:
         text = value.strip()
         return len(text) <= _MAX_TEXT and not _EMAIL_IN_TEXT.search(text) and not _PHONE_VALUE.match(text)
     return False
-
-
-def _canonical(record: Any) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
 @hookimpl

@@ -23,6 +23,7 @@ import pytest
 
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
+from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
@@ -233,18 +234,18 @@ def test_real_looking_caller_id_is_kept_as_low_confidence() -> None:
 @pytest.mark.parametrize("value", [None, "", "   "])
 def test_missing_caller_number_fails_the_record(value: str | None) -> None:
     (failure,) = list(connector().parse(legacy_payload(callernum=value)))
-    assert isinstance(failure, ValidationFailed)
-    found = (failure.source, failure.record, failure.field, failure.reason)
-    assert found == ("callrail", "201235151", "callernum", "missing")
+    assert isinstance(failure, Rejected)
+    found = (failure.ref, failure.field, failure.reason)
+    assert found == ("201235151", "callernum", "missing")
 
 
 @needs_corpus
 def test_bad_datetime_fails_the_record() -> None:
     (failure,) = list(connector().parse(legacy_payload(datetime="yesterday")))
-    assert isinstance(failure, ValidationFailed)
+    assert isinstance(failure, Rejected)
     assert failure.field == "datetime"
     (failure,) = list(connector().parse(legacy_payload(datetime=None)))
-    assert isinstance(failure, ValidationFailed) and failure.field == "datetime"
+    assert isinstance(failure, Rejected) and failure.field == "datetime"
 
 
 @needs_corpus
@@ -345,11 +346,11 @@ def test_v3_call_modified_resend_has_the_same_key() -> None:
 
 def test_v3_missing_caller_number_and_time() -> None:
     (failure,) = list(connector().parse(v3_payload(v3_call(customer_phone_number=""))))
-    assert isinstance(failure, ValidationFailed)
-    found = (failure.record, failure.field, failure.reason)
+    assert isinstance(failure, Rejected)
+    found = (failure.ref, failure.field, failure.reason)
     assert found == ("CAL8154748ae6bd4e278a7cddd38a662f4f", "callernum", "missing")
     (failure,) = list(connector().parse(v3_payload(v3_call(start_time="soon", created_at=None))))
-    assert isinstance(failure, ValidationFailed) and failure.field == "start_time"
+    assert isinstance(failure, Rejected) and failure.field == "start_time"
     # start_time missing: created_at stands in
     event = one(connector(), v3_payload(v3_call(start_time=None)))
     assert event.interactions[0].occurred_at == datetime(2024, 3, 5, 15, 15, 2, 119000, tzinfo=UTC)

@@ -24,6 +24,7 @@ import pytest
 
 from carecrm.core import hookspecs
 from carecrm.core.config import Settings
+from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
@@ -272,9 +273,8 @@ def test_typeform_person_id_option_gives_an_external_identity() -> None:
 def test_typeform_date_answer_is_not_a_timestamp() -> None:
     options = example_options("typeform") | {"occurred_at": "form_response.answers[?field.type=='date'] | [0].date"}
     (failure,) = parse_all(connector(options, "typeform"), TYPEFORM_FILE.read_bytes())
-    assert isinstance(failure, ValidationFailed)
-    assert (failure.source, failure.record, failure.field) == (
-        "typeform",
+    assert isinstance(failure, Rejected)
+    assert (failure.ref, failure.field) == (
         "a3a12ec67a1365927098a606107fac15",
         "occurred_at",
     )
@@ -358,8 +358,8 @@ def test_phone_values_kept_exactly() -> None:
 def test_phone_number_with_a_fraction_is_refused() -> None:
     conn = connector(SIMPLE)
     (failure,) = parse_all(conn, b'{"id": "r1", "at": "2024-01-01T00:00:00Z", "phone": 1555000.25}')
-    assert isinstance(failure, ValidationFailed)
-    assert (failure.record, failure.field) == ("r1", "phone")
+    assert isinstance(failure, Rejected)
+    assert (failure.ref, failure.field) == ("r1", "phone")
     assert "1555000" not in str(failure)
 
 
@@ -415,7 +415,7 @@ def test_unreadable_consent_value_is_a_validation_failure() -> None:
     options = example_options("webflow") | {"consent": [CONSENT]}
     doc = webflow_doc({"email": "a.placeholder@example.com", "Marketing Opt In": "maybe later"})
     (failure,) = parse_all(connector(options, "webflow"), json.dumps(doc).encode())
-    assert isinstance(failure, ValidationFailed)
+    assert isinstance(failure, Rejected)
     assert failure.field == "consent[0]"
     assert "maybe" not in str(failure)
 
@@ -586,15 +586,15 @@ def test_one_bad_record_does_not_stop_the_others() -> None:
     results = parse_all(conn, json.dumps(doc).encode())
     assert [type(r).__name__ for r in results] == [
         "LeadEvent",
-        "ValidationFailed",
-        "ValidationFailed",
-        "ValidationFailed",
+        "Rejected",
+        "Rejected",
+        "Rejected",
         "LeadEvent",
     ]
-    assert (results[1].record, results[1].field) == ("r2", "occurred_at")
+    assert (results[1].ref, results[1].field) == ("r2", "occurred_at")
     assert "tuesday" not in str(results[1]) and "placeholder" not in str(results[1])
-    assert (results[2].record, results[2].field, results[2].reason) == ("r3", "occurred_at", "time is missing")
-    assert (results[3].record, results[3].field) == ("#3", "record")
+    assert (results[2].ref, results[2].field, results[2].reason) == ("r3", "occurred_at", "time is missing")
+    assert (results[3].ref, results[3].field) == ("#3", "record")
     assert results[4].interactions[0].occurred_at == datetime(2024, 5, 1, 8, 5, tzinfo=UTC)
     assert results[4].phones == ("+15555550123",)
 
@@ -602,8 +602,8 @@ def test_one_bad_record_does_not_stop_the_others() -> None:
 def test_selector_type_error_is_a_record_failure() -> None:
     conn = connector(SIMPLE | {"fields": {"full_name": "join(' ', [first, last])"}})
     (failure,) = parse_all(conn, b'{"id": "r1", "at": "2024-01-01T00:00:00Z", "first": "Jo"}')
-    assert isinstance(failure, ValidationFailed)
-    assert (failure.record, failure.field) == ("r1", "full_name")
+    assert isinstance(failure, Rejected)
+    assert (failure.ref, failure.field) == ("r1", "full_name")
     assert "Jo" not in failure.reason
 
 
@@ -634,7 +634,7 @@ def test_naive_times_are_read_in_the_time_zone(sent: str, utc: datetime | None) 
     conn = connector(SIMPLE | {"time_zone": "America/Chicago"})
     results = parse_all(conn, json.dumps({"id": "r1", "at": sent}).encode())
     if utc is None:
-        assert isinstance(results[0], ValidationFailed)
+        assert isinstance(results[0], Rejected)
     else:
         assert results[0].interactions[0].occurred_at == utc
 
@@ -670,7 +670,7 @@ def test_time_formats(fmt: str, sent: Any, utc: datetime) -> None:
 @pytest.mark.parametrize("sent", ["2005-10-15", "20051015", True, {"t": 1}, "", "2024-13-01T00:00:00Z"])
 def test_unusable_times_are_refused(sent: Any) -> None:
     (failure,) = parse_all(connector(SIMPLE), json.dumps({"id": "r1", "at": sent}).encode())
-    assert isinstance(failure, ValidationFailed) and failure.field == "occurred_at"
+    assert isinstance(failure, Rejected) and failure.field == "occurred_at"
 
 
 # --------------------------------------------------------------------------- signatures

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
+from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
@@ -49,7 +50,7 @@ def connector(**options: Any) -> SendGridConnector:
     return SendGridConnector(name="sendgrid", options=options, settings=Settings())
 
 
-def parse(body: bytes | list[Any], **options: Any) -> list[LeadEvent | ValidationFailed]:
+def parse(body: bytes | list[Any], **options: Any) -> list[LeadEvent | Rejected]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return list(connector(**options).parse(RawPayload(body=raw)))
 
@@ -420,7 +421,7 @@ def test_bad_elements_fail_alone() -> None:
         {"email": EMAIL, "timestamp": "1600000000", "event": "Delivered", "sg_event_id": "ok"},
     ]
     out = parse(batch)
-    failures = [(f.record, f.field) for f in out if isinstance(f, ValidationFailed)]
+    failures = [(f.ref, f.field) for f in out if isinstance(f, Rejected)]
     assert failures == [
         ("no-email", "email"),
         ("bad-time", "timestamp"),
@@ -433,7 +434,7 @@ def test_bad_elements_fail_alone() -> None:
     assert [e.record_ref for e in good] == ["ok"]
     assert good[0].interactions[0].occurred_at == datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)
     for f in out:
-        if isinstance(f, ValidationFailed):
+        if isinstance(f, Rejected):
             assert "patient.one" not in str(f)
 
 

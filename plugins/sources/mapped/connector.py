@@ -1,0 +1,219 @@
+"""The mapped source connector class (``connector = "mapped"``): compiles the options once,
+then verifies and parses payloads with the parts of this package (decoding, the record
+builder, signatures).  The package's docstring (:mod:`carecrm.plugins.sources.mapped`)
+says what the connector does and the rules it applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jmespath.exceptions
+
+from carecrm.core.connectors import Rejected, SourceConnector
+from carecrm.core.errors import ConfigError, ValidationFailed
+from carecrm.core.hookspecs import hookimpl
+from carecrm.core.models import LeadEvent, RawPayload
+from carecrm.core.vocab import CHANNELS, is_valid_kind_name
+from carecrm.plugins.sources.mapped.decoding import decode
+from carecrm.plugins.sources.mapped.minimization import Answers
+from carecrm.plugins.sources.mapped.options import (
+    PERSON_FIELDS,
+    TIME_FORMATS,
+    TOUCHPOINT_FIELDS,
+    MappedOptions,
+    OptionReader,
+)
+from carecrm.plugins.sources.mapped.record import RecordBuilder
+from carecrm.plugins.sources.mapped.selectors import Selector
+from carecrm.plugins.sources.mapped.signatures import signature_rule, verify_signature
+
+__all__ = ["MappedConnector", "carecrm_register_sources"]
+
+
+class MappedConnector(SourceConnector):
+    """Maps any form tool's JSON or form-encoded webhook to lead events by configuration.
+
+    :param name: the source's name (``typeform``): the ``source`` of the interactions and
+        the system of person external ids.
+    :param options: the ``[sources.<name>]`` table minus ``connector`` and ``secret``;
+        reference in ``docs/sources/mapped.md``.
+    :param settings: the practice's settings; the practice gives the default time zone (its
+        location's).
+    :raises ConfigError: naming the source and the option, for an unknown option, a
+        wrong type or value, an invalid JMESPath expression, an unknown function or
+        location or time zone.  Every selector is compiled here, once.
+    """
+
+    connector_id = "mapped"
+    description = "Any form tool's JSON or form-encoded webhook, mapped with JMESPath in config"
+    signed = False
+
+    options_type = MappedOptions
+
+    def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
+        super().__init__(*legacy, name=name, options=options, settings=settings)
+        opts: MappedOptions = self.options
+        practice = self.practice
+        reader = OptionReader(self.name, {})
+
+        self.format = reader.check_text("format", opts.format, choices=("json", "form"))
+        self.json_strings: tuple[str, ...] = opts.json_strings
+
+        self.answers_path = reader.answers_path(opts.answers or "@")
+        answers_key = self.answers_path[-1] if self.answers_path else None
+
+        def sel(option: str, text: Any) -> Selector:
+            return reader.selector(option, text, answers_key)
+
+        def optional(key: str) -> Selector | None:
+            text = getattr(opts, key)
+            return None if text is None else sel(key, text)
+
+        self.records = optional("records")
+        self.only_if = optional("only_if")
+        self.record_id = optional("record_id")
+        self.person_id = optional("person_id")
+        self.answer_key = optional("answer_key")
+
+        kind = opts.kind or "form.submitted"
+        if not is_valid_kind_name(kind):
+            raise reader.error("kind", "must be a dotted noun.event name such as form.submitted")
+        self.kind = kind
+        self.channel = reader.check_text("channel", opts.channel, choices=CHANNELS)
+        self.direction = reader.check_text("direction", opts.direction, choices=("inbound", "outbound"))
+        self.name_confidence = reader.check_text("name_confidence", opts.name_confidence, ("high", "low")) or "high"
+
+        self.location = opts.location
+        try:
+            location = practice.location(self.location)
+        except KeyError:
+            known = ", ".join(loc.name for loc in practice.locations)
+            raise reader.error("location", f"no such location in the practice; known: {known}") from None
+        zone_name = opts.time_zone or location.timezone
+        try:
+            self.time_zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise reader.error("time_zone", "unknown IANA time zone") from None
+
+        self.time_format = opts.time_format or "iso8601"
+        if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
+            raise reader.error("time_format", "must be iso8601, epoch_s, epoch_ms or a strptime pattern containing %")
+        self.occurred_at = optional("occurred_at")
+        self.occurred_at_fallback = reader.check_text(
+            "occurred_at_fallback", opts.occurred_at_fallback, choices=("received",)
+        )
+        if self.occurred_at is None and self.occurred_at_fallback is None:
+            raise reader.error(
+                "occurred_at", 'is required (or set occurred_at_fallback = "received" for vendors that send no time)'
+            )
+
+        self.keep_other_answers = opts.keep_other_answers
+
+        self.fields: dict[str, Selector] = {}
+        for key, text in opts.fields.items():
+            if key not in PERSON_FIELDS:
+                raise reader.error(f"fields.{key}", f"unknown field; known: {', '.join(PERSON_FIELDS)}")
+            self.fields[key] = sel(f"fields.{key}", text)
+        self.touchpoint: dict[str, Selector] = {}
+        for key, text in opts.touchpoint.items():
+            if key not in TOUCHPOINT_FIELDS:
+                raise reader.error(
+                    f"touchpoint.{key}", f"unknown touchpoint field; known: {', '.join(TOUCHPOINT_FIELDS)}"
+                )
+            self.touchpoint[key] = sel(f"touchpoint.{key}", text)
+        self.literals: dict[str, str] = {}
+        for key, value in opts.literals.items():
+            option = f"literals.{key}"
+            if key not in PERSON_FIELDS and key not in TOUCHPOINT_FIELDS:
+                raise reader.error(option, "not a person or touchpoint field")
+            if key in self.fields or key in self.touchpoint:
+                raise reader.error(option, "is also mapped by a selector; keep one")
+            if key in ("email", "phone", "date_of_birth"):
+                raise reader.error(option, "a constant email, phone or date of birth makes no sense")
+            literal = reader.check_text(option, value)
+            if literal is not None and literal.strip():
+                self.literals[key] = literal
+        self.attributes: dict[str, Selector] = {
+            key: sel(f"attributes.{key}", text) for key, text in opts.attributes.items()
+        }
+        if "external_record_id" in self.attributes or "occurred_at_source" in self.attributes:
+            raise reader.error("attributes", "external_record_id and occurred_at_source are set by the connector")
+
+        self.consent = tuple(reader.consent_rules(opts.consent, sel))
+        self.signature = signature_rule(self.name, opts.signature)
+        #: Where the answers are, for the count of unmapped answers.
+        self.answers = Answers(self.answers_path, self.answer_key, self.keep_other_answers)
+        #: True when a ``signature`` table is configured: :meth:`verify` then checks it.
+        self.signed = self.signature is not None  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ verify
+
+    def verify(self, payload: RawPayload, secret: str) -> None:
+        """Check the vendor's HMAC signature by the ``signature`` table
+        (:func:`~carecrm.plugins.sources.mapped.signatures.verify_signature`: HMAC-SHA256 or
+        -SHA1 of the configured ``signed_payload``, compared in constant time).
+
+        :param payload: the payload as received (headers looked up case-insensitively).
+        :param secret: the ``secret`` of ``[sources.<name>]``.
+        :raises ValidationFailed: ``(source, "payload", <header name>, reason)`` when the
+            signature or timestamp header is missing, malformed, wrong or too old.
+        :raises ConfigError: when a secret is configured but no ``signature`` table:
+            a signature would otherwise never be checked.
+        """
+        if self.signature is None:
+            raise ConfigError(
+                f"source {self.name!r}: a secret is configured but no [sources.{self.name}.signature] table"
+            )
+        verify_signature(self.name, self.signature, payload, secret)
+
+    # ------------------------------------------------------------------ parse
+
+    def parse(self, payload: RawPayload) -> Iterator[LeadEvent | Rejected]:
+        """Parse one payload into one :class:`LeadEvent` per record.
+
+        :param payload: JSON, form-encoded or multipart bytes (the ``format`` option or
+            else the content type decides).
+        :returns: an iterator of lead events, and of :class:`Rejected` values for records
+            that cannot be accepted (bad time, bad phone, a selector that does not apply);
+            the other records still go in.
+        :raises ValidationFailed: ``(source, "payload", "body", reason)`` when the payload
+            as a whole cannot be read (not JSON, not form encoding, ``records`` not a
+            list) or a ``json_strings`` value is not JSON (field = that key).
+        """
+        data = decode(self.name, payload, self.format, self.json_strings)
+        records: Iterable[Any] = [data]
+        if self.records is not None:
+            try:
+                selected = self.records.search(data)
+            except jmespath.exceptions.JMESPathError:
+                selected = None
+            if not isinstance(selected, list):
+                raise ValidationFailed(self.name, "payload", "body", "the records selector did not give a list")
+            records = selected
+        return self._events(records, payload)
+
+    def _events(self, records: Iterable[Any], payload: RawPayload) -> Iterator[LeadEvent | Rejected]:
+        """One lead event (or :class:`Rejected`) per record: a record that fails in any other
+        way is refused too (its field ``record``, the exception's type as the reason, never
+        its text), so a poison record never costs the payload's other records."""
+        for index, record in enumerate(records):
+            try:
+                item = RecordBuilder(self, index, record, payload).build()
+            except Exception as exc:  # noqa: BLE001 - one record's failure never stops the payload
+                yield Rejected(f"#{index}", "record", f"cannot be read ({type(exc).__name__})")
+                continue
+            if item is not None:
+                yield item
+
+
+@hookimpl
+def carecrm_register_sources(register: Callable[..., None]) -> None:
+    """Register :class:`MappedConnector` as the ``mapped`` source connector.
+
+    :param register: the registry callback of the ``carecrm_register_sources`` hook.
+    :returns: nothing.
+    """
+    register(MappedConnector)
