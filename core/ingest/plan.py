@@ -82,7 +82,11 @@ def refusing(cursor: Cursor) -> Iterator[None]:
 
 
 class BatchIdentities:
-    """Identity reads that see both the database and this batch's pending writes."""
+    """Identity reads that see both the database and the batch's pending identities.
+
+    :param inner: the unit of work's identity repository.
+    :param prefetched: the identities of the batch's blind indexes, read in one query.
+    """
 
     def __init__(self, inner: Any, prefetched: dict[tuple[str, str], list[IdentityRecord]]) -> None:
         self._inner = inner
@@ -90,6 +94,8 @@ class BatchIdentities:
         self.pending: list[IdentityRecord] = []
 
     def find_many(self, keys: Iterable[tuple[str, str]]) -> list[IdentityRecord]:
+        """Identities of any of the (kind, bidx) keys, stored or pending (one query for the
+        keys not read yet)."""
         out: list[IdentityRecord] = []
         missing = []
         for key in keys:
@@ -107,18 +113,25 @@ class BatchIdentities:
         return out
 
     def find(self, kind: str, bidx: str) -> list[IdentityRecord]:
+        """Identities of ``kind`` with this blind index, stored or pending."""
         return self.find_many([(kind, bidx)])
 
+    def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
+        """A contact's identities: the stored ones, then those pending in the batch."""
+        stored: list[IdentityRecord] = self._inner.for_contact(contact_id)
+        return stored + [r for r in self.pending if r.contact_id == contact_id]
+
     def add(self, rec: IdentityRecord) -> None:
+        """Plan an identity: written with the batch, seen by later reads at once."""
         self.pending.append(rec)
         self._known.setdefault((rec.kind, rec.bidx), []).append(rec)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
 
 class BatchContacts:
-    """Contact reads that see this batch's new and changed contacts."""
+    """Contact reads that see the batch's new and changed contacts.
+
+    :param inner: the unit of work's contact repository.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -127,14 +140,38 @@ class BatchContacts:
         self.changed: dict[uuid.UUID, ContactRecord] = {}
 
     def get_many(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ContactRecord]:
+        """The contacts among ``ids`` at their planned state (read once, then cached)."""
         ids = list(ids)
         missing = [i for i in ids if i not in self.cache]
         if missing:
             self.cache.update(self._inner.get_many(missing))
         return {i: self.cache[i] for i in ids if i in self.cache}
 
+    def get(self, cid: uuid.UUID) -> ContactRecord:
+        """The contact at its planned state.  :raises NotFound: if there is none."""
+        got = self.get_many([cid])
+        if cid not in got:
+            found: ContactRecord = self._inner.get(cid)  # raises NotFound
+            return found
+        return got[cid]
+
+    def find_by_name(self, name_bidx: str) -> list[ContactRecord]:
+        """Active contacts with this full-name blind index: stored, then new in the batch."""
+        return self._with_new(self._inner.find_by_name(name_bidx), "name_bidx", name_bidx)
+
+    def find_by_family_name(self, family_name_bidx: str) -> list[ContactRecord]:
+        """Active contacts with this family-name blind index: stored, then new in the batch."""
+        return self._with_new(
+            self._inner.find_by_family_name(family_name_bidx), "family_name_bidx", family_name_bidx
+        )
+
+    def _with_new(self, stored: list[ContactRecord], field: str, value: str) -> list[ContactRecord]:
+        seen = {r.id for r in stored}
+        planned = [self.cache.get(r.id, r) for r in stored]
+        return planned + [r for r in self.new.values() if getattr(r, field) == value and r.id not in seen]
+
     def stage(self, rec: ContactRecord) -> ContactRecord:
-        """Record a changed contact: written with the batch (inserted if new, else updated)."""
+        """Plan a changed contact: written with the batch (inserted if new, else updated)."""
         self.cache[rec.id] = rec
         if rec.id in self.new:
             self.new[rec.id] = rec
@@ -142,27 +179,42 @@ class BatchContacts:
             self.changed[rec.id] = rec
         return rec
 
-    def get(self, cid: uuid.UUID) -> ContactRecord:
-        got = self.get_many([cid])
-        if cid not in got:
-            found: ContactRecord = self._inner.get(cid)  # raises NotFound
-            return found
-        return got[cid]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
 
 class BatchView:
-    """What the matcher hook sees as ``uow``: reads through the batch's buffers."""
+    """What the matching hook sees as ``uow`` while a batch is planned: ``identities`` and
+    ``contacts`` read through the batch's pending writes (:class:`BatchIdentities`,
+    :class:`BatchContacts`); every other repository is the unit of work's own (the batch
+    plans no writes to them before it is written)."""
 
     def __init__(self, uow: UnitOfWork, identities: BatchIdentities, contacts: BatchContacts) -> None:
         self._uow = uow
         self.identities = identities
         self.contacts = contacts
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow, name)
+    @property
+    def interactions(self) -> Any:
+        """The unit of work's interactions (the batch's new ones are not visible yet)."""
+        return self._uow.interactions
+
+    @property
+    def stages(self) -> Any:
+        """The unit of work's stage history."""
+        return self._uow.stages
+
+    @property
+    def consents(self) -> Any:
+        """The unit of work's consent events."""
+        return self._uow.consents
+
+    @property
+    def reviews(self) -> Any:
+        """The unit of work's review pairs."""
+        return self._uow.reviews
+
+    @property
+    def merges(self) -> Any:
+        """The unit of work's merge journal."""
+        return self._uow.merges
 
 
 @attrs.frozen(kw_only=True)
