@@ -7,12 +7,10 @@ ring and the storage backend are opened on first use, so ``carecrm --help`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ import pluggy
 from carecrm.core import events as ev
 from carecrm.core.attribution import AttributionModel
 from carecrm.core.attribution_api import AttributionMixin
+from carecrm.core.audit import AuditTrail
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
@@ -82,7 +81,6 @@ _T = TypeVar("_T")
 
 #: Default time-zone-free settings for a brand-new practice written by ``init``.
 _META_KEY_CHECK = "key_check"
-_META_AUDIT_HEAD = "audit_head"
 #: Guards the lazy opening of the key ring, the mapper and the storage, which concurrent
 #: callers of one app may reach first at the same time.
 _OPEN_LOCK = threading.RLock()
@@ -584,6 +582,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ audit
 
+    @property
+    def audit_trail(self) -> AuditTrail:
+        """The audit log's writer and checker (:class:`carecrm.core.audit.AuditTrail`) on the
+        current storage (built per use: it holds no state of its own)."""
+        return AuditTrail(self.storage, self.keys)
+
     def audit(
         self,
         uow: UnitOfWork,
@@ -595,118 +599,29 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         fields: Sequence[str] = (),
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Append an audit-log entry in ``uow`` (HIPAA 45 CFR 164.312(b)), chained to the last
-        one by a keyed hash, and move the keyed head anchor (``meta.audit_head``) to it, so an
-        edited, deleted or cut-off entry is detectable.  ``fields`` and ``details`` hold
-        names and counts, never values; ``actor`` is who acted (every caller passes its own).
-
-        Concurrent writers: the head anchor is read with
-        :meth:`~carecrm.core.storage.MetaRepository.get_for_update`, so the head stays
-        locked until ``uow`` ends and two processes never take the same ``seq``; call this
-        last in a unit of work, just before its commit, so the lock is held for as short a
-        time as possible (appends serialize, nothing else does).
+        """Append an audit-log entry in ``uow``, chained to the last one (HIPAA 45 CFR
+        164.312(b)); call it last in a unit of work, just before its commit (see
+        :meth:`carecrm.core.audit.AuditTrail.append`).
 
         :raises ConflictError: lock wait timeout or deadlock (retry the unit)."""
-        # the chain's head from its anchor (one small row, locked), else from the log itself
-        head = uow.meta.get_for_update(_META_AUDIT_HEAD)
-        prev: str | None
-        if head is not None and head.count(":") == 2:
-            seq_text, prev_hash, _ = head.split(":")
-            seq, prev = int(seq_text) + 1, prev_hash
-        else:
-            last = uow.audit.last()
-            seq = 1 if last is None else last.seq + 1
-            prev = None if last is None else last.hash
-        rec = AuditRecord(
-            seq=seq,
-            id=new_id(),
-            at=utcnow(),
-            actor=actor.name,
-            role=actor.role,
-            action=action,
-            contact_id=contact_id,
-            purpose=purpose,
-            fields=list(fields),
-            details=details or {},
-            prev_hash=prev,
-            hash="",
+        self.audit_trail.append(
+            uow, actor, action, contact_id=contact_id, purpose=purpose, fields=fields, details=details
         )
-        rec = attrs.evolve(rec, hash=self.keys.audit_mac(prev, _audit_body(rec)))
-        uow.audit.append(rec)
-        uow.meta.set(_META_AUDIT_HEAD, self._audit_head_value(rec.seq, rec.hash))
-
-    def _audit_head_value(self, seq: int, entry_hash: str) -> str:
-        return f"{seq}:{entry_hash}:{self.keys.audit_mac(None, f'head:{seq}:{entry_hash}'.encode())}"
 
     def audit_head(self) -> str | None:
-        """The audit log's head anchor ``seq:hash:mac`` (None for an empty log).
-
-        Export it on a schedule (print it into a ticket, a WORM bucket, an email to the
-        privacy officer): ``verify_audit_chain(expected_head=...)`` with an exported value
-        then proves that no entry up to it was removed, even by someone holding the database.
-        """
-        with self.storage.unit_of_work() as uow:
-            return uow.meta.get(_META_AUDIT_HEAD)
+        """The audit log's head anchor ``seq:hash:mac`` (None for an empty log): export it on
+        a schedule (see :meth:`carecrm.core.audit.AuditTrail.head`)."""
+        return self.audit_trail.head()
 
     def audit_log(self, *, limit: int = 50, contact_id: uuid.UUID | None = None) -> list[AuditRecord]:
-        """The newest ``limit`` audit-log entries, oldest first (for ``carecrm audit log``).
-
-        Entries hold who (actor and role), what (action, purpose, field names, counts)
-        and which contact id, never personal data, so reading them is not itself audited.
-        The log is read from its start (it has no index by time); fine for a person's
-        review, not for a hot path.
-
-        :param contact_id: keep only the entries about this contact.
-        """
-        tail: deque[AuditRecord] = deque(maxlen=max(1, limit))
-        with self.storage.unit_of_work() as uow:
-            for rec in uow.audit.iter():
-                if contact_id is None or rec.contact_id == contact_id:
-                    tail.append(rec)
-        return list(tail)
+        """The newest ``limit`` audit-log entries, oldest first, optionally about one contact
+        (``carecrm audit log``; see :meth:`carecrm.core.audit.AuditTrail.entries`)."""
+        return self.audit_trail.entries(limit=limit, contact_id=contact_id)
 
     def verify_audit_chain(self, *, expected_head: str | None = None) -> tuple[bool, int, str | None]:
-        """Recompute the audit chain.
-
-        Checks every entry's keyed hash and link, that the last entry is the keyed head
-        anchor stored with the log (a cut-off tail or an emptied log is detected), and, given
-        ``expected_head`` (an anchor exported earlier), that the log still reaches it.
-
-        :returns: ``(ok, entries checked, None or what is wrong)``.
-        """
-        prev = None
-        n = 0
-        last: AuditRecord | None = None
-        with self.storage.unit_of_work() as uow:
-            expected_seq = 1
-            for rec in uow.audit.iter():
-                if (
-                    rec.seq != expected_seq
-                    or rec.prev_hash != prev
-                    or self.keys.audit_mac(prev, _audit_body(rec)) != rec.hash
-                ):
-                    return False, n, f"entry seq {rec.seq} was edited, or entries before it were removed"
-                prev, n, expected_seq, last = rec.hash, n + 1, expected_seq + 1, rec
-                if expected_head and expected_head.split(":")[:2] == [str(rec.seq), rec.hash]:
-                    expected_head = None  # reached
-            head = uow.meta.get(_META_AUDIT_HEAD)
-            has_data = uow.contacts.count() > 0 or uow.inbox.count() > 0
-        if expected_head:
-            return False, n, "the log no longer reaches the exported head: entries were removed"
-        if head is None:
-            if last is not None or has_data:
-                return False, n, "the head anchor is missing: the log was truncated or emptied"
-            return True, n, None
-        try:
-            seq_text, head_hash, _ = head.split(":")
-            head_ok = head == self._audit_head_value(int(seq_text), head_hash)
-        except ValueError:
-            head_ok = False
-        if not head_ok:
-            return False, n, "the head anchor was altered"
-        if last is None or (last.seq, last.hash) != (int(seq_text), head_hash):
-            return False, n, f"the log ends before its head anchor (seq {seq_text}): entries were removed"
-        return True, n, None
+        """Recompute the audit chain: ``(ok, entries checked, None or what is wrong)`` (see
+        :meth:`carecrm.core.audit.AuditTrail.verify`)."""
+        return self.audit_trail.verify(expected_head=expected_head)
 
     # ------------------------------------------------------------------ ingest
 
@@ -1361,26 +1276,6 @@ def _inbox_item(rec: InboxRecord) -> InboxItem:
         processed_at=rec.processed_at,
         attempts=rec.attempts,
     )
-
-
-def _audit_body(rec: AuditRecord) -> bytes:
-    """The canonical bytes an audit entry's hash covers (everything but the hashes)."""
-    return json.dumps(
-        [
-            rec.seq,
-            str(rec.id),
-            rec.at.isoformat(),
-            rec.actor,
-            rec.role,
-            rec.action,
-            str(rec.contact_id) if rec.contact_id else None,
-            rec.purpose,
-            list(rec.fields),
-            rec.details,
-        ],
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
 
 
 def _counts(backend: StorageBackend) -> dict[str, int]:
