@@ -30,7 +30,6 @@ from carecrm.core.crypto import KeyRing
 from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
     CareCRMError,
-    ConfigError,
     CryptoError,
     NotFound,
     PluginError,
@@ -39,7 +38,8 @@ from carecrm.core.errors import (
 )
 from carecrm.core.identity import IdentityError, normalize_email, normalize_name, normalize_phone
 from carecrm.core.ids import new_id
-from carecrm.core.ingest import Ingestor, IngestReport, Quarantined, is_reason_code, parsed_item
+from carecrm.core.ingest import Ingestor, IngestReport, is_reason_code
+from carecrm.core.ingest.inbox import Inbox, InboxItem
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.matching import MatchCandidate, MatchResult
 from carecrm.core.migrate_api import MigrationMixin
@@ -67,7 +67,7 @@ from carecrm.core.plugins import (
     origin_of,
 )
 from carecrm.core.read_path import CONTACT_FIELDS, ReadPath
-from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
+from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
@@ -119,19 +119,6 @@ class StageSummary:
     count: int
     median_seconds: float | None
     speed_to_lead: SpeedToLeadSummary = attrs.Factory(SpeedToLeadSummary)
-
-
-@attrs.frozen(kw_only=True)
-class InboxItem:
-    """An inbox entry as shown to people: everything clear about a stored payload."""
-
-    id: uuid.UUID
-    source: str
-    received_at: datetime
-    status: str
-    reason: str | None
-    processed_at: datetime | None
-    attempts: int
 
 
 class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
@@ -625,168 +612,33 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ ingest
 
+    @property
+    def inbox(self) -> Inbox:
+        """The inbox stage of ingest (:class:`carecrm.core.ingest.inbox.Inbox`) on the
+        current storage: ``ingest_payloads`` and the operators' ``inbox_*`` calls go
+        through it."""
+        return Inbox(
+            storage=self.storage,
+            settings=self.settings,
+            mapper=self.mapper,
+            read_path=self.read_path,
+            audit=self.audit_trail,
+            connector=self.connector,
+            secret=self.source_secret,
+            ingestor=self._ingestor,
+        )
+
     def ingest_payloads(
         self, source: str, payloads: Iterable[RawPayload], *, actor: Actor, verify: bool = True
     ) -> IngestReport:
-        """Ingest raw payloads of ``source``: each is written to the (encrypted) inbox first,
-        its signature verified when a secret is configured, parsed by the source's
-        connector, and its lead events ingested.  A payload that fails verification or
-        parsing is quarantined whole with its reason; a bad record is quarantined while
-        the payload's other records go in.  A byte-identical re-delivery of a processed
-        payload is counted as a duplicate and changes nothing; one of a quarantined payload
-        is processed again in the same inbox entry.  Afterwards processed payloads older
-        than ``[ingest] inbox_retention_days`` are purged.
-
-        :param actor: who ingests (a webhook receiver, a person running ``carecrm ingest``):
-            named by the batch's ``ingest`` audit entries and the stage moves the leads imply.
-        :param verify: check signatures (False for payloads exported by the practice itself;
-            then no secret is needed).
+        """Ingest raw payloads of ``source`` by ``actor`` through the encrypted inbox (see
+        :meth:`carecrm.core.ingest.inbox.Inbox.ingest_payloads`; ``verify=False`` skips
+        signature checks for the practice's own exports).
 
         :raises UnknownComponentError: if ``source`` is not configured (listing those that are).
-        :raises ConfigError: if the source's secret reference cannot be resolved.
+        :raises ConfigError: if the source's secret is missing or cannot be resolved.
         """
-        connector = self.connector(source)
-        secret = self.source_secret(source) if verify else None
-        if verify and secret is None and getattr(connector, "signed", False):
-            raise ConfigError(
-                f"source {source!r} verifies signatures but has no secret: set [sources.{source}] secret "
-                '(e.g. "$env:NAME"), so unsigned payloads are never accepted silently'
-            )
-        report = IngestReport()
-        pending: list[tuple[InboxRecord, RawPayload]] = []
-        chunk = max(1, self.settings.batch_size)
-        buffer: list[RawPayload] = []
-
-        def flush() -> None:
-            if not buffer:
-                return
-            records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
-            digests = [rec.digest for rec, _ in records]
-
-            def store(uow: UnitOfWork) -> dict[str, InboxRecord]:
-                # the same bytes again: after a processed copy nothing changes; a quarantined,
-                # discarded or unfinished copy is processed again in its own inbox entry.
-                # One row per (source, digest): stored with insert-or-skip, so a concurrent
-                # receiver of the same bytes (another process, another worker) keeps the
-                # same row, and both agree on its status
-                before = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
-                uow.inbox.add_new([rec for rec, _ in records if rec.digest not in before])
-                found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
-                uow.commit()
-                return found
-
-            stored = self._retrying(store)
-            seen: set[str] = set()
-            for rec, payload in records:
-                if rec.digest in seen:  # the same bytes twice in one batch: once
-                    report.duplicate_payloads += 1
-                    continue
-                seen.add(rec.digest)
-                row = stored.get(rec.digest, rec)
-                if row.status == "processed":
-                    report.duplicate_payloads += 1
-                    continue
-                pending.append((row, payload))
-            buffer.clear()
-            self._process(connector, secret if verify else None, pending, report, actor)
-            pending.clear()
-
-        for payload in payloads:
-            report.payloads += 1
-            buffer.append(payload)
-            if len(buffer) >= chunk:
-                flush()
-        flush()
-        # retention: processed payloads leave the inbox after [ingest] inbox_retention_days
-        report.purged_payloads = self.inbox_purge()
-        return report
-
-    def _process(
-        self,
-        connector: SourceConnector,
-        secret: str | None,
-        items: list[tuple[InboxRecord, RawPayload]],
-        report: IngestReport,
-        actor: Actor,
-    ) -> None:
-        events: list[tuple[LeadEvent, uuid.UUID | None]] = []
-        failed: dict[uuid.UUID, list[Quarantined]] = {}
-        empty: set[uuid.UUID] = set()
-        for rec, payload in items:
-            try:
-                if secret is not None:
-                    connector.verify(payload, secret)
-                produced = list(connector.parse(payload))
-            except ValidationFailed as exc:
-                failed.setdefault(rec.id, []).append(Quarantined(exc.source, exc.record, exc.field, exc.reason, rec.id))
-                continue
-            except Exception as exc:  # noqa: BLE001 - any connector failure quarantines this payload only
-                # (a RecursionError from a deeply nested body, a connector bug): the exception's
-                # text may quote the payload, so only its type is kept
-                failed.setdefault(rec.id, []).append(
-                    Quarantined(connector.name, "payload", "body", f"cannot be parsed ({type(exc).__name__})", rec.id)
-                )
-                continue
-            if not produced:
-                report.empty_payloads += 1
-                empty.add(rec.id)
-            for item in produced:
-                taken = parsed_item(connector.name, item, rec.id)
-                if isinstance(taken, Quarantined):
-                    report.records += 1
-                    failed.setdefault(rec.id, []).append(taken)
-                else:
-                    events.append((taken, rec.id))
-        before = len(report.quarantined)
-        for qs in failed.values():
-            report.quarantined.extend(qs)
-        self._ingestor(actor).run(events, report)
-        # every payload with a quarantined record stays quarantined with its reasons; the
-        # report names the payload's file, the inbox's clear reason does not (see Quarantined)
-        origins = {rec.id: payload.origin for rec, payload in items}
-        bad: dict[uuid.UUID, list[str]] = {}
-        for q in report.quarantined[before:]:
-            if q.inbox_id is not None:
-                bad.setdefault(q.inbox_id, []).append(q.message(with_payload=False))
-                if q.payload is None:
-                    q.payload = origins.get(q.inbox_id) or f"inbox {q.inbox_id}"
-        now = utcnow()
-        ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
-        done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]
-        def mark(uow: UnitOfWork) -> None:
-            for iid, reasons in bad.items():
-                uow.inbox.set_status_many([iid], "quarantined", reason="; ".join(reasons)[:2000], processed_at=now)
-            if ignored:
-                # nothing to ingest (another event type, or an `only_if` that matched nothing):
-                # kept as "ignored", so a re-delivery or a retry after a config fix processes it
-                # again; purged with processed payloads
-                uow.inbox.set_status_many(ignored, "ignored", reason="no lead record in the payload", processed_at=now)
-            if done:
-                uow.inbox.set_status_many(done, "processed", processed_at=now)
-            uow.commit()
-
-        self._retrying(mark)
-
-    def _retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
-        """Run ``work(uow)`` in a new unit of work, again in a fresh one when it lost a race
-        with a concurrent writer (:class:`ConflictError`: a deadlock such as MariaDB 1213 or
-        PostgreSQL 40P01, or a lock wait timeout), up to :data:`WRITE_ATTEMPTS` times; then
-        the last error propagates.  ``work`` must commit and be safe to repeat."""
-        import random
-        import time
-
-        from carecrm.core.errors import ConflictError
-        from carecrm.core.ingest import WRITE_ATTEMPTS
-
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                with self.storage.unit_of_work() as uow:
-                    return work(uow)
-            except ConflictError:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
-        raise AssertionError("unreachable")
+        return self.inbox.ingest_payloads(source, payloads, actor=actor, verify=verify)
 
     def _ingestor(self, actor: Actor) -> Ingestor:
         """The ingest engine for one call by ``actor`` (see :mod:`carecrm.core.ingest`)."""
@@ -805,19 +657,14 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     def inbox_list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxItem]:
         """Inbox entries, newest first (no payload content)."""
-        with self.storage.unit_of_work() as uow:
-            return [_inbox_item(r) for r in uow.inbox.list(status=status, source=source, limit=limit)]
+        return self.inbox.list(status=status, source=source, limit=limit)
 
     def inbox_show(self, inbox_id: uuid.UUID, *, actor: Actor) -> tuple[InboxItem, RawPayload]:
-        """One entry and its decrypted payload (an audited read of raw personal data by ``actor``).
+        """One entry and its decrypted payload (an audited read by ``actor``).
 
         :raises NotFound: if there is no such entry.
         """
-        with self.storage.unit_of_work() as uow:
-            rec = uow.inbox.get(inbox_id)
-            payload = self.read_path.inbox_payload(uow, rec, actor=actor, purpose="operations")
-            uow.commit()
-        return _inbox_item(rec), payload
+        return self.inbox.show(inbox_id, actor=actor)
 
     def inbox_retry(self, inbox_id: uuid.UUID, *, actor: Actor) -> IngestReport:
         """Process a stored payload again (after fixing config or a connector).
@@ -825,40 +672,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         :raises NotFound: if there is no such entry.
         :raises CareCRMError: if it was discarded.
         """
-        with self.storage.unit_of_work() as uow:
-            rec = uow.inbox.get(inbox_id)
-        if rec.status == "discarded":
-            raise CareCRMError(f"inbox entry {inbox_id} was discarded; it cannot be retried")
-        payload = self.read_path.payload_for_processing(rec, actor=actor)
-        connector = self.connector(rec.source)
-        report = IngestReport(payloads=1)
-        self._process(connector, self.source_secret(rec.source), [(rec, payload)], report, actor)
-        return report
+        return self.inbox.retry(inbox_id, actor=actor)
 
     def inbox_discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:
-        """Mark an entry discarded (it is never processed again; purged later).
+        """Mark an entry discarded by ``actor`` (never processed again; purged later; audited).
 
         :raises NotFound: if there is no such entry.
         """
-        with self.storage.unit_of_work() as uow:
-            uow.inbox.get(inbox_id)
-            uow.inbox.set_status(
-                inbox_id,
-                "discarded",
-                reason=reason or f"discarded by {actor.name}",
-                processed_at=utcnow(),
-            )
-            self.audit(uow, actor, "inbox.discard", details={"inbox_id": str(inbox_id)})
-            uow.commit()
+        self.inbox.discard(inbox_id, actor=actor, reason=reason)
 
     def inbox_purge(self, *, now: datetime | None = None) -> int:
-        """Delete processed, ignored and discarded payloads older than the retention
-        (``[ingest] inbox_retention_days``, default 30); quarantined ones stay."""
-        cutoff = (now or utcnow()) - timedelta(days=self.settings.inbox_retention_days)
-        with self.storage.unit_of_work() as uow:
-            n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
-            uow.commit()
-        return n
+        """Delete processed, ignored and discarded payloads past ``[ingest]
+        inbox_retention_days``; quarantined ones stay.  Returns how many."""
+        return self.inbox.purge(now=now)
 
     # ------------------------------------------------------------------ contacts
 
@@ -1264,18 +1090,6 @@ def default_actor() -> Actor:
     except (KeyError, OSError):
         name = "unknown"
     return Actor(name=name, role="admin")
-
-
-def _inbox_item(rec: InboxRecord) -> InboxItem:
-    return InboxItem(
-        id=rec.id,
-        source=rec.source,
-        received_at=rec.received_at,
-        status=rec.status,
-        reason=rec.reason,
-        processed_at=rec.processed_at,
-        attempts=rec.attempts,
-    )
 
 
 def _counts(backend: StorageBackend) -> dict[str, int]:
