@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from carecrm.cli.context import EXIT_QUARANTINED, EXIT_USAGE, json_option, state
-from carecrm.cli.output import add_row, echo_json, print_fields, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.config import Settings, find_config
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.output import add_row, echo_json, json_value, print_fields, print_table, table
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
 
 # --------------------------------------------------------------------------- plugins
 
@@ -21,6 +21,9 @@ def _plugins_app() -> CareCRM:
     """The app for ``carecrm plugins``: the practice's, or, when no config was named and
     there is no ./carecrm.toml, one on default settings (so a plugin author can check an
     installation before any practice exists)."""
+    from carecrm.core.app import CareCRM
+    from carecrm.core.config import Settings, find_config
+
     st = state()
     if st.config_explicit or find_config(None).exists():
         return st.app
@@ -178,7 +181,7 @@ def audit_log(limit: int, contact_id: uuid.UUID | None, as_json: bool) -> None:
     about which contact id, with which purpose and fields (names, never values)."""
     entries = state().app.audit_log(limit=limit, contact_id=contact_id)
     if as_json:
-        echo_json([{k: v for k, v in to_json_value(e).items() if k not in ("prev_hash", "hash")} for e in entries])
+        echo_json([{k: v for k, v in json_value(e).items() if k not in ("prev_hash", "hash")} for e in entries])
         return
     t = table(
         "seq",

@@ -7,37 +7,42 @@ contact id, an email address or a phone number in any format.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.text import Text
 
 from carecrm.cli.commands.tasks import task_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
 from carecrm.cli.output import (
     NONE,
     add_row,
+    compact_json,
     console,
     echo_json,
     format_duration,
     format_local,
     format_utc,
+    json_value,
     print_fields,
     print_table,
+    styled,
     table,
 )
-from carecrm.core.app import CareCRM
-from carecrm.core.coordination_api import FirstResponse
-from carecrm.core.models import Contact, Interaction, Note, StageChange
-from carecrm.core.serialization import compact, to_json_value
 from carecrm.core.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from carecrm.core.app import CareCRM
+    from carecrm.core.coordination_api import FirstResponse
+    from carecrm.core.models import Contact, Interaction, Note, StageChange
 
 # --------------------------------------------------------------------------- JSON shapes
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:
     """A contact as JSON: every field, ``full_name`` and its identities."""
-    out = dict(to_json_value(contact))
+    out = dict(json_value(contact))
     out["full_name"] = contact.full_name
     return out
 
@@ -49,16 +54,16 @@ def interaction_json(item: Interaction) -> dict[str, Any]:
     return {
         "id": str(item.id),
         "kind": item.kind,
-        "occurred_at": to_json_value(item.occurred_at),
-        "recorded_at": to_json_value(item.recorded_at),
+        "occurred_at": json_value(item.occurred_at),
+        "recorded_at": json_value(item.recorded_at),
         "channel": item.channel,
         "direction": item.direction,
         "source": item.source,
         "campaign": item.touchpoint.campaign,
         "channel_group": item.touchpoint.channel_group,
         "location": item.location,
-        "touchpoint": compact(to_json_value(item.touchpoint)),
-        "attributes": to_json_value(item.attributes),
+        "touchpoint": compact_json(json_value(item.touchpoint)),
+        "attributes": json_value(item.attributes),
         "body": item.body,
         "actor": item.actor,
     }
@@ -66,19 +71,19 @@ def interaction_json(item: Interaction) -> dict[str, Any]:
 
 def stage_change_json(change: StageChange) -> dict[str, Any]:
     """A stage change as JSON."""
-    return dict(to_json_value(change))
+    return dict(json_value(change))
 
 
 def note_json(note: Note) -> dict[str, Any]:
     """A note as JSON."""
-    return dict(to_json_value(note))
+    return dict(json_value(note))
 
 
 def speed_to_lead_json(first: FirstResponse | None) -> dict[str, Any] | None:
     """Speed to lead as JSON: ``first_inbound_at`` and ``first_outbound_at`` (ISO 8601 UTC,
     Z; the latter null while unanswered), ``business_seconds`` and ``wall_clock_seconds``
     (null while unanswered), ``location``; null when the contact never reached out."""
-    return None if first is None else dict(to_json_value(first))
+    return None if first is None else dict(json_value(first))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -107,10 +112,10 @@ def _contacts_table(found: list[Contact]) -> None:
 def _speed_text(first: FirstResponse | None, tz: str) -> Text:
     """The "speed to lead" line: business time to the first answer, or what is missing."""
     if first is None:
-        return Text(f"{NONE} (never reached out)", style="dim")
+        return styled(f"{NONE} (never reached out)", "dim")
     if first.first_outbound_at is None:
-        return Text(f"awaiting a first response since {format_local(first.first_inbound_at, tz)}", style="bold")
-    return Text(
+        return styled(f"awaiting a first response since {format_local(first.first_inbound_at, tz)}", "bold")
+    return styled(
         f"{format_duration(first.business_seconds)} of business hours "
         f"({format_duration(first.wall_clock_seconds)} elapsed; first reached out "
         f"{format_local(first.first_inbound_at, tz)}, first answered {format_local(first.first_outbound_at, tz)})"
@@ -153,13 +158,13 @@ def _details(item: Interaction) -> Text:
     if item.body and item.body.strip():
         first = item.body.strip().splitlines()[0]
         parts.append(first if len(first) <= 80 else first[:79] + "…")
-    return Text("; ".join(parts)) if parts else Text(NONE, style="dim")
+    return styled("; ".join(parts)) if parts else styled(NONE, "dim")
 
 
 def _via(item: Interaction) -> Text:
     """The "via" cell: channel, source and campaign joined (``web · typeform · spring``)."""
     parts = [p for p in (item.channel, item.source, item.touchpoint.campaign) if p]
-    return Text(" · ".join(parts)) if parts else Text(NONE, style="dim")
+    return styled(" · ".join(parts)) if parts else styled(NONE, "dim")
 
 
 # --------------------------------------------------------------------------- contacts

@@ -6,27 +6,20 @@ import base64
 import sys
 import traceback
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
 from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, state
-from carecrm.cli.output import (
-    add_row,
-    counts_line,
-    echo_json,
-    format_utc,
-    print_fields,
-    print_table,
-    table,
-)
+from carecrm.cli.output import add_row, counts_line, echo_json, format_utc, json_value, print_fields, print_table, table
 from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
-from carecrm.core.app import InboxItem
-from carecrm.core.ingest import IngestReport
-from carecrm.core.models import RawPayload
-from carecrm.core.serialization import to_json_value
 from carecrm.core.text import printable
+
+if TYPE_CHECKING:
+    from carecrm.core.app import InboxItem
+    from carecrm.core.ingest import IngestReport
+    from carecrm.core.models import RawPayload
 
 #: Inbox statuses (``carecrm inbox list --status``).
 INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
@@ -50,6 +43,8 @@ REPORT_LABELS: dict[str, str] = {
 
 def _counts(report: IngestReport) -> dict[str, int]:
     """Every integer count of the report, by field name, in :data:`REPORT_LABELS` order."""
+    from carecrm.core.ingest import IngestReport
+
     counts = {f.name: getattr(report, f.name) for f in attrs.fields(IngestReport) if f.type in (int, "int")}
     ordered = {k: counts.pop(k) for k in REPORT_LABELS if k in counts}
     return {**ordered, **counts}
@@ -196,7 +191,7 @@ def inbox() -> None:
 
 
 def _item_json(item: InboxItem) -> dict[str, Any]:
-    return dict(to_json_value(item))
+    return dict(json_value(item))
 
 
 @inbox.command("list")
@@ -237,7 +232,7 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
         "content_type": payload.content_type,
         "headers": dict(payload.headers),
         "url": payload.url,
-        "received_at": to_json_value(payload.received_at),
+        "received_at": json_value(payload.received_at),
         "body": body,
         "body_encoding": encoding,
     }

@@ -8,18 +8,19 @@ is an audited read with the ``--as`` actor.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from carecrm.cli.commands.contacts import contact_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import NONE, add_row, echo_json, format_local, print_fields, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.models import Contact
-from carecrm.core.records import ScoreRecord
-from carecrm.core.scoring import ScoreReason
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_fields, print_table, table
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.models import Contact
+    from carecrm.core.records import ScoreRecord
+    from carecrm.core.scoring import ScoreReason
 
 
 def _timezone(the_app: CareCRM, location: str | None) -> str:
@@ -38,6 +39,8 @@ def _points(value: float) -> str:
 
 
 def _reasons(record: ScoreRecord) -> list[ScoreReason]:
+    from carecrm.core.scoring import ScoreReason
+
     return [ScoreReason.from_json(r) for r in record.reasons]
 
 
@@ -47,7 +50,7 @@ def score_json(record: ScoreRecord) -> dict[str, Any]:
     return {
         "model": record.model,
         "score": record.score,
-        "computed_at": to_json_value(record.computed_at),
+        "computed_at": json_value(record.computed_at),
         "reasons": [r.to_json() for r in _reasons(record)],
     }
 
@@ -96,8 +99,8 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
                     "emails": contact.emails(),
                     "stage": contact.stage,
                     "score": record.score,
-                    "last_touch": to_json_value(touches.get(contact.id)),
-                    "computed_at": to_json_value(record.computed_at),
+                    "last_touch": json_value(touches.get(contact.id)),
+                    "computed_at": json_value(record.computed_at),
                 }
                 for rank, (contact, record) in enumerate(rows, start=1)
             ]
