@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -79,12 +80,14 @@ class CliState:
         each facade call that reads or changes personal data; None: the operating-system
         user as admin, looked up on first use of :attr:`actor`.
     :param debug: show tracebacks (``--debug`` / ``CARECRM_DEBUG=1``).
+    :param full_ids: show whole ids in tables (``--full-ids``) instead of short ids.
     """
 
-    def __init__(self, config: str | None, actor: Actor | None, *, debug: bool = False) -> None:
+    def __init__(self, config: str | None, actor: Actor | None, *, debug: bool = False, full_ids: bool = False) -> None:
         self.config = config
         self._actor = actor
         self.debug = debug
+        self.full_ids = full_ids
         self._app: CareCRM | None = None
 
     @property
@@ -179,6 +182,24 @@ class LazyChoice(click.Choice[str]):
         # click.Choice.__init__ assigns the (empty) tuple given to it: keep the loader
         if value:
             self._choices = tuple(value)
+
+
+def resolve_id(kind: str, text: str) -> uuid.UUID:
+    """The whole id that an id typed on the command line names: a UUID, or a short id
+    (the last hex digits tables show) resolved with
+    :meth:`carecrm.core.app.CareCRM.resolve_id`.
+
+    :param kind: ``"contact"``, ``"task"`` or ``"inbox"``.
+    :raises CliError: (exit status 2) if ``text`` is not an id.
+    :raises NotFound: if nothing has that id; :raises AmbiguousId: if a short id names
+        several records (both become ``error:`` lines with exit status 2).
+    """
+    try:
+        return state().app.resolve_id(kind, text)
+    except CareCRMError:
+        raise
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def json_option(func: F) -> F:

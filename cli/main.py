@@ -250,9 +250,18 @@ def create_cli(
         help="Show tracebacks: of an error, and of each record quarantined by an unexpected failure "
         "[env CARECRM_DEBUG=1]. Tracebacks may quote personal data.",
     )
+    @click.option(
+        "--full-ids",
+        is_flag=True,
+        default=False,
+        help="Show whole ids in tables; tables show short ids (the last 8 hex digits), which every "
+        "command taking an id or REF accepts too.",
+    )
     @click.version_option(package_name="carecrm", prog_name="carecrm")
     @click.pass_context
-    def cli(ctx: click.Context, config: str | None, actor: Actor | None, verbose: int, debug: bool) -> None:
+    def cli(
+        ctx: click.Context, config: str | None, actor: Actor | None, verbose: int, debug: bool, full_ids: bool
+    ) -> None:
         """carecrm: the CRM of a medical practice's leads and patients.
 
         Every command reads the practice's config (carecrm.toml) and opens its database
@@ -262,7 +271,7 @@ def create_cli(
         """
         if verbose:
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, format="%(name)s: %(message)s")
-        obj = CliState(config, actor, debug=debug or os.environ.get("CARECRM_DEBUG") == "1")
+        obj = CliState(config, actor, debug=debug or os.environ.get("CARECRM_DEBUG") == "1", full_ids=full_ids)
         ctx.obj = obj
         ctx.call_on_close(obj.close)
 

@@ -63,6 +63,26 @@ def compact_json(value: Any) -> Any:
     return compact(value)
 
 
+def show_id(value: Any, *, full: bool | None = None) -> str | None:
+    """How a table shows an id: its short form (the last hex digits,
+    :func:`carecrm.core.short_ids.short_id`), or the whole id with ``--full-ids``.
+
+    :param value: a :class:`uuid.UUID`, its text, or None (shown as None).
+    :param full: whole ids (default: as the invocation's ``--full-ids`` says).
+    """
+    if value is None:
+        return None
+    if full is None:
+        from carecrm.cli.context import state
+
+        full = state().full_ids
+    if full:
+        return str(value)
+    from carecrm.core.short_ids import short_id
+
+    return short_id(value)
+
+
 def echo_json(value: Any) -> None:
     """Print ``value`` (attrs objects, datetimes and UUIDs included) as indented JSON.
 

@@ -13,7 +13,7 @@ import statistics
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
+from carecrm.core.criteria import And
 from carecrm.core.crypto import KeyRing
 from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
@@ -70,6 +71,7 @@ from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
+from carecrm.core.short_ids import SHORT_LENGTH, id_suffix, looks_like_phone, one_match
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
 
@@ -1002,7 +1004,9 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         return self._resolve_record(uow, ref).id
 
     def _resolve_record(self, uow: UnitOfWork, ref: str | uuid.UUID) -> ContactRecord:
-        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`)."""
+        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`): a whole
+        id, a short id (:mod:`carecrm.core.short_ids`), an email or a phone.  Text of
+        decimal digits only is read as a phone number first, then as a short id."""
         if isinstance(ref, uuid.UUID):
             cid: uuid.UUID | None = ref
         else:
@@ -1011,13 +1015,25 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 cid = uuid.UUID(ref)
             except ValueError:
                 cid = None
+        text = str(ref)
+        suffix = None if cid is not None or "@" in text else id_suffix(text)
+        if suffix is not None and looks_like_phone(suffix):
+            try:
+                return self._record_by_identity(uow, text)
+            except (NotFound, ValidationFailed):
+                pass  # no one has that phone: the digits may be a short id
+        if suffix is not None:
+            cid = one_match("contact", suffix, self._ids_of(uow, "contact"))
         if cid is not None:
             rec = uow.contacts.get(cid)
             hops = 0
             while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
                 rec, hops = uow.contacts.get(rec.merged_into), hops + 1
             return rec
-        text = str(ref)
+        return self._record_by_identity(uow, text)
+
+    def _record_by_identity(self, uow: UnitOfWork, text: str) -> ContactRecord:
+        """The one active contact with the email or phone ``text`` (blind indexes only)."""
         kind = "email" if "@" in text else "phone"
         try:
             if kind == "email":
@@ -1043,6 +1059,47 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 + ", ".join(sorted(str(r.id) for r in active))
             )
         return active[0]
+
+    def _ids_of(self, uow: UnitOfWork, kind: str) -> Iterator[uuid.UUID]:
+        """Every id of one kind of record (``contact``: active contacts only, ``task``,
+        ``inbox``), read page by page; ids only, nothing is decrypted."""
+        if kind == "contact":
+            after: uuid.UUID | None = None
+            while True:
+                page = uow.contacts.select_ids(And(), limit=1000, after=after)
+                yield from page
+                if len(page) < 1000:
+                    return
+                after = page[-1]
+        elif kind == "task":
+            yield from (r.id for r in uow.tasks.list())
+        elif kind == "inbox":
+            yield from (r.id for r in uow.inbox.list(limit=max(1, uow.inbox.count())))
+        else:
+            raise ValueError(f"no short ids for {kind!r}; known: contact, inbox, task")
+
+    def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
+        """The whole id a command-line id names: a UUID as it is, or a short id (the last
+        hex digits, as tables show them; :mod:`carecrm.core.short_ids`) resolved among
+        the records of ``kind``.  Reads ids only: nothing is decrypted or audited.
+
+        :param kind: ``"contact"`` (active contacts), ``"task"`` or ``"inbox"``.
+        :param ref: the id as typed.
+        :raises ValueError: if ``ref`` is neither a UUID nor a short id, or ``kind`` is unknown.
+        :raises NotFound: if no record of that kind has an id ending so.
+        :raises AmbiguousId: if several have (the message lists their ids).
+        """
+        if isinstance(ref, uuid.UUID):
+            return ref
+        try:
+            return uuid.UUID(ref.strip())
+        except ValueError:
+            pass
+        suffix = id_suffix(ref)
+        if suffix is None:
+            raise ValueError(f"{kind} id: not an id (a UUID, or the last {SHORT_LENGTH}+ hex digits tables show)")
+        with self.storage.unit_of_work() as uow:
+            return one_match({"inbox": "inbox entry"}.get(kind, kind), suffix, self._ids_of(uow, kind))
 
     def find_contacts(
         self,

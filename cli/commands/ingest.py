@@ -5,14 +5,23 @@ from __future__ import annotations
 import base64
 import sys
 import traceback
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
-from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, state
-from carecrm.cli.output import add_row, counts_line, echo_json, format_utc, json_value, print_fields, print_table, table
+from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, resolve_id, state
+from carecrm.cli.output import (
+    add_row,
+    counts_line,
+    echo_json,
+    format_utc,
+    json_value,
+    print_fields,
+    print_table,
+    show_id,
+    table,
+)
 from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
 from carecrm.core.text import printable
 
@@ -218,7 +227,7 @@ def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool
         no_wrap=("id", "received (UTC)"),
     )
     for i in items:
-        add_row(t, i.id, i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
+        add_row(t, show_id(i.id), i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
     print_table(t)
 
 
@@ -239,11 +248,12 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
 
 
 @inbox.command("show")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @json_option
-def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
-    """One entry and its decrypted payload, exactly as received (an audited read)."""
-    item, payload = state().app.inbox_show(inbox_id, actor=state().actor)
+def inbox_show(inbox_id: str, as_json: bool) -> None:
+    """One entry and its decrypted payload, exactly as received (an audited read). ID is
+    the entry's id or its short form, as inbox list shows it."""
+    item, payload = state().app.inbox_show(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
         return
@@ -266,14 +276,14 @@ def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
 
 
 @inbox.command("retry")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @json_option
-def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
+def inbox_retry(inbox_id: str, as_json: bool) -> None:
     """Process a stored payload again, after fixing the config or the connector.
 
     Exit status 1 when records are still quarantined.
     """
-    report = state().app.inbox_retry(inbox_id, actor=state().actor)
+    report = state().app.inbox_retry(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json(report_json(report))
     else:
@@ -283,9 +293,10 @@ def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
 
 
 @inbox.command("discard")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @click.option("--reason", help="Why (kept with the entry; do not write personal data here).")
-def inbox_discard(inbox_id: uuid.UUID, reason: str | None) -> None:
+def inbox_discard(inbox_id: str, reason: str | None) -> None:
     """Mark an entry discarded: it is never processed again and is purged later."""
-    state().app.inbox_discard(inbox_id, actor=state().actor, reason=reason)
-    click.echo(f"discarded inbox entry {inbox_id}")
+    entry = resolve_id("inbox", inbox_id)
+    state().app.inbox_discard(entry, actor=state().actor, reason=reason)
+    click.echo(f"discarded inbox entry {entry}")

@@ -14,7 +14,17 @@ import click
 
 from carecrm.cli.commands.contacts import contact_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_fields, print_table, table
+from carecrm.cli.output import (
+    NONE,
+    add_row,
+    echo_json,
+    format_local,
+    json_value,
+    print_fields,
+    print_table,
+    show_id,
+    table,
+)
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
@@ -115,7 +125,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
         "last touch (local)",
         "id",
         title="Who to call first",
-        no_wrap=("id", "last touch (local)"),
+        no_wrap=("id", "phone", "stage", "last touch (local)"),
     )
     for rank, (contact, record) in enumerate(rows, start=1):
         phones = contact.phones()
@@ -127,7 +137,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
             contact.stage,
             _points(record.score),
             format_local(touches.get(contact.id), _timezone(the_app, contact.location)),
-            contact.id,
+            show_id(contact.id),
         )
     print_table(t)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import add_row, echo_json, format_utc, json_value, print_fields, print_table, table
+from carecrm.cli.output import add_row, echo_json, format_utc, json_value, print_fields, print_table, show_id, table
 
 if TYPE_CHECKING:
     from carecrm.core.models import Contact
@@ -163,10 +163,19 @@ def _print_preview(preview: SegmentPreview, description: str) -> None:
     if not preview.contacts:
         return
     t = table(
-        "id", "name", "stage", "service interest", "location", "city", "score", "owner", title=None, no_wrap=("id",)
+        "id",
+        "name",
+        "stage",
+        "service interest",
+        "location",
+        "city",
+        "score",
+        "owner",
+        title=None,
+        no_wrap=("id", "stage"),
     )
     for c in preview.contacts:
-        add_row(t, c.id, c.full_name, c.stage, c.service_interest, c.location, c.city, c.score, c.owner)
+        add_row(t, show_id(c.id), c.full_name, c.stage, c.service_interest, c.location, c.city, c.score, c.owner)
     print_table(t)
     if preview.count > len(preview.contacts):
         click.echo(f"(showing the first {len(preview.contacts)}; raise --limit to see more)")

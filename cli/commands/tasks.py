@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_table, styled, table
+from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_table, show_id, styled, table
 from carecrm.core.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -130,15 +130,15 @@ def task_list(
     columns = ["id", "due (local)", "assignee", "contact", "stage", "task"]
     if all_:
         columns.insert(1, "status")
-    t = table(*columns, title=title, no_wrap=("id", "due (local)", "status"))
+    t = table(*columns, title=title, no_wrap=("id", "due (local)", "status", "stage"))
     for item, contact in rows:
         due: Any = NONE
         if item.due_at is not None:
             text = _short_local(item.due_at, _timezone(st.app, contact.location))
             late = item.status == "open" and item.due_at < now
             due = styled(text + ("\noverdue" if late else ""), "bold" if late else "")
-        name = contact.full_name or str(contact.id)
-        cells: list[Any] = [item.id, due, item.assignee, name, contact.stage or None, item.text]
+        name = contact.full_name or show_id(contact.id)
+        cells: list[Any] = [show_id(item.id), due, item.assignee, name, contact.stage or None, item.text]
         if all_:
             cells.insert(1, item.status)
         add_row(t, *cells)
