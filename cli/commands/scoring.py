@@ -125,7 +125,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
         "last touch (local)",
         "id",
         title="Who to call first",
-        no_wrap=("id", "phone", "stage", "last touch (local)"),
+        no_wrap=("id", "phone", "stage"),
     )
     for rank, (contact, record) in enumerate(rows, start=1):
         phones = contact.phones()
