@@ -13,7 +13,7 @@ import statistics
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,12 +22,12 @@ import attrs
 import pluggy
 
 from carecrm.core import events as ev
+from carecrm.core import short_ids
 from carecrm.core.attribution import AttributionModel
 from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
 from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
-from carecrm.core.criteria import And
 from carecrm.core.crypto import KeyRing
 from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
@@ -71,7 +71,7 @@ from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord, InboxRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
-from carecrm.core.short_ids import SHORT_LENGTH, id_suffix, looks_like_phone, one_match
+from carecrm.core.short_ids import id_suffix, looks_like_phone
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
 
@@ -1023,7 +1023,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             except (NotFound, ValidationFailed):
                 pass  # no one has that phone: the digits may be a short id
         if suffix is not None:
-            cid = one_match("contact", suffix, self._ids_of(uow, "contact"))
+            cid = short_ids.resolve(uow, "contact", suffix)
         if cid is not None:
             rec = uow.contacts.get(cid)
             hops = 0
@@ -1060,24 +1060,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             )
         return active[0]
 
-    def _ids_of(self, uow: UnitOfWork, kind: str) -> Iterator[uuid.UUID]:
-        """Every id of one kind of record (``contact``: active contacts only, ``task``,
-        ``inbox``), read page by page; ids only, nothing is decrypted."""
-        if kind == "contact":
-            after: uuid.UUID | None = None
-            while True:
-                page = uow.contacts.select_ids(And(), limit=1000, after=after)
-                yield from page
-                if len(page) < 1000:
-                    return
-                after = page[-1]
-        elif kind == "task":
-            yield from (r.id for r in uow.tasks.list())
-        elif kind == "inbox":
-            yield from (r.id for r in uow.inbox.list(limit=max(1, uow.inbox.count())))
-        else:
-            raise ValueError(f"no short ids for {kind!r}; known: contact, inbox, task")
-
     def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
         """The whole id a command-line id names: a UUID as it is, or a short id (the last
         hex digits, as tables show them; :mod:`carecrm.core.short_ids`) resolved among
@@ -1097,9 +1079,11 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             pass
         suffix = id_suffix(ref)
         if suffix is None:
-            raise ValueError(f"{kind} id: not an id (a UUID, or the last {SHORT_LENGTH}+ hex digits tables show)")
+            raise ValueError(
+                f"{kind} id: not an id (a UUID, or the last {short_ids.SHORT_LENGTH}+ hex digits tables show)"
+            )
         with self.storage.unit_of_work() as uow:
-            return one_match({"inbox": "inbox entry"}.get(kind, kind), suffix, self._ids_of(uow, kind))
+            return short_ids.resolve(uow, kind, suffix)
 
     def find_contacts(
         self,

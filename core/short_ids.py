@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from carecrm.core.errors import CareCRMError, NotFound
+
+if TYPE_CHECKING:
+    from carecrm.core.storage import UnitOfWork
 
 #: Hex digits of the short form shown in tables.
 SHORT_LENGTH = 8
@@ -99,3 +103,45 @@ def one_match(kind: str, suffix: str, ids: Iterable[uuid.UUID]) -> uuid.UUID:
     if len(found) > 1:
         raise AmbiguousId(kind, suffix, found)
     return found[0]
+
+
+#: The kinds of record with short ids, and how messages name them.
+KINDS: dict[str, str] = {"contact": "contact", "task": "task", "inbox": "inbox entry"}
+
+
+def ids_of(uow: UnitOfWork, kind: str) -> Iterator[uuid.UUID]:
+    """Every id of one kind of record, read page by page through the storage contract
+    (ids only: nothing is decrypted, so nothing is audited).
+
+    :param kind: ``"contact"`` (active contacts: merged and erased ones are never
+        selected), ``"task"`` or ``"inbox"`` (one of :data:`KINDS`).
+    :raises ValueError: for another kind.
+    """
+    if kind == "contact":
+        from carecrm.core.criteria import And
+
+        after: uuid.UUID | None = None
+        while True:
+            page = uow.contacts.select_ids(And(), limit=1000, after=after)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1]
+    elif kind == "task":
+        yield from (r.id for r in uow.tasks.list())
+    elif kind == "inbox":
+        yield from (r.id for r in uow.inbox.list(limit=max(1, uow.inbox.count())))
+    else:
+        raise ValueError(f"no short ids for {kind!r}; known: {', '.join(KINDS)}")
+
+
+def resolve(uow: UnitOfWork, kind: str, suffix: str) -> uuid.UUID:
+    """The one id of ``kind`` that ends with ``suffix`` (as from :func:`id_suffix`).
+
+    :raises ValueError: for an unknown kind.
+    :raises NotFound: if none does.
+    :raises AmbiguousId: if several do.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"no short ids for {kind!r}; known: {', '.join(KINDS)}")
+    return one_match(KINDS[kind], suffix, ids_of(uow, kind))
