@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
-from typing import IO, Any, TypeVar
+import uuid
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from carecrm.core.app import CareCRM, default_actor
 from carecrm.core.errors import (
     CareCRMError,
     InvalidTransition,
     NotFound,
     ValidationFailed,
 )
-from carecrm.core.models import Actor
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.models import Actor
 
 #: Exit status: success.
 EXIT_OK = 0
@@ -73,16 +76,29 @@ class CliState:
     """One invocation's state, stored as ``ctx.obj``.
 
     :param config: the ``--config`` value (None: ``CARECRM_CONFIG``, else ``./carecrm.toml``).
-    :param actor: who acts (``--as`` / ``CARECRM_ACTOR`` / the OS user as admin), passed
-        by every command to each facade call that reads or changes personal data.
+    :param actor: who acts (``--as`` / ``CARECRM_ACTOR``), passed by every command to
+        each facade call that reads or changes personal data; None: the operating-system
+        user as admin, looked up on first use of :attr:`actor`.
     :param debug: show tracebacks (``--debug`` / ``CARECRM_DEBUG=1``).
+    :param full_ids: show whole ids in tables (``--full-ids``) instead of short ids.
     """
 
-    def __init__(self, config: str | None, actor: Actor, *, debug: bool = False) -> None:
+    def __init__(self, config: str | None, actor: Actor | None, *, debug: bool = False, full_ids: bool = False) -> None:
         self.config = config
-        self.actor = actor
+        self._actor = actor
         self.debug = debug
+        self.full_ids = full_ids
         self._app: CareCRM | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts: the ``--as`` actor, else the default one (``CARECRM_ACTOR``, else the
+        operating-system user as admin)."""
+        if self._actor is None:
+            from carecrm.core.app import default_actor
+
+            self._actor = default_actor()
+        return self._actor
 
     @property
     def config_explicit(self) -> bool:
@@ -94,6 +110,8 @@ class CliState:
         """The app, built on first use (so ``--help`` and ``init`` never read the config
         nor open the database; the database itself opens on the first query)."""
         if self._app is None:
+            from carecrm.core.app import CareCRM
+
             self._app = CareCRM.from_config(self.config)
         return self._app
 
@@ -126,7 +144,7 @@ def state() -> CliState:
     obj = ctx.find_object(CliState)
     if obj is None:
         # a command invoked on its own, outside the root group (plugin tests)
-        obj = CliState(None, default_actor())
+        obj = CliState(None, None)
         root = ctx.find_root()
         root.obj = obj
         root.call_on_close(obj.close)
@@ -136,6 +154,52 @@ def state() -> CliState:
 def app() -> CareCRM:
     """The current invocation's app (see :attr:`CliState.app`)."""
     return state().app
+
+
+class LazyChoice(click.Choice[str]):
+    """A :class:`click.Choice` whose choices come from ``load`` (called once, on first
+    use), so a command module can offer the core's vocabulary without importing the
+    core when it is imported (``--help`` of another command never pays for it).
+
+    :param load: returns the allowed values (strings).
+    :param case_sensitive: as for :class:`click.Choice`.
+    """
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The allowed values, loaded on first use."""
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        # click.Choice.__init__ assigns the (empty) tuple given to it: keep the loader
+        if value:
+            self._choices = tuple(value)
+
+
+def resolve_id(kind: str, text: str) -> uuid.UUID:
+    """The whole id that an id typed on the command line names: a UUID, or a short id
+    (the last hex digits tables show) resolved with
+    :meth:`carecrm.core.app.CareCRM.resolve_id`.
+
+    :param kind: ``"contact"``, ``"task"`` or ``"inbox"``.
+    :raises CliError: (exit status 2) if ``text`` is not an id.
+    :raises NotFound: if nothing has that id; :raises AmbiguousId: if a short id names
+        several records (both become ``error:`` lines with exit status 2).
+    """
+    try:
+        return state().app.resolve_id(kind, text)
+    except CareCRMError:
+        raise
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def json_option(func: F) -> F:

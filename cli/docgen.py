@@ -30,12 +30,20 @@ edit by hand (a test checks that this file matches the code).
 - **Who is acting**: `--as NAME[:ROLE]` (or `CARECRM_ACTOR`), by default the operating-system
   user as admin, is recorded as the actor of every change and every audited read. It is a
   label for the local command line, not authentication.
-- **Output**: human-readable tables by default (`NO_COLOR` is respected; 120 columns when
-  not writing to a terminal, or `COLUMNS`); `--json` on every command that shows data prints
-  one JSON document instead. Times in JSON are ISO 8601 UTC ending in `Z`.
+- **Output**: human-readable tables by default, made to fit 80–120 columns (`NO_COLOR` is
+  respected; 120 columns when not writing to a terminal, or `COLUMNS`); `--json` on every
+  command that shows data prints one JSON document instead, with whole ids and every
+  attribute. Times in JSON are ISO 8601 UTC ending in `Z`.
 - **REF**: where a command takes a REF, give a contact id, an email address or a phone
   number in any format. When an email or phone is shared by several contacts (a household),
   the error lists their ids to pick from.
+- **Short ids**: tables show ids by their last 8 hex digits (`93a635aa` for
+  `01a23bf5-f261-76f2-b703-7ca693a635aa`: the random end of the time-ordered UUIDv7, whose
+  front is shared by ids made in the same millisecond); every command taking an id or a
+  REF accepts that short form, or any longer end of the id, as well as the whole id.
+  `--full-ids` shows whole ids. A short id of decimal digits only is read as a phone number
+  first. In the rare case that a short id ends several ids of one kind, the error lists
+  the whole ids to pick from.
 - **Personal data**: error messages and logs never contain personal data; `contacts show`,
   `timeline` and `inbox show` print a person's data on purpose, and each of those reads is
   written to the audit log.

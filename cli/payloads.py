@@ -11,8 +11,11 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carecrm.core.models import RawPayload
+if TYPE_CHECKING:
+    from carecrm.core.models import RawPayload
+
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -135,6 +138,8 @@ def read_payloads(
     :returns: payloads whose ``origin`` is the file's path as given (``stdin`` for ``-``),
         named in the messages of quarantined records.
     """
+    from carecrm.core.models import RawPayload
+
     for name in files:
         body = (stdin or b"") if name == "-" else Path(name).read_bytes()
         ctype = content_type or guess_content_type("" if name == "-" else name, body)

@@ -4,48 +4,105 @@ interface, the encryption boundary and the :class:`CareCRM` facade.
 Plugin authors import from here::
 
     from carecrm.core import hookimpl, SourceConnector, LeadEvent, InteractionDraft
+
+The names below are loaded on first use (PEP 562 module ``__getattr__``), so importing
+one light module such as ``carecrm.core.models`` does not import the whole core (the
+command line's ``--help`` and look-ups start faster that way).  ``from carecrm.core
+import X`` and ``carecrm.core.X`` work exactly as if the names were imported here.
 """
 
 from __future__ import annotations
 
-from carecrm.core.app import CareCRM, Timeline
-from carecrm.core.config import Settings, load_settings, settings_from_dict
-from carecrm.core.connectors import Rejected, SourceConnector
-from carecrm.core.errors import (
-    BackendUnavailable,
-    CareCRMError,
-    ConfigError,
-    ConflictError,
-    CryptoError,
-    DuplicateError,
-    InvalidTransition,
-    NotFound,
-    PluginError,
-    SchemaVersionError,
-    StorageError,
-    UnknownComponentError,
-    ValidationFailed,
-)
-from carecrm.core.hookspecs import hookimpl, hookspec
-from carecrm.core.ingest import IngestReport
-from carecrm.core.models import (
-    Actor,
-    Appointment,
-    ConsentEvent,
-    ConsentSignal,
-    Contact,
-    Identity,
-    Interaction,
-    InteractionDraft,
-    LeadEvent,
-    Location,
-    Note,
-    Practice,
-    RawPayload,
-    StageChange,
-    Task,
-    Touchpoint,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM, Timeline
+    from carecrm.core.config import Settings, load_settings, settings_from_dict
+    from carecrm.core.connectors import Rejected, SourceConnector
+    from carecrm.core.errors import (
+        BackendUnavailable,
+        CareCRMError,
+        ConfigError,
+        ConflictError,
+        CryptoError,
+        DuplicateError,
+        InvalidTransition,
+        NotFound,
+        PluginError,
+        SchemaVersionError,
+        StorageError,
+        UnknownComponentError,
+        ValidationFailed,
+    )
+    from carecrm.core.hookspecs import hookimpl, hookspec
+    from carecrm.core.ingest import IngestReport
+    from carecrm.core.models import (
+        Actor,
+        Appointment,
+        ConsentEvent,
+        ConsentSignal,
+        Contact,
+        Identity,
+        Interaction,
+        InteractionDraft,
+        LeadEvent,
+        Location,
+        Note,
+        Practice,
+        RawPayload,
+        StageChange,
+        Task,
+        Touchpoint,
+    )
+
+#: Where each public name lives: ``name -> module`` (imported on first access).
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("CareCRM", "Timeline"), "carecrm.core.app"),
+    **dict.fromkeys(("Settings", "load_settings", "settings_from_dict"), "carecrm.core.config"),
+    **dict.fromkeys(("Rejected", "SourceConnector"), "carecrm.core.connectors"),
+    **dict.fromkeys(
+        (
+            "BackendUnavailable",
+            "CareCRMError",
+            "ConfigError",
+            "ConflictError",
+            "CryptoError",
+            "DuplicateError",
+            "InvalidTransition",
+            "NotFound",
+            "PluginError",
+            "SchemaVersionError",
+            "StorageError",
+            "UnknownComponentError",
+            "ValidationFailed",
+        ),
+        "carecrm.core.errors",
+    ),
+    **dict.fromkeys(("hookimpl", "hookspec"), "carecrm.core.hookspecs"),
+    "IngestReport": "carecrm.core.ingest",
+    **dict.fromkeys(
+        (
+            "Actor",
+            "Appointment",
+            "ConsentEvent",
+            "ConsentSignal",
+            "Contact",
+            "Identity",
+            "Interaction",
+            "InteractionDraft",
+            "LeadEvent",
+            "Location",
+            "Note",
+            "Practice",
+            "RawPayload",
+            "StageChange",
+            "Task",
+            "Touchpoint",
+        ),
+        "carecrm.core.models",
+    ),
+}
 
 __all__ = [
     "Actor",
@@ -88,3 +145,21 @@ __all__ = [
     "load_settings",
     "settings_from_dict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name here.
+
+    :raises AttributeError: for a name that is neither public nor a submodule.
+    """
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names and whatever is already loaded."""
+    return sorted(set(globals()) | set(__all__))

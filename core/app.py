@@ -20,6 +20,7 @@ import attrs
 import pluggy
 
 from carecrm.core import events as ev
+from carecrm.core import short_ids
 from carecrm.core.attribution import AttributionModel
 from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.audit import AuditTrail
@@ -71,6 +72,7 @@ from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
+from carecrm.core.short_ids import id_suffix, looks_like_phone
 from carecrm.core.stage_moves import plan_move
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
 from carecrm.core.timeutil import utcnow
@@ -772,7 +774,9 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         return self._resolve_record(uow, ref).id
 
     def _resolve_record(self, uow: UnitOfWork, ref: str | uuid.UUID) -> ContactRecord:
-        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`)."""
+        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`): a whole
+        id, a short id (:mod:`carecrm.core.short_ids`), an email or a phone.  Text of
+        decimal digits only is read as a phone number first, then as a short id."""
         if isinstance(ref, uuid.UUID):
             cid: uuid.UUID | None = ref
         else:
@@ -781,13 +785,25 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 cid = uuid.UUID(ref)
             except ValueError:
                 cid = None
+        text = str(ref)
+        suffix = None if cid is not None or "@" in text else id_suffix(text)
+        if suffix is not None and looks_like_phone(suffix):
+            try:
+                return self._record_by_identity(uow, text)
+            except (NotFound, ValidationFailed):
+                pass  # no one has that phone: the digits may be a short id
+        if suffix is not None:
+            cid = short_ids.resolve(uow, "contact", suffix)
         if cid is not None:
             rec = uow.contacts.get(cid)
             hops = 0
             while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
                 rec, hops = uow.contacts.get(rec.merged_into), hops + 1
             return rec
-        text = str(ref)
+        return self._record_by_identity(uow, text)
+
+    def _record_by_identity(self, uow: UnitOfWork, text: str) -> ContactRecord:
+        """The one active contact with the email or phone ``text`` (blind indexes only)."""
         kind = "email" if "@" in text else "phone"
         try:
             if kind == "email":
@@ -813,6 +829,31 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 + ", ".join(sorted(str(r.id) for r in active))
             )
         return active[0]
+
+    def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
+        """The whole id a command-line id names: a UUID as it is, or a short id (the last
+        hex digits, as tables show them; :mod:`carecrm.core.short_ids`) resolved among
+        the records of ``kind``.  Reads ids only: nothing is decrypted or audited.
+
+        :param kind: ``"contact"`` (active contacts), ``"task"`` or ``"inbox"``.
+        :param ref: the id as typed.
+        :raises ValueError: if ``ref`` is neither a UUID nor a short id, or ``kind`` is unknown.
+        :raises NotFound: if no record of that kind has an id ending so.
+        :raises AmbiguousId: if several have (the message lists their ids).
+        """
+        if isinstance(ref, uuid.UUID):
+            return ref
+        try:
+            return uuid.UUID(ref.strip())
+        except ValueError:
+            pass
+        suffix = id_suffix(ref)
+        if suffix is None:
+            raise ValueError(
+                f"{kind} id: not an id (a UUID, or the last {short_ids.SHORT_LENGTH}+ hex digits tables show)"
+            )
+        with self.storage.unit_of_work() as uow:
+            return short_ids.resolve(uow, kind, suffix)
 
     def find_contacts(
         self,

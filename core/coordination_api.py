@@ -353,17 +353,19 @@ class CoordinationMixin:
         """Mark a task done (by ``actor``, now) and append ``task.completed`` to the
         contact's timeline; one ``task.complete`` audit entry.
 
-        :param task_id: the task's id (a UUID or its text, as ``task list`` shows it).
+        :param task_id: the task's id: a UUID, its text, or its short form (the last hex
+            digits, as ``task list`` shows it).
         :returns: the updated task, text decrypted.
-        :raises ValueError: if ``task_id`` is not a UUID, or the task is already done.
+        :raises ValueError: if ``task_id`` is not a task id, or the task is already done.
         :raises NotFound: if there is no such task.
+        :raises AmbiguousId: if a short id names several tasks.
         """
         app = _app(self)
         if not isinstance(task_id, uuid.UUID):
             try:
-                task_id = uuid.UUID(str(task_id).strip())
+                task_id = app.resolve_id("task", str(task_id))
             except ValueError:
-                raise ValueError("task id: not a task id (the UUID that `carecrm task list` shows)") from None
+                raise ValueError("task id: not a task id (the id that `carecrm task list` shows)") from None
         now = utcnow()
         with app.storage.unit_of_work() as uow:
             rec = uow.tasks.get(task_id)

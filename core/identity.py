@@ -21,7 +21,6 @@ import re
 import unicodedata
 from functools import lru_cache
 
-import email_validator
 import phonenumbers
 
 from carecrm.core.text import text_problem
@@ -46,6 +45,8 @@ def normalize_email(raw: str) -> str:
     problem = text_problem(text)
     if problem is not None:
         raise IdentityError(f"not a valid email address ({problem})")
+    import email_validator  # imported on first use: a phone look-up never needs it
+
     try:
         result = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-import uuid6
-
 
 def new_id() -> uuid.UUID:
     """A new UUIDv7 as a plain :class:`uuid.UUID` (48-bit Unix-ms timestamp, then random bits).
 
     Its string and byte order follow creation time, so keyset pagination by id is time order.
+    ``uuid6`` is imported on the first call (it reads package metadata when imported,
+    which a read-only command such as a look-up need not pay for).
     """
-    return uuid.UUID(int=uuid6.uuid7().int)
+    from uuid6 import uuid7
+
+    return uuid.UUID(int=uuid7().int)
 
 
 def parse_id(text: str) -> uuid.UUID:

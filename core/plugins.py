@@ -10,7 +10,6 @@ entry points.  ``CARECRM_TRACE_PLUGINS=1`` logs every hook call.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,17 +40,29 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.demo",
 )
 
+#: The built-in plugins that add command-line commands (``carecrm_register_commands``):
+#: the only built-in ones the command line imports to list or find a plugin command, so
+#: ``carecrm --help`` does not import every source, model and backend.  A test checks
+#: that no other module of :data:`DEFAULT_PLUGINS` implements the hook.
+COMMAND_PLUGINS: tuple[str, ...] = ("carecrm.plugins.demo",)
+
 T = TypeVar("T")
 
 
 def build_plugin_manager(
-    *, load_entrypoints: bool = True, extra_plugins: Sequence[object] = ()
+    *,
+    load_entrypoints: bool = True,
+    extra_plugins: Sequence[object] = (),
+    builtin_plugins: Sequence[str] = DEFAULT_PLUGINS,
 ) -> pluggy.PluginManager:
     """Build a plugin manager: hookspecs, entry points, ``DEFAULT_PLUGINS``, extras.
 
     :param load_entrypoints: load third-party plugins from the ``carecrm`` entry-point
         group (tests pass False).
     :param extra_plugins: plugin objects (modules or instances) registered last.
+    :param builtin_plugins: the built-in plugin modules to import and register (default
+        all of :data:`DEFAULT_PLUGINS`; the command line passes :data:`COMMAND_PLUGINS`
+        when it only needs plugin commands).
     :raises PluginError: if a plugin implements a hook that does not exist (a misspelt
         name fails loudly through ``check_pending``).
     """
@@ -64,7 +75,7 @@ def build_plugin_manager(
         else:
             for name in [n.strip() for n in wanted.split(",") if n.strip()]:
                 pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
-    for modname in DEFAULT_PLUGINS:
+    for modname in builtin_plugins:
         module = importlib.import_module(modname)
         if not pm.is_registered(module):
             pm.register(module, name=modname)
@@ -220,6 +231,8 @@ def iter_plugins(pm: pluggy.PluginManager) -> Iterable[tuple[str, object]]:
 
 def entry_point_names() -> list[str]:
     """Names of the installed entry points of the ``carecrm`` group."""
+    import importlib.metadata
+
     return sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 

@@ -29,14 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from carecrm.core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    # imported where used: `carecrm --help` lists the demo command without loading them
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 TIMEZONE = "America/Chicago"
 MARIA_EMAIL = "maria.placeholder@example.com"
@@ -268,6 +270,9 @@ def build_payloads(dates: StoryDates, signing_key: ec.EllipticCurvePrivateKey) -
 
 
 def _signed_sendgrid(events: list[dict[str, Any]], at: datetime, key: ec.EllipticCurvePrivateKey) -> Any:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from carecrm.core.models import RawPayload
 
     body = json.dumps(events, separators=(",", ":")).encode() + b"\r\n"
@@ -286,6 +291,8 @@ def _signed_sendgrid(events: list[dict[str, Any]], at: datetime, key: ec.Ellipti
 
 def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
     """The base64 DER SubjectPublicKeyInfo of ``key``, as SendGrid shows its verification key."""
+    from cryptography.hazmat.primitives import serialization
+
     der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode()
 
@@ -302,6 +309,8 @@ def create_demo(
     :returns: the config path and the demo's SendGrid signing key.
     :raises click.UsageError: if the folder holds something else, or a demo without ``force``.
     """
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from carecrm.core.app import CareCRM
     from carecrm.core.crypto import KeyRing
 

@@ -103,3 +103,30 @@ def test_concurrent_ingest_benchmark_prints_rates_and_ratios(
         m = _line(out, rf"^processes {procs}: {RUNS} leads/s combined, ratio to 1 process ({NUMBER})$")
         assert all(_number(g) > 0 for g in m.groups())
     assert "@example.com" not in out
+
+
+def test_cli_startup_benchmark_prints_every_row_its_ratio_and_the_targets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """benchmarks/cli_startup.py with one timed run per command: a row per command with
+    seconds and the ratio to ``python -c pass``, and the 0.3 s target lines."""
+    bench = _benchmark("cli_startup", monkeypatch)
+    monkeypatch.setenv("CARECRM_LOAD_PLUGINS", "")
+    assert bench.main(["--repeat", "1", "--keep", str(tmp_path / "practice")]) == 0
+    out = capsys.readouterr().out
+    _environment_printed(out)
+    for label in (
+        "python -c pass",
+        "import carecrm.cli.main",
+        "carecrm --help",
+        "carecrm contacts --help",
+        "carecrm contacts find --help",
+        "carecrm contacts find --phone",
+        "carecrm timeline PHONE",
+    ):
+        m = _line(out, rf"^{re.escape(label)}\s*: {RUNS} s  ratio to python -c pass: ({NUMBER})$")
+        assert all(_number(g) > 0 for g in m.groups())
+    for label in ("carecrm --help", "carecrm contacts --help", "carecrm contacts find --help"):
+        _line(out, rf"^target: {re.escape(label)} < 0.3 s: (MET|NOT MET) \(median {NUMBER} s\)$")
+    assert "@example.com" not in out  # nothing personal, even synthetic, is printed
+    assert (tmp_path / "practice" / "carecrm.toml").is_file()

@@ -1,18 +1,17 @@
-"""``carecrm plugins``, ``carecrm storage`` and ``carecrm audit``: operating the installation."""
+"""``carecrm plugins``, ``storage``, ``audit`` and ``events``: operating the installation."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from carecrm.cli.context import EXIT_QUARANTINED, EXIT_USAGE, json_option, state
-from carecrm.cli.output import add_row, echo_json, print_fields, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.config import Settings, find_config
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.context import EXIT_QUARANTINED, EXIT_USAGE, json_option, resolve_id, state
+from carecrm.cli.output import add_row, echo_json, json_value, print_fields, print_table, show_id, table
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
 
 # --------------------------------------------------------------------------- plugins
 
@@ -21,6 +20,9 @@ def _plugins_app() -> CareCRM:
     """The app for ``carecrm plugins``: the practice's, or, when no config was named and
     there is no ./carecrm.toml, one on default settings (so a plugin author can check an
     installation before any practice exists)."""
+    from carecrm.core.app import CareCRM
+    from carecrm.core.config import Settings, find_config
+
     st = state()
     if st.config_explicit or find_config(None).exists():
         return st.app
@@ -171,14 +173,20 @@ def audit_head() -> None:
 @click.option(
     "--limit", type=click.IntRange(min=1), metavar="N", default=50, show_default=True, help="The newest N entries."
 )
-@click.option("--contact", "contact_id", type=click.UUID, metavar="ID", help="Only entries about this contact id.")
+@click.option(
+    "--contact",
+    "contact_id",
+    metavar="ID",
+    help="Only entries about this contact id (whole or short, as tables show it).",
+)
 @json_option
-def audit_log(limit: int, contact_id: uuid.UUID | None, as_json: bool) -> None:
+def audit_log(limit: int, contact_id: str | None, as_json: bool) -> None:
     """The newest audit-log entries, oldest first: who (actor and role) did what, when,
     about which contact id, with which purpose and fields (names, never values)."""
-    entries = state().app.audit_log(limit=limit, contact_id=contact_id)
+    contact = resolve_id("contact", contact_id) if contact_id is not None else None
+    entries = state().app.audit_log(limit=limit, contact_id=contact)
     if as_json:
-        echo_json([{k: v for k, v in to_json_value(e).items() if k not in ("prev_hash", "hash")} for e in entries])
+        echo_json([{k: v for k, v in json_value(e).items() if k not in ("prev_hash", "hash")} for e in entries])
         return
     t = table(
         "seq",
@@ -193,7 +201,7 @@ def audit_log(limit: int, contact_id: uuid.UUID | None, as_json: bool) -> None:
         no_wrap=("at (UTC)", "contact"),
     )
     for e in entries:
-        add_row(t, e.seq, e.at, e.actor, e.role, e.action, e.contact_id, e.purpose, e.fields)
+        add_row(t, e.seq, e.at, e.actor, e.role, e.action, show_id(e.contact_id), e.purpose, e.fields)
     print_table(t)
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
 
-from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import add_row, echo_json, format_local, print_table, table
-from carecrm.core.attribution import DIMENSIONS, AttributionReport
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.context import LazyChoice, json_option, state, value_error_as_usage
+from carecrm.cli.output import add_row, echo_json, format_local, json_value, print_table, table
+
+if TYPE_CHECKING:
+    from carecrm.core.attribution import AttributionReport
+
+
+def _dimensions() -> tuple[str, ...]:
+    from carecrm.core.attribution import DIMENSIONS
+
+    return DIMENSIONS
 
 
 def _when(value: str | None, option: str, timezone: str) -> date | datetime | None:
@@ -41,7 +48,7 @@ def _when(value: str | None, option: str, timezone: str) -> date | datetime | No
 def report_json(report: AttributionReport) -> dict[str, Any]:
     """The report as JSON: its parameters, ``rows`` (``key``, ``credit``, ``share`` of the
     credited conversions, ``conversions``) and the conversion counts."""
-    out: dict[str, Any] = dict(to_json_value(report))
+    out: dict[str, Any] = dict(json_value(report))
     total = report.conversions_touched
     out["rows"] = [
         {"key": r.key, "credit": r.credit, "share": r.credit / total if total else 0.0, "conversions": r.conversions}
@@ -62,7 +69,7 @@ def report_json(report: AttributionReport) -> dict[str, Any]:
 @click.option(
     "--by",
     "by",
-    type=click.Choice(DIMENSIONS),
+    type=LazyChoice(_dimensions),
     default="channel_group",
     show_default=True,
     help="What to credit: the marketing channel group, the source (utm_source) or the campaign.",

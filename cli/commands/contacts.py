@@ -7,37 +7,43 @@ contact id, an email address or a phone number in any format.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.text import Text
 
 from carecrm.cli.commands.tasks import task_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
 from carecrm.cli.output import (
     NONE,
     add_row,
+    compact_json,
     console,
     echo_json,
     format_duration,
     format_local,
     format_utc,
+    json_value,
     print_fields,
     print_table,
+    show_id,
+    styled,
     table,
 )
-from carecrm.core.app import CareCRM
-from carecrm.core.coordination_api import FirstResponse
-from carecrm.core.models import Contact, Interaction, Note, StageChange
-from carecrm.core.serialization import compact, to_json_value
 from carecrm.core.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from carecrm.core.app import CareCRM
+    from carecrm.core.coordination_api import FirstResponse
+    from carecrm.core.models import Contact, Interaction, Note, StageChange
 
 # --------------------------------------------------------------------------- JSON shapes
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:
     """A contact as JSON: every field, ``full_name`` and its identities."""
-    out = dict(to_json_value(contact))
+    out = dict(json_value(contact))
     out["full_name"] = contact.full_name
     return out
 
@@ -49,16 +55,16 @@ def interaction_json(item: Interaction) -> dict[str, Any]:
     return {
         "id": str(item.id),
         "kind": item.kind,
-        "occurred_at": to_json_value(item.occurred_at),
-        "recorded_at": to_json_value(item.recorded_at),
+        "occurred_at": json_value(item.occurred_at),
+        "recorded_at": json_value(item.recorded_at),
         "channel": item.channel,
         "direction": item.direction,
         "source": item.source,
         "campaign": item.touchpoint.campaign,
         "channel_group": item.touchpoint.channel_group,
         "location": item.location,
-        "touchpoint": compact(to_json_value(item.touchpoint)),
-        "attributes": to_json_value(item.attributes),
+        "touchpoint": compact_json(json_value(item.touchpoint)),
+        "attributes": json_value(item.attributes),
         "body": item.body,
         "actor": item.actor,
     }
@@ -66,19 +72,19 @@ def interaction_json(item: Interaction) -> dict[str, Any]:
 
 def stage_change_json(change: StageChange) -> dict[str, Any]:
     """A stage change as JSON."""
-    return dict(to_json_value(change))
+    return dict(json_value(change))
 
 
 def note_json(note: Note) -> dict[str, Any]:
     """A note as JSON."""
-    return dict(to_json_value(note))
+    return dict(json_value(note))
 
 
 def speed_to_lead_json(first: FirstResponse | None) -> dict[str, Any] | None:
     """Speed to lead as JSON: ``first_inbound_at`` and ``first_outbound_at`` (ISO 8601 UTC,
     Z; the latter null while unanswered), ``business_seconds`` and ``wall_clock_seconds``
     (null while unanswered), ``location``; null when the contact never reached out."""
-    return None if first is None else dict(to_json_value(first))
+    return None if first is None else dict(json_value(first))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -98,19 +104,21 @@ def _identity_text(contact: Contact, kind: str) -> str:
 
 
 def _contacts_table(found: list[Contact]) -> None:
-    t = table("id", "name", "emails", "phones", "stage", "created (UTC)", title="Contacts", no_wrap=("id",))
+    columns = ("id", "name", "emails", "phones", "stage", "created (UTC)")
+    t = table(*columns, title="Contacts", no_wrap=("id", "phones", "stage"))
     for c in found:
-        add_row(t, c.id, c.full_name, _identity_text(c, "email"), _identity_text(c, "phone"), c.stage, c.created_at)
+        emails, phones = _identity_text(c, "email"), _identity_text(c, "phone")
+        add_row(t, show_id(c.id), c.full_name, emails, phones, c.stage, c.created_at)
     print_table(t)
 
 
 def _speed_text(first: FirstResponse | None, tz: str) -> Text:
     """The "speed to lead" line: business time to the first answer, or what is missing."""
     if first is None:
-        return Text(f"{NONE} (never reached out)", style="dim")
+        return styled(f"{NONE} (never reached out)", "dim")
     if first.first_outbound_at is None:
-        return Text(f"awaiting a first response since {format_local(first.first_inbound_at, tz)}", style="bold")
-    return Text(
+        return styled(f"awaiting a first response since {format_local(first.first_inbound_at, tz)}", "bold")
+    return styled(
         f"{format_duration(first.business_seconds)} of business hours "
         f"({format_duration(first.wall_clock_seconds)} elapsed; first reached out "
         f"{format_local(first.first_inbound_at, tz)}, first answered {format_local(first.first_outbound_at, tz)})"
@@ -138,28 +146,62 @@ def _summary(the_app: CareCRM, contact: Contact, first: FirstResponse | None = N
     )
 
 
-#: Attributes left out of the timeline table's details (ids that help scripts, not people).
-_DETAILS_SKIP = frozenset({"external_record_id", "note_id"})
+#: Attributes of vendors' and carecrm's own bookkeeping, shown on the timeline only with
+#: ``--verbose`` (they are all in ``--json``): vendors' event and message ids, raw event
+#: names and payload formats, tracking lines, and attributes repeated in the "what"
+#: column (SendGrid's categories are the campaign).  Any attribute named ``id`` or ending
+#: in ``_id`` / ``_ids`` is technical too (``sg_event_id``, ``site_id``, ``task_id``).
+TECHNICAL_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "attempt",
+        "callsource",
+        "categories",
+        "destination_number",
+        "event",
+        "first_call",
+        "format",
+        "occurred_at_source",
+        "recording_available",
+        "referrer_medium",
+        "response",
+        "smtp_status",
+        "tls",
+        "tracking_number",
+    }
+)
 
 
-def _details(item: Interaction) -> Text:
-    """A short description for the timeline table: a stage move as ``from → to``, else
-    the attributes, then the body's first line."""
+def is_technical(name: str) -> bool:
+    """Whether an interaction attribute is bookkeeping shown only with ``timeline --verbose``
+    (see :data:`TECHNICAL_ATTRIBUTES`)."""
+    return name in TECHNICAL_ATTRIBUTES or name == "id" or name.endswith(("_id", "_ids"))
+
+
+def _details(item: Interaction, *, verbose: bool = False) -> Text:
+    """The timeline's details cell: a stage move as ``from → to``, the attributes (without
+    the technical ones unless ``verbose``), then the body (the person's message, a note,
+    a task) whole, line breaks kept."""
     attrs_ = dict(item.attributes)
     parts: list[str] = []
     if item.kind == "stage.changed" and "to_stage" in attrs_:
         parts.append(f"{attrs_.pop('from_stage', None) or NONE} → {attrs_.pop('to_stage')}")
-    parts += [f"{k}={v}" for k, v in sorted(attrs_.items()) if v not in (None, "", [], {}) and k not in _DETAILS_SKIP]
+    shown = [
+        f"{k}={v}"
+        for k, v in sorted(attrs_.items())
+        if v not in (None, "", [], {}) and (verbose or not is_technical(k))
+    ]
+    if shown:
+        parts.append("; ".join(shown))
     if item.body and item.body.strip():
-        first = item.body.strip().splitlines()[0]
-        parts.append(first if len(first) <= 80 else first[:79] + "…")
-    return Text("; ".join(parts)) if parts else Text(NONE, style="dim")
+        parts.append(item.body.strip())
+    return styled("\n".join(parts)) if parts else styled(NONE, "dim")
 
 
-def _via(item: Interaction) -> Text:
-    """The "via" cell: channel, source and campaign joined (``web · typeform · spring``)."""
-    parts = [p for p in (item.channel, item.source, item.touchpoint.campaign) if p]
-    return Text(" · ".join(parts)) if parts else Text(NONE, style="dim")
+def _what(item: Interaction) -> Text:
+    """The "what" cell: the kind, then channel, source and campaign joined
+    (``form.submitted`` / ``web · typeform · spring``)."""
+    via = " · ".join(p for p in (item.channel, item.source, item.touchpoint.campaign) if p)
+    return styled(f"{item.kind}\n{via}" if via else item.kind)
 
 
 # --------------------------------------------------------------------------- contacts
@@ -285,7 +327,7 @@ def contacts_show(ref: str, as_json: bool) -> None:
         no_wrap=("other contact",),
     )
     for other, reason in pairs:
-        add_row(t, other, reason)
+        add_row(t, show_id(other), reason)
     print_table(t)
     t = table("written (UTC)", "by", "note", title="Notes")
     for n in notes:
@@ -294,7 +336,7 @@ def contacts_show(ref: str, as_json: bool) -> None:
     tz = _timezone(the_app, contact.location)
     t = table("id", "due (local)", "assignee", "task", title="Open tasks", no_wrap=("id", "due (local)"))
     for item in open_tasks:
-        add_row(t, item.id, format_local(item.due_at, tz) if item.due_at else None, item.assignee, item.text)
+        add_row(t, show_id(item.id), format_local(item.due_at, tz) if item.due_at else None, item.assignee, item.text)
     print_table(t)
 
 
@@ -333,13 +375,23 @@ def contacts_assign(ref: str, name: str | None, clear: bool, as_json: bool) -> N
     show_default=True,
     help="At most this many interactions.",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    default=False,
+    help="Also show vendors' technical attributes (event and message ids such as sg_event_id, "
+    "site_id, tracking lines, raw event names) and the whole contact id.",
+)
 @json_option
-def timeline(ref: str, limit: int, as_json: bool) -> None:
+def timeline(ref: str, limit: int, verbose: bool, as_json: bool) -> None:
     """A person's interactions, oldest first (an audited read).
 
-    REF is a contact id, an email address or a phone number (any format). With --json,
-    one object: {"contact": {...}, "interactions": [...], "has_more": bool}; times are
-    ISO 8601 UTC ending in Z.
+    REF is a contact id (whole or short), an email address or a phone number (any
+    format). Each interaction shows when it happened (UTC and the location's local
+    time), what it was and through which channel, source and campaign, and the person's
+    own message, note or task text whole. With --json, one object: {"contact": {...},
+    "interactions": [...], "has_more": bool}, every attribute included; times are ISO
+    8601 UTC ending in Z.
     """
     the_app = state().app
     tl = the_app.timeline(ref, actor=state().actor, limit=limit)
@@ -354,21 +406,13 @@ def timeline(ref: str, limit: int, as_json: bool) -> None:
         return
     contact = tl.contact
     default_tz = _timezone(the_app, contact.location)
-    title = (
-        f"Timeline of {contact.full_name or 'contact'} ({contact.id}), stage {contact.stage}; local time {default_tz}"
-    )
-    t = table(
-        "when (UTC)",
-        "local time",
-        "kind",
-        "via",
-        "details",
-        title=title,
-        no_wrap=("when (UTC)", "local time", "kind"),
-    )
+    shown_id = show_id(contact.id, full=True if verbose else None)
+    title = f"Timeline of {contact.full_name or 'contact'} ({shown_id}), stage {contact.stage}; local time {default_tz}"
+    t = table("when (UTC / local)", "what (via)", "details", title=title, no_wrap=("when (UTC / local)",))
     for i in tl.interactions:
         tz = _timezone(the_app, i.location) if i.location else default_tz
-        add_row(t, format_utc(i.occurred_at), format_local(i.occurred_at, tz), i.kind, _via(i), _details(i))
+        when = f"{format_utc(i.occurred_at)}\n{format_local(i.occurred_at, tz)}"
+        add_row(t, when, _what(i), _details(i, verbose=verbose))
     if not t.row_count:
         click.echo(f"{title}: no interactions")
         return

@@ -5,28 +5,30 @@ from __future__ import annotations
 import base64
 import sys
 import traceback
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
-from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, state
+from carecrm.cli.context import EXIT_QUARANTINED, CliError, debugging, json_option, resolve_id, state
 from carecrm.cli.output import (
     add_row,
     counts_line,
     echo_json,
     format_utc,
+    json_value,
     print_fields,
     print_table,
+    show_id,
     table,
 )
 from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
-from carecrm.core.app import InboxItem
-from carecrm.core.ingest import IngestReport
-from carecrm.core.models import RawPayload
-from carecrm.core.serialization import to_json_value
 from carecrm.core.text import printable
+
+if TYPE_CHECKING:
+    from carecrm.core.app import InboxItem
+    from carecrm.core.ingest import IngestReport
+    from carecrm.core.models import RawPayload
 
 #: Inbox statuses (``carecrm inbox list --status``).
 INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
@@ -50,6 +52,8 @@ REPORT_LABELS: dict[str, str] = {
 
 def _counts(report: IngestReport) -> dict[str, int]:
     """Every integer count of the report, by field name, in :data:`REPORT_LABELS` order."""
+    from carecrm.core.ingest import IngestReport
+
     counts = {f.name: getattr(report, f.name) for f in attrs.fields(IngestReport) if f.type in (int, "int")}
     ordered = {k: counts.pop(k) for k in REPORT_LABELS if k in counts}
     return {**ordered, **counts}
@@ -196,7 +200,7 @@ def inbox() -> None:
 
 
 def _item_json(item: InboxItem) -> dict[str, Any]:
-    return dict(to_json_value(item))
+    return dict(json_value(item))
 
 
 @inbox.command("list")
@@ -223,7 +227,7 @@ def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool
         no_wrap=("id", "received (UTC)"),
     )
     for i in items:
-        add_row(t, i.id, i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
+        add_row(t, show_id(i.id), i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
     print_table(t)
 
 
@@ -237,18 +241,19 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
         "content_type": payload.content_type,
         "headers": dict(payload.headers),
         "url": payload.url,
-        "received_at": to_json_value(payload.received_at),
+        "received_at": json_value(payload.received_at),
         "body": body,
         "body_encoding": encoding,
     }
 
 
 @inbox.command("show")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @json_option
-def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
-    """One entry and its decrypted payload, exactly as received (an audited read)."""
-    item, payload = state().app.inbox_show(inbox_id, actor=state().actor)
+def inbox_show(inbox_id: str, as_json: bool) -> None:
+    """One entry and its decrypted payload, exactly as received (an audited read). ID is
+    the entry's id or its short form, as inbox list shows it."""
+    item, payload = state().app.inbox_show(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
         return
@@ -271,14 +276,14 @@ def inbox_show(inbox_id: uuid.UUID, as_json: bool) -> None:
 
 
 @inbox.command("retry")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @json_option
-def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
+def inbox_retry(inbox_id: str, as_json: bool) -> None:
     """Process a stored payload again, after fixing the config or the connector.
 
     Exit status 1 when records are still quarantined.
     """
-    report = state().app.inbox_retry(inbox_id, actor=state().actor)
+    report = state().app.inbox_retry(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json(report_json(report))
     else:
@@ -288,9 +293,10 @@ def inbox_retry(inbox_id: uuid.UUID, as_json: bool) -> None:
 
 
 @inbox.command("discard")
-@click.argument("inbox_id", metavar="ID", type=click.UUID)
+@click.argument("inbox_id", metavar="ID")
 @click.option("--reason", help="Why (kept with the entry; do not write personal data here).")
-def inbox_discard(inbox_id: uuid.UUID, reason: str | None) -> None:
+def inbox_discard(inbox_id: str, reason: str | None) -> None:
     """Mark an entry discarded: it is never processed again and is purged later."""
-    state().app.inbox_discard(inbox_id, actor=state().actor, reason=reason)
-    click.echo(f"discarded inbox entry {inbox_id}")
+    entry = resolve_id("inbox", inbox_id)
+    state().app.inbox_discard(entry, actor=state().actor, reason=reason)
+    click.echo(f"discarded inbox entry {entry}")

@@ -99,6 +99,7 @@ def pipeline(as_json: bool) -> None:
         "median speed to lead",
         "awaiting first response",
         title="Pipeline",
+        no_wrap=("stage",),
     )
     for r in rows:
         add_row(

@@ -8,18 +8,29 @@ is an audited read with the ``--as`` actor.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from carecrm.cli.commands.contacts import contact_json
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import NONE, add_row, echo_json, format_local, print_fields, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.models import Contact
-from carecrm.core.records import ScoreRecord
-from carecrm.core.scoring import ScoreReason
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.output import (
+    NONE,
+    add_row,
+    echo_json,
+    format_local,
+    json_value,
+    print_fields,
+    print_table,
+    show_id,
+    table,
+)
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.models import Contact
+    from carecrm.core.records import ScoreRecord
+    from carecrm.core.scoring import ScoreReason
 
 
 def _timezone(the_app: CareCRM, location: str | None) -> str:
@@ -38,6 +49,8 @@ def _points(value: float) -> str:
 
 
 def _reasons(record: ScoreRecord) -> list[ScoreReason]:
+    from carecrm.core.scoring import ScoreReason
+
     return [ScoreReason.from_json(r) for r in record.reasons]
 
 
@@ -47,7 +60,7 @@ def score_json(record: ScoreRecord) -> dict[str, Any]:
     return {
         "model": record.model,
         "score": record.score,
-        "computed_at": to_json_value(record.computed_at),
+        "computed_at": json_value(record.computed_at),
         "reasons": [r.to_json() for r in _reasons(record)],
     }
 
@@ -96,8 +109,8 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
                     "emails": contact.emails(),
                     "stage": contact.stage,
                     "score": record.score,
-                    "last_touch": to_json_value(touches.get(contact.id)),
-                    "computed_at": to_json_value(record.computed_at),
+                    "last_touch": json_value(touches.get(contact.id)),
+                    "computed_at": json_value(record.computed_at),
                 }
                 for rank, (contact, record) in enumerate(rows, start=1)
             ]
@@ -112,7 +125,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
         "last touch (local)",
         "id",
         title="Who to call first",
-        no_wrap=("id", "last touch (local)"),
+        no_wrap=("id", "phone", "stage"),
     )
     for rank, (contact, record) in enumerate(rows, start=1):
         phones = contact.phones()
@@ -124,7 +137,7 @@ def score_top(limit: int, stages: tuple[str, ...], as_json: bool) -> None:
             contact.stage,
             _points(record.score),
             format_local(touches.get(contact.id), _timezone(the_app, contact.location)),
-            contact.id,
+            show_id(contact.id),
         )
     print_table(t)
 

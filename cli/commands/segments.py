@@ -9,16 +9,16 @@ the first contacts with their names: each contact shown is an audited read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import add_row, echo_json, format_utc, print_fields, print_table, table
-from carecrm.core.criteria import unstructure
-from carecrm.core.models import Contact
-from carecrm.core.segments_api import SavedSegment, SegmentPreview
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.output import add_row, echo_json, format_utc, json_value, print_fields, print_table, show_id, table
+
+if TYPE_CHECKING:
+    from carecrm.core.models import Contact
+    from carecrm.core.segments_api import SavedSegment, SegmentPreview
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,12 +132,18 @@ def _contact_row(contact: Contact) -> dict[str, Any]:
         "city": contact.city,
         "score": contact.score,
         "owner": contact.owner,
-        "created_at": to_json_value(contact.created_at),
+        "created_at": json_value(contact.created_at),
     }
 
 
 def _saved_json(saved: SavedSegment) -> dict[str, Any]:
-    return dict(to_json_value(saved))
+    return dict(json_value(saved))
+
+
+def _unstructure(criteria: Any) -> dict[str, Any]:
+    from carecrm.core.criteria import unstructure
+
+    return unstructure(criteria)
 
 
 def _preview_json(preview: SegmentPreview) -> dict[str, Any]:
@@ -145,8 +151,8 @@ def _preview_json(preview: SegmentPreview) -> dict[str, Any]:
         "segment": _saved_json(preview.segment) if preview.segment else None,
         "count": preview.count,
         "shown": len(preview.contacts),
-        "at": to_json_value(preview.at),
-        "criteria": unstructure(preview.criteria),
+        "at": json_value(preview.at),
+        "criteria": _unstructure(preview.criteria),
         "contacts": [_contact_row(c) for c in preview.contacts],
     }
 
@@ -157,10 +163,19 @@ def _print_preview(preview: SegmentPreview, description: str) -> None:
     if not preview.contacts:
         return
     t = table(
-        "id", "name", "stage", "service interest", "location", "city", "score", "owner", title=None, no_wrap=("id",)
+        "id",
+        "name",
+        "stage",
+        "service interest",
+        "location",
+        "city",
+        "score",
+        "owner",
+        title=None,
+        no_wrap=("id", "stage"),
     )
     for c in preview.contacts:
-        add_row(t, c.id, c.full_name, c.stage, c.service_interest, c.location, c.city, c.score, c.owner)
+        add_row(t, show_id(c.id), c.full_name, c.stage, c.service_interest, c.location, c.city, c.score, c.owner)
     print_table(t)
     if preview.count > len(preview.contacts):
         click.echo(f"(showing the first {len(preview.contacts)}; raise --limit to see more)")

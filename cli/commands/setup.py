@@ -15,9 +15,6 @@ import click
 
 from carecrm.cli.context import CliError, json_option, state
 from carecrm.cli.output import add_row, echo_json, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.config import CONFIG_NAME, resolve_secret, settings_from_dict
-from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import CareCRMError, ConfigError
 
 #: Where ``--source-example NAME`` looks for ``NAME.toml`` (the source checkout's docs).
@@ -131,6 +128,8 @@ def example_text(path: Path) -> tuple[str, list[str], list[str]]:
         secret = table_.get("secret") if isinstance(table_, dict) else None
         if secret is None:
             continue
+        from carecrm.core.config import resolve_secret
+
         try:
             resolve_secret(secret, what=f"sources.{name}.secret")
         except ConfigError as exc:
@@ -239,6 +238,10 @@ def init(
         raise CliError(f"unknown IANA time zone {timezone!r} (e.g. America/Chicago, Europe/London)") from None
     if not practice_name.strip():
         raise CliError("--practice-name must not be empty")
+    from carecrm.core.app import CareCRM
+    from carecrm.core.config import CONFIG_NAME, settings_from_dict
+    from carecrm.core.crypto import KeyRing
+
     directory = directory.expanduser()
     config_path = directory / CONFIG_NAME
     key_path = directory / KEY_FILE_NAME

@@ -9,19 +9,19 @@ contact's location (see :mod:`carecrm.core.when`: ``2025-10-06 09:00``, ``+2h``,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
-from rich.text import Text
 
 from carecrm.cli.context import json_option, state, value_error_as_usage
-from carecrm.cli.output import NONE, add_row, echo_json, format_local, print_table, table
-from carecrm.core.app import CareCRM
-from carecrm.core.coordination_api import ContactSummary
-from carecrm.core.models import Interaction, Task
-from carecrm.core.serialization import to_json_value
+from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_table, show_id, styled, table
 from carecrm.core.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.coordination_api import ContactSummary
+    from carecrm.core.models import Interaction, Task
 
 # --------------------------------------------------------------------------- JSON shapes
 
@@ -30,7 +30,7 @@ def task_json(task: Task, contact: ContactSummary | None = None, *, now: datetim
     """A task as JSON: every field of :class:`~carecrm.core.models.Task` (times ISO 8601
     UTC ending in Z), ``overdue`` (open and due before ``now``) and, when given, the
     ``contact`` it is about (id, full name, stage, owner, location)."""
-    out = dict(to_json_value(task))
+    out = dict(json_value(task))
     when = now or utcnow()
     out["overdue"] = task.status == "open" and task.due_at is not None and task.due_at < when
     if contact is not None:
@@ -130,15 +130,15 @@ def task_list(
     columns = ["id", "due (local)", "assignee", "contact", "stage", "task"]
     if all_:
         columns.insert(1, "status")
-    t = table(*columns, title=title, no_wrap=("id", "due (local)", "status"))
+    t = table(*columns, title=title, no_wrap=("id", "due (local)", "status", "stage"))
     for item, contact in rows:
         due: Any = NONE
         if item.due_at is not None:
             text = _short_local(item.due_at, _timezone(st.app, contact.location))
             late = item.status == "open" and item.due_at < now
-            due = Text(text + ("\noverdue" if late else ""), style="bold" if late else "")
-        name = contact.full_name or str(contact.id)
-        cells: list[Any] = [item.id, due, item.assignee, name, contact.stage or None, item.text]
+            due = styled(text + ("\noverdue" if late else ""), "bold" if late else "")
+        name = contact.full_name or show_id(contact.id)
+        cells: list[Any] = [show_id(item.id), due, item.assignee, name, contact.stage or None, item.text]
         if all_:
             cells.insert(1, item.status)
         add_row(t, *cells)

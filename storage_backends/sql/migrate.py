@@ -14,17 +14,19 @@ adopt a database that has carecrm tables but no Alembic bookkeeping).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from carecrm.core.errors import SchemaVersionError
 from carecrm.core.storage import SCHEMA_VERSION
 from carecrm.storage_backends.sql import schema
+
+if TYPE_CHECKING:
+    # Alembic is imported only to migrate (init, storage upgrade): a look-up that reads
+    # the schema version never loads it
+    from alembic.config import Config
 
 #: The migration step that completes each schema version.
 HEAD_FOR_VERSION: dict[int, str] = {1: "0001_initial", 2: "0002_inbox_unique_digest", 3: "0003_outbox"}
@@ -39,6 +41,8 @@ INIT_HINT = "run `carecrm init` to create the carecrm schema"
 
 def alembic_config(connection: Connection) -> Config:
     """An in-memory Alembic configuration that migrates over ``connection``."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
@@ -48,6 +52,8 @@ def alembic_config(connection: Connection) -> Config:
 
 def current_revision(connection: Connection) -> str | None:
     """The last Alembic step applied to this database, or None."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -116,6 +122,9 @@ def run_upgrade(connection: Connection, where: str) -> list[str]:
     :returns: the ids of the steps applied, oldest first (``["0001_initial"]``).
     :raises SchemaVersionError: if the database is newer than this release.
     """
+    from alembic import command
+    from alembic.util import CommandError
+
     version = read_schema_version(connection)
     if version is not None and version > SCHEMA_VERSION:
         raise SchemaVersionError(newer_message(where, version))

@@ -326,7 +326,9 @@ def test_contacts_add_then_find_by_phone_in_another_format(practice: Practice) -
     assert phones[0]["value"] == "+13125550142"
 
     human = practice.ok("contacts", "find", "--phone", "312.555.0142").stdout
-    assert cid in human and "Ana Ruiz" in human
+    # tables show the short id (the id's last 8 hex digits); --full-ids the whole one
+    assert cid.replace("-", "")[-8:] in human and "Ana Ruiz" in human
+    assert cid in practice.ok("--full-ids", "contacts", "find", "--phone", "312.555.0142").stdout
     by_name = practice.json("contacts", "find", "--name", "RUIZ")
     assert [c["id"] for c in by_name] == [cid]
     by_email = practice.json("contacts", "find", "--email", "ana.ruiz@example.com")
