@@ -17,9 +17,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM, Timeline
+    from carecrm.core.app import CareCRM
     from carecrm.core.config import Settings, load_settings, settings_from_dict
     from carecrm.core.connectors import Rejected, SourceConnector
+    from carecrm.core.directory import Timeline
     from carecrm.core.errors import (
         BackendUnavailable,
         CareCRMError,
@@ -58,7 +59,8 @@ if TYPE_CHECKING:
 
 #: Where each public name lives: ``name -> module`` (imported on first access).
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("CareCRM", "Timeline"), "carecrm.core.app"),
+    "CareCRM": "carecrm.core.app",
+    "Timeline": "carecrm.core.directory",
     **dict.fromkeys(("Settings", "load_settings", "settings_from_dict"), "carecrm.core.config"),
     **dict.fromkeys(("Rejected", "SourceConnector"), "carecrm.core.connectors"),
     **dict.fromkeys(

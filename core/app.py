@@ -8,7 +8,6 @@ ring and the storage backend are opened on first use, so ``carecrm --help`` and
 from __future__ import annotations
 
 import logging
-import statistics
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -20,26 +19,21 @@ import attrs
 import pluggy
 
 from carecrm.core import events as ev
-from carecrm.core import short_ids
 from carecrm.core.attribution import AttributionModel
 from carecrm.core.attribution_api import AttributionMixin
 from carecrm.core.audit import AuditTrail
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.connectors import SourceConnector
-from carecrm.core.coordination_api import CoordinationMixin, SpeedToLeadSummary
+from carecrm.core.coordination_api import CoordinationMixin
 from carecrm.core.crypto import KeyRing
+from carecrm.core.directory import ContactDirectory, ContactResolver, Timeline
 from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
-    CareCRMError,
     CryptoError,
-    NotFound,
     PluginError,
     UnknownComponentError,
-    ValidationFailed,
 )
-from carecrm.core.identity import IdentityError, normalize_email, normalize_name, normalize_phone
-from carecrm.core.ids import new_id
-from carecrm.core.ingest import Ingestor, IngestReport, is_reason_code
+from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
 from carecrm.core.ingest.inbox import Inbox, InboxItem
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.matching import MatchCandidate, MatchResult
@@ -47,7 +41,6 @@ from carecrm.core.migrate_api import MigrationMixin
 from carecrm.core.models import (
     Actor,
     Contact,
-    Interaction,
     LeadEvent,
     Note,
     RawPayload,
@@ -55,8 +48,9 @@ from carecrm.core.models import (
     Touchpoint,
 )
 from carecrm.core.options import build_component, structure_options
-from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, RelayReport, publish
+from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, RelayReport
 from carecrm.core.outbox import prune as prune_outbox
+from carecrm.core.pipeline_service import PipelineService, StageSummary
 from carecrm.core.plugins import (
     DEFAULT_PLUGINS,
     PluginInfo,
@@ -67,15 +61,12 @@ from carecrm.core.plugins import (
     families_of,
     origin_of,
 )
-from carecrm.core.read_path import CONTACT_FIELDS, ReadPath
-from carecrm.core.records import ACTIVE, AuditRecord, ContactRecord
+from carecrm.core.read_path import ReadPath
+from carecrm.core.records import AuditRecord, ContactRecord
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
-from carecrm.core.short_ids import id_suffix, looks_like_phone
-from carecrm.core.stage_moves import plan_move
 from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
-from carecrm.core.timeutil import utcnow
 
 log = logging.getLogger("carecrm")
 
@@ -95,32 +86,6 @@ class StorageEntry:
     name: str
     schemes: tuple[str, ...]
     factory: StorageFactory
-
-
-@attrs.frozen(kw_only=True)
-class Timeline:
-    """A contact and one page of its interactions, oldest first.
-
-    ``next_cursor`` is the (occurred_at, id) to pass as ``after`` for the next page, or
-    None when this page is the last.
-    """
-
-    contact: Contact
-    interactions: tuple[Interaction, ...]
-    next_cursor: TimelineCursor | None = None
-
-
-@attrs.frozen(kw_only=True)
-class StageSummary:
-    """One row of the pipeline report: contacts now in ``stage`` and the median time
-    they have spent there so far, in seconds (None when empty), and the speed to lead of
-    those of them who reached out (median business seconds to the first answer, how many
-    were answered, how many still wait; see :meth:`CareCRM.speed_to_lead`)."""
-
-    stage: str
-    count: int
-    median_seconds: float | None
-    speed_to_lead: SpeedToLeadSummary = attrs.Factory(SpeedToLeadSummary)
 
 
 class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
@@ -690,6 +655,29 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     # ------------------------------------------------------------------ contacts
 
+    @property
+    def resolver(self) -> ContactResolver:
+        """Finds the contact a reference names, through blind indexes only
+        (:class:`carecrm.core.directory.ContactResolver`)."""
+        return ContactResolver(self.settings, self.mapper)
+
+    @property
+    def directory(self) -> ContactDirectory:
+        """Contacts: add, look up, read, annotate (:class:`carecrm.core.directory.ContactDirectory`)
+        on the current storage."""
+        return ContactDirectory(
+            storage=self.storage,
+            settings=self.settings,
+            mapper=self.mapper,
+            keys=self.keys,
+            read_path=self.read_path,
+            audit=self.audit_trail,
+            resolver=self.resolver,
+            prepare=LeadPreparer(self.settings, self.mapper).prepare,
+            ingest=self.ingest,
+            deliver=self.deliver_events,
+        )
+
     def add_contact(
         self,
         *,
@@ -703,157 +691,56 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         city: str | None = None,
         postal_code: str | None = None,
     ) -> Contact:
-        """Create a contact by hand (a walk-in, a phone call), matched like any lead;
-        ``actor`` is named by the ``ingest`` entry and the returned contact's read entry.
+        """Create a contact by hand (a walk-in, a phone call), matched like any lead (see
+        :meth:`carecrm.core.directory.ContactDirectory.add_contact`).
 
-        :returns: the stored contact (an existing one when an identity matches).
         :raises ValidationFailed: when no valid email or phone is given (field named).
         """
-        ref = f"manual-{new_id()}"
-        event = LeadEvent(
-            source="manual",
-            record_ref=ref,
-            emails=tuple(emails),
-            phones=tuple(phones),
+        return self.directory.add_contact(
+            actor=actor,
             first_name=first_name,
             last_name=last_name,
+            emails=emails,
+            phones=phones,
             service_interest=service_interest,
             location=location,
             city=city,
             postal_code=postal_code,
         )
-        # check first, so that a refused field leaves nothing half-stored
-        check = IngestReport()
-        try:
-            self._ingestor(actor).prepare(event, 0, check, None)
-        except ValidationFailed as exc:
-            raise ValidationFailed("manual", "new contact", exc.field, exc.reason) from None
-        if check.warnings:
-            # name the field that was refused (an invalid email, a free-text service interest)
-            detail = check.warnings[0].split(": field ", 1)[-1]
-            field = detail.split("'")[1] if detail.count("'") >= 2 else "input"
-            reason = detail.split("': ", 1)[-1].removesuffix("; dropped")
-            raise ValidationFailed("manual", "new contact", field, reason)
-        report = self.ingest([event], actor=actor)
-        if report.quarantined:
-            q = report.quarantined[0]
-            raise ValidationFailed(q.source, "new contact", q.field, q.reason)
-        return self.get_contact(report.contact_ids[0], actor=actor)
 
     def get_contact(self, contact_id: uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
         """A contact with its identities, decrypted: a read by ``actor`` for ``purpose``,
-        one ``contact.read`` audit entry (HIPAA 45 CFR 164.312(b)).
-
-        :raises NotFound: if there is no such contact.
-        """
-        with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact_id)
-            contact = self.read_path.contact(uow, rec, actor=actor, purpose=purpose)
-            uow.commit()
-        return contact
+        one ``contact.read`` audit entry.  :raises NotFound: if there is no such contact."""
+        return self.directory.get_contact(contact_id, actor=actor, purpose=purpose)
 
     def resolve(self, ref: str | uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
-        """Find one contact by id, email or phone (via blind indexes; a merged contact's id
-        gives its survivor); a read by ``actor``: one ``contact.read`` entry, in the same
-        transaction as the look-up.
+        """One contact by id (whole or short), email or phone, read by ``actor`` (see
+        :meth:`carecrm.core.directory.ContactDirectory.resolve`).
 
         :raises NotFound: when nothing matches.
         :raises ValidationFailed: when ``ref`` is neither an id, an email nor a phone number.
-        :raises CareCRMError: when the email or phone is shared by several contacts
-            (household): the message lists their ids to pick from.
+        :raises CareCRMError: when several contacts share the email or phone (ids listed).
         """
-        with self.storage.unit_of_work() as uow:
-            rec = self._resolve_record(uow, ref)
-            contact = self.read_path.contact(uow, rec, actor=actor, purpose=purpose)
-            uow.commit()
-        return contact
+        return self.directory.resolve(ref, actor=actor, purpose=purpose)
 
     def _resolve_id(self, uow: UnitOfWork, ref: str | uuid.UUID) -> uuid.UUID:
-        """The id of the one active contact ``ref`` names (id, email or phone), following
-        merges; reads no personal data (blind indexes only), so it is not audited itself."""
-        return self._resolve_record(uow, ref).id
+        """The id of the one active contact ``ref`` names (blind indexes only; not audited)."""
+        return self.resolver.record(uow, ref).id
 
     def _resolve_record(self, uow: UnitOfWork, ref: str | uuid.UUID) -> ContactRecord:
-        """The stored record of the contact ``ref`` names (see :meth:`_resolve_id`): a whole
-        id, a short id (:mod:`carecrm.core.short_ids`), an email or a phone.  Text of
-        decimal digits only is read as a phone number first, then as a short id."""
-        if isinstance(ref, uuid.UUID):
-            cid: uuid.UUID | None = ref
-        else:
-            ref = ref.strip()
-            try:
-                cid = uuid.UUID(ref)
-            except ValueError:
-                cid = None
-        text = str(ref)
-        suffix = None if cid is not None or "@" in text else id_suffix(text)
-        if suffix is not None and looks_like_phone(suffix):
-            try:
-                return self._record_by_identity(uow, text)
-            except (NotFound, ValidationFailed):
-                pass  # no one has that phone: the digits may be a short id
-        if suffix is not None:
-            cid = short_ids.resolve(uow, "contact", suffix)
-        if cid is not None:
-            rec = uow.contacts.get(cid)
-            hops = 0
-            while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
-                rec, hops = uow.contacts.get(rec.merged_into), hops + 1
-            return rec
-        return self._record_by_identity(uow, text)
-
-    def _record_by_identity(self, uow: UnitOfWork, text: str) -> ContactRecord:
-        """The one active contact with the email or phone ``text`` (blind indexes only)."""
-        kind = "email" if "@" in text else "phone"
-        try:
-            if kind == "email":
-                value = normalize_email(text)
-            else:
-                value = normalize_phone(text, self.settings.practice.default_location.region)[0]
-        except IdentityError:
-            raise ValidationFailed(
-                "lookup",
-                "REF",
-                kind,
-                "not a contact id, an email address or a phone number (for names use `contacts find --name`)",
-            ) from None
-        records = uow.contacts.get_many(
-            i.contact_id for i in uow.identities.find(kind, self.mapper.identity_bidx(kind, value))
-        )
-        active = [r for r in records.values() if r.status == ACTIVE]
-        if not active:
-            raise NotFound(f"no contact has that {kind}")
-        if len(active) > 1:
-            raise CareCRMError(
-                f"several contacts share that {kind} (a household?): use one of their ids: "
-                + ", ".join(sorted(str(r.id) for r in active))
-            )
-        return active[0]
+        """The stored record of the contact ``ref`` names (:meth:`ContactResolver.record`)."""
+        return self.resolver.record(uow, ref)
 
     def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
-        """The whole id a command-line id names: a UUID as it is, or a short id (the last
-        hex digits, as tables show them; :mod:`carecrm.core.short_ids`) resolved among
-        the records of ``kind``.  Reads ids only: nothing is decrypted or audited.
+        """The whole id a command-line id names, whole or short, among the records of
+        ``kind`` (``contact``, ``task``, ``inbox``); see
+        :meth:`carecrm.core.directory.ContactResolver.resolve_id`.
 
-        :param kind: ``"contact"`` (active contacts), ``"task"`` or ``"inbox"``.
-        :param ref: the id as typed.
-        :raises ValueError: if ``ref`` is neither a UUID nor a short id, or ``kind`` is unknown.
+        :raises ValueError: if ``ref`` is not an id or ``kind`` is unknown.
         :raises NotFound: if no record of that kind has an id ending so.
         :raises AmbiguousId: if several have (the message lists their ids).
         """
-        if isinstance(ref, uuid.UUID):
-            return ref
-        try:
-            return uuid.UUID(ref.strip())
-        except ValueError:
-            pass
-        suffix = id_suffix(ref)
-        if suffix is None:
-            raise ValueError(
-                f"{kind} id: not an id (a UUID, or the last {short_ids.SHORT_LENGTH}+ hex digits tables show)"
-            )
-        with self.storage.unit_of_work() as uow:
-            return short_ids.resolve(uow, kind, suffix)
+        return self.resolver.resolve_id(self.storage, kind, ref)
 
     def find_contacts(
         self,
@@ -864,44 +751,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         name: str | None = None,
         limit: int = 50,
     ) -> list[Contact]:
-        """Contacts by exact email, phone (any format, read in the default location's
-        region) or full / family name (case and accents folded); a read by ``actor``
-        with one ``contact.read`` entry (purpose ``lookup``) per contact shown.
+        """Contacts by exact email, phone (any format) or full / family name, read by
+        ``actor`` (one ``contact.read`` entry per contact shown).
 
         :raises ValidationFailed: if the email or phone cannot be normalized.
         """
-        keys: list[tuple[str, str]] = []
-        try:
-            if email:
-                keys.append(("email", self.mapper.identity_bidx("email", normalize_email(email))))
-            if phone:
-                e164, _ = normalize_phone(phone, self.settings.practice.default_location.region)
-                keys.append(("phone", self.mapper.identity_bidx("phone", e164)))
-        except IdentityError as exc:
-            raise ValidationFailed("search", "query", "email" if email and not keys else "phone", str(exc)) from None
-        ids: list[uuid.UUID] = []
-        with self.storage.unit_of_work() as uow:
-            if keys:
-                for ident in uow.identities.find_many(keys):
-                    if ident.contact_id not in ids:
-                        ids.append(ident.contact_id)
-            if name:
-                norm = normalize_name(name)
-                if norm:
-                    recs = uow.contacts.find_by_name(self.keys.blind_index("name", norm))
-                    if not recs:
-                        recs = uow.contacts.find_by_family_name(self.keys.blind_index("family_name", norm))
-                    for r in recs:
-                        if r.id not in ids:
-                            ids.append(r.id)
-            records = uow.contacts.get_many(ids)
-            found = (records.get(cid) for cid in ids[:limit])
-            shown = [rec for rec in found if rec is not None and rec.status == ACTIVE]
-            # one entry per person shown, so `audit log --contact ID` answers who saw them
-            out = self.read_path.contacts(uow, shown, actor=actor, purpose="lookup", fields=CONTACT_FIELDS)
-            if out:
-                uow.commit()
-        return out
+        return self.directory.find_contacts(actor=actor, email=email, phone=phone, name=name, limit=limit)
 
     def timeline(
         self,
@@ -912,173 +767,62 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         limit: int = 100,
         purpose: str = "care",
     ) -> Timeline:
-        """A contact's timeline, oldest first, decrypted: a read by ``actor`` for
-        ``purpose`` (one ``timeline.read`` entry for the contact and the page).
-
-        :param ref: contact id, email or phone.
-        :param after: keyset cursor of the previous page.
-        :param limit: interactions per page.
-        :raises NotFound: if the contact does not exist.
-        """
-        # one unit of work and one audit entry for the whole read (contact and page)
-        with self.storage.unit_of_work() as uow:
-            rec = self._resolve_record(uow, ref)
-            rows = uow.interactions.timeline(rec.id, after=after, limit=limit + 1)
-            more = len(rows) > limit
-            rows = rows[:limit]
-            contact, items = self.read_path.timeline(uow, rec, rows, actor=actor, purpose=purpose)
-            uow.commit()
-        cursor = (rows[-1].occurred_at, rows[-1].id) if more and rows else None
-        return Timeline(contact=contact, interactions=items, next_cursor=cursor)
+        """A page of a contact's timeline, oldest first, read by ``actor`` for ``purpose``
+        (one ``timeline.read`` entry).  :raises NotFound: if the contact does not exist."""
+        return self.directory.timeline(ref, actor=actor, after=after, limit=limit, purpose=purpose)
 
     def notes(self, contact_id: uuid.UUID, *, actor: Actor) -> list[Note]:
-        """A contact's notes, oldest first: a read by ``actor`` (one ``notes.read`` entry
-        when there is any note)."""
-        with self.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact_id)
-            notes = self.read_path.notes(uow, rec, uow.notes.for_contact(contact_id), actor=actor)
-            if notes:
-                uow.commit()
-        return notes
+        """A contact's notes, oldest first, read by ``actor``."""
+        return self.directory.notes(contact_id, actor=actor)
 
     def add_note(self, ref: str | uuid.UUID, text: str, *, actor: Actor) -> Note:
-        """Add ``actor``'s note (encrypted) and a ``note.added`` interaction; one
-        ``note.add`` audit entry in the same transaction (the contact is resolved by
-        id or blind index, nothing is decrypted).
+        """Add ``actor``'s note (encrypted) and a ``note.added`` interaction, audited.
 
         :raises ValueError: if ``text`` is empty.
         :raises NotFound: if the contact does not exist.
         """
-        if not text or not text.strip():
-            raise ValueError("note text is empty")
-        now = utcnow()
-        with self.storage.unit_of_work() as uow:
-            rec = self._resolve_record(uow, ref)
-            note = Note(contact_id=rec.id, created_at=now, author=actor.name, text=text)
-            key = self.mapper.key_of(rec)
-            uow.notes.add(self.mapper.note_to_record(note, key))
-            inter = Interaction(
-                contact_id=rec.id,
-                kind="note.added",
-                occurred_at=now,
-                recorded_at=now,
-                source="carecrm",
-                idempotency_key=f"note.added:{note.id}",
-                channel=None,
-                body=text,
-                actor=actor.name,
-                attributes={"note_id": str(note.id)},
-            )
-            uow.interactions.add(self.mapper.interaction_to_record(inter, key))
-            self.audit(uow, actor, "note.add", contact_id=rec.id, fields=["note"])
-            publish(
-                uow,
-                [
-                    ev.InteractionRecorded(
-                        at=now,
-                        contact_id=rec.id,
-                        interaction_id=inter.id,
-                        kind=inter.kind,
-                        occurred_at=now,
-                        source="carecrm",
-                    )
-                ],
-            )
-            uow.commit()
-        self.deliver_events()
-        return note
+        return self.directory.add_note(ref, text, actor=actor)
 
     # ------------------------------------------------------------------ pipeline
+
+    @property
+    def pipeline(self) -> PipelineService:
+        """Stage moves, history, report and reviews (:class:`carecrm.core.pipeline_service.PipelineService`)."""
+        return PipelineService(
+            storage=self.storage,
+            settings=self.settings,
+            mapper=self.mapper,
+            read_path=self.read_path,
+            audit=self.audit_trail,
+            resolver=self.resolver,
+            deliver=self.deliver_events,
+            speed_to_lead_values=self.speed_to_lead_values,
+        )
 
     def set_stage(
         self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None
     ) -> StageChange:
-        """``actor``'s move of a contact to ``stage`` (always wins over implied moves): one
-        ``stage.set`` audit entry, in the same transaction as the change (the contact is
-        resolved by id or blind index, nothing is decrypted).
-
-        ``lost`` needs a reason.  A reason that is a short code (``too_expensive``) is kept in
-        clear in the stage history for reports; free text ("worried about the cost after her
-        diagnosis") may hold health information, so it is kept only encrypted, as the body of
-        the ``stage.changed`` interaction on the timeline, and the history records the code
-        ``free_text`` (HIPAA 45 CFR 164.312(a)(2)(iv)).
+        """``actor``'s move of a contact to ``stage`` (always wins over implied moves),
+        audited in the change's own transaction; a free-text reason is kept only
+        encrypted (see :meth:`carecrm.core.pipeline_service.PipelineService.set_stage`).
 
         :raises InvalidTransition: if the pipeline does not allow it (lists the allowed stages).
         :raises ValueError: for an unknown stage or a ``lost`` move without a reason.
         :raises ConflictError: if the contact changed meanwhile (retry).
         """
-        pipeline = self.settings.pipeline
-        now = utcnow()
-        with self.storage.unit_of_work() as uow:
-            rec = self._resolve_record(uow, ref)
-            if stage == "lost" and not reason:
-                raise ValueError("moving to 'lost' needs a reason code (--reason)")
-            pipeline.check_move(rec.stage, stage)
-            code = reason if reason is None or is_reason_code(reason) else "free_text"
-            move = plan_move(
-                mapper=self.mapper,
-                pipeline=pipeline,
-                rec=rec,
-                key=self.mapper.key_of(rec),
-                to_stage=stage,
-                at=now,
-                now=now,
-                actor=actor,
-                reason=code,
-                free_text=reason if code == "free_text" else None,
-            )
-            uow.contacts.update(move.contact)
-            uow.stages.add(move.change)
-            uow.interactions.add(move.entry)
-            self.audit(uow, actor, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
-            publish(uow, [move.event])
-            uow.commit()
-        self.deliver_events()
-        return StageChange(**attrs.asdict(move.change, recurse=False))
+        return self.pipeline.set_stage(ref, stage, actor=actor, reason=reason)
 
     def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:
         """A contact's stage changes, oldest first."""
-        with self.storage.unit_of_work() as uow:
-            return self.read_path.stage_history(uow.stages.history(contact_id))
+        return self.pipeline.stage_history(contact_id)
 
     def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
-        """Contacts per stage, the median time (seconds) they have been in it, and their
-        speed to lead (median business seconds; :meth:`speed_to_lead`)."""
-        now = now or utcnow()
-        durations: dict[str, list[float]] = {s: [] for s in self.settings.pipeline.all_stages}
-        located: dict[uuid.UUID, tuple[str, str | None]] = {}
-        with self.storage.unit_of_work() as uow:
-            after = None
-            while True:
-                page = uow.contacts.list(after=after, limit=1000)
-                if not page:
-                    break
-                for rec in page:
-                    since = rec.stage_changed_at or rec.created_at
-                    durations.setdefault(rec.stage, []).append(max(0.0, (now - since).total_seconds()))
-                    located[rec.id] = (rec.stage, rec.location)
-                after = page[-1].id
-            speeds = self.speed_to_lead_values(uow, {cid: loc for cid, (_, loc) in located.items()})
-        by_stage: dict[str, list[float | None]] = {}
-        for cid, value in speeds.items():
-            by_stage.setdefault(located[cid][0], []).append(value)
-        return [
-            StageSummary(
-                stage=s,
-                count=len(d),
-                median_seconds=statistics.median(d) if d else None,
-                speed_to_lead=SpeedToLeadSummary.of(by_stage.get(s, [])),
-            )
-            for s, d in durations.items()
-        ]
-
-    # ------------------------------------------------------------------ reviews
+        """Contacts per stage, the median seconds in it, and their speed to lead."""
+        return self.pipeline.pipeline_report(now=now)
 
     def review_pairs(self, contact_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
         """Open pairs of contacts awaiting review: (a, b, reason)."""
-        with self.storage.unit_of_work() as uow:
-            recs = uow.reviews.for_contact(contact_id) if contact_id else uow.reviews.list(status="open")
-        return [(r.contact_a, r.contact_b, r.reason) for r in recs if r.status == "open"]
+        return self.pipeline.review_pairs(contact_id)
 
     # ------------------------------------------------------------------ storage admin
 

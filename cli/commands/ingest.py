@@ -26,8 +26,8 @@ from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
 from carecrm.core.text import printable
 
 if TYPE_CHECKING:
-    from carecrm.core.app import InboxItem
     from carecrm.core.ingest import IngestReport
+    from carecrm.core.ingest.inbox import InboxItem
     from carecrm.core.models import RawPayload
 
 #: Inbox statuses (``carecrm inbox list --status``).
