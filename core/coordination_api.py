@@ -448,8 +448,8 @@ class CoordinationMixin:
         ``ad_lead.*`` → ``ad_platform``) unless given.  The direction is fixed by kinds that
         go one way (``sms.sent`` outbound, ``form.submitted`` inbound ...); a call needs it
         given.  A kind that implies a stage (``appointment.booked`` of type consult ...)
-        moves the contact as an ingested one would (decisions.md, "Moves implied by
-        interactions").  Live events fire after commit, so scores update.
+        moves the contact as an ingested one would (``docs/vocabulary.md``, "Moves implied
+        by interactions").  Live events fire after commit, so scores update.
 
         :param ref: contact id, email or phone.
         :param actor: who logs it (the interaction's ``actor``; one ``interaction.log``
