@@ -65,7 +65,7 @@ def carecrm_sqlite_backend(tmp_path: Path, carecrm_sqlite_template: Path) -> Ite
         backend.close()
 
 
-def _skip_reason(report: pytest.TestReport) -> str:
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     """The reason of a skipped test's report (``Skipped: `` removed)."""
     longrepr = report.longrepr
     text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
@@ -74,6 +74,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say how many tests skipped for want of each test resource, and what to set."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if isinstance(r, pytest.TestReport)]
+    reports = terminalreporter.stats.get("skipped", [])
+    skipped = [r for r in reports if isinstance(r, pytest.TestReport | pytest.CollectReport)]
     for line in skip_summary(_skip_reason(r) for r in skipped):
         terminalreporter.write_line(f"carecrm: {line}", yellow=True)

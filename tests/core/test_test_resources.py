@@ -118,11 +118,20 @@ def test_the_run_summary_says_how_many_tests_skipped_for_want_of_each_resource(
             assert 1 + 1 == 2
         """
     )
+    pytester.makepyfile(
+        test_whole_module=f"""
+        import pytest
+        from pathlib import Path
+        from carecrm.core.testing.resources import missing_corpus
+
+        pytest.skip(missing_corpus(Path({str(absent)!r})), allow_module_level=True)
+        """
+    )
     result = pytester.runpytest("-q", "-p", "no:randomly")
-    result.assert_outcomes(passed=1, skipped=7)
+    result.assert_outcomes(passed=1, skipped=8)
     result.stdout.fnmatch_lines(
         [
-            f"carecrm: 4 tests skipped: the vendor corpus was not found at {absent} (set {CORPUS_ENV} *",
+            f"carecrm: 5 tests skipped: the vendor corpus was not found at {absent} (set {CORPUS_ENV} *",
             "carecrm: 1 test skipped: a real MongoDB server is not available (set CARECRM_TEST_MONGODB_URI*",
             "carecrm: 1 test skipped: the PostgreSQL test server is not available*",
         ]
