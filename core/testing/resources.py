@@ -123,7 +123,7 @@ SERVERS: tuple[MissingResource, ...] = (
     MissingResource(
         "a real MongoDB server",
         r"CARECRM_TEST_MONGODB_URI",
-        "set CARECRM_TEST_MONGODB_URI, e.g. mongodb://127.0.0.1:27017",
+        "set CARECRM_TEST_MONGODB_URI, e.g. mongodb://127.0.0.1:27017; the backend's suite ran on mongomock",
     ),
     MissingResource(
         "the PostgreSQL test server",

@@ -71,7 +71,7 @@ def test_skip_summary_counts_each_resource_once_per_test(tmp_path: Path) -> None
         "or clone the repository beside shared/corpus)",
         f"1 test skipped: the vendor corpus at {partial} lacks files they read",
         "1 test skipped: a real MongoDB server is not available (set CARECRM_TEST_MONGODB_URI, "
-        "e.g. mongodb://127.0.0.1:27017)",
+        "e.g. mongodb://127.0.0.1:27017; the backend's suite ran on mongomock)",
         "3 tests skipped: the PostgreSQL test server is not available "
         "(start it on 127.0.0.1:5432 or set CARECRM_TEST_POSTGRES_URL)",
         "2 tests skipped: the MariaDB test server is not available "
