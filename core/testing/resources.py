@@ -117,8 +117,8 @@ class MissingResource:
         return re.search(self.pattern, reason, re.IGNORECASE) is not None
 
 
-#: The resources carecrm's tests may lack, besides the corpus, in the order the summary
-#: lists them.
+#: The resources carecrm's tests (and tests built on the shipped kits) may lack, besides
+#: the corpus, in the order the summary lists them.
 SERVERS: tuple[MissingResource, ...] = (
     MissingResource(
         "a real MongoDB server",
@@ -134,6 +134,11 @@ SERVERS: tuple[MissingResource, ...] = (
         "the MariaDB test server",
         r"(mariadb|mysql)( test)?( server)? not reachable",
         "start it on 127.0.0.1:3306 or set CARECRM_TEST_MARIADB_URL",
+    ),
+    MissingResource(
+        "a payload of a connector contract case",  # carecrm.core.testing.sources.parametrize
+        r"^payload file not available: ",
+        "pytest -rs names each file",
     ),
 )
 

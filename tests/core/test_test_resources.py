@@ -64,6 +64,7 @@ def test_skip_summary_counts_each_resource_once_per_test(tmp_path: Path) -> None
         MONGO_REASON,
         *SERVER_REASONS["PostgreSQL"],
         *SERVER_REASONS["MariaDB"][:2],
+        "payload file not available: /x/contract/a.json",
         "this backend's units of work cannot run in two threads at once",
     ]
     assert skip_summary(reasons) == [
@@ -76,6 +77,7 @@ def test_skip_summary_counts_each_resource_once_per_test(tmp_path: Path) -> None
         "(start it on 127.0.0.1:5432 or set CARECRM_TEST_POSTGRES_URL)",
         "2 tests skipped: the MariaDB test server is not available "
         "(start it on 127.0.0.1:3306 or set CARECRM_TEST_MARIADB_URL)",
+        "1 test skipped: a payload of a connector contract case is not available (pytest -rs names each file)",
     ]
     assert skip_summary(["no reopen_backend fixture: the open-time schema check is not tested"]) == []
 
