@@ -344,7 +344,7 @@ def print_storage(url: str | None) -> None:
 
 def mongomock_limit(parser: argparse.ArgumentParser, url: str | None, **sizes: tuple[int, int]) -> None:
     """On mongomock, refuse sizes above their caps (``name=(value, cap)``): the fake scans
-    in Python (limits.md: ~60 ms per lookup on 50k documents)."""
+    in Python (measured: ~60 ms per lookup on 50k documents)."""
     if not is_mongomock(url):
         return
     over = [f"--{k.replace('_', '-')} {v} > {cap}" for k, (v, cap) in sizes.items() if v > cap]

@@ -12,7 +12,7 @@ seed, the same cache folder and manifest, so one load serves both benchmarks): C
 time order over two years before the load (12 kinds, ``email.opened`` 20 %), built by
 carecrm's mapper and written with the unit of work's ``add_many``.
 
-**The question** (the one of limits.md's "Segment query"): active contacts in stage
+**The question** (the raw-layer segment query, measured apart on the reference VM): active contacts in stage
 ``new_lead``, interested in ``acne``, in Chicago, Evanston or Oak Park, who opened an email
 within 90 days, counted in local days of the practice (America/Chicago) before "now" =
 the newest interaction of the data set (so a reused database gives the same answer).

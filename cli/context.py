@@ -1,7 +1,7 @@
 """What every command shares: the invocation state (config path, actor, the lazily built
 app), the error type that maps to an exit status, and the ``--json`` option.
 
-Exit status (decisions.md, "CLI"): 0 success (duplicates and pending pointers are not
+Exit status (``docs/cli.md``, "Exit status"): 0 success (duplicates and pending pointers are not
 failures), 1 some records quarantined (or, for ``audit verify``, the check failed),
 2 usage or configuration error.  A :class:`~carecrm.core.errors.CareCRMError` never
 reaches the user as a traceback: :func:`map_error` turns it into a one-line message on

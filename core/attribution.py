@@ -2,7 +2,7 @@
 ladder's steps, and the streaming engine that credits channel groups, sources and
 campaigns.
 
-**Touches** (decisions.md names the kinds; which of them carry marketing meaning is
+**Touches** (``docs/vocabulary.md`` names the kinds; which of them carry marketing meaning is
 decided here).  A touch is an interaction in which the *person* reached the practice or
 engaged with its marketing:
 
@@ -26,7 +26,8 @@ touchpoint by the practice's rules, :mod:`carecrm.core.channels`).  A touch with
 referral came from a patient sets the touchpoint medium ``patient_referral``), anything
 else → ``direct``.  A missing source or campaign is credited to :data:`NOT_SET`.
 
-**Conversions** (the ladder of decisions.md; one conversion per contact and step):
+**Conversions** (the ladder of :data:`carecrm.core.vocab.CONVERSION_STEPS`; one conversion
+per contact and step):
 
 * ``lead``: the contact's first inquiry (as above);
 * ``consult_scheduled``, ``consult_attended``, ``booked_patient``, ``returning_patient``:

@@ -22,7 +22,7 @@ from carecrm.core.timeutil import to_utc_ms
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
 
-#: The default step and lookback (decisions.md, "Conversion ladder").
+#: The default step and lookback (``docs/vocabulary.md``, "Conversion steps").
 DEFAULT_STEP = "booked_patient"
 DEFAULT_LOOKBACK_DAYS = 365
 
@@ -86,7 +86,8 @@ class AttributionMixin:
         :param model: a registered model id (``first_touch``, ``last_touch``,
             ``last_non_direct``, ``linear`` or a plugin's).
         :param by: ``channel_group``, ``source`` or ``campaign``.
-        :param step: a conversion step (default ``booked_patient``, decisions.md).
+        :param step: a conversion step of :data:`carecrm.core.vocab.CONVERSION_STEPS` (default
+            ``booked_patient``).
         :param lookback_days: the window before each conversion, in days (default 365),
             1 to 3650.
         :param since: conversions at or after this time; a ``date`` is the start of that

@@ -2,7 +2,7 @@
 
 A location's config gives its IANA time zone, its opening hours per weekday in local
 time (``{"mon": ("08:00", "17:00"), ...}``) and its holidays (ISO dates, closed all day);
-see :class:`carecrm.core.models.Location` and decisions.md ("Locations and providers").
+see :class:`carecrm.core.models.Location` and ``docs/configuration.md`` (``[[practice.locations]]``).
 Speed to lead is counted in these hours: a lead that came in on Saturday and was called
 on Monday at 08:30 waited 30 business minutes (1,800 seconds).
 

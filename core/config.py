@@ -28,7 +28,7 @@ from carecrm.core.pipeline import PipelineConfig
 CONFIG_NAME = "carecrm.toml"
 
 #: Fields a practice collects unless it turns them off, and those off unless turned on
-#: (decisions.md, "Data minimization defaults"; HIPAA minimum necessary, 45 CFR 164.502(b)).
+#: (``docs/vocabulary.md``, "Data collected by default"; HIPAA minimum necessary, 45 CFR 164.502(b)).
 COLLECT_DEFAULTS: dict[str, bool] = {
     "name": True,
     "email": True,

@@ -133,7 +133,7 @@ def identifier(value: Any) -> str | None:
     """A vendor's record or person id as text: a string stripped, an integer as its exact
     digits, a one-element list unwrapped; None when blank.
 
-    An id is never cleaned: it makes the idempotency key (decisions.md, "Idempotency key"),
+    An id is never cleaned: it makes the idempotency key (``docs/vocabulary.md``, "Idempotency keys"),
     and an altered id would make a re-delivery look new.  So an id holding a lone surrogate,
     a NUL or another control character (:func:`carecrm.core.text.text_problem`) is refused.
 

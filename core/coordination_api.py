@@ -10,7 +10,7 @@ mixed into :class:`carecrm.core.CareCRM`.
   name), changed with an optimistic-concurrency update.  It is recorded in the audit log
   (action ``contact.assign`` with the previous and new owner) and **not** on the timeline:
   the timeline holds what happened between the person and the practice, and an internal
-  hand-over is neither (no such kind exists in the vocabulary of decisions.md).
+  hand-over is neither (no such kind exists in the vocabulary, ``docs/vocabulary.md``).
 * **Logged interactions** (:meth:`~CoordinationMixin.log_interaction`): a call, text or
   email made by hand, with a kind from the vocabulary and the channel derived from it.
 * **Speed to lead** (:meth:`~CoordinationMixin.speed_to_lead`): the time from a lead's first
@@ -40,7 +40,14 @@ from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.stage_moves import implied_move
 from carecrm.core.timeutil import to_utc_ms, utcnow
-from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
+from carecrm.core.vocab import (
+    CHANNEL_OF_NOUN,
+    CHANNELS,
+    DIRECTION_OF_KIND,
+    INBOUND_KINDS,
+    INTERACTION_KINDS,
+    is_known_kind,
+)
 from carecrm.core.when import parse_when
 
 if TYPE_CHECKING:
@@ -79,29 +86,6 @@ _NOT_LOGGABLE: dict[str, str] = {
     "stage.changed": "set_stage (carecrm stage set)",
     "consent.changed": "the consent ledger",
     "contacts.merged": "merging",
-}
-
-#: The channel each kind's noun implies (decisions.md, "Channel"); nouns not listed imply none.
-_CHANNEL_OF_NOUN: dict[str, str] = {
-    "call": "phone",
-    "sms": "sms",
-    "email": "email",
-    "chat": "chat",
-    "form": "web",
-    "page": "web",
-    "ad_lead": "ad_platform",
-    "ad": "ad_platform",
-    "walk_in": "in_person",
-    "event": "in_person",
-    "referral": "referral",
-}
-
-#: Kinds whose direction is fixed by what they are; calls need it given; others have none.
-_DIRECTION_OF_KIND: dict[str, str] = {
-    **{kind: "inbound" for kind in INBOUND_KINDS},
-    **{kind: "outbound" for kind in ("sms.sent", "sms.delivered", "sms.failed", "review.requested")},
-    **{kind: "outbound" for kind in INTERACTION_KINDS if kind.startswith("email.")},
-    "appointment.reminded": "outbound",
 }
 
 #: A logged interaction may lie this far in the future (clock skew between machines).
@@ -466,8 +450,8 @@ class CoordinationMixin:
         ``ad_lead.*`` → ``ad_platform``) unless given.  The direction is fixed by kinds that
         go one way (``sms.sent`` outbound, ``form.submitted`` inbound ...); a call needs it
         given.  A kind that implies a stage (``appointment.booked`` of type consult ...)
-        moves the contact as an ingested one would (decisions.md, "Moves implied by
-        interactions").  Live events fire after commit, so scores update.
+        moves the contact as an ingested one would (``docs/vocabulary.md``, "Moves implied
+        by interactions").  Live events fire after commit, so scores update.
 
         :param ref: contact id, email or phone.
         :param actor: who logs it (the interaction's ``actor``; one ``interaction.log``
@@ -495,7 +479,7 @@ class CoordinationMixin:
             raise ValueError(f"kind: {kind} is recorded by {_NOT_LOGGABLE[kind]}, not logged by hand")
         if direction is not None and direction not in ("inbound", "outbound"):
             raise ValueError("direction: expected inbound or outbound")
-        fixed = _DIRECTION_OF_KIND.get(kind)
+        fixed = DIRECTION_OF_KIND.get(kind)
         if fixed is not None and direction is not None and direction != fixed:
             raise ValueError(f"direction: {kind} is always {fixed}")
         direction = direction or fixed
@@ -504,7 +488,7 @@ class CoordinationMixin:
         noun = kind.split(".", 1)[0]
         if channel is not None and channel not in CHANNELS:
             raise UnknownComponentError("channel", channel, CHANNELS)
-        channel = channel or _CHANNEL_OF_NOUN.get(noun)
+        channel = channel or CHANNEL_OF_NOUN.get(noun)
         facts = _clear_attributes(attributes)
         text = body.strip() if body is not None and body.strip() else None
         events: list[ev.Event] = []

@@ -295,7 +295,7 @@ def local_days_start(now: datetime, timezone: str, days: int) -> datetime:
     midnight of (today - ``days``) in ``timezone``, where today is ``now``'s local date.
 
     "Had an interaction within N days" counts calendar days in the practice location's
-    time zone (decisions.md, "Time": local time only at the edges), so the window
+    time zone (local time only at the edges, ``docs/vocabulary.md``), so the window
     starts at a local midnight whatever the UTC offset, across daylight-saving changes
     too; ``days=0`` is today only.  Where a midnight does not exist (a zone that springs
     forward at 00:00) the window starts at that day's first instant.

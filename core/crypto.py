@@ -1,4 +1,4 @@
-"""Field encryption and blind indexes (architecture.md, "Privacy and security model").
+"""Field encryption and blind indexes (``docs/index.md``, "Privacy model in one paragraph").
 
 * AES-256-GCM (NIST SP 800-38D, from ``cryptography``) with a random 96-bit nonce
   prepended to the ciphertext; associated data binds a ciphertext to its record and

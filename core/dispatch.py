@@ -9,7 +9,7 @@ Every delivery goes through pluggy's own hook callers, so ``wrapper=True`` (and 
 * the fan-out calls each plugin's plain implementation through its own
   :meth:`pluggy.PluginManager.subset_hook_caller`, one plugin at a time, so an exception
   is logged with that plugin's name and never stops the other plugins nor undoes
-  committed data (decisions.md, "Live events").
+  committed data.
 
 Nothing per call is kept on the app: the work deferred during a delivery
 (:meth:`EventDispatcher.after_dispatch`, :meth:`EventDispatcher.collect`) belongs to the

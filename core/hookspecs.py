@@ -207,8 +207,8 @@ def carecrm_match_contact(candidate: MatchCandidate, uow: UnitOfWork, app: CareC
     """Decide which stored contact an incoming lead event belongs to.
 
     Called during ingest for every lead event, inside the batch's unit of work.  The
-    first non-None answer wins; the built-in exact matcher (decisions.md, "Exact
-    matching") runs last (``trylast``), so a plugin with fuzzy or probabilistic rules
+    first non-None answer wins; the built-in exact matcher (``docs/vocabulary.md``,
+    "Identities and matching") runs last (``trylast``), so a plugin with fuzzy or probabilistic rules
     answers first and may return None to fall through.
 
     :param candidate: normalized identities, blind indexes and names of the event.

@@ -1,4 +1,5 @@
-"""Identity normalization and the name rules of exact matching (decisions.md, "Identity").
+"""Identity normalization and the name rules of exact matching (``docs/vocabulary.md``,
+"Identities and matching").
 
 * Email: trimmed, checked by email-validator (``check_deliverability=False``: no DNS)
   and lowercased whole, local part included, for matching; the display form keeps what
@@ -11,8 +12,8 @@
   accents folded) for exact look-up.  Low-confidence names (caller-ID/CNAM text,
   generated chat visitor names, vendors' placeholders) never count as disagreeing.
 
-Normalizing is the costliest CPU step of ingest (limits.md: phonenumbers ~66k/s,
-email-validator ~41k/s per core), so results are cached per process.
+Normalizing is the costliest CPU step of ingest (measured on the reference VM: phonenumbers
+~66k/s, email-validator ~41k/s per core), so results are cached per process.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The encryption boundary: domain objects ⇄ stored records.
 
 Every backend receives records made here and returns records read back here, so no
-backend ever sees plaintext personal data (decisions.md, "Encryption boundary").
+backend ever sees plaintext personal data (the encryption boundary of ``docs/index.md``).
 Personal fields are encrypted under the contact's data key; identities, names and
 contact points get blind indexes under the blind-index key.  Associated data binds each
 ciphertext to its record id and field.

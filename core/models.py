@@ -72,7 +72,7 @@ class Touchpoint:
     utm_campaign, utm_term, utm_content) plus click ids (``gclid`` Google Ads,
     ``fbclid`` Meta, ``msclkid`` Microsoft Ads), ad and form ids, the landing page and
     the referrer.  ``channel_group`` is derived from these by the practice's rules
-    (decisions.md, "Marketing channel group").  Empty strings are stored as None.
+    (``docs/vocabulary.md``, "Marketing channel groups").  Empty strings are stored as None.
     """
 
     channel_group: str | None = None
@@ -373,7 +373,7 @@ class InteractionDraft:
     """An interaction as a connector emits it, before a contact is known.
 
     ``idempotency_key`` is built from the vendor's event id with the event type (and
-    subtype), time and recipient (decisions.md, "Idempotency key").
+    subtype), time and recipient (``docs/vocabulary.md``, "Idempotency keys").
     """
 
     kind: str

@@ -1,13 +1,14 @@
 """The lifecycle pipeline: stages, allowed moves, and moves implied by interactions.
 
-Default (decisions.md, "Lifecycle and conversions"): main stages ``new_lead`` →
+Default (``docs/vocabulary.md``, "Lifecycle stages"): main stages ``new_lead`` →
 ``contacted`` → ``consult_scheduled`` → ``consult_attended`` → ``booked_patient`` →
 ``returning_patient``; side stages ``no_show``, ``nurture``, ``not_a_candidate``,
 ``lost`` (with a reason code), ``existing_patient``.  Allowed by default: forward to any
 later main stage; from any stage to a side stage; from a side stage back to
 ``contacted`` or ``consult_scheduled``; ``returning_patient`` only from
 ``booked_patient``; nothing back to ``new_lead``.  A practice may replace the stages and
-list its own transitions in ``[pipeline]``.
+list its own transitions in ``[pipeline]``.  A person's own move always wins over a move
+an interaction implies (:func:`implied_stage`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ DEFAULT_STAGES = (
     "returning_patient",
 )
 DEFAULT_SIDE_STAGES = ("no_show", "nurture", "not_a_candidate", "lost", "existing_patient")
+
+#: What each default stage means (``docs/vocabulary.md`` is generated from it).
+STAGE_MEANINGS: dict[str, str] = {
+    "new_lead": "a first inquiry nobody has answered yet; every new contact starts here",
+    "contacted": "the practice reached the person",
+    "consult_scheduled": "a consultation is booked",
+    "consult_attended": "the person came to the consultation",
+    "booked_patient": "the person booked or accepted treatment: became a patient",
+    "returning_patient": "the person booked a new treatment after completing one",
+    "no_show": "the person missed a booked appointment",
+    "nurture": "not ready yet: kept warm with occasional contact",
+    "not_a_candidate": "the treatment is not right for the person (a clinical judgement)",
+    "lost": "the person went elsewhere or stopped answering (with a reason code such as too_expensive)",
+    "existing_patient": "an inquiry from someone already a patient, which is not a new lead",
+}
 
 
 def _default_transitions(stages: tuple[str, ...], side: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -62,7 +78,8 @@ class PipelineConfig:
 
     @classmethod
     def default(cls) -> PipelineConfig:
-        """The default lifecycle of decisions.md."""
+        """The default lifecycle (:data:`DEFAULT_STAGES`, :data:`DEFAULT_SIDE_STAGES` and
+        their default moves)."""
         return cls()
 
     @classmethod
@@ -126,7 +143,7 @@ class PipelineConfig:
 
 
 def implied_stage(kind: str, attributes: Mapping[str, Any], *, had_completed_treatment: bool) -> str | None:
-    """The stage an interaction implies (decisions.md, "Moves implied by interactions").
+    """The stage an interaction implies (``docs/vocabulary.md``, "Moves implied by interactions").
 
     * ``appointment.booked`` of type consult → ``consult_scheduled``;
     * ``appointment.attended`` of type consult → ``consult_attended``;

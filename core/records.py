@@ -3,7 +3,7 @@
 The core's mapping layer (:mod:`carecrm.core.mapping`) turns domain objects into these
 records: personal data is already ciphertext (``*_enc`` fields, AES-256-GCM bytes) or a
 blind index (``*_bidx``, lowercase hex HMAC-SHA256, 64 characters); everything else is in
-clear for querying and reporting (decisions.md, "Encryption boundary").  A backend stores
+clear for querying and reporting: no backend ever sees plaintext personal data.  A backend stores
 the fields as they are and returns equal values: datetimes timezone-aware UTC at
 millisecond precision, ``dict`` fields as JSON objects, ``bytes`` as binary.
 
@@ -66,7 +66,7 @@ class IdentityRecord:
     """One identity of a contact: ``kind`` is ``email``, ``phone`` or ``external:<system>``.
 
     ``bidx`` is the blind index of the normalized value.  It is indexed but NOT unique:
-    family members share phones and emails (decisions.md, "Identity").  ``valid`` is the
+    family members share phones and emails (``docs/vocabulary.md``, "Identities").  ``valid`` is the
     phonenumbers validity flag for phones (possible-but-not-valid numbers are kept).
     """
 

@@ -1,6 +1,6 @@
 """The scoring-model contract: a lead score, with its reasons, from a contact's timeline.
 
-A scoring model is a swappable part (decisions.md, "Plugins"): a class registered through
+A scoring model is a swappable part (``docs/writing_plugins.md``): a class registered through
 ``carecrm_register_scoring_models`` and keyed by its :attr:`ScoringModel.model_id`; the
 practice picks one by name::
 

@@ -13,8 +13,8 @@ same four things in the unit of work of its cause:
 * a :class:`~carecrm.core.events.StageChanged` live event.
 
 :func:`plan_move` builds them as one :class:`StageMove` value (pure: it reads nothing and
-writes nothing); :func:`implied_target` holds the rules of implied moves (decisions.md,
-"Moves implied by interactions", now in ``docs/`` as the pipeline's vocabulary).
+writes nothing); :func:`implied_target` holds the rules of implied moves (``docs/vocabulary.md``,
+"Moves implied by interactions").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Time helpers: every datetime in carecrm is timezone-aware UTC, truncated to milliseconds.
 
 Milliseconds because BSON dates (MongoDB) hold no finer precision, so every backend
-round-trips the same value (decisions.md, "Time").
+round-trips the same value (``docs/vocabulary.md``, "Time").
 """
 
 from __future__ import annotations

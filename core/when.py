@@ -1,7 +1,7 @@
 """Reading a time a person typed (``--due``, ``--at``) into UTC.
 
-People type local times; carecrm stores UTC (decisions.md, "Time": local time only at the
-edges, in the time zone of the location the record belongs to).  :func:`parse_when`
+People type local times; carecrm stores UTC (``docs/vocabulary.md``, "Time": local time only
+at the edges, in the time zone of the location the record belongs to).  :func:`parse_when`
 accepts:
 
 * an ISO 8601 date or date and time: ``2025-10-06``, ``2025-10-06 09:00``,

@@ -1,4 +1,4 @@
-"""The built-in exact matcher (decisions.md, "Exact matching"), the ``trylast`` answer of
+"""The built-in exact matcher (``docs/vocabulary.md``, "Identities and matching"), the ``trylast`` answer of
 ``carecrm_match_contact``.
 
 An email, phone or external id that matches joins the stored contact, unless the names

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 
 from carecrm.core import CareCRM, settings_from_dict
 from carecrm.core.crypto import KeyRing
+from carecrm.core.testing.resources import corpus_dir, skip_without_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = corpus_dir(REPO)
 
 BASE_CONFIG: dict[str, Any] = {
     "practice": {
@@ -47,9 +48,9 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def corpus() -> Path:
-    """The shared corpus of vendors' payloads (skips when the folder is absent)."""
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus folder {CORPUS} not present")
+    """The vendor corpus folder (``$CARECRM_TEST_CORPUS`` or ``../shared/corpus`` beside
+    the clone); skips, with the reason the run's summary counts, when it is absent."""
+    skip_without_corpus(CORPUS)
     return CORPUS
 
 

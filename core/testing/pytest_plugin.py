@@ -2,11 +2,15 @@
 where carecrm is installed.
 
 It rewrites the asserts of :mod:`carecrm.core.testing.storage` (so a failing conformance
-test shows its values) and offers one fixture:
+test shows its values), offers one fixture:
 
 * ``carecrm_sqlite_backend`` — a fresh SQLite-file backend with the carecrm schema, in the
   test's ``tmp_path``, closed afterwards.  The schema is built once per session and copied,
-  so the fixture costs a file copy per test.
+  so the fixture costs a file copy per test;
+
+and ends the terminal summary with one ``carecrm:`` line per missing test resource (the
+vendor corpus, a database server) that made tests skip, with the count and what to set
+(:func:`carecrm.core.testing.resources.skip_summary`).
 
 Importing this module imports neither SQLAlchemy nor any driver.
 """
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from carecrm.core.testing.resources import skip_summary
 
 pytest.register_assert_rewrite("carecrm.core.testing.storage")
 
@@ -57,3 +63,18 @@ def carecrm_sqlite_backend(tmp_path: Path, carecrm_sqlite_template: Path) -> Ite
         yield backend
     finally:
         backend.close()
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The reason of a skipped test's report (``Skipped: `` removed)."""
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests skipped for want of each test resource, and what to set."""
+    reports = terminalreporter.stats.get("skipped", [])
+    skipped = [r for r in reports if isinstance(r, pytest.TestReport | pytest.CollectReport)]
+    for line in skip_summary(_skip_reason(r) for r in skipped):
+        terminalreporter.write_line(f"carecrm: {line}", yellow=True)

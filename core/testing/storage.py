@@ -1,6 +1,6 @@
 """The storage conformance suite: every rule of :mod:`carecrm.core.storage`, as pytest tests.
 
-A backend passes this suite to be a carecrm backend (decisions.md, "Storage").  Subclass
+A backend passes this suite to be a carecrm backend (``docs/storage_backends.md``).  Subclass
 :class:`StorageBackendContract` in a module named ``test_*.py`` and override the
 ``backend`` fixture::
 

@@ -28,7 +28,7 @@ Rules:
 * decay measures an interaction's age from the ``now`` the score is computed for;
   interactions dated after ``now`` count in full;
 * an ``email.opened`` whose ``machine_open`` attribute is true (Apple Mail Privacy
-  Protection fetched the mail without a person, decisions.md) matches only rules whose
+  Protection fetched the mail without a person) matches only rules whose
   ``where`` names ``machine_open`` explicitly, so by default it earns nothing.
 
 Without ``[[scoring.rules]]`` the :data:`DEFAULT_RULES` apply (a sensible start for a

@@ -30,7 +30,7 @@ Vendor documentation used:
 * ``id`` → ``resource_id`` change:
   https://support.callrail.com/hc/en-us/articles/4403032268557-Webhooks-Integration-Updates
 
-Rules (decisions.md and the corpus notes): the caller number is the identity, passed raw
+Rules (``docs/vocabulary.md`` and the vendor corpus notes): the caller number is the identity, passed raw
 (the core normalizes it in the location's region); the caller-ID name (CNAM) is always
 ``name_confidence="low"`` and a CNAM placeholder (``SKYPE CALLER``, ``WIRELESS CALLER``, a
 city and state) is not passed on at all; the caller's city, state, zip and country are the

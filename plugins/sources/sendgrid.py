@@ -44,7 +44,7 @@ Privacy rules applied here: the recipient's ``ip`` and ``useragent`` are never k
 names are counted in ``dropped_fields``); SMTP texts (``reason``, ``response``) are kept
 only with every email address in them replaced by ``[email]``; custom arguments whose name
 or value looks like personal data are dropped; idempotency keys hold a keyed digest of the
-recipient, never the address (decisions.md, "Idempotency key").
+recipient, never the address (``docs/vocabulary.md``, "Idempotency keys").
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ KNOWN_PROPERTIES: frozenset[str] = frozenset(
     }
 )
 
-#: Properties about the recipient's device and network: never stored (decisions.md,
-#: "Data minimization defaults"); their names are counted in ``dropped_fields``.
+#: Properties about the recipient's device and network: never stored
+#: (``docs/vocabulary.md``, "Data collected by default"); their names are counted in ``dropped_fields``.
 PERSONAL_PROPERTIES: tuple[str, ...] = ("ip", "useragent")
 
 #: Known properties copied to attributes as they are (ids and names of the sender's own

@@ -9,7 +9,7 @@ Open it from a URL::
         uow.commit()
 
 Driver choice: a plain ``postgresql://`` URL means psycopg 3 and a plain ``mysql://`` or
-``mariadb://`` URL means PyMySQL (decisions.md, "Storage").
+``mariadb://`` URL means PyMySQL (``docs/storage.md``).
 
 **Schema-version check.**  The first unit of work of a :class:`SqlBackend` instance reads
 ``meta.schema_version`` (:meth:`SqlBackend.verify_schema`) and refuses to go on with

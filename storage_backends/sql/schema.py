@@ -89,7 +89,7 @@ identities = sa.Table(
     sa.Column("verified", sa.Boolean(), nullable=False),
     sa.Column("valid", sa.Boolean()),
     sa.Column("created_at", UtcDateTime(), nullable=False),
-    # Not unique: family members share phones and emails (decisions.md, "Identity").
+    # Not unique: family members share phones and emails (docs/vocabulary.md, "Identities and matching").
     sa.Index("ix_identities_kind_bidx", "kind", "bidx"),
     sa.UniqueConstraint("contact_id", "kind", "bidx", name="uq_identities_contact_kind_bidx"),
     **TABLE_OPTIONS,

@@ -1,7 +1,7 @@
 """Column types shared by the SQL schema and its migrations.
 
 Every type here stores the same Python value the same way on SQLite, PostgreSQL and
-MariaDB/MySQL, so one schema serves the three (decisions.md, "Storage"):
+MariaDB/MySQL, so one schema serves the three (``docs/storage.md``):
 
 * :class:`UtcDateTime` — timezone-aware UTC ``datetime`` in, naive UTC with millisecond
   precision in the column (``DATETIME(3)`` on MariaDB, ``TIMESTAMP(3)`` on PostgreSQL, ISO

@@ -2,8 +2,9 @@
 practice made by ``carecrm init`` in a temporary folder (SQLite).
 
 Third-party plugins are never loaded (``CARECRM_LOAD_PLUGINS`` is empty).  Payloads of
-the shared connector corpus are used when the folder exists (``../shared/corpus`` next
-to the repository); those tests skip otherwise.
+the vendor corpus are used when it is found (``$CARECRM_TEST_CORPUS``, else
+``../shared/corpus`` beside the clone); those tests skip otherwise, and the run's summary
+counts them.
 """
 
 from __future__ import annotations
@@ -32,17 +33,15 @@ from carecrm.cli.output import format_duration, format_local, format_utc
 from carecrm.cli.payloads import expand_paths, guess_content_type, parse_header, sniff_content_type
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.plugins import build_plugin_manager
+from carecrm.core.testing.resources import corpus_dir, needs_corpus, skip_without_corpus
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = corpus_dir(REPO)
 TYPEFORM_FILE = CORPUS / "typeform" / "form_response_example.json"
 JOTFORM_FILE = CORPUS / "jotform" / "submission_multipart.txt"
 TYPEFORM_EXAMPLE = REPO / "plugins" / "sources" / "examples" / "typeform.toml"
 
-needs_typeform = pytest.mark.skipif(
-    not TYPEFORM_FILE.is_file() or not TYPEFORM_EXAMPLE.is_file(),
-    reason=f"needs the shared corpus ({CORPUS}) and plugins/sources/examples/typeform.toml",
-)
+needs_typeform = needs_corpus(CORPUS, TYPEFORM_FILE)
 
 BUILTIN_PLUGINS = (
     "carecrm.storage_backends.sql",
@@ -120,8 +119,7 @@ def practice(tmp_path: Path) -> Practice:
 
 @pytest.fixture
 def typeform_practice(tmp_path: Path) -> Practice:
-    if not TYPEFORM_FILE.is_file() or not TYPEFORM_EXAMPLE.is_file():
-        pytest.skip(f"needs the shared corpus ({CORPUS}) and plugins/sources/examples/typeform.toml")
+    skip_without_corpus(CORPUS, TYPEFORM_FILE)
     root = tmp_path / "practice"
     result = run_init(root, "--timezone", "America/Chicago", "--source-example", "typeform")
     assert result.exit_code == 0, result.output
@@ -793,7 +791,7 @@ def test_guess_content_type() -> None:
     assert sniff_content_type(multipart) == "multipart/form-data; boundary=XyZ"
 
 
-@pytest.mark.skipif(not JOTFORM_FILE.is_file(), reason="shared corpus not available")
+@needs_corpus(CORPUS, JOTFORM_FILE)
 def test_guess_content_type_of_a_real_multipart_capture() -> None:
     ctype = guess_content_type(JOTFORM_FILE.name, JOTFORM_FILE.read_bytes())
     assert ctype == "multipart/form-data; boundary=------------------------J1JNT4vbVO4FCC1qLG4HSv"

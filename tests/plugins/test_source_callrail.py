@@ -1,7 +1,7 @@
 """Tests of the CallRail webhook connector (``carecrm.plugins.sources.callrail``).
 
-The legacy (v1) post-call parameters come from the shared connector corpus
-(``../shared/corpus/callrail`` or ``$CARECRM_TEST_CORPUS``).  No v3 JSON webhook sample was
+The legacy (v1) post-call parameters come from the vendor corpus (``$CARECRM_TEST_CORPUS``,
+else ``../shared/corpus`` beside the clone; folder ``callrail``).  No v3 JSON webhook sample was
 published; the v3 payloads here are built from CallRail's documented call object
 (https://apidocs.callrail.com/#calls) with fictional 555-01xx numbers.
 """
@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,15 +26,16 @@ from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.testing import resources
 from carecrm.plugins.sources.callrail import CallRailConnector
 
 ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = resources.corpus_dir(REPO)
 LEGACY = CORPUS / "callrail" / "legacy_post_call_v1.query.txt"
 
-needs_corpus = pytest.mark.skipif(not LEGACY.is_file(), reason=f"shared connector corpus not available ({LEGACY})")
+needs_corpus = resources.needs_corpus(CORPUS, LEGACY)
 
 FORM = "application/x-www-form-urlencoded"
 CALLER = "+12615550123"

@@ -4,14 +4,14 @@ payload with an ``.expected.json`` beside it.
 
 ``contract/samples/<vendor>/`` holds small payloads made for these tests (they always run);
 ``contract/corpus/<vendor>/`` holds expectations about the shared connector corpus's real
-payloads (``../shared/corpus`` or ``$CARECRM_TEST_CORPUS``), skipped with the path in the
-reason when the corpus is not there.  The expected values come from the corpus notes
-(``*.expected.md``) and the vendors' documentation.
+payloads (``$CARECRM_TEST_CORPUS``, else ``../shared/corpus`` beside the clone), skipped
+with the corpus's reason when it is not there (the run's summary counts them).  The
+expected values come from the corpus notes (``*.expected.md``) and the vendors'
+documentation.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +21,7 @@ import pytest
 
 from carecrm.core.config import Settings
 from carecrm.core.connectors import SourceConnector
+from carecrm.core.testing import resources
 from carecrm.core.testing.sources import Case, check_case, parametrize
 from carecrm.plugins.sources.callrail import CallRailConnector
 from carecrm.plugins.sources.mapped import MappedConnector
@@ -28,7 +29,8 @@ from carecrm.plugins.sources.sendgrid import SendGridConnector
 
 HERE = Path(__file__).parent / "contract"
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = resources.corpus_dir(REPO)
+needs_corpus = resources.needs_corpus(CORPUS)
 
 
 def typeform() -> MappedConnector:
@@ -68,16 +70,19 @@ def test_typeform_samples(case: Case) -> None:
     assert check_case(CONNECTORS["typeform"](), case) == []
 
 
+@needs_corpus
 @parametrize(HERE / "corpus" / "sendgrid", payloads=CORPUS / "sendgrid")
 def test_sendgrid_corpus(case: Case) -> None:
     assert check_case(CONNECTORS["sendgrid"](), case) == []
 
 
+@needs_corpus
 @parametrize(HERE / "corpus" / "callrail", payloads=CORPUS / "callrail")
 def test_callrail_corpus(case: Case) -> None:
     assert check_case(CONNECTORS["callrail"](), case) == []
 
 
+@needs_corpus
 @parametrize(HERE / "corpus" / "typeform", payloads=CORPUS / "typeform")
 def test_typeform_corpus(case: Case) -> None:
     assert check_case(CONNECTORS["typeform"](), case) == []

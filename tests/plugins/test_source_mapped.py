@@ -1,7 +1,7 @@
 """Tests of the generic mapped source connector (``carecrm.plugins.sources.mapped``).
 
-Payloads come from the shared connector corpus (``/work/shared/corpus`` or
-``$CARECRM_TEST_CORPUS``); the Typeform and Webflow mappings are the documented ones in
+Payloads come from the vendor corpus (``$CARECRM_TEST_CORPUS``, else ``../shared/corpus``
+beside the clone); the Typeform and Webflow mappings are the documented ones in
 ``plugins/sources/examples/*.toml``, loaded here so the docs cannot drift from the code.
 """
 
@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.testing import resources
 from carecrm.plugins.sources import mapped
 from carecrm.plugins.sources.mapped import MappedConnector
 
@@ -35,7 +35,7 @@ ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "plugins" / "sources" / "examples"
-CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = resources.corpus_dir(REPO)
 
 TYPEFORM_FILE = CORPUS / "typeform" / "form_response_example.json"
 WEBFLOW_FILE = CORPUS / "webflow" / "form_submission_doc_example.json"
@@ -45,7 +45,9 @@ JOTFORM_FILE = CORPUS / "jotform" / "submission_multipart.txt"
 JOTFORM_CONTENT_TYPE = "multipart/form-data; boundary=------------------------J1JNT4vbVO4FCC1qLG4HSv"
 FORM = "application/x-www-form-urlencoded"
 
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared connector corpus not available")
+needs_corpus = resources.needs_corpus(
+    CORPUS, TYPEFORM_FILE, WEBFLOW_FILE, UNBOUNCE_XML_FILE, UNBOUNCE_EMAIL_FILE, JOTFORM_FILE
+)
 
 PRACTICE = Practice(
     name="Test Dermatology",

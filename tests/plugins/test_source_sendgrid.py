@@ -1,7 +1,7 @@
 """Tests of the SendGrid Event Webhook connector (``carecrm.plugins.sources.sendgrid``).
 
-Payloads come from the shared connector corpus (``../shared/corpus/sendgrid`` or
-``$CARECRM_TEST_CORPUS``): the documentation's all-types batch and the vendor SDK's signed
+Payloads come from the vendor corpus (``$CARECRM_TEST_CORPUS``, else ``../shared/corpus``
+beside the clone; folder ``sendgrid``): the documentation's all-types batch and the vendor SDK's signed
 test vector (``event_webhook.meta.json``).  The per-event examples of the Event Webhook
 reference (bounce and blocked sharing one ``sg_event_id``, ``sg_machine_open``, category
 arrays, custom arguments) are rebuilt here from the documentation.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,18 +27,19 @@ from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
 from carecrm.core.models import Actor, LeadEvent, RawPayload
 from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.testing import resources
 from carecrm.plugins.sources.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridConnector
 
 ACTOR = Actor.parse("tester:admin")
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("CARECRM_TEST_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = resources.corpus_dir(REPO)
 SENDGRID = CORPUS / "sendgrid"
 ALL_TYPES = SENDGRID / "event_webhook_all_types.json"
 SIGNED_RAW = SENDGRID / "signed_event_dropped.raw"
 META = SENDGRID / "event_webhook.meta.json"
 
-needs_corpus = pytest.mark.skipif(not ALL_TYPES.is_file(), reason=f"shared connector corpus not available ({SENDGRID})")
+needs_corpus = resources.needs_corpus(CORPUS, ALL_TYPES, SIGNED_RAW, META)
 
 EMAIL = "patient.one@example.com"
 DOC_TIME = datetime(2017, 12, 15, 0, 59, 29, tzinfo=UTC)  # 1513299569

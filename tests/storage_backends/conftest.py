@@ -155,14 +155,3 @@ def open_sql_backends() -> Iterator[Callable[[str], SqlBackend]]:
     yield open_
     for backend in opened:
         backend.close()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line counting the tests marked ``real_mongo`` that did not run, and why (the
-    MongoDB backend's tests against a real server need ``CARECRM_TEST_MONGODB_URI``)."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "real_mongo" in getattr(r, "keywords", {})]
-    if skipped:
-        terminalreporter.write_line(
-            f"real_mongo: {len(skipped)} tests against a real MongoDB server did not run "
-            "(set CARECRM_TEST_MONGODB_URI to run them; the suite ran on mongomock)"
-        )

@@ -5,8 +5,8 @@ Runs when ``CARECRM_TEST_MONGODB_URI`` names a server (``mongodb://127.0.0.1:270
 standalone ``mongod``; a one-node replica set, ``mongod --replSet rs0`` then
 ``rs.initiate()``, adds the transaction tests).  Each test gets its own database
 ``carecrm_test_<random>``, dropped afterwards; the user needs readWrite and createIndex on
-those names.  Without the variable each test is skipped with that reason (``pytest -rs``
-prints the count), and every test here is marked ``real_mongo``.
+those names.  Without the variable each test is skipped with that reason (the run's
+summary counts them; ``pytest -rs`` lists each), and every test here is marked ``real_mongo``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 compiles for "stage + service interest + city IN (...) + had an interaction of a kind
 since T" is answered by the (stage, service_interest, city) index of ``contacts`` and a
 probe of the (contact_id, occurred_at, id) index of ``interactions`` per candidate, as
-the raw layers were (limits.md, "Segment query").
+the raw layers were when measured apart (the segment query of docs/performance.md).
 
 Each engine plans with its default settings on analyzed tables of 4,000 contacts and about
 10,000 interactions; the benchmark checks SQLite's plan at 100,000 / 1,000,000

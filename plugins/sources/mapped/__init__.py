@@ -12,13 +12,13 @@ emits *raw* identity hints and never normalizes emails, parses phones or matches
 (the core does).  Rules it applies, and where they come from:
 
 * only mapped fields are kept; the names (never the values) of the other answers are
-  listed in :attr:`LeadEvent.dropped_fields` (decisions.md, "Data minimization defaults");
-* consent comes only from explicitly configured fields (decisions.md, "Consent"; the
+  listed in :attr:`LeadEvent.dropped_fields` (``docs/vocabulary.md``, "Data collected by default");
+* consent comes only from explicitly configured fields (``docs/vocabulary.md``, "Consent"; the
   Typeform ``legal`` answer is a data-sharing acknowledgement, not marketing consent);
 * each interaction and consent signal carries an idempotency key built from the vendor's
-  record id and the event type (decisions.md, "Idempotency key");
+  record id and the event type (``docs/vocabulary.md``, "Idempotency keys");
 * times are timezone-aware UTC; naive local times are read in the location's time zone
-  (decisions.md, "Time");
+  (``docs/vocabulary.md``, "Time");
 * a record that cannot be accepted is yielded as a :class:`~carecrm.core.connectors.Rejected`
   naming the record and the field, never the value (HIPAA 45 CFR 164.502(b)); the
   payload's other records still go in.

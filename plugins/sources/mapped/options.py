@@ -2,7 +2,7 @@
 each option may name, and the reader that checks values and names the option at fault.
 
 The reference of every option is ``docs/sources/mapped.md``; the rules behind them are in
-decisions.md ("Data minimization defaults", "Consent").
+``docs/vocabulary.md`` ("Data collected by default", "Consent").
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PERSON_FIELDS: tuple[str, ...] = (
 )
 
 #: Person fields that go to :attr:`LeadEvent.extra` (off unless the practice turns them
-#: on: decisions.md, "Data minimization defaults").
+#: on: ``docs/vocabulary.md``, "Data collected by default").
 EXTRA_FIELDS: frozenset[str] = frozenset({"street_address", "date_of_birth", "sex"})
 
 #: Touchpoint fields a ``[sources.<name>.touchpoint]`` table may map (the attributes of
@@ -62,7 +62,7 @@ CHECKED_VALUES: frozenset[str] = frozenset({"true", "yes", "y", "on", "1", "chec
 #: Checkbox values read as "not checked".
 UNCHECKED_VALUES: frozenset[str] = frozenset({"false", "no", "n", "off", "0", "unchecked", ""})
 
-#: Contact-point kinds a consent rule may name (decisions.md, "Consent").
+#: Contact-point kinds a consent rule may name (``docs/vocabulary.md``, "Consent").
 CONTACT_POINT_KINDS: frozenset[str] = frozenset({"email", "phone"})
 
 TIME_FORMATS: tuple[str, ...] = ("iso8601", "epoch_s", "epoch_ms")
@@ -119,7 +119,7 @@ class ConsentRule:
 
     :ivar selector: where the checkbox value is.
     :ivar contact_point: ``email`` or ``phone``: the consent belongs to the record's
-        first address of that kind (decisions.md, "Consent": keyed by contact point).
+        first address of that kind (``docs/vocabulary.md``, "Consent": keyed by contact point).
     :ivar channel: the channel consented to (``email``, ``sms``, ``phone``, ...).
     :ivar purpose: what for (``marketing``, ``appointment_reminders``, ...).
     :ivar text: the consent wording shown next to the checkbox (evidence).

@@ -7,11 +7,11 @@ Rules applied here, and where they come from:
   number); the core normalizes and matches them;
 * only mapped fields are kept; the names of the other answers go to ``dropped_fields``
   (:mod:`~carecrm.plugins.sources.mapped.minimization`);
-* consent comes only from explicitly configured checkboxes (decisions.md, "Consent");
+* consent comes only from explicitly configured checkboxes (``docs/vocabulary.md``, "Consent");
 * each interaction and consent signal has an idempotency key made from the vendor's record
   id (else a keyed digest of the record's canonical JSON) and the event type
-  (decisions.md, "Idempotency key");
-* times are aware UTC; naive local times are read in the location's zone (decisions.md,
+  (``docs/vocabulary.md``, "Idempotency keys");
+* times are aware UTC; naive local times are read in the location's zone (``docs/vocabulary.md``,
   "Time").
 """
 

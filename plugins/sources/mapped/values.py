@@ -131,7 +131,7 @@ def truthy(value: Any) -> bool:
 
 def parse_time(value: Any, fmt: str, zone: tzinfo) -> datetime:
     """Read a time by the ``time_format`` option ``fmt``, as aware UTC with millisecond
-    precision (decisions.md, "Time").
+    precision (``docs/vocabulary.md``, "Time").
 
     ``iso8601`` (``datetime.fromisoformat``, a date-time: a date alone is not a timestamp),
     ``epoch_s`` / ``epoch_ms`` (a number, or its decimal text, read exactly with
