@@ -29,7 +29,6 @@ from typing import Any, Protocol, runtime_checkable
 from carecrm.core.criteria import Criteria
 from carecrm.core.errors import UnknownComponentError
 from carecrm.core.records import (
-    AppointmentRecord,
     AuditRecord,
     ConsentRecord,
     ContactRecord,
@@ -38,7 +37,6 @@ from carecrm.core.records import (
     InboxRecord,
     InteractionFacts,
     InteractionRecord,
-    MergeRecord,
     NoteRecord,
     OutboxRecord,
     ReviewRecord,
@@ -143,9 +141,6 @@ class ContactRepository(Protocol):
     ) -> builtins.list[ContactRecord]:
         """Active contacts in id order (creation order), optionally of one stage, after ``after``."""
 
-    def count_by_stage(self) -> dict[str, int]:
-        """Number of active contacts per stage."""
-
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
 
@@ -195,16 +190,6 @@ class IdentityRepository(Protocol):
 
     def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
         """All identities of one contact, oldest first."""
-
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move every identity of ``from_contact`` to ``to_contact`` (merging); returns the count.
-
-        An identity ``to_contact`` already has (same kind and bidx) is kept once: the
-        survivor's row stays, marked verified if either was, and the moved twin is dropped.
-        """
-
-    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
-        """Delete a contact's identities (erasure); returns the count."""
 
     def count(self) -> int:
         """Number of stored identities."""
@@ -278,9 +263,6 @@ class InteractionRepository(Protocol):
         """When each contact's latest interaction occurred (``max(occurred_at)`` per contact,
         one grouped query per chunk of ids).  Contacts without interactions are left out."""
 
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move a contact's interactions to another contact (merging); returns the count."""
-
     def iter_touches(
         self,
         kinds: Sequence[str],
@@ -295,7 +277,7 @@ class InteractionRepository(Protocol):
         The database filters and orders (one query per page, never a filter in Python),
         and the iterator holds a page at a time, so any number of rows can be read.
         Other statements may run in the same unit of work between two rows (attribution
-        merge-joins this stream with :meth:`StageRepository.iter_all`).
+        merge-joins this stream with :meth:`StageRepository.first_reached`).
 
         :param kinds: interaction kinds to return; ``[]`` returns nothing.
         :param skip_outbound: kinds returned only when their direction is not
@@ -322,9 +304,6 @@ class StageRepository(Protocol):
 
     def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
         """One contact's stage changes, oldest first."""
-
-    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
-        """Every stage change ordered by (contact_id, changed_at), streamed."""
 
     def first_reached(
         self,
@@ -356,13 +335,6 @@ class StageRepository(Protocol):
 
 class AppointmentRepository(Protocol):
     """Appointments, unique on (source, external_id)."""
-
-    def put(self, record: AppointmentRecord) -> AppointmentRecord:
-        """Insert, or replace the stored appointment with the same (source, external_id)
-        keeping its stored ``id`` and ``created_at``; returns what is stored."""
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
-        """One contact's appointments ordered by starts_at (unknown times last)."""
 
     def count(self) -> int:
         """Number of stored appointments."""
@@ -431,9 +403,6 @@ class ScoreRepository(Protocol):
 
     def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
         """:raises NotFound: if the contact has no score under ``model``."""
-
-    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
-        """Highest scores first (ties by contact id)."""
 
     def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
         """Highest scores under ``model`` of **active** contacts (merged, erased and missing
@@ -537,24 +506,11 @@ class InboxRepository(Protocol):
     ) -> builtins.list[InboxRecord]:
         """Payloads, newest first, filtered by status and source."""
 
-    def find_digest(self, source: str, digest: str) -> builtins.list[InboxRecord]:
-        """Payloads of ``source`` with this digest (a re-delivery of the same bytes)."""
-
     def purge(self, *, status: str, before: datetime) -> int:
         """Delete payloads of ``status`` received before ``before``; returns the count."""
 
     def count(self) -> int:
         """Number of stored payloads."""
-
-
-class MergeRepository(Protocol):
-    """The merge journal (append-only)."""
-
-    def add(self, record: MergeRecord) -> None:
-        """Append an entry."""
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
-        """Entries in which the contact survived or was merged, oldest first."""
 
 
 class AuditRepository(Protocol):
@@ -664,9 +620,6 @@ class UnitOfWork(Protocol):
 
     @property
     def inbox(self) -> InboxRepository: ...
-
-    @property
-    def merges(self) -> MergeRepository: ...
 
     @property
     def audit(self) -> AuditRepository: ...

@@ -55,7 +55,6 @@ from carecrm.storage_backends.mongo.repositories import (
     MongoIdentities,
     MongoInbox,
     MongoInteractions,
-    MongoMerges,
     MongoMeta,
     MongoNotes,
     MongoOutbox,
@@ -581,7 +580,6 @@ class MongoUnitOfWork:
         self.reviews = MongoReviews(self)
         self.segments = MongoSegments(self)
         self.inbox = MongoInbox(self)
-        self.merges = MongoMerges(self)
         self.audit = MongoAudit(self)
         self.outbox = MongoOutbox(self)
         self.meta = MongoMeta(self)

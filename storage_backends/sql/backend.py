@@ -46,7 +46,6 @@ from carecrm.storage_backends.sql.repositories import (
     SqlIdentities,
     SqlInbox,
     SqlInteractions,
-    SqlMerges,
     SqlMeta,
     SqlNotes,
     SqlOutbox,
@@ -485,7 +484,6 @@ class SqlUnitOfWork:
         self.reviews = SqlReviews(self)
         self.segments = SqlSegments(self)
         self.inbox = SqlInbox(self)
-        self.merges = SqlMerges(self)
         self.audit = SqlAudit(self)
         self.outbox = SqlOutbox(self)
         self.meta = SqlMeta(self)
