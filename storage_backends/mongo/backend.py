@@ -668,9 +668,7 @@ class MongoUnitOfWork:
                 old = {"_id": name, "at": {"$lt": now - timedelta(seconds=LOCK_LEASE_SECONDS)}}
                 errors.call("locks", self.where, lambda q=old: coll.delete_one(q))
                 if time.monotonic() > deadline:
-                    raise ConflictError(
-                        f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
-                    )
+                    raise ConflictError.lock_timeout(LOCK_TIMEOUT_SECONDS)
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
 
@@ -776,10 +774,7 @@ class MongoUnitOfWork:
                 assert op.doc is not None
                 result = raw.replace_one({"_id": op.doc["_id"], **op.expect}, op.doc, **kw)
                 if result.matched_count == 0:
-                    raise ConflictError(
-                        f"{view.name}: a document was changed by someone else after this unit read it; "
-                        "read it again and retry"
-                    )
+                    raise ConflictError.changed_after_read(view.name)
             for chunk in chunks(deletes):
                 raw.delete_many({"_id": {"$in": list(chunk)}}, **kw)
 

@@ -201,10 +201,7 @@ class MongoContacts(_Repository):
         if current is None:
             raise NotFound(f"no contact {record.id}")
         if current["version"] != record.version:
-            raise ConflictError(
-                f"contact {record.id} was changed by someone else (stored version {current['version']}, "
-                f"update based on version {record.version}); read it again and retry"
-            )
+            raise ConflictError.stale_version("contact", record.id, stored=current["version"], expected=record.version)
         stored = attrs.evolve(record, version=record.version + 1)
         assert self.codec is not None
         self.view.replace(self.codec.doc(stored), expect={"version": record.version})
@@ -795,9 +792,8 @@ class MongoReviews(_Repository):
     _order = [("created_at", 1), ("_id", 1)]
 
     def add(self, record: ReviewRecord) -> bool:
-        """Store a pair unless the same unordered pair is stored; True if stored."""
-        if record.contact_a > record.contact_b:
-            record = attrs.evolve(record, contact_a=record.contact_b, contact_b=record.contact_a)
+        """Store a pair unless the same pair is stored; True if stored (the record keeps
+        its pair ordered, :class:`ReviewRecord`)."""
         if self.view.find({"contact_a": bid(record.contact_a), "contact_b": bid(record.contact_b)}, limit=1):
             return False
         self._insert([record])

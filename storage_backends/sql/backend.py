@@ -587,9 +587,7 @@ class SqlUnitOfWork:
             with translated("(lock)", self.where):
                 got = conn.execute(_MYSQL_LOCK, {"name": name, "timeout": LOCK_TIMEOUT_SECONDS}).scalar()
             if got != 1:
-                raise ConflictError(
-                    f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
-                )
+                raise ConflictError.lock_timeout(LOCK_TIMEOUT_SECONDS)
             self._locks.add(name)
 
     def _release_locks(self, conn: Connection) -> None:

@@ -27,7 +27,7 @@ import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -59,7 +59,7 @@ from carecrm.core.records import (
     TouchRecord,
 )
 from carecrm.core.storage import TimelineCursor, check_record_kind
-from carecrm.core.timeutil import to_utc_ms
+from carecrm.core.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.errors import translated
 
@@ -88,19 +88,6 @@ _TOUCH_COLUMNS = (
 )
 
 R = TypeVar("R")
-
-
-def utc(value: datetime, what: str = "datetime") -> datetime:
-    """``value`` as UTC truncated to milliseconds.
-
-    :raises ValueError: if ``value`` is naive (the message names ``what``, never the value).
-    """
-    tz = value.tzinfo
-    if tz is UTC and not value.microsecond % 1000:
-        return value  # the usual case, already normalized by the core
-    if tz is None or value.utcoffset() is None:
-        raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
-    return to_utc_ms(value)
 
 
 def _chunks(items: Sequence[R], size: int = CHUNK) -> Iterator[Sequence[R]]:
@@ -295,10 +282,7 @@ class SqlContacts(_Repository):
         stored = self._execute(sa.select(t.c.version).where(t.c.id == record.id)).scalar_one_or_none()
         if stored is None:
             raise NotFound(f"no contact {record.id}")
-        raise ConflictError(
-            f"contact {record.id} was changed by someone else (stored version {stored}, "
-            f"update based on version {record.version}); read it again and retry"
-        )
+        raise ConflictError.stale_version("contact", record.id, stored=stored, expected=record.version)
 
     def active_scores(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, float | None]:
         """``SELECT id, score FROM contacts WHERE status = 'active' AND id IN (...)``, one
@@ -1122,12 +1106,8 @@ class SqlReviews(_Repository):
     record_class = ReviewRecord
 
     def add(self, record: ReviewRecord) -> bool:
-        """Store a pair unless the same unordered pair is stored; True if stored.
-
-        A pair given larger id first is stored with ``contact_a`` the smaller id.
-        """
-        if record.contact_a > record.contact_b:
-            record = attrs.evolve(record, contact_a=record.contact_b, contact_b=record.contact_a)
+        """Store a pair unless the same pair is stored; True if stored (the record keeps
+        its pair ordered, :class:`ReviewRecord`)."""
         t = self.table
         exists = self._execute(
             sa.select(t.c.id).where(t.c.contact_a == record.contact_a, t.c.contact_b == record.contact_b)
