@@ -39,6 +39,7 @@ from carecrm.core.ingest import implied_move
 from carecrm.core.models import Actor, Contact, Interaction, Location, Task
 from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ContactRecord
+from carecrm.core.storage_capabilities import queries
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import CHANNELS, INBOUND_KINDS, INTERACTION_KINDS, is_known_kind
 from carecrm.core.when import parse_when
@@ -576,7 +577,7 @@ class CoordinationMixin:
         app = _app(self)
         with app.storage.unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
-            rows = uow.interactions.first_responses(
+            rows = queries(uow).first_responses(
                 inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
                 outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
                 contact_ids=[rec.id],
@@ -614,7 +615,7 @@ class CoordinationMixin:
         that reached out, in one query inside ``uow``: business seconds, or None while
         awaiting a first response.  Contacts that never reached out are left out."""
         app = _app(self)
-        rows = uow.interactions.first_responses(
+        rows = queries(uow).first_responses(
             inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
             outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
         )

@@ -44,6 +44,7 @@ from typing import Any
 
 from carecrm.core.errors import ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage_capabilities import ALL_QUERIES
 from carecrm.storage_backends.mongo import errors, repositories
 from carecrm.storage_backends.mongo.documents import View, chunks
 from carecrm.storage_backends.mongo.repositories import (
@@ -562,6 +563,9 @@ class MongoUnitOfWork:
     :raises BackendUnavailable: on entering, if the server cannot be reached.
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
+
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    native_queries: frozenset[str] = ALL_QUERIES
 
     def __init__(self, backend: MongoBackend) -> None:
         self.backend = backend

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from carecrm.core.errors import BackendUnavailable, ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage_capabilities import ALL_QUERIES
 from carecrm.storage_backends.sql import migrate, repositories
 from carecrm.storage_backends.sql.errors import translated
 from carecrm.storage_backends.sql.repositories import (
@@ -464,6 +465,9 @@ class SqlUnitOfWork:
     :raises BackendUnavailable: on entering, if the database cannot be reached.
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
+
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    native_queries: frozenset[str] = ALL_QUERIES
 
     def __init__(self, backend: SqlBackend) -> None:
         self.backend = backend
