@@ -59,6 +59,7 @@ from carecrm.core.options import component_options
 from carecrm.core.pipeline import PipelineConfig
 from carecrm.core.records import TouchRecord
 from carecrm.core.storage import UnitOfWork
+from carecrm.core.storage_capabilities import queries
 from carecrm.core.vocab import CONVERSION_STEPS, INBOUND_KINDS
 
 if TYPE_CHECKING:
@@ -318,14 +319,16 @@ def iter_journeys(
     touch_kinds = sorted(TOUCH_KINDS | ({REVENUE_KIND} if step == "revenue" else set()))
     if step in ("lead", "revenue"):
         # the first inquiry / payment ever decides: no lower bound on the stream
-        rows = uow.interactions.iter_touches(touch_kinds, skip_outbound=sorted(CALL_KINDS), occurred_before=until)
+        rows = queries(uow).iter_touches(touch_kinds, skip_outbound=sorted(CALL_KINDS), occurred_before=until)
         for cid, records in _by_contact(rows):
             yield from _event_journey(cid, records, step, lookback, since, until)
         return
 
     qualifying = pipeline.stages[pipeline.stages.index(step) :]
-    conversions = uow.stages.first_reached(qualifying, pipeline=pipeline.name, reached_from=since, reached_before=until)
-    rows = uow.interactions.iter_touches(
+    conversions = queries(uow).first_reached(
+        qualifying, pipeline=pipeline.name, reached_from=since, reached_before=until
+    )
+    rows = queries(uow).iter_touches(
         touch_kinds,
         skip_outbound=sorted(CALL_KINDS),
         occurred_after=(since - lookback) if since is not None else None,

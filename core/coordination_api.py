@@ -39,6 +39,7 @@ from carecrm.core.models import Actor, Contact, Interaction, Location, Task
 from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.stage_moves import implied_move
+from carecrm.core.storage_capabilities import queries
 from carecrm.core.timeutil import to_utc_ms, utcnow
 from carecrm.core.vocab import (
     CHANNEL_OF_NOUN,
@@ -571,7 +572,7 @@ class CoordinationMixin:
         app = _app(self)
         with app.storage.unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
-            rows = uow.interactions.first_responses(
+            rows = queries(uow).first_responses(
                 inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
                 outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
                 contact_ids=[rec.id],
@@ -609,7 +610,7 @@ class CoordinationMixin:
         that reached out, in one query inside ``uow``: business seconds, or None while
         awaiting a first response.  Contacts that never reached out are left out."""
         app = _app(self)
-        rows = uow.interactions.first_responses(
+        rows = queries(uow).first_responses(
             inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
             outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
         )

@@ -108,7 +108,54 @@ class NotFound(StorageError):
 
 
 class ConflictError(StorageError):
-    """An update lost an optimistic-concurrency race (the stored version moved on)."""
+    """An update lost an optimistic-concurrency race (the stored version moved on), or a
+    transaction lost a race or a lock wait with another writer; retrying the unit of work
+    is the answer in every case.
+
+    Backends build these through the constructors below, so the wording is the core's:
+    messages name the record kind, its id and version numbers, never personal data.
+    """
+
+    @classmethod
+    def stale_version(cls, kind: str, record_id: object, *, stored: object, expected: int) -> ConflictError:
+        """An optimistic-lock failure: the stored ``version`` of a record moved on.
+
+        :param kind: the record kind (``"contact"``).
+        :param record_id: the record's id (a UUID; never a personal value).
+        :param stored: the stored version (an int; or None when it cannot be read back).
+        :param expected: the version the update was based on.
+        """
+        return cls(
+            f"{kind} {record_id} was changed by someone else (stored version {stored}, "
+            f"update based on version {expected}); read it again and retry"
+        )
+
+    @classmethod
+    def changed_after_read(cls, where: str) -> ConflictError:
+        """A conditional write at commit found a record changed since this unit read it.
+
+        :param where: the table or collection (``"contacts"``).
+        """
+        return cls(f"{where}: a document was changed by someone else after this unit read it; read it again and retry")
+
+    @classmethod
+    def lost_race(cls, where: str, code: str | None = None) -> ConflictError:
+        """The database failed this transaction to resolve a conflict (a deadlock, a
+        serialization failure, a MongoDB write conflict).
+
+        :param where: the table or collection the statement touched.
+        :param code: the driver's error code, if any (``40P01``, ``1213``).
+        """
+        detail = f" ({code})" if code else ""
+        return cls(f"{where}: the transaction lost a race with another writer{detail}; retry it")
+
+    @classmethod
+    def lock_timeout(cls, seconds: float) -> ConflictError:
+        """A named lock (:meth:`carecrm.core.storage.UnitOfWork.lock`) was not had in time.
+
+        :param seconds: how long the unit waited.
+        """
+        return cls(f"(lock): waited {seconds} s for another writer's lock; retry the unit")
 
 
 class DuplicateError(StorageError):

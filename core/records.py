@@ -274,7 +274,9 @@ class ScoreRecord:
 class ReviewRecord:
     """A pair of contacts for a person to review (possible duplicate or household member).
 
-    Unique on the unordered pair; ``contact_a`` is the smaller id.
+    Unique on the unordered pair.  The pair is ordered here, in the core, whoever builds
+    the record: ``contact_a`` is always the smaller id (a pair given larger id first is
+    swapped), so a backend stores what it gets and finds a repeat by (contact_a, contact_b).
     """
 
     id: uuid.UUID
@@ -285,6 +287,12 @@ class ReviewRecord:
     status: str = "open"
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.contact_a > self.contact_b:
+            a, b = self.contact_b, self.contact_a
+            object.__setattr__(self, "contact_a", a)
+            object.__setattr__(self, "contact_b", b)
 
 
 @attrs.frozen(kw_only=True)

@@ -26,6 +26,7 @@ from carecrm.core.options import build_component
 from carecrm.core.outbox import publish
 from carecrm.core.records import ACTIVE, ScoreRecord
 from carecrm.core.scoring import ScoringModel, compact_reasons
+from carecrm.core.storage_capabilities import queries
 from carecrm.core.timeutil import to_utc_ms, utcnow
 
 if TYPE_CHECKING:
@@ -139,11 +140,11 @@ class ScoringMixin:
             chunk = ids[start : start + RESCORE_BATCH]
             changed: list[ev.Event] = []
             with _app(self).storage.unit_of_work() as uow:
-                before = uow.contacts.active_scores(chunk)
+                before = queries(uow).active_scores(chunk)
                 active = [cid for cid in chunk if cid in before]
                 if not active:
                     continue
-                timelines = uow.interactions.clear_timelines(active)
+                timelines = queries(uow).clear_timelines(active)
                 records: list[ScoreRecord] = []
                 for cid in active:
                     result = model.score(timelines.get(cid, []), at)
@@ -218,7 +219,7 @@ class ScoringMixin:
         model = self.scoring_model
         out: list[tuple[Contact, ScoreRecord]] = []
         with _app(self).storage.unit_of_work() as uow:
-            scores = uow.scores.top_active(
+            scores = queries(uow).top_active(
                 model.model_id, limit=limit, stages=list(stages) if stages is not None else None
             )
             contacts = uow.contacts.get_many([s.contact_id for s in scores])
@@ -244,7 +245,7 @@ class ScoringMixin:
             try:
                 return contact, uow.scores.get(contact.id, model.model_id)
             except NotFound:
-                timeline = uow.interactions.clear_timelines([contact.id]).get(contact.id, [])
+                timeline = queries(uow).clear_timelines([contact.id]).get(contact.id, [])
         now = utcnow()
         result = model.score(timeline, now)
         return contact, ScoreRecord(
@@ -259,7 +260,7 @@ class ScoringMixin:
         """When each contact's latest interaction occurred (UTC), by id; contacts without
         interactions are left out.  No personal data is read."""
         with _app(self).storage.unit_of_work() as uow:
-            return uow.interactions.latest_times(list(contact_ids))
+            return queries(uow).latest_times(list(contact_ids))
 
 
 def _app(mixin: ScoringMixin) -> CareCRM:

@@ -33,6 +33,7 @@ from carecrm.core.criteria import Criteria, CriteriaError, Node, structure, unst
 from carecrm.core.errors import CareCRMError, NotFound
 from carecrm.core.options import build_component, component_options
 from carecrm.core.records import SegmentRecord
+from carecrm.core.storage_capabilities import queries
 from carecrm.core.timeutil import to_utc_ms, utcnow
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class SegmentsMixin:
         is audited).  Raises as :meth:`segment_criteria`."""
         criteria = self.segment_criteria(spec, now=now)
         with self._segments_app().storage.unit_of_work() as uow:
-            return uow.contacts.count_matching(criteria)
+            return queries(uow).count_matching(criteria)
 
     def segment_ids(
         self, spec: SpecOrCriteria, *, now: datetime | None = None, page_size: int = ID_PAGE
@@ -234,7 +235,7 @@ class SegmentsMixin:
             after: uuid.UUID | None = None
             while True:
                 with storage.unit_of_work() as uow:
-                    ids = uow.contacts.select_ids(criteria, limit=page_size, after=after)
+                    ids = queries(uow).select_ids(criteria, limit=page_size, after=after)
                 yield from ids
                 if len(ids) < page_size:
                     return
@@ -264,7 +265,7 @@ class SegmentsMixin:
         criteria = self.segment_criteria(spec, now=at)
         app = self._segments_app()
         with app.storage.unit_of_work() as uow:
-            count = uow.contacts.count_matching(criteria)
+            count = queries(uow).count_matching(criteria)
             records = uow.contacts.select(criteria, limit=limit) if limit and count else []
             contacts = tuple(app.read_path.contacts(uow, records, actor=actor, purpose=purpose, fields=("name",)))
             if contacts:

@@ -119,10 +119,11 @@ def ids_of(uow: UnitOfWork, kind: str) -> Iterator[uuid.UUID]:
     """
     if kind == "contact":
         from carecrm.core.criteria import And
+        from carecrm.core.storage_capabilities import queries
 
         after: uuid.UUID | None = None
         while True:
-            page = uow.contacts.select_ids(And(), limit=1000, after=after)
+            page = queries(uow).select_ids(And(), limit=1000, after=after)
             yield from page
             if len(page) < 1000:
                 return

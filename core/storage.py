@@ -13,8 +13,17 @@ take and return stored records only; they raise :mod:`carecrm.core.errors` excep
 driver's.  Datetimes come back timezone-aware UTC at millisecond precision; a naive
 datetime given to any repository method raises ``ValueError`` (never guessed to be UTC).
 
-The conformance suite in :mod:`carecrm.core.testing.storage` checks every rule here; a
-third-party backend passes it to be a backend.
+This module is the **required core** of the contract: CRUD, keyset paging, idempotent
+appends, select and count over :class:`~carecrm.core.criteria.Criteria`.  Aggregate reads
+that a backend may answer natively (speed to lead, scoring's batch timelines,
+attribution's journeys, segment ids and counts, the score leaderboard) are **optional
+query capabilities** in :mod:`carecrm.core.storage_capabilities`, each with a reference
+implementation on this core; a backend lists those it implements in
+:attr:`UnitOfWork.native_queries`.
+
+The conformance suite in :mod:`carecrm.core.testing.storage` checks every rule here, and
+that each declared native query agrees with its reference; a third-party backend passes
+it to be a backend.
 """
 
 from __future__ import annotations
@@ -29,25 +38,19 @@ from typing import Any, Protocol, runtime_checkable
 from carecrm.core.criteria import Criteria
 from carecrm.core.errors import UnknownComponentError
 from carecrm.core.records import (
-    AppointmentRecord,
     AuditRecord,
     ConsentRecord,
     ContactRecord,
-    FirstResponseRecord,
     IdentityRecord,
     InboxRecord,
-    InteractionFacts,
     InteractionRecord,
-    MergeRecord,
     NoteRecord,
     OutboxRecord,
     ReviewRecord,
     ScoreRecord,
     SegmentRecord,
     StageChangeRecord,
-    StageReachedRecord,
     TaskRecord,
-    TouchRecord,
 )
 
 #: Cursor for timeline keyset pagination: (occurred_at, id) of the last row seen.
@@ -117,11 +120,6 @@ class ContactRepository(Protocol):
         :raises ConflictError: if the stored version differs (someone updated it first).
         """
 
-    def active_scores(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, float | None]:
-        """The clear ``score`` of each **active** contact among ``contact_ids`` (None: never
-        scored), in one query per chunk of ids; merged, erased and missing contacts are
-        left out."""
-
     def set_scores(self, scores: Mapping[uuid.UUID, float | None]) -> None:
         """Set the clear ``score`` field of several contacts (lead scoring), one statement
         for all of them where the database allows, increasing each one's ``version`` by one.
@@ -143,9 +141,6 @@ class ContactRepository(Protocol):
     ) -> builtins.list[ContactRecord]:
         """Active contacts in id order (creation order), optionally of one stage, after ``after``."""
 
-    def count_by_stage(self) -> dict[str, int]:
-        """Number of active contacts per stage."""
-
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
 
@@ -165,18 +160,6 @@ class ContactRepository(Protocol):
         :raises ValueError: if ``limit`` is negative.
         """
 
-    def select_ids(
-        self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None
-    ) -> builtins.list[uuid.UUID]:
-        """The ids :meth:`select` would return, without reading the rows (exports, bulk
-        actions and ``segment ids`` page through a large segment cheaply).
-
-        :raises ValueError: if ``limit`` is negative.
-        """
-
-    def count_matching(self, criteria: Criteria) -> int:
-        """How many active contacts match a segment filter tree (one query, as :meth:`select`)."""
-
 
 class IdentityRepository(Protocol):
     """Identities (email, phone, external ids) and their blind indexes."""
@@ -195,16 +178,6 @@ class IdentityRepository(Protocol):
 
     def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
         """All identities of one contact, oldest first."""
-
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move every identity of ``from_contact`` to ``to_contact`` (merging); returns the count.
-
-        An identity ``to_contact`` already has (same kind and bidx) is kept once: the
-        survivor's row stays, marked verified if either was, and the moved twin is dropped.
-        """
-
-    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
-        """Delete a contact's identities (erasure); returns the count."""
 
     def count(self) -> int:
         """Number of stored identities."""
@@ -246,67 +219,6 @@ class InteractionRepository(Protocol):
         as ``after``.  ``kinds`` restricts to those interaction kinds.
         """
 
-    def first_responses(
-        self,
-        *,
-        inbound_kinds: Sequence[str],
-        outbound_kinds: Sequence[str],
-        contact_ids: Sequence[uuid.UUID] | None = None,
-    ) -> list[FirstResponseRecord]:
-        """When each contact first reached out and when the practice first answered (speed
-        to lead), computed by the database in one grouped query (per chunk of ids).
-
-        A contact's *first inbound* is its earliest interaction whose kind is in
-        ``inbound_kinds`` and whose ``direction`` is ``inbound``; its *first outbound* is
-        the earliest interaction at or after that time whose kind is in ``outbound_kinds``
-        and whose ``direction`` is ``outbound`` (an unknown direction never counts).
-
-        :param inbound_kinds: kinds that start the clock (``form.submitted``, ``call.missed`` ...).
-        :param outbound_kinds: kinds that stop it (``call.completed``, ``sms.sent``, ``email.sent`` ...).
-        :param contact_ids: only these contacts (``[]``: nothing); None: every contact.
-        :returns: one record per contact that has a first inbound, in contact-id order;
-            ``first_outbound_at`` is None when nobody has answered yet.
-        """
-
-    def clear_timelines(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[InteractionFacts]]:
-        """The clear facts of every interaction of each of ``contact_ids`` (lead scoring
-        reads a whole ingest batch's timelines at once), per contact ordered by
-        (occurred_at, id), oldest first, in one query per chunk of ids.  Contacts without
-        interactions are left out."""
-
-    def latest_times(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-        """When each contact's latest interaction occurred (``max(occurred_at)`` per contact,
-        one grouped query per chunk of ids).  Contacts without interactions are left out."""
-
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move a contact's interactions to another contact (merging); returns the count."""
-
-    def iter_touches(
-        self,
-        kinds: Sequence[str],
-        *,
-        skip_outbound: Sequence[str] = (),
-        occurred_after: datetime | None = None,
-        occurred_before: datetime | None = None,
-    ) -> Iterator[TouchRecord]:
-        """Every contact's interactions of ``kinds`` ordered by (contact_id, occurred_at, id),
-        streamed: the journeys of marketing attribution (:mod:`carecrm.core.attribution`).
-
-        The database filters and orders (one query per page, never a filter in Python),
-        and the iterator holds a page at a time, so any number of rows can be read.
-        Other statements may run in the same unit of work between two rows (attribution
-        merge-joins this stream with :meth:`StageRepository.iter_all`).
-
-        :param kinds: interaction kinds to return; ``[]`` returns nothing.
-        :param skip_outbound: kinds returned only when their direction is not
-            ``outbound`` (an unknown direction is kept): calls go both ways.
-        :param occurred_after: only interactions at or after this time (UTC).
-        :param occurred_before: only interactions before this time (UTC).
-        :returns: the clear marketing fields of each interaction (:class:`TouchRecord`;
-            attribution reads nothing else, no ciphertext in particular).
-        :raises ValueError: if a bound is a naive datetime.
-        """
-
     def count(self) -> int:
         """Number of stored interactions."""
 
@@ -323,46 +235,12 @@ class StageRepository(Protocol):
     def history(self, contact_id: uuid.UUID) -> list[StageChangeRecord]:
         """One contact's stage changes, oldest first."""
 
-    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
-        """Every stage change ordered by (contact_id, changed_at), streamed."""
-
-    def first_reached(
-        self,
-        stages: Sequence[str],
-        *,
-        pipeline: str | None = None,
-        reached_from: datetime | None = None,
-        reached_before: datetime | None = None,
-    ) -> Iterator[StageReachedRecord]:
-        """For each contact, its first change into any of ``stages`` (the earliest
-        ``changed_at`` of its changes whose ``to_stage`` is one of them), ordered by
-        contact_id, streamed: the conversions of marketing attribution.
-
-        The database groups and filters (one grouped query per page, never a filter in
-        Python); other statements may run in the same unit of work between two rows.
-
-        :param stages: the stages that count; ``[]`` yields nothing.
-        :param pipeline: only changes of this pipeline.
-        :param reached_from: leave out contacts whose first entry is before this time.
-        :param reached_before: leave out contacts whose first entry is at or after this
-            time (the window applies to the *first* entry: a later re-entry inside it does
-            not count).
-        :raises ValueError: if a bound is a naive datetime.
-        """
-
     def count(self) -> int:
         """Number of stored stage changes."""
 
 
 class AppointmentRepository(Protocol):
     """Appointments, unique on (source, external_id)."""
-
-    def put(self, record: AppointmentRecord) -> AppointmentRecord:
-        """Insert, or replace the stored appointment with the same (source, external_id)
-        keeping its stored ``id`` and ``created_at``; returns what is stored."""
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
-        """One contact's appointments ordered by starts_at (unknown times last)."""
 
     def count(self) -> int:
         """Number of stored appointments."""
@@ -432,23 +310,14 @@ class ScoreRepository(Protocol):
     def get(self, contact_id: uuid.UUID, model: str) -> ScoreRecord:
         """:raises NotFound: if the contact has no score under ``model``."""
 
-    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
-        """Highest scores first (ties by contact id)."""
-
-    def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
-        """Highest scores under ``model`` of **active** contacts (merged, erased and missing
-        contacts never appear), optionally only of contacts whose stage is in ``stages``
-        (``[]`` matches nothing); ties by contact id.  One query joining the contacts.
-
-        :raises ValueError: if ``limit`` is negative.
-        """
-
 
 class ReviewRepository(Protocol):
     """Pairs of contacts waiting for a person's review."""
 
     def add(self, record: ReviewRecord) -> bool:
-        """Store a pair unless the same unordered pair is already stored.
+        """Store a pair unless the same pair is already stored.  The record orders its
+        pair itself (``contact_a`` the smaller id, :class:`ReviewRecord`): a backend stores
+        what it gets and looks a repeat up by (contact_a, contact_b).
 
         :returns: True if stored, False if it was there already.
         """
@@ -537,24 +406,11 @@ class InboxRepository(Protocol):
     ) -> builtins.list[InboxRecord]:
         """Payloads, newest first, filtered by status and source."""
 
-    def find_digest(self, source: str, digest: str) -> builtins.list[InboxRecord]:
-        """Payloads of ``source`` with this digest (a re-delivery of the same bytes)."""
-
     def purge(self, *, status: str, before: datetime) -> int:
         """Delete payloads of ``status`` received before ``before``; returns the count."""
 
     def count(self) -> int:
         """Number of stored payloads."""
-
-
-class MergeRepository(Protocol):
-    """The merge journal (append-only)."""
-
-    def add(self, record: MergeRecord) -> None:
-        """Append an entry."""
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
-        """Entries in which the contact survived or was merged, oldest first."""
 
 
 class AuditRepository(Protocol):
@@ -666,9 +522,6 @@ class UnitOfWork(Protocol):
     def inbox(self) -> InboxRepository: ...
 
     @property
-    def merges(self) -> MergeRepository: ...
-
-    @property
     def audit(self) -> AuditRepository: ...
 
     @property
@@ -676,6 +529,16 @@ class UnitOfWork(Protocol):
 
     @property
     def meta(self) -> MetaRepository: ...
+
+    @property
+    def native_queries(self) -> frozenset[str]:
+        """The optional query capabilities this backend answers natively: names of
+        :data:`carecrm.core.storage_capabilities.QUERY_CAPABILITIES`
+        (``"interactions.first_responses"`` ...), each one a method of that name on the
+        repository with the signature of its Protocol there.  ``frozenset()`` is a
+        complete backend: the core answers every query with its reference implementation
+        on the required methods."""
+        ...
 
     def __enter__(self) -> UnitOfWork: ...
 

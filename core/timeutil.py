@@ -24,6 +24,24 @@ def to_utc_ms(value: datetime) -> datetime:
     return value.replace(microsecond=(value.microsecond // 1000) * 1000, tzinfo=UTC)
 
 
+def stored_utc(value: datetime, what: str = "datetime") -> datetime:
+    """``value`` as a backend stores it: UTC, truncated to whole milliseconds.
+
+    Every storage backend calls this on each datetime it is given (the one check of the
+    storage contract's time rule, so backends never write their own).  A value already
+    normalized by the core (UTC, whole milliseconds) is returned as it is, cheaply.
+
+    :param value: a timezone-aware datetime.
+    :param what: what the value is (a column or field name), named in the error.
+    :raises ValueError: if ``value`` is naive; the message names ``what``, never the value.
+    """
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
+    return to_utc_ms(value)
+
+
 def utcnow() -> datetime:
     """The current time, UTC, truncated to milliseconds."""
     return to_utc_ms(datetime.now(UTC))

@@ -211,10 +211,6 @@ class BatchView:
         """The unit of work's review pairs."""
         return self._uow.reviews
 
-    @property
-    def merges(self) -> Any:
-        """The unit of work's merge journal."""
-        return self._uow.merges
 
 
 @attrs.frozen(kw_only=True)

@@ -44,6 +44,7 @@ from typing import Any
 
 from carecrm.core.errors import ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage_capabilities import ALL_QUERIES
 from carecrm.storage_backends.mongo import errors, repositories
 from carecrm.storage_backends.mongo.documents import View, chunks
 from carecrm.storage_backends.mongo.repositories import (
@@ -55,7 +56,6 @@ from carecrm.storage_backends.mongo.repositories import (
     MongoIdentities,
     MongoInbox,
     MongoInteractions,
-    MongoMerges,
     MongoMeta,
     MongoNotes,
     MongoOutbox,
@@ -564,6 +564,9 @@ class MongoUnitOfWork:
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
 
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    native_queries: frozenset[str] = ALL_QUERIES
+
     def __init__(self, backend: MongoBackend) -> None:
         self.backend = backend
         self.where = backend.url_display
@@ -581,7 +584,6 @@ class MongoUnitOfWork:
         self.reviews = MongoReviews(self)
         self.segments = MongoSegments(self)
         self.inbox = MongoInbox(self)
-        self.merges = MongoMerges(self)
         self.audit = MongoAudit(self)
         self.outbox = MongoOutbox(self)
         self.meta = MongoMeta(self)
@@ -670,9 +672,7 @@ class MongoUnitOfWork:
                 old = {"_id": name, "at": {"$lt": now - timedelta(seconds=LOCK_LEASE_SECONDS)}}
                 errors.call("locks", self.where, lambda q=old: coll.delete_one(q))
                 if time.monotonic() > deadline:
-                    raise ConflictError(
-                        f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
-                    )
+                    raise ConflictError.lock_timeout(LOCK_TIMEOUT_SECONDS)
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
 
@@ -778,10 +778,7 @@ class MongoUnitOfWork:
                 assert op.doc is not None
                 result = raw.replace_one({"_id": op.doc["_id"], **op.expect}, op.doc, **kw)
                 if result.matched_count == 0:
-                    raise ConflictError(
-                        f"{view.name}: a document was changed by someone else after this unit read it; "
-                        "read it again and retry"
-                    )
+                    raise ConflictError.changed_after_read(view.name)
             for chunk in chunks(deletes):
                 raw.delete_many({"_id": {"$in": list(chunk)}}, **kw)
 

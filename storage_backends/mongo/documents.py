@@ -32,7 +32,7 @@ import attrs
 from bson.binary import Binary, UuidRepresentation
 
 from carecrm.core.errors import DuplicateError
-from carecrm.core.timeutil import to_utc_ms
+from carecrm.core.timeutil import stored_utc as utc
 
 #: Keys per ``$in`` list / per ``$or`` of a query.
 CHUNK = 500
@@ -42,16 +42,6 @@ Sort = Sequence[tuple[str, int]]
 
 
 # --------------------------------------------------------------------------- values
-
-
-def utc(value: datetime, what: str = "datetime") -> datetime:
-    """``value`` as UTC truncated to milliseconds (a BSON date holds milliseconds).
-
-    :raises ValueError: if ``value`` is naive (the message names ``what``, never the value).
-    """
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
-    return to_utc_ms(value)
 
 
 def bid(value: uuid.UUID) -> Binary:

@@ -98,7 +98,7 @@ def translate(exc: BaseException, collection: str, where: str, action: str = "re
         if code == UNAUTHORIZED:
             return unauthorized(where, action)
         if code == WRITE_CONFLICT or exc.has_error_label("TransientTransactionError"):
-            return ConflictError(f"{collection}: the transaction lost a race with another writer; retry it")
+            return ConflictError.lost_race(collection)
         return StorageError(f"{collection}: the MongoDB server refused the operation (code {code})")
     if isinstance(exc, pe.ConfigurationError):
         return StorageError(f"the MongoDB client configuration for {where} is not usable: {type(exc).__name__}")

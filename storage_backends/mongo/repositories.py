@@ -201,10 +201,7 @@ class MongoContacts(_Repository):
         if current is None:
             raise NotFound(f"no contact {record.id}")
         if current["version"] != record.version:
-            raise ConflictError(
-                f"contact {record.id} was changed by someone else (stored version {current['version']}, "
-                f"update based on version {record.version}); read it again and retry"
-            )
+            raise ConflictError.stale_version("contact", record.id, stored=current["version"], expected=record.version)
         stored = attrs.evolve(record, version=record.version + 1)
         assert self.codec is not None
         self.view.replace(self.codec.doc(stored), expect={"version": record.version})
@@ -249,16 +246,6 @@ class MongoContacts(_Repository):
         if after is not None:
             query["_id"] = {"$gt": bid(after)}
         return self._records(self.view.find(self._active(query), [("_id", 1)], max(limit, 0)))
-
-    def count_by_stage(self) -> dict[str, int]:
-        """Number of active contacts per stage (one ``$group``)."""
-        query = {"status": ACTIVE}
-        out: dict[str, int] = {}
-        for row in self.view.aggregate(query, [{"$group": {"_id": "$stage", "n": {"$sum": 1}}}]):
-            out[row["_id"]] = int(row["n"])
-        for doc in self.view.pending_matches(query):
-            out[doc["stage"]] = out.get(doc["stage"], 0) + 1
-        return out
 
     # -- segments
 
@@ -378,30 +365,6 @@ class MongoIdentities(_Repository):
     def for_contact(self, contact_id: uuid.UUID) -> list[IdentityRecord]:
         """All identities of one contact, oldest first."""
         return self._records(self.view.find({"contact_id": bid(contact_id)}, self._order))
-
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move every identity of ``from_contact`` to ``to_contact``; a twin the survivor
-        already has is dropped and the survivor's copy marked verified if either was."""
-        moving = self.view.find({"contact_id": bid(from_contact)}, self._order)
-        kept = {(d["kind"], d["bidx"]): d for d in self.view.find({"contact_id": bid(to_contact)})}
-        for doc in moving:
-            twin = kept.get((doc["kind"], doc["bidx"]))
-            if twin is None:
-                self.view.replace(dict(doc, contact_id=bid(to_contact)))
-            else:
-                if doc.get("verified") and not twin.get("verified"):
-                    twin = dict(twin, verified=True)
-                    kept[(doc["kind"], doc["bidx"])] = twin
-                    self.view.replace(twin)
-                self.view.delete(doc["_id"])
-        return len(moving)
-
-    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
-        """Delete a contact's identities (erasure); returns the count."""
-        docs = self.view.find({"contact_id": bid(contact_id)}, projection={"_id": 1})
-        for doc in docs:
-            self.view.delete(doc["_id"])
-        return len(docs)
 
 
 # --------------------------------------------------------------------------- interactions
@@ -551,13 +514,6 @@ class MongoInteractions(_Repository):
         out.sort(key=lambda r: r.contact_id)
         return out
 
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move a contact's interactions to another contact; returns the count."""
-        docs = self.view.find({"contact_id": bid(from_contact)})
-        for doc in docs:
-            self.view.replace(dict(doc, contact_id=bid(to_contact)))
-        return len(docs)
-
     def iter_touches(
         self,
         kinds: Sequence[str],
@@ -620,14 +576,6 @@ class MongoStages(_Repository):
         """One contact's stage changes, oldest first."""
         return self._records(self.view.find({"contact_id": bid(contact_id)}, [("changed_at", 1), ("_id", 1)]))
 
-    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
-        """Every stage change by (contact_id, changed_at, id), streamed from one cursor."""
-        query = {} if pipeline is None else {"pipeline": pipeline}
-        docs = self.view.stream(query, [("contact_id", 1), ("changed_at", 1), ("_id", 1)], batch=PAGE)
-        assert self.codec is not None
-        codec = self.codec
-        return (codec.record(d) for d in docs)
-
     def first_reached(
         self,
         stages: Sequence[str],
@@ -672,24 +620,6 @@ class MongoAppointments(_Repository):
     """:class:`carecrm.core.storage.AppointmentRepository` on collection ``appointments``."""
 
     collection = "appointments"
-
-    def put(self, record: AppointmentRecord) -> AppointmentRecord:
-        """Insert, or replace the appointment with the same (source, external_id) keeping
-        its stored id and created_at; returns what is stored."""
-        assert self.codec is not None
-        found = self.view.find({"source": record.source, "external_id": record.external_id}, limit=1)
-        if found:
-            stored = self.codec.record(found[0])
-            record = attrs.evolve(record, id=stored.id, created_at=stored.created_at)
-            self.view.replace(self.codec.doc(record))
-        else:
-            self._insert([record])
-        return self.codec.record(self.codec.doc(record))  # type: ignore[no-any-return]
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
-        """One contact's appointments by starts_at, unknown times last, then id."""
-        sort = [("starts_unknown", 1), ("starts_at", 1), ("_id", 1)]
-        return self._records(self.view.find({"contact_id": bid(contact_id)}, sort))
 
 
 # --------------------------------------------------------------------------- consents, notes, tasks
@@ -808,10 +738,6 @@ class MongoScores(_Repository):
         )
         return record
 
-    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
-        """Highest scores of ``model`` first (ties by contact id)."""
-        return self._records(self.view.find({"model": model}, self._order, max(limit, 0)))
-
     def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
         """Highest scores of ``model`` of active contacts (optionally of ``stages``): one
         pipeline ``$match`` → ``$sort`` (the score index) → ``$lookup`` of the contact →
@@ -866,9 +792,8 @@ class MongoReviews(_Repository):
     _order = [("created_at", 1), ("_id", 1)]
 
     def add(self, record: ReviewRecord) -> bool:
-        """Store a pair unless the same unordered pair is stored; True if stored."""
-        if record.contact_a > record.contact_b:
-            record = attrs.evolve(record, contact_a=record.contact_b, contact_b=record.contact_a)
+        """Store a pair unless the same pair is stored; True if stored (the record keeps
+        its pair ordered, :class:`ReviewRecord`)."""
         if self.view.find({"contact_a": bid(record.contact_a), "contact_b": bid(record.contact_b)}, limit=1):
             return False
         self._insert([record])
@@ -1010,10 +935,6 @@ class MongoInbox(_Repository):
             query["source"] = source
         return self._records(self.view.find(query, [("received_at", -1), ("_id", -1)], max(limit, 0)))
 
-    def find_digest(self, source: str, digest: str) -> builtins.list[InboxRecord]:
-        """Payloads of ``source`` with this digest, oldest first."""
-        return self._records(self.view.find({"source": source, "digest": digest}, self._order))
-
     def purge(self, *, status: str, before: datetime) -> int:
         """Delete payloads of ``status`` received before ``before``; returns the count.
 
@@ -1032,22 +953,6 @@ def sort_docs_records(records: list[InboxRecord]) -> list[InboxRecord]:
 
 
 # --------------------------------------------------------------------------- journals
-
-
-class MongoMerges(_Repository):
-    """:class:`carecrm.core.storage.MergeRepository` on collection ``merges``."""
-
-    collection = "merges"
-
-    def add(self, record: MergeRecord) -> None:
-        """Append an entry."""
-        self._insert([record])
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
-        """Entries in which the contact survived or was merged, oldest first."""
-        key = bid(contact_id)
-        query = {"$or": [{"survivor_id": key}, {"merged_id": key}]}
-        return self._records(self.view.find(query, [("merged_at", 1), ("_id", 1)]))
 
 
 class MongoAudit(_Repository):
@@ -1183,7 +1088,6 @@ __all__ = [
     "MongoIdentities",
     "MongoInbox",
     "MongoInteractions",
-    "MongoMerges",
     "MongoMeta",
     "MongoNotes",
     "MongoReviews",

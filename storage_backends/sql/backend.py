@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from carecrm.core.errors import BackendUnavailable, ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage_capabilities import ALL_QUERIES
 from carecrm.storage_backends.sql import migrate, repositories
 from carecrm.storage_backends.sql.errors import translated
 from carecrm.storage_backends.sql.repositories import (
@@ -46,7 +47,6 @@ from carecrm.storage_backends.sql.repositories import (
     SqlIdentities,
     SqlInbox,
     SqlInteractions,
-    SqlMerges,
     SqlMeta,
     SqlNotes,
     SqlOutbox,
@@ -466,6 +466,9 @@ class SqlUnitOfWork:
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
 
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    native_queries: frozenset[str] = ALL_QUERIES
+
     def __init__(self, backend: SqlBackend) -> None:
         self.backend = backend
         self._conn: Connection | None = None
@@ -485,7 +488,6 @@ class SqlUnitOfWork:
         self.reviews = SqlReviews(self)
         self.segments = SqlSegments(self)
         self.inbox = SqlInbox(self)
-        self.merges = SqlMerges(self)
         self.audit = SqlAudit(self)
         self.outbox = SqlOutbox(self)
         self.meta = SqlMeta(self)
@@ -589,9 +591,7 @@ class SqlUnitOfWork:
             with translated("(lock)", self.where):
                 got = conn.execute(_MYSQL_LOCK, {"name": name, "timeout": LOCK_TIMEOUT_SECONDS}).scalar()
             if got != 1:
-                raise ConflictError(
-                    f"(lock): waited {LOCK_TIMEOUT_SECONDS} s for another writer's lock; retry the unit"
-                )
+                raise ConflictError.lock_timeout(LOCK_TIMEOUT_SECONDS)
             self._locks.add(name)
 
     def _release_locks(self, conn: Connection) -> None:

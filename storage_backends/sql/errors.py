@@ -158,9 +158,7 @@ def translate(exc: sa_exc.SQLAlchemyError, table: str, where: str) -> Exception:
                 "timeout); retry, or raise busy_timeout_ms"
             )
         if _is_race(exc):
-            return ConflictError(
-                f"{table}: the transaction lost a race with another writer ({_code(exc.orig)}); retry it"
-            )
+            return ConflictError.lost_race(table, _code(exc.orig))
         if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
             return BackendUnavailable(
                 f"lost the connection to the database at {where} ({_code(exc.orig)}); check that the "

@@ -27,7 +27,7 @@ import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -59,7 +59,7 @@ from carecrm.core.records import (
     TouchRecord,
 )
 from carecrm.core.storage import TimelineCursor, check_record_kind
-from carecrm.core.timeutil import to_utc_ms
+from carecrm.core.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.errors import translated
 
@@ -88,19 +88,6 @@ _TOUCH_COLUMNS = (
 )
 
 R = TypeVar("R")
-
-
-def utc(value: datetime, what: str = "datetime") -> datetime:
-    """``value`` as UTC truncated to milliseconds.
-
-    :raises ValueError: if ``value`` is naive (the message names ``what``, never the value).
-    """
-    tz = value.tzinfo
-    if tz is UTC and not value.microsecond % 1000:
-        return value  # the usual case, already normalized by the core
-    if tz is None or value.utcoffset() is None:
-        raise ValueError(f"{what}: naive datetime refused; carecrm stores timezone-aware UTC only")
-    return to_utc_ms(value)
 
 
 def _chunks(items: Sequence[R], size: int = CHUNK) -> Iterator[Sequence[R]]:
@@ -295,10 +282,7 @@ class SqlContacts(_Repository):
         stored = self._execute(sa.select(t.c.version).where(t.c.id == record.id)).scalar_one_or_none()
         if stored is None:
             raise NotFound(f"no contact {record.id}")
-        raise ConflictError(
-            f"contact {record.id} was changed by someone else (stored version {stored}, "
-            f"update based on version {record.version}); read it again and retry"
-        )
+        raise ConflictError.stale_version("contact", record.id, stored=stored, expected=record.version)
 
     def active_scores(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, float | None]:
         """``SELECT id, score FROM contacts WHERE status = 'active' AND id IN (...)``, one
@@ -360,14 +344,6 @@ class SqlContacts(_Repository):
         if after is not None:
             statement = statement.where(t.c.id > after)
         return self._records(statement.order_by(t.c.id).limit(max(limit, 0)))
-
-    def count_by_stage(self) -> dict[str, int]:
-        """Number of active contacts per stage."""
-        t = self.table
-        rows = self._execute(
-            sa.select(t.c.stage, sa.func.count()).where(t.c.status == ACTIVE).group_by(t.c.stage)
-        )
-        return {stage: int(n) for stage, n in rows}
 
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
@@ -591,43 +567,6 @@ class SqlIdentities(_Repository):
         )
         return self._records(statement, {"p_contact": contact_id})
 
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move every identity of ``from_contact`` to ``to_contact``; returns how many it had.
-
-        An identity ``to_contact`` already has (same kind and bidx) is kept once: the
-        survivor's row stays (marked verified if either was) and the moved one is dropped.
-        """
-        if from_contact == to_contact:
-            return 0
-        t = self.table
-        columns = (t.c.id, t.c.kind, t.c.bidx, t.c.verified)
-        moving = self._execute(sa.select(*columns).where(t.c.contact_id == from_contact)).all()
-        if not moving:
-            return 0
-        kept = {
-            (row.kind, row.bidx): row
-            for row in self._execute(sa.select(*columns).where(t.c.contact_id == to_contact))
-        }
-        drop: list[uuid.UUID] = []
-        verify: list[uuid.UUID] = []
-        for row in moving:
-            twin = kept.get((row.kind, row.bidx))
-            if twin is not None:
-                drop.append(row.id)
-                if row.verified and not twin.verified:
-                    verify.append(twin.id)
-        for chunk in _chunks(drop):
-            self._execute(sa.delete(t).where(t.c.id.in_(chunk)))
-        for chunk in _chunks(verify):
-            self._execute(sa.update(t).where(t.c.id.in_(chunk)).values(verified=True))
-        self._execute(sa.update(t).where(t.c.contact_id == from_contact).values(contact_id=to_contact))
-        return len(moving)
-
-    def delete_for_contact(self, contact_id: uuid.UUID) -> int:
-        """Delete a contact's identities (erasure); returns the count."""
-        t = self.table
-        return int(self._execute(sa.delete(t).where(t.c.contact_id == contact_id)).rowcount)
-
     def count(self) -> int:
         """Number of stored identities."""
         return self._count()
@@ -814,14 +753,6 @@ class SqlInteractions(_Repository):
                 found[row.contact_id] = row.latest
         return found
 
-    def reassign(self, from_contact: uuid.UUID, to_contact: uuid.UUID) -> int:
-        """Move a contact's interactions to another contact; returns the count."""
-        if from_contact == to_contact:
-            return 0
-        t = self.table
-        result = self._execute(sa.update(t).where(t.c.contact_id == from_contact).values(contact_id=to_contact))
-        return int(result.rowcount)
-
     def iter_touches(
         self,
         kinds: Sequence[str],
@@ -934,34 +865,6 @@ class SqlStages(_Repository):
         t = self.table
         return self._records(sa.select(t).where(t.c.contact_id == contact_id).order_by(t.c.changed_at, t.c.id))
 
-    def iter_all(self, *, pipeline: str | None = None) -> Iterator[StageChangeRecord]:
-        """Every stage change by (contact_id, changed_at, id), fetched :data:`PAGE` at a time."""
-        t = self.table
-        base = sa.select(t)
-        if pipeline is not None:
-            base = base.where(t.c.pipeline == pipeline)
-        base = base.order_by(t.c.contact_id, t.c.changed_at, t.c.id).limit(PAGE)
-        last: StageChangeRecord | None = None
-        while True:
-            statement = base
-            if last is not None:
-                statement = statement.where(
-                    sa.or_(
-                        t.c.contact_id > last.contact_id,
-                        sa.and_(t.c.contact_id == last.contact_id, t.c.changed_at > last.changed_at),
-                        sa.and_(
-                            t.c.contact_id == last.contact_id,
-                            t.c.changed_at == last.changed_at,
-                            t.c.id > last.id,
-                        ),
-                    )
-                )
-            page: list[StageChangeRecord] = self._records(statement)
-            yield from page
-            if len(page) < PAGE:
-                return
-            last = page[-1]
-
     def first_reached(
         self,
         stages: Sequence[str],
@@ -1028,35 +931,6 @@ class SqlAppointments(_Repository):
 
     table = schema.appointments
     record_class = AppointmentRecord
-
-    def put(self, record: AppointmentRecord) -> AppointmentRecord:
-        """Insert, or replace the appointment with the same (source, external_id), keeping
-        its stored ``id`` and ``created_at``; returns what is stored."""
-        t = self.table
-        row = self._codec.row(record)
-        stored = self._execute(
-            sa.select(t.c.id, t.c.created_at).where(
-                t.c.source == record.source, t.c.external_id == record.external_id
-            )
-        ).first()
-        if stored is None:
-            self._insert_rows([row])
-            return AppointmentRecord(**row)
-        keep = ("id", "created_at", "source", "external_id")
-        values = {name: value for name, value in row.items() if name not in keep}
-        self._execute(sa.update(t).where(t.c.id == stored.id).values(**values))
-        row["id"] = stored.id
-        row["created_at"] = stored.created_at
-        return AppointmentRecord(**row)
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[AppointmentRecord]:
-        """One contact's appointments by starts_at (unknown times last), then id."""
-        t = self.table
-        return self._records(
-            sa.select(t)
-            .where(t.c.contact_id == contact_id)
-            .order_by(t.c.starts_at.is_(None), t.c.starts_at, t.c.id)
-        )
 
     def count(self) -> int:
         """Number of stored appointments."""
@@ -1208,13 +1082,6 @@ class SqlScores(_Repository):
         )
         return record
 
-    def top(self, model: str, *, limit: int = 20) -> list[ScoreRecord]:
-        """Highest scores of ``model`` first (ties by contact id)."""
-        t = self.table
-        return self._records(
-            sa.select(t).where(t.c.model == model).order_by(t.c.score.desc(), t.c.contact_id).limit(max(limit, 0))
-        )
-
     def top_active(self, model: str, *, limit: int = 20, stages: Sequence[str] | None = None) -> list[ScoreRecord]:
         """Highest scores of ``model`` of active contacts (optionally of ``stages``), ties by
         contact id: one statement joining ``contacts``; the (model, score) index gives the order.
@@ -1239,12 +1106,8 @@ class SqlReviews(_Repository):
     record_class = ReviewRecord
 
     def add(self, record: ReviewRecord) -> bool:
-        """Store a pair unless the same unordered pair is stored; True if stored.
-
-        A pair given larger id first is stored with ``contact_a`` the smaller id.
-        """
-        if record.contact_a > record.contact_b:
-            record = attrs.evolve(record, contact_a=record.contact_b, contact_b=record.contact_a)
+        """Store a pair unless the same pair is stored; True if stored (the record keeps
+        its pair ordered, :class:`ReviewRecord`)."""
         t = self.table
         exists = self._execute(
             sa.select(t.c.id).where(t.c.contact_a == record.contact_a, t.c.contact_b == record.contact_b)
@@ -1443,19 +1306,6 @@ class SqlInbox(_Repository):
         statement = statement.order_by(t.c.received_at.desc(), t.c.id.desc()).limit(max(limit, 0))
         return self._records(statement)
 
-    def find_digest(self, source: str, digest: str) -> list[InboxRecord]:
-        """Payloads of ``source`` with this digest, oldest first."""
-        t = self.table
-        statement = self._statement(
-            "find_digest",
-            lambda: (
-                sa.select(t)
-                .where(t.c.source == sa.bindparam("p_source"), t.c.digest == sa.bindparam("p_digest"))
-                .order_by(t.c.received_at, t.c.id)
-            ),
-        )
-        return self._records(statement, {"p_source": source, "p_digest": digest})
-
     def purge(self, *, status: str, before: datetime) -> int:
         """Delete payloads of ``status`` received before ``before``; returns the count.
 
@@ -1471,26 +1321,6 @@ class SqlInbox(_Repository):
 
 
 # --------------------------------------------------------------------------- journals
-
-
-class SqlMerges(_Repository):
-    """:class:`carecrm.core.storage.MergeRepository` on table ``merges``."""
-
-    table = schema.merges
-    record_class = MergeRecord
-
-    def add(self, record: MergeRecord) -> None:
-        """Append an entry.  :raises DuplicateError: if the id exists."""
-        self._insert(record)
-
-    def for_contact(self, contact_id: uuid.UUID) -> list[MergeRecord]:
-        """Entries in which the contact survived or was merged, oldest first."""
-        t = self.table
-        return self._records(
-            sa.select(t)
-            .where(sa.or_(t.c.survivor_id == contact_id, t.c.merged_id == contact_id))
-            .order_by(t.c.merged_at, t.c.id)
-        )
 
 
 class SqlAudit(_Repository):

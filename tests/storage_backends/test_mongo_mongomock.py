@@ -294,7 +294,7 @@ def test_writes_are_invisible_to_others_until_commit_and_visible_inside(mock_url
         assert len(uow.interactions.timeline(contact.id)) == 1
         assert uow.meta.get("audit_head") == "1:abc:def"
         assert uow.audit.last() is not None and uow.audit.last().seq == 1  # type: ignore[union-attr]
-        assert uow.contacts.count_by_stage() == {"new_lead": 1}
+        assert [c.id for c in uow.contacts.list(stage="new_lead")] == [contact.id]
         # nothing reached the database yet: another unit sees nothing
         assert backend.database["contacts"].count_documents({}) == 0
         with backend.unit_of_work() as other:
