@@ -30,7 +30,6 @@ from carecrm.core.directory import ContactDirectory, ContactResolver, Timeline
 from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
     CryptoError,
-    PluginError,
     UnknownComponentError,
 )
 from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
@@ -56,17 +55,17 @@ from carecrm.core.plugins import (
     PluginInfo,
     Registry,
     build_plugin_manager,
-    collect,
     entry_point_names,
     families_of,
     origin_of,
 )
 from carecrm.core.read_path import ReadPath
 from carecrm.core.records import AuditRecord, ContactRecord
+from carecrm.core.registries import Registries, StorageEntry
 from carecrm.core.scoring import ScoringModel
 from carecrm.core.scoring_api import ScoringMixin
 from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, StorageFactory, TimelineCursor, UnitOfWork
+from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, TimelineCursor, UnitOfWork
 
 log = logging.getLogger("carecrm")
 
@@ -77,15 +76,6 @@ _META_KEY_CHECK = "key_check"
 #: Guards the lazy opening of the key ring, the mapper and the storage, which concurrent
 #: callers of one app may reach first at the same time.
 _OPEN_LOCK = threading.RLock()
-
-
-@attrs.frozen(kw_only=True)
-class StorageEntry:
-    """A registered storage backend: its name, URL schemes and factory."""
-
-    name: str
-    schemes: tuple[str, ...]
-    factory: StorageFactory
 
 
 class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
@@ -123,18 +113,20 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             load_entrypoints=load_entrypoints, extra_plugins=extra_plugins
         )
         self._check_enabled_plugins()
-        self.storage_backends: Registry[StorageEntry] = Registry("storage backend")
-        self._schemes: dict[str, str] = {}
-        self.sources: Registry[type[SourceConnector]] = Registry("source connector", base=SourceConnector)
-        self.scoring_models: Registry[type[ScoringModel]] = Registry("scoring model", base=ScoringModel)
-        self.attribution_models: Registry[type[AttributionModel]] = Registry("attribution model", base=AttributionModel)
-        self.segment_builders: Registry[type[SegmentBuilder]] = Registry("segment builder", base=SegmentBuilder)
-        self._options_types: dict[str, type[Any]] = {}
+        #: Every family's registry (:class:`carecrm.core.registries.Registries`), filled now.
+        self.registries = Registries()
+        self.registries.collect_from(self.pm)
+        self.storage_backends: Registry[StorageEntry] = self.registries.storage_backends
+        self.sources: Registry[type[SourceConnector]] = self.registries.sources
+        self.scoring_models: Registry[type[ScoringModel]] = self.registries.scoring_models
+        self.attribution_models: Registry[type[AttributionModel]] = self.registries.attribution_models
+        self.segment_builders: Registry[type[SegmentBuilder]] = self.registries.segment_builders
+        self._schemes = self.registries.schemes
+        self._options_types = self.registries.options_types
+        self._components = self.registries.components
         self._plugin_options: dict[str, Any] = {}
-        self._components: dict[str, list[str]] = {}
         self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
-        self._build_registries()
         self._check_component_options()
         self.pm.hook.carecrm_configure(app=self)
 
@@ -155,76 +147,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 raise UnknownComponentError(
                     "plugin", name, sorted(entry_point_names()) or ["(no third-party plugins installed)"]
                 )
-
-    def _build_registries(self) -> None:
-        def storage_register(owner: str) -> Any:
-            def register(name: str, schemes: Sequence[str], factory: StorageFactory) -> None:
-                if not callable(factory):
-                    raise PluginError(
-                        f"plugin {owner} registered storage backend {name!r} with a factory that is not callable; "
-                        "expected factory(url: str, options: dict) -> StorageBackend"
-                    )
-                if isinstance(schemes, str) or not all(isinstance(x, str) for x in schemes):
-                    raise PluginError(
-                        f"plugin {owner} registered storage backend {name!r} with schemes that are not "
-                        "a list of strings"
-                    )
-                self.storage_backends.register(
-                    name, StorageEntry(name=name, schemes=tuple(schemes), factory=factory), owner=owner
-                )
-                for scheme in schemes:
-                    if scheme in self._schemes:
-                        raise PluginError(
-                            f"URL scheme {scheme!r} registered twice: by {self._schemes[scheme]} and by {owner}"
-                        )
-                    self._schemes[scheme] = name
-                self._components.setdefault(owner, []).append(f"storage:{name}")
-
-            return register
-
-        def class_register(registry: Registry[Any], attr: str, family: str) -> Any:
-            def make(owner: str) -> Any:
-                def register(cls_: Any) -> None:
-                    name = getattr(cls_, attr, None)
-                    if not name:
-                        raise PluginError(f"{owner} registered a {registry.family} without {attr}")
-                    registry.register(name, cls_, owner=owner)
-                    self._components.setdefault(owner, []).append(f"{family}:{name}")
-
-                return register
-
-            return make
-
-        def options_register(owner: str) -> Any:
-            def register(options_cls: type[Any]) -> None:
-                if not attrs.has(options_cls):
-                    raise PluginError(
-                        f"plugin {owner} registered {options_cls!r} as its options class, but it is not an attrs class"
-                    )
-                if owner in self._options_types:
-                    raise PluginError(f"plugin {owner} registered its options class twice")
-                self._options_types[owner] = options_cls
-
-            return register
-
-        collect(self.pm, "carecrm_register_storage_backends", storage_register)
-        collect(self.pm, "carecrm_register_options", options_register)
-        collect(self.pm, "carecrm_register_sources", class_register(self.sources, "connector_id", "source"))
-        collect(
-            self.pm,
-            "carecrm_register_scoring_models",
-            class_register(self.scoring_models, "model_id", "scoring"),
-        )
-        collect(
-            self.pm,
-            "carecrm_register_attribution_models",
-            class_register(self.attribution_models, "model_id", "attribution"),
-        )
-        collect(
-            self.pm,
-            "carecrm_register_segment_builders",
-            class_register(self.segment_builders, "builder_id", "segment"),
-        )
 
     def _check_component_options(self) -> None:
         """Structure, at start-up, the options the practice gave to plugins that declare
