@@ -47,7 +47,7 @@ from carecrm.core.models import (
     Touchpoint,
 )
 from carecrm.core.options import build_component, structure_options
-from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, RelayReport
+from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, Published, RelayReport
 from carecrm.core.outbox import prune as prune_outbox
 from carecrm.core.pipeline_service import PipelineService, StageSummary
 from carecrm.core.plugins import (
@@ -404,14 +404,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         dispatcher = EventDispatcher(self.pm, self)
         return OutboxRelay(self.storage, subscriber, dispatcher.dispatch)
 
-    def deliver_events(self) -> RelayReport:
+    def deliver_events(self, published: Sequence[Published | None] = ()) -> RelayReport:
         """Deliver every committed event not yet given to ``carecrm_track_event``, in commit
         order, from the durable outbox (:mod:`carecrm.core.outbox`): the events of the
         write just committed, and any a crashed process committed but never delivered.
         Called after every commit that wrote events; ``carecrm events deliver`` runs it by
         hand.  When another process is delivering, returns at once (it delivers these
-        too).  Never raises for a plugin's failure (logged)."""
-        return self.events_relay().run()
+        too).  Never raises for a plugin's failure (logged).
+
+        :param published: what the caller's units of work just committed
+            (:func:`carecrm.core.outbox.publish`'s results), delivered from memory when it
+            is exactly what comes next.
+        """
+        return self.events_relay().run([p for p in published if p is not None])
 
     def pending_events(self) -> int:
         """How many committed events ``carecrm_track_event`` has not been given yet."""

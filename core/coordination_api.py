@@ -284,9 +284,9 @@ class CoordinationMixin:
                 fields=["task"],
                 details={"task_id": str(task.id), "assignee": who},
             )
-            publish(uow, [_recorded(inter, now)])
+            published = publish(uow, [_recorded(inter, now)])
             uow.commit()
-        app.deliver_events()
+        app.deliver_events([published])
         return task
 
     def tasks(
@@ -374,11 +374,10 @@ class CoordinationMixin:
             if key is not None:
                 uow.interactions.add(app.mapper.interaction_to_record(inter, key))
             app.audit(uow, actor, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
-            if key is not None:
-                publish(uow, [_recorded(inter, now)])
+            published = publish(uow, [_recorded(inter, now)]) if key is not None else None
             uow.commit()
-        if key is not None:
-            app.deliver_events()
+        if published is not None:
+            app.deliver_events([published])
         return app.read_path.task_for_change(done, crec, actor=actor)
 
     # ------------------------------------------------------------------ assignment
@@ -527,9 +526,9 @@ class CoordinationMixin:
                 fields=["body"] if text else [],
                 details={"kind": kind, "interaction_id": str(inter.id)},
             )
-            publish(uow, events)
+            published = publish(uow, events)
             uow.commit()
-        app.deliver_events()
+        app.deliver_events([published])
         return inter
 
     def _implied_move(

@@ -24,7 +24,7 @@ from carecrm.core.ids import new_id
 from carecrm.core.ingest import IngestReport
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.models import Actor, Contact, Interaction, LeadEvent, Note
-from carecrm.core.outbox import publish
+from carecrm.core.outbox import Published, publish
 from carecrm.core.read_path import CONTACT_FIELDS, ReadPath
 from carecrm.core.records import ACTIVE, ContactRecord
 from carecrm.core.short_ids import id_suffix, looks_like_phone
@@ -177,7 +177,7 @@ class ContactDirectory:
         resolver: ContactResolver,
         prepare: Callable[[LeadEvent, int, IngestReport, uuid.UUID | None], Any],
         ingest: Callable[..., IngestReport],
-        deliver: Callable[[], Any],
+        deliver: Callable[[Sequence[Published | None]], Any],
     ) -> None:
         self.storage = storage
         self.settings = settings
@@ -384,7 +384,7 @@ class ContactDirectory:
             )
             uow.interactions.add(self.mapper.interaction_to_record(inter, key))
             self.audit.append(uow, actor, "note.add", contact_id=rec.id, fields=["note"])
-            publish(
+            published = publish(
                 uow,
                 [
                     ev.InteractionRecorded(
@@ -398,5 +398,5 @@ class ContactDirectory:
                 ],
             )
             uow.commit()
-        self._deliver()
+        self._deliver([published])
         return note

@@ -53,7 +53,7 @@ OUTBOX_HEAD = "outbox_head"
 #: The subscriber name of the in-process delivery to ``carecrm_track_event``.
 LIVE_SUBSCRIBER = "carecrm_track_event"
 #: Events per page a relay reads and delivers before moving its cursor on.
-PAGE = 200
+PAGE = 1000
 #: How long (seconds) a relay's lease lasts without being renewed; a relay renews it
 #: after every page.
 LEASE_SECONDS = 120.0
@@ -99,24 +99,56 @@ def from_record(record: OutboxRecord) -> ev.Event | None:
         return None
 
 
-def publish(uow: UnitOfWork, events: Iterable[ev.Event]) -> int:
+@attrs.frozen
+class Published:
+    """Events one unit of work wrote to the outbox: numbers ``first`` to ``last`` (seq).
+
+    The writer hands it to :meth:`OutboxRelay.run` after its commit, so the relay can
+    deliver these events from memory instead of reading them back, when they are exactly
+    what comes next for the subscriber (the usual case: one process writing)."""
+
+    first: int
+    last: int
+    events: tuple[ev.Event, ...]
+
+
+def publish(uow: UnitOfWork, events: Iterable[ev.Event]) -> Published | None:
     """Append ``events`` to the outbox of ``uow`` (in order), numbered after the outbox
-    head, which is locked until ``uow`` ends; returns how many.  Call it last in a unit of
-    work, after :meth:`~carecrm.core.app.CareCRM.audit` (one lock order everywhere: audit
-    head, then outbox head), just before the commit.
+    head, which is locked until ``uow`` ends; returns what was written (None for no
+    events), to pass to the relay once ``uow`` committed.  Call it last in a unit of work,
+    after :meth:`~carecrm.core.app.CareCRM.audit` (one lock order everywhere: audit head,
+    then outbox head), just before the commit.
 
     :raises ConflictError: lock wait timeout or deadlock (retry the unit).
     """
-    batch = list(events)
+    batch = tuple(events)
     if not batch:
-        return 0
+        return None
     head = uow.meta.get_for_update(OUTBOX_HEAD)
     last = int(head) if head else uow.outbox.last_seq()
     written_at = utcnow()
     records = [to_record(event, last + i, written_at) for i, event in enumerate(batch, start=1)]
     uow.outbox.append_many(records)
     uow.meta.set(OUTBOX_HEAD, str(records[-1].seq))
-    return len(records)
+    return Published(first=records[0].seq, last=records[-1].seq, events=batch)
+
+
+@attrs.frozen
+class _Page:
+    """Events to deliver next: the cursor's new position once they are, the events, how
+    many stored records were skipped (unknown kinds)."""
+
+    position: int
+    events: list[ev.Event]
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, records: Sequence[OutboxRecord], position: int) -> _Page:
+        """The page of stored ``records`` (empty: nothing after ``position``)."""
+        if not records:
+            return cls(position, [])
+        events = [e for e in map(from_record, records) if e is not None]
+        return cls(records[-1].seq, events, len(records) - len(events))
 
 
 @attrs.frozen
@@ -195,11 +227,15 @@ class OutboxRelay:
         self._clock = clock
         self._key = cursor_key(subscriber)
 
-    def run(self) -> RelayReport:
+    def run(self, published: Sequence[Published] = ()) -> RelayReport:
         """Deliver every pending event (those committed while this runs too), then release
         the lease.  Returns at once, ``busy``, when another relay holds the lease, and at
         once, empty, when called from inside this subscriber's own delivery in this
         context (the running relay picks the new events up).
+
+        :param published: what the caller's committed units of work wrote, in order: when
+            it is exactly what comes next (checked under the cursor's lock against the
+            outbox head), it is delivered from memory, not read back.
 
         Never raises for a lock race (retried, then left to the next run, logged); the
         exception of ``deliver`` propagates after the lease is released, its page
@@ -209,21 +245,18 @@ class OutboxRelay:
         if running in _RUNNING.get():
             return RelayReport()
         me = uuid.uuid4().hex
-        claimed = self._bookkeep(lambda uow: self._claim(uow, me))
-        if claimed is None:
+        page: _Page | None = self._bookkeep(functools.partial(self._claim, me=me, published=tuple(published)))
+        if page is None:
             return RelayReport(busy=True)
-        records: list[OutboxRecord] | None = claimed
         token = _RUNNING.set(_RUNNING.get() | {running})
         delivered = skipped = 0
         try:
-            while records:
-                batch = [e for e in map(from_record, records) if e is not None]
-                skipped += len(records) - len(batch)
-                if batch:
-                    self._deliver(batch)
-                delivered += len(batch)
-                position = records[-1].seq
-                records = self._bookkeep(functools.partial(self._advance, me=me, position=position))
+            while page is not None and (page.events or page.skipped):
+                if page.events:
+                    self._deliver(page.events)
+                delivered += len(page.events)
+                skipped += page.skipped
+                page = self._bookkeep(functools.partial(self._advance, me=me, position=page.position))
         except BaseException:
             self._bookkeep(lambda uow: self._release(uow, me))
             raise
@@ -261,33 +294,50 @@ class OutboxRelay:
                 time.sleep(0.01 * attempt)
         return None
 
-    def _claim(self, uow: UnitOfWork, me: str) -> list[OutboxRecord] | None:
+    def _claim(self, uow: UnitOfWork, *, me: str, published: tuple[Published, ...]) -> _Page | None:
         """The first page after the cursor, with the lease taken when there is one (an
-        empty list, the cursor untouched, when nothing is pending); None when another
-        relay holds the lease."""
+        empty page, the cursor untouched, when nothing is pending); None when another
+        relay holds the lease.  ``published`` is the page when it is exactly what follows
+        the cursor, up to the outbox head."""
         now = self._clock()
         text = uow.meta.get_for_update(self._key)
         cursor = Cursor.parse(text)
         if cursor.held_by_other(me, now):
             uow.meta.set(self._key, cursor.text())  # keep the row (a placeholder needs a value)
             return None
-        records = uow.outbox.after(cursor.position, limit=self._page)
-        if records:
+        page = self._from_memory(uow, cursor.position, published)
+        if page is None:
+            page = _Page.of(uow.outbox.after(cursor.position, limit=self._page), cursor.position)
+        if page.events or page.skipped:
             uow.meta.set(self._key, Cursor(cursor.position, me, now + self._lease).text())
         elif not text:
             uow.meta.set(self._key, cursor.text())
-        return records
+        return page
 
-    def _advance(self, uow: UnitOfWork, *, me: str, position: int) -> list[OutboxRecord]:
+    @staticmethod
+    def _from_memory(uow: UnitOfWork, position: int, published: tuple[Published, ...]) -> _Page | None:
+        """The page of ``published`` when it is contiguous, starts right after
+        ``position`` and ends at the outbox head; else None (read the outbox)."""
+        if not published or published[0].first != position + 1:
+            return None
+        for before, after in zip(published, published[1:], strict=False):
+            if after.first != before.last + 1:
+                return None
+        if uow.meta.get(OUTBOX_HEAD) != str(published[-1].last):
+            return None
+        return _Page(published[-1].last, [e for p in published for e in p.events])
+
+    def _advance(self, uow: UnitOfWork, *, me: str, position: int) -> _Page:
         """Acknowledge up to ``position`` and return the next page, renewing the lease;
         with nothing left, release it.  The next page is read under the cursor's lock, so
         an event committed by a relay that found the lease held is never stranded."""
         now = self._clock()
         uow.meta.get_for_update(self._key)
-        records = uow.outbox.after(position, limit=self._page)
-        owner, until = (me, now + self._lease) if records else ("", 0.0)
+        page = _Page.of(uow.outbox.after(position, limit=self._page), position)
+        more = bool(page.events or page.skipped)
+        owner, until = (me, now + self._lease) if more else ("", 0.0)
         uow.meta.set(self._key, Cursor(position, owner, until).text())
-        return records
+        return page
 
     def _release(self, uow: UnitOfWork, me: str) -> None:
         """Give up the lease (after ``deliver`` raised), the cursor where it was."""

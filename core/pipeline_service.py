@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from carecrm.core.coordination_api import SpeedToLeadSummary
 from carecrm.core.ingest import is_reason_code
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.models import Actor, StageChange
-from carecrm.core.outbox import publish
+from carecrm.core.outbox import Published, publish
 from carecrm.core.read_path import ReadPath
 from carecrm.core.stage_moves import plan_move
 from carecrm.core.storage import StorageBackend, UnitOfWork
@@ -68,7 +68,7 @@ class PipelineService:
         read_path: ReadPath,
         audit: AuditTrail,
         resolver: ContactResolver,
-        deliver: Callable[[], Any],
+        deliver: Callable[[Sequence[Published | None]], Any],
         speed_to_lead_values: Callable[[UnitOfWork, Mapping[uuid.UUID, str | None]], dict[uuid.UUID, float | None]],
     ) -> None:
         self.storage = storage
@@ -121,9 +121,9 @@ class PipelineService:
             uow.stages.add(move.change)
             uow.interactions.add(move.entry)
             self.audit.append(uow, actor, "stage.set", contact_id=rec.id, details={"from": rec.stage, "to": stage})
-            publish(uow, [move.event])
+            published = publish(uow, [move.event])
             uow.commit()
-        self._deliver()
+        self._deliver([published])
         return StageChange(**attrs.asdict(move.change, recurse=False))
 
     def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:

@@ -168,11 +168,11 @@ class ScoringMixin:
                                 new_score=record.score,
                             )
                         )
-                publish(uow, changed)
+                published = publish(uow, changed)
                 uow.commit()
             out.extend(records)
             if changed:
-                _app(self).deliver_events()
+                _app(self).deliver_events([published])
         return out
 
     def rescore_all(self, *, now: datetime | None = None) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def test_a_crash_between_commit_and_dispatch_loses_no_event(make_app: Callable[.
     first = make_app(scoring={"live": False})
     dead = Recorder()
     crashing = _with(first, dead)
-    crashing.deliver_events = lambda: None  # type: ignore[method-assign, assignment, return-value]
+    crashing.deliver_events = lambda *published: None  # type: ignore[method-assign, assignment, return-value]
     cid = crashing.ingest([_lead("a")], actor=ACTOR).contact_ids[0]
     assert dead.events == []  # the process "died" right after its commit
     recorder = Recorder()
@@ -120,7 +121,7 @@ def test_a_killed_process_leaves_its_events_to_the_next_one(tmp_path: Path) -> N
         from carecrm.core.models import Actor
         from carecrm.core.timeutil import utcnow
 
-        CareCRM.deliver_events = lambda self: os._exit(3)   # dies after the commit
+        CareCRM.deliver_events = lambda self, *published: os._exit(3)   # dies after the commit
         app = CareCRM.from_config({str(config)!r}, load_entrypoints=False)
         app.ingest([LeadEvent(source="typeform", record_ref="r1", emails=("ann@example.com",),
                               interactions=(InteractionDraft(kind="form.submitted", occurred_at=utcnow(),
@@ -149,7 +150,7 @@ def test_a_killed_process_leaves_its_events_to_the_next_one(tmp_path: Path) -> N
 def test_a_wrapper_receives_events_from_the_outbox(make_app: Callable[..., CareCRM]) -> None:
     first = make_app(scoring={"live": False})
     crashing = _with(first)
-    crashing.deliver_events = lambda: None  # type: ignore[method-assign, assignment, return-value]
+    crashing.deliver_events = lambda *published: None  # type: ignore[method-assign, assignment, return-value]
     crashing.ingest([_lead("a"), _lead("b")], actor=ACTOR)
     recorder, wrapper = Recorder(), Wrapper()
     later = _with(first, recorder, wrapper)
@@ -162,7 +163,7 @@ def test_a_failing_delivery_is_not_acknowledged(make_app: Callable[..., CareCRM]
     pending and the lease is released, so the next run delivers it again."""
     app = make_app(scoring={"live": False})
     quiet = _with(app)
-    quiet.deliver_events = lambda: None  # type: ignore[method-assign, assignment, return-value]
+    quiet.deliver_events = lambda *published: None  # type: ignore[method-assign, assignment, return-value]
     quiet.ingest([_lead("a")], actor=ACTOR)
     calls: list[int] = []
 
@@ -209,7 +210,7 @@ def test_a_lease_held_by_another_relay_is_respected_until_it_expires(make_app: C
 def test_two_threads_delivering_at_once_deliver_each_event_once(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(scoring={"live": False})
     quiet = _with(app)
-    quiet.deliver_events = lambda: None  # type: ignore[method-assign, assignment, return-value]
+    quiet.deliver_events = lambda *published: None  # type: ignore[method-assign, assignment, return-value]
     quiet.ingest([_lead(f"p{i}") for i in range(300)], actor=ACTOR)
     got: list[ev.Event] = []
     lock = threading.Lock()
@@ -241,3 +242,23 @@ def test_prune_keeps_what_a_subscriber_has_not_had(make_app: Callable[..., CareC
     assert _outbox(app) == []
     app.ingest([_lead("b")], actor=ACTOR)
     assert [r.seq for r in _outbox(app)] == [3, 4]  # numbering goes on after a prune
+
+
+def test_a_stale_in_memory_hint_is_never_delivered(make_app: Callable[..., CareCRM]) -> None:
+    """What a writer hands the relay from memory is delivered only when it is exactly what
+    follows the cursor up to the committed head: a hint from a unit that rolled back (its
+    numbers not committed, or taken since by another writer) is ignored and the outbox read."""
+    from carecrm.core.outbox import Published
+
+    app = make_app(scoring={"live": False})
+    app.ingest([_lead("a")], actor=ACTOR)
+    got: list[ev.Event] = []
+    relay = OutboxRelay(app.storage, "worker", got.extend)
+    relay.run()
+    assert len(got) == 2
+    ghost = ev.ContactCreated(at=utcnow(), contact_id=uuid.uuid4(), source="rolled-back")
+    assert relay.run([Published(first=3, last=3, events=(ghost,))]).delivered == 0  # head is 2
+    app.ingest([_lead("b")], actor=ACTOR)  # seqs 3 and 4 now belong to b's events
+    report = relay.run([Published(first=3, last=3, events=(ghost,))])
+    assert report.delivered == 2 and ghost not in got
+    assert _kinds(got[2:]) == ["ContactCreated", "InteractionRecorded"]

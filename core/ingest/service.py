@@ -36,7 +36,7 @@ from carecrm.core.ingest.plan import BatchPlanner, Cursor, Refused, refusing, wr
 from carecrm.core.ingest.prepare import LeadPreparer, PreparedLead
 from carecrm.core.ingest.report import IngestReport, Quarantined
 from carecrm.core.models import Actor, LeadEvent
-from carecrm.core.outbox import publish
+from carecrm.core.outbox import Published, publish
 from carecrm.core.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class Ingestor:
         self.app = app
         self.actor = actor
         self.settings = app.settings
+        #: What this call's committed batches wrote to the outbox, not yet delivered.
+        self._published: list[Published] = []
         self.preparer = LeadPreparer(app.settings, app.mapper)
         self.planner = BatchPlanner(
             settings=app.settings,
@@ -125,7 +127,8 @@ class Ingestor:
                             )
                         )
             if events:
-                self.app.deliver_events()
+                done, self._published = self._published, []
+                self.app.deliver_events(done)
             fired.extend(events)
         return fired
 
@@ -200,8 +203,10 @@ class Ingestor:
                     "interactions_added": report.interactions_added,
                 },
             )
-            publish(uow, events)
+            published = publish(uow, events)
             uow.commit()
+        if published is not None:
+            self._published.append(published)
         return events
 
 
