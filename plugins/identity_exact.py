@@ -55,11 +55,11 @@ def carecrm_match_contact(candidate: MatchCandidate, uow: Any, app: Any) -> Matc
     disagreeing: list[tuple[uuid.UUID, str]] = []
     others: list[tuple[uuid.UUID, str]] = []
     for key in keys:
-        ids = []
+        ids: list[uuid.UUID] = []
         for cid in by_key.get(key, ()):
-            rec = resolved.get(cid)
-            if rec is not None and rec.id not in ids:
-                ids.append(rec.id)
+            survivor = resolved.get(cid)
+            if survivor is not None and survivor.id not in ids:
+                ids.append(survivor.id)
         # a contact whose full name matches exactly comes first, then the oldest
         recs = sorted(
             (resolved_by_id(resolved, i) for i in ids),
