@@ -14,7 +14,7 @@ import functools
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import click
 
@@ -37,15 +37,19 @@ EXIT_QUARANTINED = 1
 EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CliError(click.ClickException):
-    """An error shown as ``error: <message>`` on stderr, exiting with ``exit_code``
-    (2 unless given)."""
+    """An error shown as ``error: <message>`` on stderr, exiting with status 2
+    (:data:`EXIT_USAGE`).
 
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    Click declares ``exit_code`` per class (a ``ClassVar``); an error that needs another
+    status is a subclass that sets it.
+    """
+
+    exit_code: ClassVar[int] = EXIT_USAGE
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the message on stderr (never a traceback)."""
@@ -209,12 +213,12 @@ def json_option(func: F) -> F:
     )(func)
 
 
-def value_error_as_usage(func: F) -> F:
+def value_error_as_usage(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a :class:`ValueError` raised by the facade (an unknown stage, an empty note)
     into an ``error:`` message with exit status 2."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except CareCRMError:
@@ -222,4 +226,4 @@ def value_error_as_usage(func: F) -> F:
         except ValueError as exc:
             raise CliError(str(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -94,8 +94,10 @@ class SourceConnector(abc.ABC):
     connector_id: ClassVar[str] = ""
     #: One line for ``carecrm plugins``.
     description: ClassVar[str] = ""
-    #: True when the vendor signs payloads and :meth:`verify` checks the signature.
-    signed: ClassVar[bool] = False
+    #: True when the vendor signs payloads and :meth:`verify` checks the signature.  A
+    #: class-level default; a connector whose signing depends on its options (CallRail v3,
+    #: a mapped source with a ``signature`` table) sets it on the instance.
+    signed: bool = False
     #: The attrs class of the options; None (deprecated) passes them as a plain dict.
     options_type: ClassVar[type[Any] | None] = None
 

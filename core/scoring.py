@@ -123,13 +123,17 @@ class ScoreReason:
         )
 
 
+def _reasons(reasons: Iterable[ScoreReason]) -> tuple[ScoreReason, ...]:
+    return tuple(reasons)
+
+
 @attrs.frozen(kw_only=True)
 class ScoreResult:
     """What a model returns: the ``score`` (points, rounded to 2 decimals) and the
     ``reasons`` that add up to it (before rounding), oldest interaction first."""
 
     score: float
-    reasons: tuple[ScoreReason, ...] = attrs.field(default=(), converter=tuple)
+    reasons: tuple[ScoreReason, ...] = attrs.field(default=(), converter=_reasons)
 
 
 class ScoringModel(abc.ABC):

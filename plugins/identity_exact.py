@@ -12,12 +12,16 @@ review; nothing is merged automatically.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from carecrm.core.hookspecs import hookimpl
 from carecrm.core.identity import names_clearly_disagree
 from carecrm.core.matching import MatchCandidate, MatchResult
 from carecrm.core.records import ACTIVE, ContactRecord
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.storage import UnitOfWork
 
 
 def _kind_rank(kind: str) -> int:
@@ -27,7 +31,7 @@ def _kind_rank(kind: str) -> int:
 
 
 @hookimpl(trylast=True)
-def carecrm_match_contact(candidate: MatchCandidate, uow: Any, app: Any) -> MatchResult:
+def carecrm_match_contact(candidate: MatchCandidate, uow: UnitOfWork, app: CareCRM) -> MatchResult:
     """Match by exact blind index; see the module docstring for the rule."""
     keys = sorted(candidate.identity_keys, key=lambda k: _kind_rank(k[0]))
     found = uow.identities.find_many(keys)
@@ -55,11 +59,11 @@ def carecrm_match_contact(candidate: MatchCandidate, uow: Any, app: Any) -> Matc
     disagreeing: list[tuple[uuid.UUID, str]] = []
     others: list[tuple[uuid.UUID, str]] = []
     for key in keys:
-        ids = []
+        ids: list[uuid.UUID] = []
         for cid in by_key.get(key, ()):
-            rec = resolved.get(cid)
-            if rec is not None and rec.id not in ids:
-                ids.append(rec.id)
+            survivor = resolved.get(cid)
+            if survivor is not None and survivor.id not in ids:
+                ids.append(survivor.id)
         # a contact whose full name matches exactly comes first, then the oldest
         recs = sorted(
             (resolved_by_id(resolved, i) for i in ids),

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -278,6 +278,6 @@ class PointsModel(ScoringModel):
 
 
 @hookimpl
-def carecrm_register_scoring_models(register: Any) -> None:
+def carecrm_register_scoring_models(register: Callable[[type[ScoringModel]], None]) -> None:
     """Register the ``points`` model."""
     register(PointsModel)

@@ -35,7 +35,7 @@ service lines, locations, interaction kinds).  Other bad values raise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -286,6 +286,6 @@ def _one_or_many(field: str, values: list[str]) -> Criteria:
 
 
 @hookimpl
-def carecrm_register_segment_builders(register: Any) -> None:
+def carecrm_register_segment_builders(register: Callable[[type[SegmentBuilder]], None]) -> None:
     """Register the ``basic`` segment builder."""
     register(BasicSegmentBuilder)

@@ -141,7 +141,7 @@ class CallRailConnector(SourceConnector):
 
     connector_id: ClassVar[str] = "callrail"
     description: ClassVar[str] = "CallRail call tracking webhooks (v3 JSON and legacy parameters; call.* interactions)"
-    signed: ClassVar[bool] = False
+    signed = False
 
     options_type = CallRailOptions
 
@@ -158,7 +158,7 @@ class CallRailConnector(SourceConnector):
         self.verify_signature = verify
         # `signed` is a class-level fact for most vendors; CallRail signs only v3 webhooks,
         # so whether this source demands a secret is per-source configuration
-        vars(self)["signed"] = verify
+        self.signed = verify
         self.region = practice.default_location.region
         # E.164 tracking number → (location, campaign); E.164 practice line → location
         self._tracking: dict[str, tuple[str, str | None]] = {}

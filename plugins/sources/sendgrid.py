@@ -309,7 +309,7 @@ class SendGridConnector(SourceConnector):
 
     connector_id: ClassVar[str] = "sendgrid"
     description: ClassVar[str] = "Twilio SendGrid Event Webhook (signed ECDSA; email.* interactions, unsubscribes)"
-    signed: ClassVar[bool] = True
+    signed = True
 
     options_type = SendGridOptions
 

@@ -147,7 +147,7 @@ class MappedConnector(SourceConnector):
         #: Where the answers are, for the count of unmapped answers.
         self.answers = Answers(self.answers_path, self.answer_key, self.keep_other_answers)
         #: True when a ``signature`` table is configured: :meth:`verify` then checks it.
-        self.signed = self.signature is not None  # type: ignore[misc]
+        self.signed = self.signature is not None
 
     # ------------------------------------------------------------------ verify
 
