@@ -186,6 +186,7 @@ def build_app(
     """
     from carecrm.core import CareCRM, settings_from_dict
     from carecrm.core.crypto import KeyRing
+
     folder.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "practice": PRACTICE,

@@ -58,9 +58,7 @@ def build_app(folder: Path, *, live: bool, batch_size: int) -> Any:
         "ingest": {"batch_size": batch_size},
         "scoring": {"live": live},
     }
-    app = CareCRM(
-        settings_from_dict(doc, base_dir=folder), load_entrypoints=False
-    )
+    app = CareCRM(settings_from_dict(doc, base_dir=folder), load_entrypoints=False)
     app.create_schema()
     return app
 

@@ -726,9 +726,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             speed_to_lead_values=self.speed_to_lead_values,
         )
 
-    def set_stage(
-        self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None
-    ) -> StageChange:
+    def set_stage(self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None) -> StageChange:
         """``actor``'s move of a contact to ``stage`` (always wins over implied moves),
         audited in the change's own transaction; a free-text reason is kept only
         encrypted (see :meth:`carecrm.core.pipeline_service.PipelineService.set_stage`).

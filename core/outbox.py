@@ -288,8 +288,9 @@ class OutboxRelay:
                     return result
             except ConflictError:
                 if attempt == ATTEMPTS:
-                    log.warning("outbox relay %s: lock race lost %d times; events left pending", self._subscriber,
-                                attempt)
+                    log.warning(
+                        "outbox relay %s: lock race lost %d times; events left pending", self._subscriber, attempt
+                    )
                     return None
                 time.sleep(0.01 * attempt)
         return None

@@ -80,9 +80,7 @@ class PipelineService:
         self._deliver = deliver
         self._speed_to_lead_values = speed_to_lead_values
 
-    def set_stage(
-        self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None
-    ) -> StageChange:
+    def set_stage(self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None) -> StageChange:
         """``actor``'s move of a contact to ``stage`` (always wins over implied moves): one
         ``stage.set`` audit entry, in the same transaction as the change (the contact is
         resolved by id or blind index, nothing is decrypted).

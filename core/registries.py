@@ -50,9 +50,7 @@ class Registries:
         self.schemes: dict[str, str] = {}
         self.sources: Registry[type[SourceConnector]] = Registry("source connector", base=SourceConnector)
         self.scoring_models: Registry[type[ScoringModel]] = Registry("scoring model", base=ScoringModel)
-        self.attribution_models: Registry[type[AttributionModel]] = Registry(
-            "attribution model", base=AttributionModel
-        )
+        self.attribution_models: Registry[type[AttributionModel]] = Registry("attribution model", base=AttributionModel)
         self.segment_builders: Registry[type[SegmentBuilder]] = Registry("segment builder", base=SegmentBuilder)
         self.options_types: dict[str, type[Any]] = {}
         self.components: dict[str, list[str]] = {}
@@ -67,9 +65,7 @@ class Registries:
         collect(pm, "carecrm_register_storage_backends", self._storage_register)
         collect(pm, "carecrm_register_options", self._options_register)
         collect(pm, "carecrm_register_sources", self._class_register(self.sources, "connector_id", "source"))
-        collect(
-            pm, "carecrm_register_scoring_models", self._class_register(self.scoring_models, "model_id", "scoring")
-        )
+        collect(pm, "carecrm_register_scoring_models", self._class_register(self.scoring_models, "model_id", "scoring"))
         collect(
             pm,
             "carecrm_register_attribution_models",

@@ -93,9 +93,7 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
     """``make_app(url=None, **sections)`` of ``conftest.py`` on the parametrized backend:
     a fresh SQLite file, or a fresh mongomock database forgotten afterwards."""
     mock_name = f"app-contract-{uuid.uuid4().hex}"
-    default_url = (
-        f"sqlite:///{tmp_path / 'carecrm.db'}" if request.param == "sqlite" else f"mongomock://{mock_name}"
-    )
+    default_url = f"sqlite:///{tmp_path / 'carecrm.db'}" if request.param == "sqlite" else f"mongomock://{mock_name}"
     apps: list[CareCRM] = []
 
     def factory(url: str | None = None, **sections: Any) -> CareCRM:

@@ -163,4 +163,3 @@ def test_the_same_people_from_two_deliveries_at_once(practice_url: str, tmp_path
     second = write_folder(tmp_path / "two", [(f"two{p:04d}", p) for p in range(people)])
     run_two(config, first, second)
     check(config, contacts=people, forms=2 * people, payloads=2 * people)
-

@@ -133,7 +133,8 @@ def test_hook_carecrm_register_sources(make_app: Callable[..., CareCRM]) -> None
     app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
     assert "lines" in app.sources.names()
     report = app.ingest_payloads(
-        "lines", [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n", content_type="text/plain")],
+        "lines",
+        [RawPayload(body=b"a@example.com,Ann\nbroken\nb@example.com,Bo\n", content_type="text/plain")],
         actor=ACTOR,
     )
     assert report.contacts_created == 2

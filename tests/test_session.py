@@ -106,8 +106,9 @@ def _concurrent_actors(app: CareCRM, rounds: int) -> None:
     each on its own contact; then every audit entry must name the actor who caused it and
     every write must be there."""
     seeds = {
-        (actor.name, n): app.ingest([lead(f"seed-{actor.name}-{n}", f"{actor.name}{n}@example.com")], actor=SETUP)
-        .contact_ids[0]
+        (actor.name, n): app.ingest(
+            [lead(f"seed-{actor.name}-{n}", f"{actor.name}{n}@example.com")], actor=SETUP
+        ).contact_ids[0]
         for actor in (ALICE, BOB)
         for n in range(2)
     }

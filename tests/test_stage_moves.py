@@ -67,8 +67,11 @@ def _moves(app: CareCRM, cid: Any) -> list[tuple[str | None, str]]:
 
 def _entries(app: CareCRM, cid: Any) -> list[tuple[str, str]]:
     timeline = app.timeline(cid, actor=ACTOR)
-    return [(i.attributes["from_stage"], i.attributes["to_stage"]) for i in timeline.interactions
-            if i.kind == "stage.changed"]
+    return [
+        (i.attributes["from_stage"], i.attributes["to_stage"])
+        for i in timeline.interactions
+        if i.kind == "stage.changed"
+    ]
 
 
 def test_a_history_gives_the_same_stage_in_one_lead_event_as_in_several(make_app: Callable[..., CareCRM]) -> None:

@@ -240,8 +240,13 @@ def events_deliver(as_json: bool) -> None:
 
 
 @events.command("prune")
-@click.option("--days", type=click.IntRange(min=0), default=30, show_default=True,
-              help="Keep delivered events younger than this many days.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Keep delivered events younger than this many days.",
+)
 def events_prune(days: int) -> None:
     """Delete delivered events older than ``--days``."""
     from datetime import timedelta

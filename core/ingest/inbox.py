@@ -223,6 +223,7 @@ class Inbox:
         now = utcnow()
         ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
         done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]
+
         def mark(uow: UnitOfWork) -> None:
             for iid, reasons in bad.items():
                 uow.inbox.set_status_many([iid], "quarantined", reason="; ".join(reasons)[:2000], processed_at=now)

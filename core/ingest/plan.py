@@ -161,9 +161,7 @@ class BatchContacts:
 
     def find_by_family_name(self, family_name_bidx: str) -> list[ContactRecord]:
         """Active contacts with this family-name blind index: stored, then new in the batch."""
-        return self._with_new(
-            self._inner.find_by_family_name(family_name_bidx), "family_name_bidx", family_name_bidx
-        )
+        return self._with_new(self._inner.find_by_family_name(family_name_bidx), "family_name_bidx", family_name_bidx)
 
     def _with_new(self, stored: list[ContactRecord], field: str, value: str) -> list[ContactRecord]:
         seen = {r.id for r in stored}
@@ -210,7 +208,6 @@ class BatchView:
     def reviews(self) -> Any:
         """The unit of work's review pairs."""
         return self._uow.reviews
-
 
 
 @attrs.frozen(kw_only=True)
@@ -354,9 +351,7 @@ class BatchPlanner:
                 ),
                 view,
             )
-            fresh = [
-                d for d in event.interactions if d.idempotency_key not in existing.setdefault(event.source, set())
-            ]
+            fresh = [d for d in event.interactions if d.idempotency_key not in existing.setdefault(event.source, set())]
             cursor.field = "contact"
             if result.contact_id is None:
                 if event.interactions and not fresh:

@@ -59,9 +59,7 @@ class LeadPreparer:
         self.settings = settings
         self.mapper = mapper
 
-    def prepare(
-        self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None
-    ) -> PreparedLead:
+    def prepare(self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None) -> PreparedLead:
         """Normalize a lead event's identities and check its interactions.
 
         Text is screened first, field by field (:meth:`screen`): a name, id or key that

@@ -75,9 +75,7 @@ class Ingestor:
             actor=actor,
         )
 
-    def prepare(
-        self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None
-    ) -> PreparedLead:
+    def prepare(self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None) -> PreparedLead:
         """The prepare stage of one lead event (:meth:`LeadPreparer.prepare`).
 
         :raises ValidationFailed: when the record is refused (naming the field).

@@ -681,9 +681,7 @@ class MongoUnitOfWork:
             return
         held, self._locks = self._locks, []
         coll = self.backend.database["locks"]
-        errors.call(
-            "locks", self.where, lambda: coll.delete_many({"_id": {"$in": held}, "owner": self._lock_owner})
-        )
+        errors.call("locks", self.where, lambda: coll.delete_many({"_id": {"$in": held}, "owner": self._lock_owner}))
 
     def commit(self) -> None:
         """Apply the buffered writes: in one transaction where the server has them, else

@@ -78,9 +78,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
 }
 
-_MYSQL_SQL_MODE = (
-    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
-)
+_MYSQL_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
@@ -96,14 +94,12 @@ def normalize_url(url: str | URL) -> URL:
         parsed = make_url(url)
     except (sa_exc.ArgumentError, ValueError):
         raise ConfigError(
-            "the storage URL cannot be parsed; expected e.g. sqlite:///carecrm.db or "
-            "postgresql://user@host/dbname"
+            "the storage URL cannot be parsed; expected e.g. sqlite:///carecrm.db or postgresql://user@host/dbname"
         ) from None
     driver = DRIVERS.get(parsed.drivername)
     if driver is None:
         raise ConfigError(
-            f"the sql storage backend does not serve {parsed.drivername!r} URLs; "
-            f"served: {', '.join(sorted(DRIVERS))}"
+            f"the sql storage backend does not serve {parsed.drivername!r} URLs; served: {', '.join(sorted(DRIVERS))}"
         )
     parsed = parsed.set(drivername=driver)
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
@@ -209,8 +205,7 @@ class SqlBackend:
         except ImportError as exc:
             extra = "postgres" if backend == "postgresql" else "mysql"
             raise ConfigError(
-                f"the database driver for {backend} URLs is not installed ({exc.name}): "
-                f'pip install "carecrm[{extra}]"'
+                f'the database driver for {backend} URLs is not installed ({exc.name}): pip install "carecrm[{extra}]"'
             ) from None
         if backend in ("mysql", "mariadb"):
             _configure_mysql(engine)

@@ -124,9 +124,7 @@ def _is_missing_table(exc: sa_exc.DBAPIError) -> bool:
 
 def _is_busy(exc: sa_exc.DBAPIError) -> bool:
     name = str(getattr(exc.orig, "sqlite_errorname", ""))
-    return name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "database is locked" in str(
-        exc.orig
-    )
+    return name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "database is locked" in str(exc.orig)
 
 
 def _is_race(exc: sa_exc.DBAPIError) -> bool:
@@ -146,9 +144,7 @@ def translate(exc: sa_exc.SQLAlchemyError, table: str, where: str) -> Exception:
     if isinstance(exc, sa_exc.IntegrityError):
         return _integrity(table, exc)
     if isinstance(exc, sa_exc.DataError):
-        return StorageError(
-            f"{table}: a value does not fit its column (too long or out of range; {_code(exc.orig)})"
-        )
+        return StorageError(f"{table}: a value does not fit its column (too long or out of range; {_code(exc.orig)})")
     if isinstance(exc, sa_exc.DBAPIError):
         if _is_missing_table(exc):
             return SchemaVersionError(missing_message(where) + f" (table {table!r} is missing)")

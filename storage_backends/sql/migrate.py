@@ -84,9 +84,7 @@ def read_schema_version(connection: Connection) -> int | None:
 def write_schema_version(connection: Connection, version: int) -> None:
     """Store ``version`` as ``meta.schema_version`` (insert or replace)."""
     t = schema.meta
-    done = connection.execute(
-        sa.update(t).where(t.c.key == schema.SCHEMA_VERSION_KEY).values(value=str(version))
-    )
+    done = connection.execute(sa.update(t).where(t.c.key == schema.SCHEMA_VERSION_KEY).values(value=str(version)))
     if done.rowcount == 0:
         connection.execute(sa.insert(t).values(key=schema.SCHEMA_VERSION_KEY, value=str(version)))
 

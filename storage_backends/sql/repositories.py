@@ -274,9 +274,7 @@ class SqlContacts(_Repository):
         row = self._codec.row(record)
         row["version"] = record.version + 1
         values = {name: value for name, value in row.items() if name != "id"}
-        result = self._execute(
-            sa.update(t).where(t.c.id == record.id, t.c.version == record.version).values(**values)
-        )
+        result = self._execute(sa.update(t).where(t.c.id == record.id, t.c.version == record.version).values(**values))
         if result.rowcount == 1:
             return ContactRecord(**row)
         stored = self._execute(sa.select(t.c.version).where(t.c.id == record.id)).scalar_one_or_none()
@@ -348,7 +346,6 @@ class SqlContacts(_Repository):
     def count(self) -> int:
         """Number of stored contacts, whatever their status."""
         return self._count()
-
 
     # -- segments
 
@@ -529,9 +526,7 @@ class SqlIdentities(_Repository):
     def find(self, kind: str, bidx: str) -> list[IdentityRecord]:
         """Identities of ``kind`` with this blind index (several contacts may share one), oldest first."""
         t = self.table
-        return self._records(
-            sa.select(t).where(t.c.kind == kind, t.c.bidx == bidx).order_by(t.c.created_at, t.c.id)
-        )
+        return self._records(sa.select(t).where(t.c.kind == kind, t.c.bidx == bidx).order_by(t.c.created_at, t.c.id))
 
     def find_many(self, keys: Iterable[tuple[str, str]]) -> list[IdentityRecord]:
         """Identities matching any (kind, bidx) pair, oldest first.
@@ -1293,9 +1288,7 @@ class SqlInbox(_Repository):
         if self._execute(statement, params).rowcount == 0:
             raise NotFound(f"no inbox payload {inbox_id}")
 
-    def list(
-        self, *, status: str | None = None, source: str | None = None, limit: int = 100
-    ) -> list[InboxRecord]:
+    def list(self, *, status: str | None = None, source: str | None = None, limit: int = 100) -> list[InboxRecord]:
         """Payloads, newest first (received_at, then id), filtered by status and source."""
         t = self.table
         statement = sa.select(t)
@@ -1345,9 +1338,7 @@ class SqlAudit(_Repository):
         t = self.table
         last = since_seq
         while True:
-            page: list[AuditRecord] = self._records(
-                sa.select(t).where(t.c.seq > last).order_by(t.c.seq).limit(PAGE)
-            )
+            page: list[AuditRecord] = self._records(sa.select(t).where(t.c.seq > last).order_by(t.c.seq).limit(PAGE))
             yield from page
             if len(page) < PAGE:
                 return
@@ -1373,9 +1364,13 @@ class SqlOutbox(_Repository):
             raise ValueError("limit: must be 0 or more")
         t = self.table
         statement = self._statement(
-            "after", lambda: sa.select(t).where(t.c.seq > sa.bindparam("p_seq")).order_by(t.c.seq).limit(
-                sa.bindparam("p_limit", type_=sa.Integer())
-            )
+            "after",
+            lambda: (
+                sa.select(t)
+                .where(t.c.seq > sa.bindparam("p_seq"))
+                .order_by(t.c.seq)
+                .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+            ),
         )
         return self._records(statement, {"p_seq": seq, "p_limit": limit})
 
@@ -1442,16 +1437,21 @@ class SqlMeta:
         dialect = self._uow.dialect_name
         if dialect == "sqlite":
             return self.get(key)
-        select = self._cached(("get_for_update", dialect), lambda: (
-            sa.select(t.c.value).where(t.c.key == sa.bindparam("p_key")).with_for_update()
-        ))
+        select = self._cached(
+            ("get_for_update", dialect),
+            lambda: sa.select(t.c.value).where(t.c.key == sa.bindparam("p_key")).with_for_update(),
+        )
         conn = self._uow.connection
         with translated(t.name, self._uow.where):
             value = conn.execute(select, {"p_key": key}).scalar_one_or_none()
             if value is None:
-                conn.execute(self._cached(("placeholder", dialect), lambda: _insert_missing(dialect, t)), {
-                    "p_key": key, "p_value": "",
-                })
+                conn.execute(
+                    self._cached(("placeholder", dialect), lambda: _insert_missing(dialect, t)),
+                    {
+                        "p_key": key,
+                        "p_value": "",
+                    },
+                )
                 value = conn.execute(select, {"p_key": key}).scalar_one_or_none()
         return str(value) if value else None
 

@@ -67,6 +67,7 @@ class TestSqliteMemoryContract(StorageBackendContract):
     """The conformance suite on an in-memory SQLite database (``sqlite://``)."""
 
     concurrent_units = False  # one shared connection
+
     @pytest.fixture
     def backend(self) -> Iterator[StorageBackend]:
         backend = open_backend("sqlite://", {})
@@ -98,8 +99,14 @@ def test_registers_sql_for_every_scheme() -> None:
     collect(pm, "carecrm_register_storage_backends", make_register)
     schemes, factory = registered["sql"]
     assert set(schemes) == {
-        "sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg",
-        "mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql",
+        "sqlite",
+        "sqlite+pysqlite",
+        "postgresql",
+        "postgresql+psycopg",
+        "mysql",
+        "mysql+pymysql",
+        "mariadb",
+        "mariadb+pymysql",
     }
     assert factory is sql_plugin.open_backend
     backend = factory("sqlite://", {})
@@ -378,14 +385,29 @@ def test_every_table_has_the_columns_of_its_record() -> None:
         assert fields == {c.name for c in repository.table.columns}, repository.table.name
     names = {t.name for t in schema.ALL_TABLES}
     assert names == {
-        "contacts", "identities", "interactions", "stage_changes", "appointments", "consents", "notes", "tasks",
-        "scores", "reviews", "segments", "inbox", "merges", "audit_log", "outbox", "meta",
+        "contacts",
+        "identities",
+        "interactions",
+        "stage_changes",
+        "appointments",
+        "consents",
+        "notes",
+        "tasks",
+        "scores",
+        "reviews",
+        "segments",
+        "inbox",
+        "merges",
+        "audit_log",
+        "outbox",
+        "meta",
     }
 
 
 def _repository_classes() -> list[type[Any]]:
     return [
-        c for c in vars(repositories).values()
+        c
+        for c in vars(repositories).values()
         if isinstance(c, type) and issubclass(c, repositories._Repository) and c is not repositories._Repository
     ]
 
