@@ -40,11 +40,10 @@ import attrs
 
 from carecrm.core import events as ev
 from carecrm.core.errors import ConflictError
-from carecrm.core.ids import new_id
 from carecrm.core.records import OutboxRecord
 from carecrm.core.serialization import json_converter
 from carecrm.core.storage import StorageBackend, UnitOfWork
-from carecrm.core.timeutil import utcnow
+from carecrm.core.timeutil import isoformat_z, utcnow
 
 log = logging.getLogger("carecrm")
 
@@ -77,11 +76,28 @@ def _event_classes() -> dict[str, type[ev.Event]]:
     return found
 
 
+#: The field names of each event class, read once (events are flat: ids, kinds, times).
+_FIELDS: dict[type[ev.Event], tuple[str, ...]] = {}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return isoformat_z(value)
+    return value
+
+
 def to_record(event: ev.Event, seq: int, written_at: datetime) -> OutboxRecord:
     """The outbox record of ``event`` as number ``seq``: ``kind`` is the event class's
-    name, ``data`` its fields unstructured to JSON (UUIDs as strings, times ISO 8601 UTC)."""
-    data = json_converter.unstructure(event)
-    return OutboxRecord(seq=seq, id=new_id(), at=written_at, kind=type(event).__name__, data=data)
+    name, ``data`` its fields as JSON values (UUIDs as strings, times ISO 8601 UTC with a
+    ``Z``, as :data:`carecrm.core.serialization.json_converter` writes and reads them)."""
+    cls = type(event)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in attrs.fields(cls))
+    data = {name: _json_value(getattr(event, name)) for name in names}
+    return OutboxRecord(seq=seq, at=written_at, kind=cls.__name__, data=data)
 
 
 def from_record(record: OutboxRecord) -> ev.Event | None:

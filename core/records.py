@@ -374,14 +374,14 @@ class OutboxRecord:
     Written in the same unit of work as the change that raised it, so it exists exactly
     when the change does.  ``seq`` is assigned by the core under the outbox head's lock
     (previous seq + 1), so seq order is commit order and a subscriber's cursor (the last
-    seq it was given) never skips an event that commits later.  ``kind`` is the event
+    seq it was given) never skips an event that commits later; the seq is the event's
+    identity (a consumer keys its idempotency by it).  ``kind`` is the event
     class's name (``InteractionRecorded`` ...); ``data`` its fields, JSON-safe (ids and
     times as strings): ids, kinds, stages and times, never personal data.  ``at`` is when
     the event was written (UTC).
     """
 
     seq: int
-    id: uuid.UUID
     at: datetime
     kind: str
     data: JSON = attrs.Factory(dict)

@@ -308,7 +308,6 @@ outbox = sa.Table(
     metadata,
     # seq: assigned by the core under the outbox head's lock, so seq order is commit order
     sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
-    sa.Column("id", UuidType(), nullable=False),
     sa.Column("at", UtcDateTime(), nullable=False),
     sa.Column("kind", _code(128), nullable=False),
     sa.Column("data", JSON_DOC, nullable=False),

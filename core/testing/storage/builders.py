@@ -347,7 +347,6 @@ def outbox_record(seq: int, **overrides: Any) -> OutboxRecord:
     """Outbox event number ``seq`` (an ``InteractionRecorded`` with ids and a time)."""
     values: dict[str, Any] = {
         "seq": seq,
-        "id": new_id(),
         "at": at(seq),
         "kind": "InteractionRecorded",
         "data": {"contact_id": str(new_id()), "kind": "form.submitted", "occurred_at": at(seq).isoformat()},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from carecrm.storage_backends.sql.types import JSON_DOC, UtcDateTime, UuidType
+from carecrm.storage_backends.sql.types import JSON_DOC, UtcDateTime
 
 revision = "0003_outbox"
 down_revision = "0002_inbox_unique_digest"
@@ -32,7 +32,6 @@ def upgrade() -> None:
     op.create_table(
         "outbox",
         sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
-        sa.Column("id", UuidType(), nullable=False),
         sa.Column("at", UtcDateTime(), nullable=False),
         sa.Column("kind", sa.String(128), nullable=False),
         sa.Column("data", JSON_DOC, nullable=False),
