@@ -749,43 +749,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         """Open pairs of contacts awaiting review: (a, b, reason)."""
         return self.pipeline.review_pairs(contact_id)
 
-    # ------------------------------------------------------------------ storage admin
-
-    def storage_check(self) -> dict[str, Any]:
-        """Ping the configured storage and describe it (never raises for a schema mismatch:
-        the answer says what to do)."""
-        backend = self.open_backend()
-        try:
-            info = dict(backend.check())
-            version = info.get("schema_version")
-            info["expected_schema_version"] = SCHEMA_VERSION
-            if version is None:
-                info["advice"] = "no carecrm schema: run `carecrm init` or `carecrm storage upgrade`"
-            elif version < SCHEMA_VERSION:
-                info["advice"] = "run `carecrm storage upgrade`"
-            elif version > SCHEMA_VERSION:
-                info["advice"] = "written by a newer carecrm: upgrade carecrm"
-            else:
-                info["counts"] = _counts(backend)
-            return info
-        finally:
-            backend.close()
-
-    def storage_upgrade(self) -> list[str]:
-        """Upgrade the configured storage to this release's schema; returns the steps applied."""
-        backend = self.open_backend()
-        try:
-            if backend.schema_version() is None:
-                backend.create_schema()
-                return ["create schema"]
-            return backend.upgrade()
-        finally:
-            backend.close()
-
-    def counts(self) -> dict[str, int]:
-        """Row counts per kind of record (for checks and migrations)."""
-        return _counts(self.storage)
-
 
 def default_actor() -> Actor:
     """``CARECRM_ACTOR`` (``NAME[:ROLE]``), else the operating-system user as admin."""
@@ -800,17 +763,3 @@ def default_actor() -> Actor:
     except (KeyError, OSError):
         name = "unknown"
     return Actor(name=name, role="admin")
-
-
-def _counts(backend: StorageBackend) -> dict[str, int]:
-    """Row counts per kind of record of a backend (no personal data is read)."""
-    with backend.unit_of_work() as uow:
-        return {
-            "contacts": uow.contacts.count(),
-            "identities": uow.identities.count(),
-            "interactions": uow.interactions.count(),
-            "stage_changes": uow.stages.count(),
-            "appointments": uow.appointments.count(),
-            "consents": uow.consents.count(),
-            "inbox": uow.inbox.count(),
-        }

@@ -38,12 +38,48 @@ Progress = Callable[[str, int], None]
 
 
 class MigrationMixin:
-    """Use cases: :meth:`migrate_to`.  Methods read ``self`` as the :class:`CareCRM` app
+    """Use cases of the storage as a whole: :meth:`storage_check`, :meth:`storage_upgrade`,
+    :meth:`counts` and :meth:`migrate_to`.  Methods read ``self`` as the :class:`CareCRM` app
     through :meth:`_migration_app` (a typed cast; mypy refuses a self-type that is a
     subclass of the mixin)."""
 
     def _migration_app(self) -> CareCRM:
         return cast("CareCRM", self)
+
+    def storage_check(self) -> dict[str, Any]:
+        """Ping the configured storage and describe it (never raises for a schema mismatch:
+        the answer says what to do)."""
+        backend = self._migration_app().open_backend()
+        try:
+            info = dict(backend.check())
+            version = info.get("schema_version")
+            info["expected_schema_version"] = SCHEMA_VERSION
+            if version is None:
+                info["advice"] = "no carecrm schema: run `carecrm init` or `carecrm storage upgrade`"
+            elif version < SCHEMA_VERSION:
+                info["advice"] = "run `carecrm storage upgrade`"
+            elif version > SCHEMA_VERSION:
+                info["advice"] = "written by a newer carecrm: upgrade carecrm"
+            else:
+                info["counts"] = _counts(backend)
+            return info
+        finally:
+            backend.close()
+
+    def storage_upgrade(self) -> list[str]:
+        """Upgrade the configured storage to this release's schema; returns the steps applied."""
+        backend = self._migration_app().open_backend()
+        try:
+            if backend.schema_version() is None:
+                backend.create_schema()
+                return ["create schema"]
+            return backend.upgrade()
+        finally:
+            backend.close()
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per kind of record (for checks and migrations)."""
+        return _counts(self._migration_app().storage)
 
     def migrate_to(
         self,
@@ -148,3 +184,17 @@ def _refuse_non_empty(target: StorageBackend) -> None:
             f"the target {target.url_display} is not empty ({listed}); migrate-to copies into an "
             "empty database only, so nothing was copied: name a new database"
         )
+
+
+def _counts(backend: StorageBackend) -> dict[str, int]:
+    """Row counts per kind of record of a backend (no personal data is read)."""
+    with backend.unit_of_work() as uow:
+        return {
+            "contacts": uow.contacts.count(),
+            "identities": uow.identities.count(),
+            "interactions": uow.interactions.count(),
+            "stage_changes": uow.stages.count(),
+            "appointments": uow.appointments.count(),
+            "consents": uow.consents.count(),
+            "inbox": uow.inbox.count(),
+        }

@@ -42,7 +42,7 @@ from carecrm.core import events as ev
 from carecrm.core.errors import ConflictError
 from carecrm.core.records import OutboxRecord
 from carecrm.core.serialization import json_converter
-from carecrm.core.storage import StorageBackend, UnitOfWork
+from carecrm.core.storage import StorageBackend, UnitOfWork, run_retrying
 from carecrm.core.timeutil import isoformat_z, utcnow
 
 log = logging.getLogger("carecrm")
@@ -65,15 +65,21 @@ def cursor_key(subscriber: str) -> str:
     return f"outbox_cursor:{subscriber}"
 
 
-def _event_classes() -> dict[str, type[ev.Event]]:
-    found: dict[str, type[ev.Event]] = {}
-    todo: list[type[ev.Event]] = [ev.Event]
-    while todo:
-        cls = todo.pop()
-        for sub in cls.__subclasses__():
-            found.setdefault(sub.__name__, sub)
-            todo.append(sub)
-    return found
+#: Event classes by name, found by walking ``Event``'s subclasses (walked again only when
+#: a name is missing: a plugin may define its event classes after the first delivery).
+_CLASSES: dict[str, type[ev.Event]] = {}
+
+
+def _event_class(kind: str) -> type[ev.Event] | None:
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        todo: list[type[ev.Event]] = [ev.Event]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                _CLASSES.setdefault(sub.__name__, sub)
+                todo.append(sub)
+        cls = _CLASSES.get(kind)
+    return cls
 
 
 #: The field names of each event class, read once (events are flat: ids, kinds, times).
@@ -104,7 +110,7 @@ def from_record(record: OutboxRecord) -> ev.Event | None:
     """The event an outbox record holds, or None (logged, by seq and kind only) when its
     kind is no event class this process knows (a plugin's event whose plugin is gone)
     or its data no longer fits the class."""
-    cls = _event_classes().get(record.kind)
+    cls = _event_class(record.kind)
     if cls is None:
         log.warning("outbox event %s: unknown kind %r, skipped", record.seq, record.kind)
         return None
@@ -294,22 +300,20 @@ class OutboxRelay:
     # -- bookkeeping units (each one short: the cursor row is locked only inside them)
 
     def _bookkeep(self, work: Callable[[UnitOfWork], Any]) -> Any:
-        """Run ``work`` in a unit and commit; a lost lock race is retried, then given up
-        (None, logged): the events stay pending for the next run."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                with self._storage.unit_of_work() as uow:
-                    result = work(uow)
-                    uow.commit()
-                    return result
-            except ConflictError:
-                if attempt == ATTEMPTS:
-                    log.warning(
-                        "outbox relay %s: lock race lost %d times; events left pending", self._subscriber, attempt
-                    )
-                    return None
-                time.sleep(0.01 * attempt)
-        return None
+        """Run ``work`` in a unit and commit (:func:`carecrm.core.storage.run_retrying`); a
+        race lost every time is given up (None, logged): the events stay pending for the
+        next run."""
+
+        def unit(uow: UnitOfWork) -> Any:
+            result = work(uow)
+            uow.commit()
+            return result
+
+        try:
+            return run_retrying(self._storage, unit, attempts=ATTEMPTS)
+        except ConflictError:
+            log.warning("outbox relay %s: lock race lost %d times; events left pending", self._subscriber, ATTEMPTS)
+            return None
 
     def _claim(self, uow: UnitOfWork, *, me: str, published: tuple[Published, ...]) -> _Page | None:
         """The first page after the cursor, with the lease taken when there is one (an

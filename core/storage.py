@@ -29,14 +29,16 @@ it to be a backend.
 from __future__ import annotations
 
 import builtins
+import random
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from carecrm.core.criteria import Criteria
-from carecrm.core.errors import UnknownComponentError
+from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.records import (
     AuditRecord,
     ConsentRecord,
@@ -52,6 +54,8 @@ from carecrm.core.records import (
     StageChangeRecord,
     TaskRecord,
 )
+
+_T = TypeVar("_T")
 
 #: Cursor for timeline keyset pagination: (occurred_at, id) of the last row seen.
 TimelineCursor = tuple[datetime, uuid.UUID]
@@ -643,6 +647,30 @@ class StorageBackend(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+#: How many times :func:`run_retrying` tries a unit of work that lost a lock race.
+RETRY_ATTEMPTS = 6
+
+
+def run_retrying(storage: StorageBackend, work: Callable[[UnitOfWork], _T], *, attempts: int = RETRY_ATTEMPTS) -> _T:
+    """Run ``work(uow)`` in a new unit of work, again in a fresh one when it lost a race with
+    a concurrent writer (:class:`~carecrm.core.errors.ConflictError`: a deadlock such as
+    MariaDB 1213 or PostgreSQL 40P01, or a lock wait timeout), up to ``attempts`` times,
+    sleeping a short random time (10-50 ms times the attempt) in between.  ``work`` must
+    commit and be safe to repeat.
+
+    :raises ConflictError: the last one, when every attempt lost.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with storage.unit_of_work() as uow:
+                return work(uow)
+        except ConflictError:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")
 
 
 class StorageFactory(Protocol):

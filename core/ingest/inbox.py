@@ -12,8 +12,6 @@ entries, and processed ones are purged after ``[ingest] inbox_retention_days``.
 from __future__ import annotations
 
 import builtins
-import random
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -23,14 +21,14 @@ import attrs
 
 from carecrm.core.config import Settings
 from carecrm.core.connectors import SourceConnector
-from carecrm.core.errors import CareCRMError, ConfigError, ConflictError, ValidationFailed
+from carecrm.core.errors import CareCRMError, ConfigError, ValidationFailed
 from carecrm.core.ids import new_id
 from carecrm.core.ingest.report import IngestReport, Quarantined, parsed_item
 from carecrm.core.ingest.service import WRITE_ATTEMPTS, Ingestor
 from carecrm.core.mapping import RecordMapper
 from carecrm.core.models import Actor, LeadEvent, RawPayload
 from carecrm.core.records import InboxRecord
-from carecrm.core.storage import StorageBackend, UnitOfWork
+from carecrm.core.storage import StorageBackend, UnitOfWork, run_retrying
 from carecrm.core.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -239,20 +237,9 @@ class Inbox:
         self.retrying(mark)
 
     def retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
-        """Run ``work(uow)`` in a new unit of work, again in a fresh one when it lost a race
-        with a concurrent writer (:class:`ConflictError`: a deadlock such as MariaDB 1213 or
-        PostgreSQL 40P01, or a lock wait timeout), up to :data:`WRITE_ATTEMPTS` times; then
-        the last error propagates.  ``work`` must commit and be safe to repeat."""
-
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                with self.storage.unit_of_work() as uow:
-                    return work(uow)
-            except ConflictError:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
-        raise AssertionError("unreachable")
+        """Run ``work(uow)`` in a unit of work, again when it lost a race with a concurrent
+        writer (:func:`carecrm.core.storage.run_retrying`); ``work`` commits."""
+        return run_retrying(self.storage, work, attempts=WRITE_ATTEMPTS)
 
     # ------------------------------------------------------------------ inbox
 

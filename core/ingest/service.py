@@ -75,13 +75,6 @@ class Ingestor:
             actor=actor,
         )
 
-    def prepare(self, event: LeadEvent, index: int, report: IngestReport, inbox_id: uuid.UUID | None) -> PreparedLead:
-        """The prepare stage of one lead event (:meth:`LeadPreparer.prepare`).
-
-        :raises ValidationFailed: when the record is refused (naming the field).
-        """
-        return self.preparer.prepare(event, index, report, inbox_id)
-
     def run(self, items: Sequence[tuple[LeadEvent, uuid.UUID | None]], report: IngestReport) -> list[ev.Event]:
         """Ingest lead events in batches of ``settings.batch_size``; returns the live events
         fired (written to the outbox with each batch, and delivered after its commit)."""
