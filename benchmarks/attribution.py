@@ -98,10 +98,10 @@ def _manifest(journeys: int, seed: int) -> dict[str, Any]:
 
 def load(folder: Path, journeys: int, seed: int) -> tuple[float, int, int]:
     """Build the database in ``folder``; returns (seconds, interactions, stage changes)."""
-    from carecrm.core.ids import new_id
-    from carecrm.core.models import Contact, Identity, Interaction, Touchpoint
-    from carecrm.core.records import StageChangeRecord
-    from carecrm.core.timeutil import utcnow
+    from carecrm.core.model.domain import Contact, Identity, Interaction, Touchpoint
+    from carecrm.core.model.ids import new_id
+    from carecrm.core.model.records import StageChangeRecord
+    from carecrm.core.model.timeutil import utcnow
 
     for name in ("carecrm.db", "carecrm.db-wal", "carecrm.db-shm", "carecrm.keys", MANIFEST):
         (folder / name).unlink(missing_ok=True)
@@ -207,7 +207,7 @@ def load(folder: Path, journeys: int, seed: int) -> tuple[float, int, int]:
 def _queries() -> tuple[str, list[Any], str]:
     """The two ordered queries carecrm's storage runs (without keyset paging), as sqlite3
     text: the touches, and each contact's first entry into booked_patient or later."""
-    from carecrm.core.attribution import CALL_KINDS, TOUCH_KINDS
+    from carecrm.core.analytics.attribution import CALL_KINDS, TOUCH_KINDS
 
     kinds = sorted(TOUCH_KINDS)
     calls = sorted(CALL_KINDS)
@@ -242,11 +242,11 @@ def raw_read(con: sqlite3.Connection) -> tuple[int, int]:
 
 
 def hand_first_touch(con: sqlite3.Connection, lookback_days: int = 365) -> tuple[dict[str, float], int]:
-    """First-touch credit by channel group, with the rules of :mod:`carecrm.core.attribution`
+    """First-touch credit by channel group, with the rules of :mod:`carecrm.core.analytics.attribution`
     written out by hand over the two sqlite3 streams; returns (credits, conversions)."""
     from datetime import datetime
 
-    from carecrm.core.attribution import KIND_GROUPS
+    from carecrm.core.analytics.attribution import KIND_GROUPS
 
     touches_sql, params, stages_sql = _queries()
     touch_rows = _rows(con.execute(touches_sql, params))

@@ -163,7 +163,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def actor() -> Any:
     """The benchmarks' acting user (``benchmark:admin``), passed to every facade call."""
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
     return Actor.parse("benchmark:admin")
 
@@ -185,7 +185,7 @@ def build_app(
         instead of ``folder/carecrm.db`` (the keys stay in ``folder``).
     """
     from carecrm.core import CareCRM, settings_from_dict
-    from carecrm.core.crypto import KeyRing
+    from carecrm.core.privacy.crypto import KeyRing
 
     folder.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {

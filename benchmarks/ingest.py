@@ -272,8 +272,8 @@ def run_carecrm(
 ) -> tuple[float, Any]:
     """Ingest the payloads with carecrm on a fresh database (SQLite in ``folder``, or the
     MongoDB database of ``storage``, dropped first); returns (seconds, report)."""
-    from carecrm.core.identity import normalize_email, normalize_phone
-    from carecrm.core.models import RawPayload
+    from carecrm.core.identity.normalize import normalize_email, normalize_phone
+    from carecrm.core.model.domain import RawPayload
 
     if common.is_mongo(storage):
         assert storage is not None
@@ -301,7 +301,7 @@ def count_statements(bodies: Sequence[bytes], folder: Path, batch_size: int) -> 
     ``executemany`` counts once; BEGIN, SAVEPOINT and RELEASE count)."""
     from sqlalchemy import event
 
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
     app = common.build_app(folder, sources={SOURCE: SOURCE_CONFIG}, ingest={"batch_size": batch_size})
     received = datetime.now(UTC)
@@ -912,8 +912,8 @@ def _schema(folder: Path) -> list[str]:
 def _profile(bodies: Sequence[bytes], folder: Path, batch_size: int, top: int, storage: str | None = None) -> str:
     """cProfile of one carecrm run: the top functions by own time and by cumulative time."""
     profiler = cProfile.Profile()
-    from carecrm.core.identity import normalize_email, normalize_phone
-    from carecrm.core.models import RawPayload
+    from carecrm.core.identity.normalize import normalize_email, normalize_phone
+    from carecrm.core.model.domain import RawPayload
 
     if common.is_mongo(storage):
         assert storage is not None

@@ -44,7 +44,7 @@ def build_app(folder: Path, *, live: bool, batch_size: int) -> Any:
     """An app like :func:`benchmarks.common.build_app` with the webform source and
     ``[scoring] live`` set."""
     from carecrm.core import CareCRM, settings_from_dict
-    from carecrm.core.crypto import KeyRing
+    from carecrm.core.privacy.crypto import KeyRing
 
     folder.mkdir(parents=True, exist_ok=True)
     keyfile = folder / "carecrm.keys"
@@ -66,8 +66,8 @@ def build_app(folder: Path, *, live: bool, batch_size: int) -> Any:
 def run_ingest(bodies: Sequence[bytes], folder: Path, *, live: bool, batch_size: int) -> tuple[float, float, Any]:
     """Ingest the payloads on a fresh database; returns (wall seconds, CPU seconds, app)
     (the app is left open for the rescore measurement; the caller closes it)."""
-    from carecrm.core.identity import normalize_email, normalize_phone
-    from carecrm.core.models import RawPayload
+    from carecrm.core.identity.normalize import normalize_email, normalize_phone
+    from carecrm.core.model.domain import RawPayload
 
     app = build_app(folder, live=live, batch_size=batch_size)
     received = datetime.now(UTC)

@@ -149,8 +149,8 @@ def load(folder: Path, contacts: int, interactions: int, seed: int, storage: str
     """Build the database in ``folder`` (or, with a MongoDB ``storage`` URL, in that
     database, dropped first; the keys stay in ``folder``); returns (contacts seconds,
     interactions seconds)."""
-    from carecrm.core.models import Contact, Identity, Interaction, Touchpoint
-    from carecrm.core.timeutil import utcnow
+    from carecrm.core.model.domain import Contact, Identity, Interaction, Touchpoint
+    from carecrm.core.model.timeutil import utcnow
 
     if folder.exists():
         for name in ("carecrm.db", "carecrm.db-wal", "carecrm.db-shm", "carecrm.keys", MANIFEST):

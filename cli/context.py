@@ -27,7 +27,7 @@ from carecrm.core.errors import (
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
 #: Exit status: success.
 EXIT_OK = 0

@@ -28,7 +28,7 @@ from carecrm.core.errors import CareCRMError
 if TYPE_CHECKING:
     import pluggy
 
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
 log = logging.getLogger("carecrm.cli")
 
@@ -73,9 +73,9 @@ def load_command(path: str) -> click.Command:
 def default_plugin_manager() -> pluggy.PluginManager:
     """The plugin manager whose ``carecrm_register_commands`` implementations add
     commands: third-party plugins (entry points) and the built-in plugins that add
-    commands (:data:`~carecrm.core.plugins.COMMAND_PLUGINS`); the other built-in plugins
+    commands (:data:`~carecrm.core.plugins.manager.COMMAND_PLUGINS`); the other built-in plugins
     (storage, sources, models) are not imported for that."""
-    from carecrm.core.plugins import COMMAND_PLUGINS, build_plugin_manager
+    from carecrm.core.plugins.manager import COMMAND_PLUGINS, build_plugin_manager
 
     return build_plugin_manager(builtin_plugins=COMMAND_PLUGINS)
 
@@ -146,7 +146,7 @@ class RootGroup(click.Group):
             return
         self._plugins_loaded = True
         assert self._pm_factory is not None
-        from carecrm.core.plugins import per_plugin_callers
+        from carecrm.core.plugins.manager import per_plugin_callers
 
         try:
             pm = self._pm_factory()
@@ -201,7 +201,7 @@ def _parse_actor(ctx: click.Context, param: click.Parameter, value: str | None) 
     default actor, looked up only when a command needs it)."""
     if value is None:
         return None
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
     try:
         return Actor.parse(value)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from carecrm.core.timeutil import isoformat_z
+from carecrm.core.model.timeutil import isoformat_z
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,23 +49,23 @@ def console() -> Console:
 
 def json_value(value: Any) -> Any:
     """``value`` (attrs objects, datetimes, UUIDs, mappings, sequences) as plain JSON
-    data: :func:`carecrm.core.serialization.to_json_value`, imported on first use."""
-    from carecrm.core.serialization import to_json_value
+    data: :func:`carecrm.core.model.serialization.to_json_value`, imported on first use."""
+    from carecrm.core.model.serialization import to_json_value
 
     return to_json_value(value)
 
 
 def compact_json(value: Any) -> Any:
     """JSON data without its null and empty members:
-    :func:`carecrm.core.serialization.compact`, imported on first use."""
-    from carecrm.core.serialization import compact
+    :func:`carecrm.core.model.serialization.compact`, imported on first use."""
+    from carecrm.core.model.serialization import compact
 
     return compact(value)
 
 
 def show_id(value: Any, *, full: bool | None = None) -> str | None:
     """How a table shows an id: its short form (the last hex digits,
-    :func:`carecrm.core.short_ids.short_id`), or the whole id with ``--full-ids``.
+    :func:`carecrm.core.model.short_ids.short_id`), or the whole id with ``--full-ids``.
 
     :param value: a :class:`uuid.UUID`, its text, or None (shown as None).
     :param full: whole ids (default: as the invocation's ``--full-ids`` says).
@@ -78,7 +78,7 @@ def show_id(value: Any, *, full: bool | None = None) -> str | None:
         full = state().full_ids
     if full:
         return str(value)
-    from carecrm.core.short_ids import short_id
+    from carecrm.core.model.short_ids import short_id
 
     return short_id(value)
 
@@ -89,7 +89,7 @@ def echo_json(value: Any) -> None:
     Text is printed as UTF-8, or as ``\\uXXXX`` escapes throughout when some text cannot be
     encoded (a lone surrogate in a payload's header): the JSON means the same either way.
     """
-    from carecrm.core.serialization import to_json_value
+    from carecrm.core.model.serialization import to_json_value
 
     data = to_json_value(value)
     out = json.dumps(data, indent=2, ensure_ascii=False, default=str)

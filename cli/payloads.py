@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
 
 JSON = "application/json"
@@ -138,7 +138,7 @@ def read_payloads(
     :returns: payloads whose ``origin`` is the file's path as given (``stdin`` for ``-``),
         named in the messages of quarantined records.
     """
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
     for name in files:
         body = (stdin or b"") if name == "-" else Path(name).read_bytes()

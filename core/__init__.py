@@ -6,7 +6,7 @@ Plugin authors import from here::
     from carecrm.core import hookimpl, SourceConnector, LeadEvent, InteractionDraft
 
 The names below are loaded on first use (PEP 562 module ``__getattr__``), so importing
-one light module such as ``carecrm.core.models`` does not import the whole core (the
+one light module such as ``carecrm.core.model.domain`` does not import the whole core (the
 command line's ``--help`` and look-ups start faster that way).  ``from carecrm.core
 import X`` and ``carecrm.core.X`` work exactly as if the names were imported here.
 """
@@ -16,11 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from carecrm.core import _aliases
+
+_aliases.install()
+
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
     from carecrm.core.config import Settings, load_settings, settings_from_dict
-    from carecrm.core.connectors import Rejected, SourceConnector
-    from carecrm.core.directory import Timeline
     from carecrm.core.errors import (
         BackendUnavailable,
         CareCRMError,
@@ -36,9 +38,10 @@ if TYPE_CHECKING:
         UnknownComponentError,
         ValidationFailed,
     )
-    from carecrm.core.hookspecs import hookimpl, hookspec
+    from carecrm.core.identity.directory import Timeline
     from carecrm.core.ingest import IngestReport
-    from carecrm.core.models import (
+    from carecrm.core.ingest.connectors import Rejected, SourceConnector
+    from carecrm.core.model.domain import (
         Actor,
         Appointment,
         ConsentEvent,
@@ -56,13 +59,14 @@ if TYPE_CHECKING:
         Task,
         Touchpoint,
     )
+    from carecrm.core.plugins.hookspecs import hookimpl, hookspec
 
 #: Where each public name lives: ``name -> module`` (imported on first access).
 _EXPORTS: dict[str, str] = {
     "CareCRM": "carecrm.core.app",
-    "Timeline": "carecrm.core.directory",
+    "Timeline": "carecrm.core.identity.directory",
     **dict.fromkeys(("Settings", "load_settings", "settings_from_dict"), "carecrm.core.config"),
-    **dict.fromkeys(("Rejected", "SourceConnector"), "carecrm.core.connectors"),
+    **dict.fromkeys(("Rejected", "SourceConnector"), "carecrm.core.ingest.connectors"),
     **dict.fromkeys(
         (
             "BackendUnavailable",
@@ -81,7 +85,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "carecrm.core.errors",
     ),
-    **dict.fromkeys(("hookimpl", "hookspec"), "carecrm.core.hookspecs"),
+    **dict.fromkeys(("hookimpl", "hookspec"), "carecrm.core.plugins.hookspecs"),
     "IngestReport": "carecrm.core.ingest",
     **dict.fromkeys(
         (
@@ -102,7 +106,7 @@ _EXPORTS: dict[str, str] = {
             "Task",
             "Touchpoint",
         ),
-        "carecrm.core.models",
+        "carecrm.core.model.domain",
     ),
 }
 

@@ -18,26 +18,26 @@ from typing import Any, TypeVar
 import attrs
 import pluggy
 
-from carecrm.core import events as ev
-from carecrm.core.attribution import AttributionModel
-from carecrm.core.attribution_api import AttributionMixin
-from carecrm.core.audit import AuditTrail
+from carecrm.core.analytics.attribution import AttributionModel
+from carecrm.core.analytics.attribution_service import AttributionMixin
+from carecrm.core.analytics.scoring import ScoringModel
+from carecrm.core.analytics.scoring_service import ScoringMixin
+from carecrm.core.analytics.segments_service import SegmentBuilder, SegmentsMixin
 from carecrm.core.config import Settings, load_settings
-from carecrm.core.connectors import SourceConnector
-from carecrm.core.coordination_api import CoordinationMixin
-from carecrm.core.crypto import KeyRing
-from carecrm.core.directory import ContactDirectory, ContactResolver, Timeline
-from carecrm.core.dispatch import EventDispatcher
 from carecrm.core.errors import (
     CryptoError,
     UnknownComponentError,
 )
+from carecrm.core.events import types as ev
+from carecrm.core.events.dispatch import EventDispatcher
+from carecrm.core.events.outbox import LIVE_SUBSCRIBER, OutboxRelay, Published, RelayReport
+from carecrm.core.events.outbox import prune as prune_outbox
+from carecrm.core.identity.directory import ContactDirectory, ContactResolver, Timeline
+from carecrm.core.identity.matching import MatchCandidate, MatchResult
 from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
+from carecrm.core.ingest.connectors import SourceConnector
 from carecrm.core.ingest.inbox import Inbox, InboxItem
-from carecrm.core.mapping import RecordMapper
-from carecrm.core.matching import MatchCandidate, MatchResult
-from carecrm.core.migrate_api import MigrationMixin
-from carecrm.core.models import (
+from carecrm.core.model.domain import (
     Actor,
     Contact,
     LeadEvent,
@@ -46,11 +46,10 @@ from carecrm.core.models import (
     StageChange,
     Touchpoint,
 )
-from carecrm.core.options import build_component, structure_options
-from carecrm.core.outbox import LIVE_SUBSCRIBER, OutboxRelay, Published, RelayReport
-from carecrm.core.outbox import prune as prune_outbox
-from carecrm.core.pipeline_service import PipelineService, StageSummary
-from carecrm.core.plugins import (
+from carecrm.core.model.records import AuditRecord, ContactRecord
+from carecrm.core.pipeline.coordination import CoordinationMixin
+from carecrm.core.pipeline.service import PipelineService, StageSummary
+from carecrm.core.plugins.manager import (
     DEFAULT_PLUGINS,
     PluginInfo,
     Registry,
@@ -59,13 +58,14 @@ from carecrm.core.plugins import (
     families_of,
     origin_of,
 )
-from carecrm.core.read_path import ReadPath
-from carecrm.core.records import AuditRecord, ContactRecord
-from carecrm.core.registries import Registries, StorageEntry
-from carecrm.core.scoring import ScoringModel
-from carecrm.core.scoring_api import ScoringMixin
-from carecrm.core.segments_api import SegmentBuilder, SegmentsMixin
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, TimelineCursor, UnitOfWork
+from carecrm.core.plugins.options import build_component, structure_options
+from carecrm.core.plugins.registries import Registries, StorageEntry
+from carecrm.core.privacy.audit import AuditTrail
+from carecrm.core.privacy.crypto import KeyRing
+from carecrm.core.privacy.mapping import RecordMapper
+from carecrm.core.privacy.read_path import ReadPath
+from carecrm.core.storage.contract import SCHEMA_VERSION, StorageBackend, TimelineCursor, UnitOfWork
+from carecrm.core.storage.migrate import MigrationMixin
 
 log = logging.getLogger("carecrm")
 
@@ -113,7 +113,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             load_entrypoints=load_entrypoints, extra_plugins=extra_plugins
         )
         self._check_enabled_plugins()
-        #: Every family's registry (:class:`carecrm.core.registries.Registries`), filled now.
+        #: Every family's registry (:class:`carecrm.core.plugins.registries.Registries`), filled now.
         self.registries = Registries()
         self.registries.collect_from(self.pm)
         self.storage_backends: Registry[StorageEntry] = self.registries.storage_backends
@@ -196,7 +196,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     @property
     def read_path(self) -> ReadPath:
-        """The one read path for personal data (:mod:`carecrm.core.read_path`): decrypts
+        """The one read path for personal data (:mod:`carecrm.core.privacy.read_path`): decrypts
         for an actor and a purpose and writes the audit entry."""
         if self._read_path is None:
             with _OPEN_LOCK:
@@ -390,30 +390,30 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         pluggy's hook callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an
         implementation's exception is logged with its plugin's name, never stops the other
         plugins and never undoes committed data.  Then run the work deferred with
-        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.dispatch`).
+        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.events.dispatch`).
 
         The use cases never call this directly: they write their events to the outbox
-        in the unit of work of the change (:func:`carecrm.core.outbox.publish`) and call
+        in the unit of work of the change (:func:`carecrm.core.events.outbox.publish`) and call
         :meth:`deliver_events` after the commit, which delivers through here."""
         EventDispatcher(self.pm, self).dispatch(events)
 
     def events_relay(self, subscriber: str = LIVE_SUBSCRIBER) -> OutboxRelay:
         """The relay of the outbox to ``subscriber`` (default: the in-process
         ``carecrm_track_event`` delivery, :meth:`dispatch`).  A server's worker or a
-        scheduler builds its own subscriber with :class:`~carecrm.core.outbox.OutboxRelay`."""
+        scheduler builds its own subscriber with :class:`~carecrm.core.events.outbox.OutboxRelay`."""
         dispatcher = EventDispatcher(self.pm, self)
         return OutboxRelay(self.storage, subscriber, dispatcher.dispatch)
 
     def deliver_events(self, published: Sequence[Published | None] = ()) -> RelayReport:
         """Deliver every committed event not yet given to ``carecrm_track_event``, in commit
-        order, from the durable outbox (:mod:`carecrm.core.outbox`): the events of the
+        order, from the durable outbox (:mod:`carecrm.core.events.outbox`): the events of the
         write just committed, and any a crashed process committed but never delivered.
         Called after every commit that wrote events; ``carecrm events deliver`` runs it by
         hand.  When another process is delivering, returns at once (it delivers these
         too).  Never raises for a plugin's failure (logged).
 
         :param published: what the caller's units of work just committed
-            (:func:`carecrm.core.outbox.publish`'s results), delivered from memory when it
+            (:func:`carecrm.core.events.outbox.publish`'s results), delivered from memory when it
             is exactly what comes next.
         """
         return self.events_relay().run([p for p in published if p is not None])
@@ -454,7 +454,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             return tp
         cached = self._classified.get(tp)
         if cached is None:
-            from carecrm.core.channels import classify
+            from carecrm.core.model.channels import classify
 
             cached = attrs.evolve(tp, channel_group=classify(tp, self.settings.channel_groups.as_config()))
             if len(self._classified) < 4096:  # touchpoints repeat across a campaign's leads
@@ -465,7 +465,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     @property
     def audit_trail(self) -> AuditTrail:
-        """The audit log's writer and checker (:class:`carecrm.core.audit.AuditTrail`) on the
+        """The audit log's writer and checker (:class:`carecrm.core.privacy.audit.AuditTrail`) on the
         current storage (built per use: it holds no state of its own)."""
         return AuditTrail(self.storage, self.keys)
 
@@ -482,7 +482,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     ) -> None:
         """Append an audit-log entry in ``uow``, chained to the last one (HIPAA 45 CFR
         164.312(b)); call it last in a unit of work, just before its commit (see
-        :meth:`carecrm.core.audit.AuditTrail.append`).
+        :meth:`carecrm.core.privacy.audit.AuditTrail.append`).
 
         :raises ConflictError: lock wait timeout or deadlock (retry the unit)."""
         self.audit_trail.append(
@@ -491,17 +491,17 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     def audit_head(self) -> str | None:
         """The audit log's head anchor ``seq:hash:mac`` (None for an empty log): export it on
-        a schedule (see :meth:`carecrm.core.audit.AuditTrail.head`)."""
+        a schedule (see :meth:`carecrm.core.privacy.audit.AuditTrail.head`)."""
         return self.audit_trail.head()
 
     def audit_log(self, *, limit: int = 50, contact_id: uuid.UUID | None = None) -> list[AuditRecord]:
         """The newest ``limit`` audit-log entries, oldest first, optionally about one contact
-        (``carecrm audit log``; see :meth:`carecrm.core.audit.AuditTrail.entries`)."""
+        (``carecrm audit log``; see :meth:`carecrm.core.privacy.audit.AuditTrail.entries`)."""
         return self.audit_trail.entries(limit=limit, contact_id=contact_id)
 
     def verify_audit_chain(self, *, expected_head: str | None = None) -> tuple[bool, int, str | None]:
         """Recompute the audit chain: ``(ok, entries checked, None or what is wrong)`` (see
-        :meth:`carecrm.core.audit.AuditTrail.verify`)."""
+        :meth:`carecrm.core.privacy.audit.AuditTrail.verify`)."""
         return self.audit_trail.verify(expected_head=expected_head)
 
     # ------------------------------------------------------------------ ingest
@@ -585,12 +585,12 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     @property
     def resolver(self) -> ContactResolver:
         """Finds the contact a reference names, through blind indexes only
-        (:class:`carecrm.core.directory.ContactResolver`)."""
+        (:class:`carecrm.core.identity.directory.ContactResolver`)."""
         return ContactResolver(self.settings, self.mapper)
 
     @property
     def directory(self) -> ContactDirectory:
-        """Contacts: add, look up, read, annotate (:class:`carecrm.core.directory.ContactDirectory`)
+        """Contacts: add, look up, read, annotate (:class:`carecrm.core.identity.directory.ContactDirectory`)
         on the current storage."""
         return ContactDirectory(
             storage=self.storage,
@@ -619,7 +619,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         postal_code: str | None = None,
     ) -> Contact:
         """Create a contact by hand (a walk-in, a phone call), matched like any lead (see
-        :meth:`carecrm.core.directory.ContactDirectory.add_contact`).
+        :meth:`carecrm.core.identity.directory.ContactDirectory.add_contact`).
 
         :raises ValidationFailed: when no valid email or phone is given (field named).
         """
@@ -642,7 +642,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     def resolve(self, ref: str | uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
         """One contact by id (whole or short), email or phone, read by ``actor`` (see
-        :meth:`carecrm.core.directory.ContactDirectory.resolve`).
+        :meth:`carecrm.core.identity.directory.ContactDirectory.resolve`).
 
         :raises NotFound: when nothing matches.
         :raises ValidationFailed: when ``ref`` is neither an id, an email nor a phone number.
@@ -661,7 +661,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
         """The whole id a command-line id names, whole or short, among the records of
         ``kind`` (``contact``, ``task``, ``inbox``); see
-        :meth:`carecrm.core.directory.ContactResolver.resolve_id`.
+        :meth:`carecrm.core.identity.directory.ContactResolver.resolve_id`.
 
         :raises ValueError: if ``ref`` is not an id or ``kind`` is unknown.
         :raises NotFound: if no record of that kind has an id ending so.
@@ -714,7 +714,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
 
     @property
     def pipeline(self) -> PipelineService:
-        """Stage moves, history, report and reviews (:class:`carecrm.core.pipeline_service.PipelineService`)."""
+        """Stage moves, history, report and reviews (:class:`carecrm.core.pipeline.service.PipelineService`)."""
         return PipelineService(
             storage=self.storage,
             settings=self.settings,
@@ -729,7 +729,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def set_stage(self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None) -> StageChange:
         """``actor``'s move of a contact to ``stage`` (always wins over implied moves),
         audited in the change's own transaction; a free-text reason is kept only
-        encrypted (see :meth:`carecrm.core.pipeline_service.PipelineService.set_stage`).
+        encrypted (see :meth:`carecrm.core.pipeline.service.PipelineService.set_stage`).
 
         :raises InvalidTransition: if the pipeline does not allow it (lists the allowed stages).
         :raises ValueError: for an unknown stage or a ``lost`` move without a reason.

@@ -22,8 +22,8 @@ import attrs
 import phonenumbers
 
 from carecrm.core.errors import ConfigError
-from carecrm.core.models import Location, Practice, Provider, Touchpoint
-from carecrm.core.pipeline import PipelineConfig
+from carecrm.core.model.domain import Location, Practice, Provider, Touchpoint
+from carecrm.core.pipeline.stages import PipelineConfig
 
 CONFIG_NAME = "carecrm.toml"
 
@@ -160,13 +160,13 @@ class ChannelGroupSettings:
 
     :ivar rules: the practice's ordered ``[[channel_groups.rules]]`` (each a table of
         conditions and the ``group`` it yields), or None for the built-in rules
-        (:data:`carecrm.core.channels.DEFAULT_RULES`).
+        (:data:`carecrm.core.model.channels.DEFAULT_RULES`).
     """
 
     rules: tuple[dict[str, Any], ...] | None = None
 
     def as_config(self) -> dict[str, Any] | None:
-        """The table :func:`carecrm.core.channels.classify` takes (None: the defaults)."""
+        """The table :func:`carecrm.core.model.channels.classify` takes (None: the defaults)."""
         return None if self.rules is None else {"rules": [dict(r) for r in self.rules]}
 
 
@@ -368,7 +368,7 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
 
 
 def _scoring(doc: dict[str, Any]) -> ScoringSettings:
-    from carecrm.core.scoring import scoring_config
+    from carecrm.core.analytics.scoring import scoring_config
 
     model, live, options = scoring_config(doc)
     return ScoringSettings(model=model, live=live, options=options)

@@ -151,7 +151,7 @@ class ConflictError(StorageError):
 
     @classmethod
     def lock_timeout(cls, seconds: float) -> ConflictError:
-        """A named lock (:meth:`carecrm.core.storage.UnitOfWork.lock`) was not had in time.
+        """A named lock (:meth:`carecrm.core.storage.contract.UnitOfWork.lock`) was not had in time.
 
         :param seconds: how long the unit waited.
         """

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from carecrm.core.hookspecs import hookimpl
+from carecrm.core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     # imported where used: `carecrm --help` lists the demo command without loading them
@@ -181,7 +181,7 @@ def build_payloads(dates: StoryDates, signing_key: ec.EllipticCurvePrivateKey) -
       ``timestamp + body`` (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook-security-features);
     * CallRail legacy post-call parameters, form-encoded, local time without a zone.
     """
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
     out = DemoPayloads()
     form = {
@@ -273,7 +273,7 @@ def _signed_sendgrid(events: list[dict[str, Any]], at: datetime, key: ec.Ellipti
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
     body = json.dumps(events, separators=(",", ":")).encode() + b"\r\n"
     stamp = str(_epoch(at))
@@ -312,7 +312,7 @@ def create_demo(
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from carecrm.core.app import CareCRM
-    from carecrm.core.crypto import KeyRing
+    from carecrm.core.privacy.crypto import KeyRing
 
     config = directory / "carecrm.toml"
     if directory.exists() and any(directory.iterdir()):
@@ -340,7 +340,7 @@ Say = Callable[[str], None]
 def replay(config: Path, payloads: DemoPayloads, say: Say) -> dict[str, Any]:
     """Ingest the story's payloads through the inbox like live deliveries; returns counts."""
     from carecrm.core.app import CareCRM
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
     totals: dict[str, Any] = {}
     webhooks = Actor(name="webhooks", role="system")
@@ -378,7 +378,7 @@ def coordinator(config: Path, dates: StoryDates, say: Say, *, now: datetime | No
     :returns: what happened, for tests: contact id, timeline kinds, stages, attribution rows.
     """
     from carecrm.core.app import CareCRM
-    from carecrm.core.models import Actor
+    from carecrm.core.model.domain import Actor
 
     now = now or datetime.now(UTC)
     carla = Actor.parse(COORDINATOR)

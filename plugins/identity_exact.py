@@ -14,14 +14,14 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.identity import names_clearly_disagree
-from carecrm.core.matching import MatchCandidate, MatchResult
-from carecrm.core.records import ACTIVE, ContactRecord
+from carecrm.core.identity.matching import MatchCandidate, MatchResult
+from carecrm.core.identity.normalize import names_clearly_disagree
+from carecrm.core.model.records import ACTIVE, ContactRecord
+from carecrm.core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
-    from carecrm.core.storage import UnitOfWork
+    from carecrm.core.storage.contract import UnitOfWork
 
 
 def _kind_rank(kind: str) -> int:

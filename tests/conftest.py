@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from carecrm.core import CareCRM, settings_from_dict
-from carecrm.core.crypto import KeyRing
+from carecrm.core.privacy.crypto import KeyRing
 from carecrm.core.testing.resources import corpus_dir, skip_without_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from carecrm.core import CareCRM, settings_from_dict
-from carecrm.core.crypto import KeyRing
+from carecrm.core.privacy.crypto import KeyRing
 from carecrm.storage_backends.mongo.backend import forget_mock
 
 HERE = Path(__file__).resolve().parent

@@ -22,11 +22,11 @@ from carecrm.core import (
     UnknownComponentError,
     hookimpl,
 )
-from carecrm.core.attribution import AttributionModel, Touch, check_weights
+from carecrm.core.analytics.attribution import AttributionModel, Touch, check_weights
 from carecrm.core.config import settings_from_dict
-from carecrm.core.models import Actor
-from carecrm.core.options import NoOptions
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
+from carecrm.core.plugins.options import NoOptions
 
 ACTOR = Actor.parse("tester:admin")
 

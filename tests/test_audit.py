@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
-from carecrm.core.models import Actor
+from carecrm.core.model.domain import Actor
 
 BOB = Actor.parse("bob:frontdesk")
 

@@ -13,7 +13,7 @@ import pytest
 
 from carecrm.core import CareCRM, ConfigError, LeadEvent, RawPayload, SourceConnector, ValidationFailed, hookimpl
 from carecrm.core.config import SECTIONS, settings_from_dict
-from carecrm.core.models import Practice, Touchpoint
+from carecrm.core.model.domain import Practice, Touchpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BASE: dict[str, Any] = {"storage": {"url": "sqlite:///x.db"}}

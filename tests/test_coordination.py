@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, UnknownComponentError
-from carecrm.core import events as ev
 from carecrm.core.errors import ConflictError, NotFound
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.models import Actor
+from carecrm.core.events import types as ev
+from carecrm.core.model.domain import Actor
+from carecrm.core.plugins.hookspecs import hookimpl
 
 ACTOR = Actor.parse("tester:admin")
 CARLA = Actor.parse("carla:coordinator")

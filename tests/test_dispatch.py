@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, hookimpl
-from carecrm.core import events as ev
-from carecrm.core.models import Actor
-from carecrm.core.timeutil import utcnow
+from carecrm.core.events import types as ev
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
 
 ACTOR = Actor.parse("tester:admin")
 

@@ -26,16 +26,16 @@ from carecrm.core import (
     SourceConnector,
     UnknownComponentError,
     hookimpl,
-    hookspecs,
 )
-from carecrm.core import events as ev
-from carecrm.core.attribution import AttributionModel
+from carecrm.core.analytics.attribution import AttributionModel
+from carecrm.core.analytics.scoring import ScoringModel
+from carecrm.core.analytics.segments_service import SegmentBuilder
 from carecrm.core.config import settings_from_dict
-from carecrm.core.hookdocs import render
-from carecrm.core.matching import MatchResult
-from carecrm.core.models import Actor
-from carecrm.core.scoring import ScoringModel
-from carecrm.core.segments_api import SegmentBuilder
+from carecrm.core.events import types as ev
+from carecrm.core.identity.matching import MatchResult
+from carecrm.core.model.domain import Actor
+from carecrm.core.plugins import hookspecs
+from carecrm.core.plugins.hookdocs import render
 
 ACTOR = Actor.parse("tester:admin")
 
@@ -73,7 +73,7 @@ def test_every_hook_has_docstring_docs_and_test() -> None:
 
 def test_hook_reference_is_generated_from_the_code() -> None:
     assert (REPO / "docs" / "plugin_hooks.md").read_text() == render(), (
-        "docs/plugin_hooks.md is stale: run python -m carecrm.core.hookdocs > docs/plugin_hooks.md"
+        "docs/plugin_hooks.md is stale: run python -m carecrm.core.plugins.hookdocs > docs/plugin_hooks.md"
     )
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from carecrm.core import CareCRM, RawPayload
-from carecrm.core.models import Actor
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
 
 ACTOR = Actor.parse("tester:admin")
 

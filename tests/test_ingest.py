@@ -22,10 +22,10 @@ from carecrm.core import (
     ValidationFailed,
     settings_from_dict,
 )
-from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import BackendUnavailable
-from carecrm.core.models import Actor
-from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.model.domain import Actor
+from carecrm.core.privacy.crypto import KeyRing
+from carecrm.core.storage.contract import SCHEMA_VERSION
 
 ACTOR = Actor.parse("tester:admin")
 

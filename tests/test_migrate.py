@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM
 from carecrm.core.errors import MigrationError, UnknownComponentError
-from carecrm.core.models import Actor, ConsentSignal, LeadEvent
-from carecrm.core.storage import RECORD_KINDS
+from carecrm.core.model.domain import Actor, ConsentSignal, LeadEvent
+from carecrm.core.storage.contract import RECORD_KINDS
 
 ACTOR = Actor.parse("tester:admin")
 

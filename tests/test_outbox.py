@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, hookimpl
-from carecrm.core import events as ev
-from carecrm.core.models import Actor
-from carecrm.core.outbox import LIVE_SUBSCRIBER, Cursor, OutboxRelay, cursor_key
-from carecrm.core.timeutil import utcnow
+from carecrm.core.events import types as ev
+from carecrm.core.events.outbox import LIVE_SUBSCRIBER, Cursor, OutboxRelay, cursor_key
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
 
 ACTOR = Actor.parse("tester:admin")
 
@@ -118,8 +118,8 @@ def test_a_killed_process_leaves_its_events_to_the_next_one(tmp_path: Path) -> N
         f"""
         import os
         from carecrm.core import CareCRM, InteractionDraft, LeadEvent
-        from carecrm.core.models import Actor
-        from carecrm.core.timeutil import utcnow
+        from carecrm.core.model.domain import Actor
+        from carecrm.core.model.timeutil import utcnow
 
         CareCRM.deliver_events = lambda self, *published: os._exit(3)   # dies after the commit
         app = CareCRM.from_config({str(config)!r}, load_entrypoints=False)
@@ -248,7 +248,7 @@ def test_a_stale_in_memory_hint_is_never_delivered(make_app: Callable[..., CareC
     """What a writer hands the relay from memory is delivered only when it is exactly what
     follows the cursor up to the committed head: a hint from a unit that rolled back (its
     numbers not committed, or taken since by another writer) is ignored and the outbox read."""
-    from carecrm.core.outbox import Published
+    from carecrm.core.events.outbox import Published
 
     app = make_app(scoring={"live": False})
     app.ingest([_lead("a")], actor=ACTOR)

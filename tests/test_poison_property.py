@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carecrm.core import CareCRM
-from carecrm.core.models import Actor, ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.model.domain import Actor, ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
 from carecrm.plugins.sources.mapped import PERSON_FIELDS, TOUCHPOINT_FIELDS
 
 ACTOR = Actor.parse("tester:admin")

@@ -23,7 +23,7 @@ from carecrm.core import (
     ValidationFailed,
     hookimpl,
 )
-from carecrm.core.models import Actor, ConsentSignal
+from carecrm.core.model.domain import Actor, ConsentSignal
 
 ACTOR = Actor.parse("tester:admin")
 

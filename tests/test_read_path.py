@@ -1,4 +1,4 @@
-"""One read path for personal data (issue 7, item 4): only ``carecrm.core.read_path``
+"""One read path for personal data (issue 7, item 4): only ``carecrm.core.privacy.read_path``
 calls the mapper's decrypting functions, and what it reads is audited with the actor, the
 purpose and the fields."""
 
@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
-from carecrm.core.mapping import RecordMapper
-from carecrm.core.models import Actor
-from carecrm.core.read_path import ReadPath
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
+from carecrm.core.privacy.mapping import RecordMapper
+from carecrm.core.privacy.read_path import ReadPath
 
 CORE = Path(__file__).resolve().parents[1] / "core"
+PRIVACY = CORE / "privacy"
 ALLOWED = {"read_path.py", "mapping.py"}  # the read path, and the mapper's own helpers
 CARLA = Actor.parse("carla:coordinator")
 
@@ -33,7 +34,7 @@ def test_only_the_read_path_calls_the_decrypting_functions() -> None:
     assert {"contact_from_record", "interaction_from_record", "note_from_record", "task_from_record"} <= DECRYPTING
     offenders: list[str] = []
     for path in sorted(CORE.rglob("*.py")):
-        if path.name in ALLOWED and path.parent == CORE:
+        if path.name in ALLOWED and path.parent == PRIVACY:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
@@ -42,14 +43,14 @@ def test_only_the_read_path_calls_the_decrypting_functions() -> None:
                 if _receiver(node).endswith("read_path"):
                     continue
                 offenders.append(f"{path.relative_to(CORE)}:{node.lineno}: {ast.unparse(node)}")
-            if isinstance(node, ast.ImportFrom) and node.module == "carecrm.core.mapping":
+            if isinstance(node, ast.ImportFrom) and node.module == "carecrm.core.privacy.mapping":
                 names = {alias.name for alias in node.names}
                 assert not names & DECRYPTING, path
     assert offenders == []
 
 
 def test_the_read_path_itself_uses_them() -> None:
-    tree = ast.parse((CORE / "read_path.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PRIVACY / "read_path.py").read_text(encoding="utf-8"))
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in DECRYPTING}
     assert {"contact_from_record", "interaction_from_record", "note_from_record", "task_from_record"} <= used
     assert "inbox_payload" in used

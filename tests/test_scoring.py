@@ -24,11 +24,11 @@ from carecrm.core import (
     hookimpl,
     settings_from_dict,
 )
-from carecrm.core import events as ev
+from carecrm.core.analytics.scoring import ScoreReason, ScoreResult, ScoringModel, compact_reasons
 from carecrm.core.config import Settings
-from carecrm.core.models import Actor
-from carecrm.core.records import InteractionFacts
-from carecrm.core.scoring import ScoreReason, ScoreResult, ScoringModel, compact_reasons
+from carecrm.core.events import types as ev
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.records import InteractionFacts
 from carecrm.plugins.scoring.points import DEFAULT_RULES, PointsModel
 
 ACTOR = Actor.parse("tester:admin")

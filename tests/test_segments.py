@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, NotFound, UnknownComponentError
-from carecrm.core.criteria import (
+from carecrm.core.analytics.criteria import (
     FIELDS,
     And,
     CriteriaError,
@@ -29,7 +29,7 @@ from carecrm.core.criteria import (
     unstructure,
 )
 from carecrm.core.errors import CareCRMError
-from carecrm.core.models import Actor
+from carecrm.core.model.domain import Actor
 
 ACTOR = Actor.parse("tester:admin")
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, hookimpl
-from carecrm.core import events as ev
 from carecrm.core.errors import DuplicateError
-from carecrm.core.models import Actor
+from carecrm.core.events import types as ev
+from carecrm.core.model.domain import Actor
 
 SETUP = Actor.parse("setup:admin")
 ALICE = Actor.parse("alice:coordinator")
@@ -83,7 +83,7 @@ def test_set_stage_writes_one_entry_in_the_changes_own_transaction(
     def counting() -> Any:
         # the outbox relay's own bookkeeping (cursor and lease) is not the change's
         callers = {f.frame.f_globals.get("__name__") for f in inspect.stack(0)[1:4]}
-        if "carecrm.core.outbox" not in callers:
+        if "carecrm.core.events.outbox" not in callers:
             opened.append(1)
         return real()
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, hookimpl
-from carecrm.core import events as ev
-from carecrm.core.models import Actor
+from carecrm.core.events import types as ev
+from carecrm.core.model.domain import Actor
 
 ACTOR = Actor.parse("carla:coordinator")
 T0 = datetime(2026, 4, 1, 15, 0, tzinfo=UTC)

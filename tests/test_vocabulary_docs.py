@@ -1,4 +1,4 @@
-"""docs/vocabulary.md is current: its generated tables equal what carecrm.core.vocabdocs
+"""docs/vocabulary.md is current: its generated tables equal what carecrm.core.model.vocabdocs
 makes from the code's registries, and every registry has its table and its meanings."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from carecrm.core import vocab, vocabdocs
-from carecrm.core.pipeline import DEFAULT_SIDE_STAGES, DEFAULT_STAGES, STAGE_MEANINGS, implied_stage
+from carecrm.core.model import vocab, vocabdocs
+from carecrm.core.pipeline.stages import DEFAULT_SIDE_STAGES, DEFAULT_STAGES, STAGE_MEANINGS, implied_stage
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "vocabulary.md"
@@ -17,7 +17,7 @@ PAGE = REPO / "docs" / "vocabulary.md"
 def test_the_committed_page_matches_the_code() -> None:
     text = PAGE.read_text(encoding="utf-8")
     assert vocabdocs.render(text) == text, (
-        "docs/vocabulary.md is stale: run python -m carecrm.core.vocabdocs docs/vocabulary.md"
+        "docs/vocabulary.md is stale: run python -m carecrm.core.model.vocabdocs docs/vocabulary.md"
     )
 
 

@@ -12,11 +12,11 @@ from carecrm.cli.context import LazyChoice, json_option, state, value_error_as_u
 from carecrm.cli.output import add_row, echo_json, format_local, json_value, print_table, table
 
 if TYPE_CHECKING:
-    from carecrm.core.attribution import AttributionReport
+    from carecrm.core.analytics.attribution import AttributionReport
 
 
 def _dimensions() -> tuple[str, ...]:
-    from carecrm.core.attribution import DIMENSIONS
+    from carecrm.core.analytics.attribution import DIMENSIONS
 
     return DIMENSIONS
 

@@ -29,14 +29,14 @@ from carecrm.cli.output import (
     styled,
     table,
 )
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.timeutil import utcnow
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from carecrm.core.app import CareCRM
-    from carecrm.core.coordination_api import FirstResponse
-    from carecrm.core.models import Contact, Interaction, Note, StageChange
+    from carecrm.core.model.domain import Contact, Interaction, Note, StageChange
+    from carecrm.core.pipeline.coordination import FirstResponse
 
 # --------------------------------------------------------------------------- JSON shapes
 

@@ -23,12 +23,12 @@ from carecrm.cli.output import (
     table,
 )
 from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
-from carecrm.core.text import printable
+from carecrm.core.model.text import printable
 
 if TYPE_CHECKING:
     from carecrm.core.ingest import IngestReport
     from carecrm.core.ingest.inbox import InboxItem
-    from carecrm.core.models import RawPayload
+    from carecrm.core.model.domain import RawPayload
 
 #: Inbox statuses (``carecrm inbox list --status``).
 INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")

@@ -27,10 +27,10 @@ from carecrm.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from carecrm.core.analytics.scoring import ScoreReason
     from carecrm.core.app import CareCRM
-    from carecrm.core.models import Contact
-    from carecrm.core.records import ScoreRecord
-    from carecrm.core.scoring import ScoreReason
+    from carecrm.core.model.domain import Contact
+    from carecrm.core.model.records import ScoreRecord
 
 
 def _timezone(the_app: CareCRM, location: str | None) -> str:
@@ -49,7 +49,7 @@ def _points(value: float) -> str:
 
 
 def _reasons(record: ScoreRecord) -> list[ScoreReason]:
-    from carecrm.core.scoring import ScoreReason
+    from carecrm.core.analytics.scoring import ScoreReason
 
     return [ScoreReason.from_json(r) for r in record.reasons]
 

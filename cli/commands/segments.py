@@ -17,8 +17,8 @@ from carecrm.cli.context import json_option, state, value_error_as_usage
 from carecrm.cli.output import add_row, echo_json, format_utc, json_value, print_fields, print_table, show_id, table
 
 if TYPE_CHECKING:
-    from carecrm.core.models import Contact
-    from carecrm.core.segments_api import SavedSegment, SegmentPreview
+    from carecrm.core.analytics.segments_service import SavedSegment, SegmentPreview
+    from carecrm.core.model.domain import Contact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,7 +141,7 @@ def _saved_json(saved: SavedSegment) -> dict[str, Any]:
 
 
 def _unstructure(criteria: Any) -> dict[str, Any]:
-    from carecrm.core.criteria import unstructure
+    from carecrm.core.analytics.criteria import unstructure
 
     return unstructure(criteria)
 

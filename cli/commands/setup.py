@@ -240,7 +240,7 @@ def init(
         raise CliError("--practice-name must not be empty")
     from carecrm.core.app import CareCRM
     from carecrm.core.config import CONFIG_NAME, settings_from_dict
-    from carecrm.core.crypto import KeyRing
+    from carecrm.core.privacy.crypto import KeyRing
 
     directory = directory.expanduser()
     config_path = directory / CONFIG_NAME

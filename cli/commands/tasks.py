@@ -2,7 +2,7 @@
 and emails made by hand).
 
 Times typed on the command line (``--due``, ``--at``) are read in the time zone of the
-contact's location (see :mod:`carecrm.core.when`: ``2025-10-06 09:00``, ``+2h``,
+contact's location (see :mod:`carecrm.core.model.when`: ``2025-10-06 09:00``, ``+2h``,
 ``tomorrow 09:00``) and stored in UTC.  "Mine" is the acting ``--as`` name.
 """
 
@@ -16,18 +16,18 @@ import click
 
 from carecrm.cli.context import json_option, state, value_error_as_usage
 from carecrm.cli.output import NONE, add_row, echo_json, format_local, json_value, print_table, show_id, styled, table
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.timeutil import utcnow
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM
-    from carecrm.core.coordination_api import ContactSummary
-    from carecrm.core.models import Interaction, Task
+    from carecrm.core.model.domain import Interaction, Task
+    from carecrm.core.pipeline.coordination import ContactSummary
 
 # --------------------------------------------------------------------------- JSON shapes
 
 
 def task_json(task: Task, contact: ContactSummary | None = None, *, now: datetime | None = None) -> dict[str, Any]:
-    """A task as JSON: every field of :class:`~carecrm.core.models.Task` (times ISO 8601
+    """A task as JSON: every field of :class:`~carecrm.core.model.domain.Task` (times ISO 8601
     UTC ending in Z), ``overdue`` (open and due before ``now``) and, when given, the
     ``contact`` it is about (id, full name, stage, owner, location)."""
     out = dict(json_value(task))

@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from carecrm.core.config import Settings
-from carecrm.core.connectors import SourceConnector
 from carecrm.core.errors import CareCRMError, ConfigError, ValidationFailed
-from carecrm.core.ids import new_id
+from carecrm.core.ingest.connectors import SourceConnector
 from carecrm.core.ingest.report import IngestReport, Quarantined, parsed_item
 from carecrm.core.ingest.service import WRITE_ATTEMPTS, Ingestor
-from carecrm.core.mapping import RecordMapper
-from carecrm.core.models import Actor, LeadEvent, RawPayload
-from carecrm.core.records import InboxRecord
-from carecrm.core.storage import StorageBackend, UnitOfWork, run_retrying
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import InboxRecord
+from carecrm.core.model.timeutil import utcnow
+from carecrm.core.privacy.mapping import RecordMapper
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork, run_retrying
 
 if TYPE_CHECKING:
-    from carecrm.core.audit import AuditTrail
-    from carecrm.core.read_path import ReadPath
+    from carecrm.core.privacy.audit import AuditTrail
+    from carecrm.core.privacy.read_path import ReadPath
 
 _T = TypeVar("_T")
 
@@ -238,7 +238,7 @@ class Inbox:
 
     def retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
         """Run ``work(uow)`` in a unit of work, again when it lost a race with a concurrent
-        writer (:func:`carecrm.core.storage.run_retrying`); ``work`` commits."""
+        writer (:func:`carecrm.core.storage.contract.run_retrying`); ``work`` commits."""
         return run_retrying(self.storage, work, attempts=WRITE_ATTEMPTS)
 
     # ------------------------------------------------------------------ inbox

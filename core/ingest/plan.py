@@ -21,17 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from carecrm.core import events as ev
 from carecrm.core.config import Settings
 from carecrm.core.errors import StorageError, UnstorableValue, ValidationFailed
-from carecrm.core.identity import IdentityError, normalize_city, normalize_email, normalize_phone
-from carecrm.core.ids import new_id
+from carecrm.core.events import types as ev
+from carecrm.core.identity.matching import MatchCandidate, MatchResult
+from carecrm.core.identity.normalize import IdentityError, normalize_city, normalize_email, normalize_phone
 from carecrm.core.ingest.prepare import PreparedLead
 from carecrm.core.ingest.report import IngestReport
-from carecrm.core.mapping import ContactKey, RecordMapper
-from carecrm.core.matching import MatchCandidate, MatchResult
-from carecrm.core.models import Actor, ConsentEvent, Contact, Interaction, Touchpoint
-from carecrm.core.records import (
+from carecrm.core.model.domain import Actor, ConsentEvent, Contact, Interaction, Touchpoint
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import (
     ConsentRecord,
     ContactRecord,
     IdentityRecord,
@@ -39,12 +38,13 @@ from carecrm.core.records import (
     ReviewRecord,
     StageChangeRecord,
 )
-from carecrm.core.stage_moves import COMPLETED_TREATMENT_KINDS, implied_move
-from carecrm.core.vocab import INBOUND_KINDS
+from carecrm.core.model.vocab import INBOUND_KINDS
+from carecrm.core.pipeline.moves import COMPLETED_TREATMENT_KINDS, implied_move
+from carecrm.core.privacy.mapping import ContactKey, RecordMapper
 
 if TYPE_CHECKING:
-    from carecrm.core.read_path import ReadPath
-    from carecrm.core.storage import UnitOfWork
+    from carecrm.core.privacy.read_path import ReadPath
+    from carecrm.core.storage.contract import UnitOfWork
 
 
 class Refused(ValidationFailed):
@@ -578,7 +578,7 @@ class BatchPlanner:
         new_interactions: list[InteractionRecord],
         events: list[ev.Event],
     ) -> ContactRecord:
-        """Apply the stage an interaction implies (:func:`carecrm.core.stage_moves.implied_move`)
+        """Apply the stage an interaction implies (:func:`carecrm.core.pipeline.moves.implied_move`)
         to the batch: the history, the ``stage.changed`` timeline entry and the event go
         with the batch's writes; ``treated`` holds the contacts with a completed treatment
         among the batch's pending interactions."""

@@ -1,7 +1,7 @@
 """The prepare stage of ingest: screen a lead event's text and normalize its identities.
 
 Runs before anything is read from the database: text that cannot be stored is refused or
-cleaned field by field (rules in :mod:`carecrm.core.text`), emails and phones are
+cleaned field by field (rules in :mod:`carecrm.core.model.text`), emails and phones are
 normalized (E.164 through phonenumbers, addresses through email-validator) and their blind
 indexes computed, so matching and the write see only values that can be stored.
 """
@@ -17,7 +17,7 @@ import attrs
 
 from carecrm.core.config import Settings
 from carecrm.core.errors import ValidationFailed
-from carecrm.core.identity import (
+from carecrm.core.identity.normalize import (
     IdentityError,
     is_low_confidence_name,
     normalize_email,
@@ -25,10 +25,10 @@ from carecrm.core.identity import (
     split_full_name,
 )
 from carecrm.core.ingest.report import IngestReport
-from carecrm.core.mapping import RecordMapper
-from carecrm.core.models import Identity, LeadEvent, Touchpoint
-from carecrm.core.text import InvalidText, checked_text, cleaned_json, cleaned_text, printable
-from carecrm.core.vocab import is_valid_kind_name
+from carecrm.core.model.domain import Identity, LeadEvent, Touchpoint
+from carecrm.core.model.text import InvalidText, checked_text, cleaned_json, cleaned_text, printable
+from carecrm.core.model.vocab import is_valid_kind_name
+from carecrm.core.privacy.mapping import RecordMapper
 
 
 @attrs.define
@@ -160,7 +160,7 @@ class LeadPreparer:
     def screen(self, event: LeadEvent, record: str, report: IngestReport) -> LeadEvent:
         """The lead event with its text refused or cleaned field by field, so that every
         value that reaches matching, the mapper and the database can be stored (the rules
-        are :mod:`carecrm.core.text`'s):
+        are :mod:`carecrm.core.model.text`'s):
 
         * **refused**, the record is quarantined naming the field: ``first_name``,
           ``last_name`` and ``full_name`` (tab and line breaks fold to a space; a lone
@@ -171,9 +171,9 @@ class LeadPreparer:
         * **dropped with a warning**, the record still goes in: ``postal_code``, ``city``,
           ``region`` and the optional ``street_address`` and ``sex`` (place fields are
           optional; a corrupted one is worth less than the lead), and any attribute or
-          consent evidence entry nested deeper than :data:`carecrm.core.text.MAX_DEPTH`;
+          consent evidence entry nested deeper than :data:`carecrm.core.model.text.MAX_DEPTH`;
           emails and phones that cannot be stored are invalid identities, dropped with a
-          warning by normalization (:mod:`carecrm.core.identity`) like any invalid address;
+          warning by normalization (:mod:`carecrm.core.identity.normalize`) like any invalid address;
         * **cleaned**, each bad character becomes U+FFFD: the inquiry text (``body``),
           touchpoint values, interaction attributes and consent evidence (the patient's
           message and the campaign are kept), where integers wider than 64 bits become

@@ -8,10 +8,10 @@ import warnings
 
 import attrs
 
-from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ValidationFailed
-from carecrm.core.models import LeadEvent
-from carecrm.core.text import printable
+from carecrm.core.ingest.connectors import Rejected
+from carecrm.core.model.domain import LeadEvent
+from carecrm.core.model.text import printable
 
 
 def _printable(value: object) -> str:
@@ -32,7 +32,7 @@ class Quarantined:
 
     :ivar source: the source's name; ``record``: the vendor's record id or ``#<index>``;
         ``field``: the field (or the step) at fault; ``reason``: why, never the value.
-        All four are made printable (:func:`carecrm.core.text.printable`): a record id that
+        All four are made printable (:func:`carecrm.core.model.text.printable`): a record id that
         holds a control character or a lone surrogate is shown escaped.
     :ivar inbox_id: the inbox entry of the payload, when it came through the inbox.
     :ivar payload: where the payload came from (the file it was read from), when known.
@@ -63,7 +63,7 @@ def parsed_item(
     """What the ingest side makes of one item a connector's ``parse`` yielded: the lead
     event itself, or the quarantine entry of a refused record.
 
-    A :class:`~carecrm.core.connectors.Rejected` ``(ref, field, reason)`` becomes
+    A :class:`~carecrm.core.ingest.connectors.Rejected` ``(ref, field, reason)`` becomes
     ``Quarantined(source, ref, field, reason)``, ``source`` being the connector's name.  A
     :class:`ValidationFailed` yielded in its place (the form before :class:`Rejected`) gives
     the same entry from its own source, with a :class:`DeprecationWarning`.  Anything else

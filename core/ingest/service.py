@@ -5,7 +5,7 @@ The stages, each in its own module:
 1. **inbox** (:mod:`carecrm.core.app`, ``ingest_payloads``): a payload is stored
    encrypted in the inbox before anything else (one row per payload digest);
 2. **parse**: the source connector turns it into lead events or
-   :class:`~carecrm.core.connectors.Rejected` values (:func:`~carecrm.core.ingest.report.parsed_item`);
+   :class:`~carecrm.core.ingest.connectors.Rejected` values (:func:`~carecrm.core.ingest.report.parsed_item`);
 3. **prepare** (:mod:`carecrm.core.ingest.prepare`): text screened, identities normalized,
    blind indexes computed; a record refused here is quarantined;
 4. **plan** (:mod:`carecrm.core.ingest.plan`): the batch is matched and every write
@@ -14,7 +14,7 @@ The stages, each in its own module:
 5. **write** (:func:`~carecrm.core.ingest.plan.write_plan`): the plan stored in the
    batch's unit of work, with its ``ingest`` audit entry;
 6. **publish**: the batch's live events written to the outbox in the same unit
-   (:func:`carecrm.core.outbox.publish`), then delivered after the commit.
+   (:func:`carecrm.core.events.outbox.publish`), then delivered after the commit.
 
 A record that fails while it is planned (matched, mapped, encrypted) is quarantined with a
 reason naming source, record and field and the batch planned again without it; a batch that
@@ -30,14 +30,14 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from carecrm.core import events as ev
 from carecrm.core.errors import CareCRMError, ConflictError, DuplicateError, ValidationFailed
+from carecrm.core.events import types as ev
+from carecrm.core.events.outbox import Published, publish
 from carecrm.core.ingest.plan import BatchPlanner, Cursor, Refused, refusing, write_plan
 from carecrm.core.ingest.prepare import LeadPreparer, PreparedLead
 from carecrm.core.ingest.report import IngestReport, Quarantined
-from carecrm.core.models import Actor, LeadEvent
-from carecrm.core.outbox import Published, publish
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor, LeadEvent
+from carecrm.core.model.timeutil import utcnow
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM

@@ -29,7 +29,7 @@ from carecrm.core.testing.resources import skip_summary
 pytest.register_assert_rewrite("carecrm.core.testing.storage")
 
 if TYPE_CHECKING:
-    from carecrm.core.storage import StorageBackend
+    from carecrm.core.storage.contract import StorageBackend
 
 
 def sqlite_url(path: Path) -> str:

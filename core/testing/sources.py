@@ -45,7 +45,7 @@ Paths in ``present``, ``absent`` and ``equals`` are attribute names and dict key
 indexes joined by dots (``interactions.0.attributes.duration_seconds``).  In ``equals``
 a date-time is compared as its ISO 8601 text with ``Z`` (``"2017-12-15T00:59:29Z"``),
 tuples as lists.  Besides what a case lists, every case checks the contract's own rules
-(:mod:`carecrm.core.connectors`): ``parse`` yields only :class:`LeadEvent` and
+(:mod:`carecrm.core.ingest.connectors`): ``parse`` yields only :class:`LeadEvent` and
 :class:`Rejected` values, each lead event's ``source`` is the connector's name, every
 interaction and consent signal has an idempotency key and no two records share one
 (unless ``repeated_keys``), and a refusal's reason never holds a ``private`` text.
@@ -63,9 +63,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ValidationFailed
-from carecrm.core.models import LeadEvent, RawPayload
+from carecrm.core.ingest.connectors import Rejected, SourceConnector
+from carecrm.core.model.domain import LeadEvent, RawPayload
 
 if TYPE_CHECKING:
     import pytest

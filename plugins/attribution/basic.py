@@ -14,7 +14,7 @@ analytics definitions do (Google Analytics' "first click", "last click", "linear
 * ``linear``: equal credit to every touch.
 
 What counts as a touch, the conversion steps and the lookback window are the core's
-(:mod:`carecrm.core.attribution`); the models only weigh.
+(:mod:`carecrm.core.analytics.attribution`); the models only weigh.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from carecrm.core.attribution import AttributionModel, Touch
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.options import NoOptions
+from carecrm.core.analytics.attribution import AttributionModel, Touch
+from carecrm.core.plugins.hookspecs import hookimpl
+from carecrm.core.plugins.options import NoOptions
 
 
 def _one_at(index: int, size: int) -> list[float]:

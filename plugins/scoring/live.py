@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from carecrm.core import events as ev
-from carecrm.core.hookspecs import hookimpl
+from carecrm.core.events import types as ev
+from carecrm.core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from carecrm.core.app import CareCRM

@@ -46,9 +46,9 @@ from typing import Any
 
 import attrs
 
+from carecrm.core.analytics.scoring import ScoredInteraction, ScoreReason, ScoreResult, ScoringModel
 from carecrm.core.errors import ConfigError
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.scoring import ScoredInteraction, ScoreReason, ScoreResult, ScoringModel
+from carecrm.core.plugins.hookspecs import hookimpl
 
 #: The rules used when the practice configures none (the same shapes as ``[[scoring.rules]]``).
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (

@@ -23,14 +23,14 @@ key                    value                                           tree
 
 "Within N days" counts calendar days in the practice's time zone: the zone of the
 ``location`` the spec filters on, else the default (first) location's.  The window starts at
-local midnight N days before today and has no end (:func:`carecrm.core.criteria.local_days_start`),
+local midnight N days before today and has no end (:func:`carecrm.core.analytics.criteria.local_days_start`),
 so ``within_days = 0`` is "today", ``90`` is today and the 90 days before it.  A saved spec keeps
 ``within_days``, not a date: the window moves with the day it is used on.
 
 Names are checked against what the practice configures, and an unknown one raises
 :class:`~carecrm.core.errors.UnknownComponentError` listing the known ones (spec keys, stages,
 service lines, locations, interaction kinds).  Other bad values raise
-:class:`~carecrm.core.criteria.CriteriaError` naming the key.
+:class:`~carecrm.core.analytics.criteria.CriteriaError` naming the key.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from carecrm.core.criteria import (
+from carecrm.core.analytics.criteria import (
     And,
     Criteria,
     CriteriaError,
@@ -50,13 +50,13 @@ from carecrm.core.criteria import (
     Range,
     local_days_start,
 )
+from carecrm.core.analytics.segments_service import SegmentBuilder
 from carecrm.core.errors import UnknownComponentError
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.identity import normalize_city
+from carecrm.core.identity.normalize import normalize_city
 from carecrm.core.ingest import service_interest_code
-from carecrm.core.options import NoOptions
-from carecrm.core.segments_api import SegmentBuilder
-from carecrm.core.vocab import is_known_kind, known_kinds
+from carecrm.core.model.vocab import is_known_kind, known_kinds
+from carecrm.core.plugins.hookspecs import hookimpl
+from carecrm.core.plugins.options import NoOptions
 
 #: The keys of a spec, in the order :meth:`BasicSegmentBuilder.describe` lists them.
 SPEC_KEYS: tuple[str, ...] = (
@@ -102,7 +102,7 @@ def _number(key: str, value: Any) -> float:
 
 
 class BasicSegmentBuilder(SegmentBuilder):
-    """Builds :mod:`carecrm.core.criteria` trees from simple specs (see the module docstring).
+    """Builds :mod:`carecrm.core.analytics.criteria` trees from simple specs (see the module docstring).
 
     Built as ``BasicSegmentBuilder(name="basic", options=NoOptions(), settings=settings)``
     (it takes no options).
@@ -226,7 +226,7 @@ class BasicSegmentBuilder(SegmentBuilder):
 
         :param now: the current time, timezone-aware; "within N days" windows start at
             local midnight N days before ``now``'s local date.
-        :returns: an :class:`~carecrm.core.criteria.And` of one node per key (empty: every
+        :returns: an :class:`~carecrm.core.analytics.criteria.And` of one node per key (empty: every
             active contact).
         :raises UnknownComponentError: see :meth:`normalize`.
         :raises CriteriaError: see :meth:`normalize`; also for a naive ``now``.

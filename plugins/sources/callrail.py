@@ -51,12 +51,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from carecrm.core import connector_kit as kit
-from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.identity import IdentityError, is_low_confidence_name, normalize_phone
-from carecrm.core.models import InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.identity.normalize import IdentityError, is_low_confidence_name, normalize_phone
+from carecrm.core.ingest import kit as kit
+from carecrm.core.ingest.connectors import Rejected, SourceConnector
+from carecrm.core.model.domain import InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.plugins.hookspecs import hookimpl
 
 __all__ = ["CallRailConnector", "carecrm_register_sources"]
 

@@ -2,7 +2,7 @@
 
 SendGrid POSTs batches of email events (delivery and engagement) as a JSON array; every
 element is one event about one recipient.  This connector turns each element into one
-:class:`~carecrm.core.models.LeadEvent` with the recipient's email as its only identity
+:class:`~carecrm.core.model.domain.LeadEvent` with the recipient's email as its only identity
 (SendGrid events carry no name or phone), an interaction of the ``email.*`` vocabulary
 and, for unsubscribes and spam complaints, a consent signal.
 
@@ -66,11 +66,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
-from carecrm.core import connector_kit as kit
-from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.ingest import kit as kit
+from carecrm.core.ingest.connectors import Rejected, SourceConnector
+from carecrm.core.model.domain import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.plugins.hookspecs import hookimpl
 
 __all__ = ["SendGridConnector", "carecrm_register_sources"]
 

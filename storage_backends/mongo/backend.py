@@ -43,8 +43,8 @@ from types import TracebackType
 from typing import Any
 
 from carecrm.core.errors import ConfigError, ConflictError, SchemaVersionError, StorageError
-from carecrm.core.storage import SCHEMA_VERSION
-from carecrm.core.storage_capabilities import ALL_QUERIES
+from carecrm.core.storage.capabilities import ALL_QUERIES
+from carecrm.core.storage.contract import SCHEMA_VERSION
 from carecrm.storage_backends.mongo import errors, repositories
 from carecrm.storage_backends.mongo.documents import View, chunks
 from carecrm.storage_backends.mongo.repositories import (
@@ -564,7 +564,7 @@ class MongoUnitOfWork:
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
 
-    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage.capabilities`).
     native_queries: frozenset[str] = ALL_QUERIES
 
     def __init__(self, backend: MongoBackend) -> None:
@@ -634,7 +634,7 @@ class MongoUnitOfWork:
 
     def lock(self, names: Iterable[str]) -> None:
         """Exclusive named locks until the unit commits or rolls back (see
-        :meth:`carecrm.core.storage.UnitOfWork.lock`): one document per name in the
+        :meth:`carecrm.core.storage.contract.UnitOfWork.lock`): one document per name in the
         ``locks`` collection (``{_id: name, owner, at}``), inserted at once (not buffered)
         in name order; a second unit's insert of the same ``_id`` fails on the unique
         ``_id`` and it polls until the holder deletes it at commit or rollback.  A lock
@@ -711,7 +711,7 @@ class MongoUnitOfWork:
         (:func:`carecrm.storage_backends.mongo.repositories.export_records`).
 
         :raises UnknownComponentError: if ``kind`` is not one of
-            :data:`carecrm.core.storage.RECORD_KINDS`.
+            :data:`carecrm.core.storage.contract.RECORD_KINDS`.
         """
         return repositories.export_records(self, kind)
 

@@ -32,7 +32,7 @@ import attrs
 from bson.binary import Binary, UuidRepresentation
 
 from carecrm.core.errors import DuplicateError
-from carecrm.core.timeutil import stored_utc as utc
+from carecrm.core.model.timeutil import stored_utc as utc
 
 #: Keys per ``$in`` list / per ``$or`` of a query.
 CHUNK = 500

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     AuditRecord,
     OutboxRecord,
 )
@@ -27,7 +27,7 @@ from carecrm.storage_backends.mongo.shared import (
 
 
 class MongoAudit(_Repository):
-    """:class:`carecrm.core.storage.AuditRepository` on collection ``audit_log``
+    """:class:`carecrm.core.storage.contract.AuditRepository` on collection ``audit_log``
     (``_id`` = seq, so a taken seq is refused by the database; append-only)."""
 
     collection = "audit_log"
@@ -49,7 +49,7 @@ class MongoAudit(_Repository):
 
 
 class MongoOutbox(_Repository):
-    """:class:`carecrm.core.storage.OutboxRepository` on collection ``outbox`` (``_id`` =
+    """:class:`carecrm.core.storage.contract.OutboxRepository` on collection ``outbox`` (``_id`` =
     seq, so a taken seq is refused by the database)."""
 
     collection = "outbox"
@@ -83,7 +83,7 @@ class MongoOutbox(_Repository):
 
 
 class MongoMeta(_Repository):
-    """:class:`carecrm.core.storage.MetaRepository` on collection ``meta`` (``{_id: key, value}``)."""
+    """:class:`carecrm.core.storage.contract.MetaRepository` on collection ``meta`` (``{_id: key, value}``)."""
 
     collection = "meta"
 

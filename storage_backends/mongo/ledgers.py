@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from carecrm.core.errors import NotFound
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     ACTIVE,
     ConsentRecord,
     InboxRecord,
@@ -38,7 +38,7 @@ from carecrm.storage_backends.mongo.shared import (
 
 
 class MongoAppointments(_Repository):
-    """:class:`carecrm.core.storage.AppointmentRepository` on collection ``appointments``."""
+    """:class:`carecrm.core.storage.contract.AppointmentRepository` on collection ``appointments``."""
 
     collection = "appointments"
 
@@ -47,7 +47,7 @@ class MongoAppointments(_Repository):
 
 
 class MongoConsents(_Repository):
-    """:class:`carecrm.core.storage.ConsentRepository` on collection ``consents``."""
+    """:class:`carecrm.core.storage.contract.ConsentRepository` on collection ``consents``."""
 
     collection = "consents"
     _order = [("occurred_at", 1), ("_id", 1)]
@@ -73,7 +73,7 @@ class MongoConsents(_Repository):
 
 
 class MongoNotes(_Repository):
-    """:class:`carecrm.core.storage.NoteRepository` on collection ``notes``."""
+    """:class:`carecrm.core.storage.contract.NoteRepository` on collection ``notes``."""
 
     collection = "notes"
 
@@ -87,7 +87,7 @@ class MongoNotes(_Repository):
 
 
 class MongoTasks(_Repository):
-    """:class:`carecrm.core.storage.TaskRepository` on collection ``tasks``."""
+    """:class:`carecrm.core.storage.contract.TaskRepository` on collection ``tasks``."""
 
     collection = "tasks"
 
@@ -136,7 +136,7 @@ class MongoTasks(_Repository):
 
 
 class MongoScores(_Repository):
-    """:class:`carecrm.core.storage.ScoreRepository` on collection ``scores``
+    """:class:`carecrm.core.storage.contract.ScoreRepository` on collection ``scores``
     (``_id`` = ``"<contact hex>:<model>"``; index (model, score desc, contact_id))."""
 
     collection = "scores"
@@ -206,7 +206,7 @@ class MongoScores(_Repository):
 
 
 class MongoReviews(_Repository):
-    """:class:`carecrm.core.storage.ReviewRepository` on collection ``reviews``
+    """:class:`carecrm.core.storage.contract.ReviewRepository` on collection ``reviews``
     (unique on (contact_a, contact_b) with ``contact_a`` the smaller id)."""
 
     collection = "reviews"
@@ -235,7 +235,7 @@ class MongoReviews(_Repository):
 
 
 class MongoSegments(_Repository):
-    """:class:`carecrm.core.storage.SegmentRepository` on collection ``segments`` (``_id`` = name)."""
+    """:class:`carecrm.core.storage.contract.SegmentRepository` on collection ``segments`` (``_id`` = name)."""
 
     collection = "segments"
 
@@ -261,7 +261,7 @@ class MongoSegments(_Repository):
 
 
 class MongoInbox(_Repository):
-    """:class:`carecrm.core.storage.InboxRepository` on collection ``inbox``."""
+    """:class:`carecrm.core.storage.contract.InboxRepository` on collection ``inbox``."""
 
     collection = "inbox"
     _order = [("received_at", 1), ("_id", 1)]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from carecrm.core.criteria import And, Criteria, Eq, HadInteraction, In, Not, Or, Prefix, Range
+from carecrm.core.analytics.criteria import And, Criteria, Eq, HadInteraction, In, Not, Or, Prefix, Range
 from carecrm.core.errors import ConflictError, NotFound
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     ACTIVE,
     ContactRecord,
     IdentityRecord,
@@ -37,7 +37,7 @@ from carecrm.storage_backends.mongo.shared import (
 
 
 class MongoContacts(_Repository):
-    """:class:`carecrm.core.storage.ContactRepository` on collection ``contacts``."""
+    """:class:`carecrm.core.storage.contract.ContactRepository` on collection ``contacts``."""
 
     collection = "contacts"
 
@@ -204,7 +204,7 @@ def compile_criteria(criteria: Criteria, interactions: MongoInteractions) -> dic
 
 
 class MongoIdentities(_Repository):
-    """:class:`carecrm.core.storage.IdentityRepository` on collection ``identities``
+    """:class:`carecrm.core.storage.contract.IdentityRepository` on collection ``identities``
     (unique on (contact_id, kind, bidx); ``bidx`` alone is not unique: households share)."""
 
     collection = "identities"

@@ -1,6 +1,6 @@
 """The repositories of the MongoDB unit of work.
 
-Each class implements one repository Protocol of :mod:`carecrm.core.storage` over one
+Each class implements one repository Protocol of :mod:`carecrm.core.storage.contract` over one
 collection, seen through the unit's :class:`~carecrm.storage_backends.mongo.documents.View`
 (stored documents overlaid with the unit's pending writes).  Writes are buffered and
 applied at commit; reads are queries and aggregation pipelines run by the server

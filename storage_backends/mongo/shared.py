@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from carecrm.core.errors import NotFound
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     AppointmentRecord,
     AuditRecord,
     ConsentRecord,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     FirstResponseRecord,
     InteractionFacts,
     InteractionRecord,
@@ -15,7 +15,7 @@ from carecrm.core.records import (
     StageReachedRecord,
     TouchRecord,
 )
-from carecrm.core.storage import TimelineCursor
+from carecrm.core.storage.contract import TimelineCursor
 from carecrm.storage_backends.mongo.documents import (
     and_,
     bid,
@@ -40,7 +40,7 @@ _TOUCH_FIELDS = ("contact_id", "kind", "occurred_at", "channel", "direction", "c
 
 
 class MongoInteractions(_Repository):
-    """:class:`carecrm.core.storage.InteractionRepository` on collection ``interactions``:
+    """:class:`carecrm.core.storage.contract.InteractionRepository` on collection ``interactions``:
     unique on (source, idempotency_key), timeline index (contact_id, occurred_at, _id)."""
 
     collection = "interactions"
@@ -225,7 +225,7 @@ class MongoInteractions(_Repository):
 
 
 class MongoStages(_Repository):
-    """:class:`carecrm.core.storage.StageRepository` on collection ``stage_changes``."""
+    """:class:`carecrm.core.storage.contract.StageRepository` on collection ``stage_changes``."""
 
     collection = "stage_changes"
 

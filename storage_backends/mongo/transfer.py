@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from carecrm.core.storage import check_record_kind
+from carecrm.core.storage.contract import check_record_kind
 
 if TYPE_CHECKING:
     from carecrm.storage_backends.mongo.backend import MongoUnitOfWork
@@ -19,7 +19,7 @@ from carecrm.storage_backends.mongo.shared import (
 
 
 def export_records(uow: MongoUnitOfWork, kind: str) -> Iterator[Any]:
-    """:meth:`carecrm.core.storage.UnitOfWork.export_records` on the Mongo unit of work:
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.export_records` on the Mongo unit of work:
     the documents of ``kind``'s collection in ``_id`` order, streamed from one cursor
     (:data:`PAGE` documents per round trip), as stored records (``meta``: ``(key, value)``).
 
@@ -34,7 +34,7 @@ def export_records(uow: MongoUnitOfWork, kind: str) -> Iterator[Any]:
 
 
 def import_records(uow: MongoUnitOfWork, kind: str, records: Sequence[Any]) -> int:
-    """:meth:`carecrm.core.storage.UnitOfWork.import_records` on the Mongo unit of work:
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.import_records` on the Mongo unit of work:
     the documents are buffered (unique keys checked, one query per key and chunk) and
     written by ``insert_many`` at commit (``meta``: one upsert per pair).
 
@@ -54,7 +54,7 @@ def import_records(uow: MongoUnitOfWork, kind: str, records: Sequence[Any]) -> i
 
 
 def count_records(uow: MongoUnitOfWork, kind: str) -> int:
-    """:meth:`carecrm.core.storage.UnitOfWork.count_records` on the Mongo unit of work (one
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.count_records` on the Mongo unit of work (one
     ``count_documents``).  :raises UnknownComponentError: for an unknown kind."""
     check_record_kind(kind)
     return uow.view(kind).count({})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from carecrm.core.hookspecs import hookimpl
+from carecrm.core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from carecrm.storage_backends.sql.backend import SqlBackend

@@ -35,8 +35,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from carecrm.core.errors import BackendUnavailable, ConfigError, ConflictError, SchemaVersionError, StorageError
-from carecrm.core.storage import SCHEMA_VERSION
-from carecrm.core.storage_capabilities import ALL_QUERIES
+from carecrm.core.storage.capabilities import ALL_QUERIES
+from carecrm.core.storage.contract import SCHEMA_VERSION
 from carecrm.storage_backends.sql import migrate, repositories
 from carecrm.storage_backends.sql.errors import translated
 from carecrm.storage_backends.sql.repositories import (
@@ -450,7 +450,7 @@ def _mysql_lock_name(scope: str, name: str) -> str:
 
 
 class SqlUnitOfWork:
-    """One transaction on one connection, with every repository of :mod:`carecrm.core.storage`.
+    """One transaction on one connection, with every repository of :mod:`carecrm.core.storage.contract`.
 
     Entering connects (and, the first time for this backend instance, checks the schema
     version); leaving without :meth:`commit` rolls back; an exception inside rolls back and
@@ -461,7 +461,7 @@ class SqlUnitOfWork:
     :raises SchemaVersionError: on entering, if the schema version does not match.
     """
 
-    #: Every optional query is answered natively (:mod:`carecrm.core.storage_capabilities`).
+    #: Every optional query is answered natively (:mod:`carecrm.core.storage.capabilities`).
     native_queries: frozenset[str] = ALL_QUERIES
 
     def __init__(self, backend: SqlBackend) -> None:
@@ -553,7 +553,7 @@ class SqlUnitOfWork:
 
     def lock(self, names: Iterable[str]) -> None:
         """Exclusive named locks until the unit commits or rolls back (see
-        :meth:`carecrm.core.storage.UnitOfWork.lock`).
+        :meth:`carecrm.core.storage.contract.UnitOfWork.lock`).
 
         PostgreSQL: ``pg_advisory_xact_lock`` on a 64-bit key hashed from each name
         (advisory locks are per database), taken in key order in one statement.
@@ -600,7 +600,7 @@ class SqlUnitOfWork:
         query (:func:`carecrm.storage_backends.sql.repositories.export_records`).
 
         :raises UnknownComponentError: if ``kind`` is not one of
-            :data:`carecrm.core.storage.RECORD_KINDS`.
+            :data:`carecrm.core.storage.contract.RECORD_KINDS`.
         """
         return repositories.export_records(self, kind)
 

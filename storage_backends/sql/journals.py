@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     AuditRecord,
     OutboxRecord,
 )
-from carecrm.core.timeutil import stored_utc as utc
+from carecrm.core.model.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.errors import translated
 
@@ -31,7 +31,7 @@ from carecrm.storage_backends.sql.rows import (
 
 
 class SqlAudit(_Repository):
-    """:class:`carecrm.core.storage.AuditRepository` on table ``audit_log`` (append-only:
+    """:class:`carecrm.core.storage.contract.AuditRepository` on table ``audit_log`` (append-only:
     there is no update or delete)."""
 
     table = schema.audit_log
@@ -60,7 +60,7 @@ class SqlAudit(_Repository):
 
 
 class SqlOutbox(_Repository):
-    """:class:`carecrm.core.storage.OutboxRepository` on table ``outbox`` (seq primary key,
+    """:class:`carecrm.core.storage.contract.OutboxRepository` on table ``outbox`` (seq primary key,
     so a taken seq is refused by the database)."""
 
     table = schema.outbox
@@ -104,7 +104,7 @@ class SqlOutbox(_Repository):
 
 
 class SqlMeta:
-    """:class:`carecrm.core.storage.MetaRepository` on table ``meta`` (key → text)."""
+    """:class:`carecrm.core.storage.contract.MetaRepository` on table ``meta`` (key → text)."""
 
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self._uow = uow

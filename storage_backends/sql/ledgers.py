@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from carecrm.core.errors import DuplicateError, NotFound
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     ACTIVE,
     AppointmentRecord,
     ConsentRecord,
@@ -22,7 +22,7 @@ from carecrm.core.records import (
     SegmentRecord,
     TaskRecord,
 )
-from carecrm.core.timeutil import stored_utc as utc
+from carecrm.core.model.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.errors import translated
 
@@ -37,7 +37,7 @@ from carecrm.storage_backends.sql.rows import (
 
 
 class SqlAppointments(_Repository):
-    """:class:`carecrm.core.storage.AppointmentRepository` on table ``appointments``."""
+    """:class:`carecrm.core.storage.contract.AppointmentRepository` on table ``appointments``."""
 
     table = schema.appointments
     record_class = AppointmentRecord
@@ -51,7 +51,7 @@ class SqlAppointments(_Repository):
 
 
 class SqlConsents(_Repository):
-    """:class:`carecrm.core.storage.ConsentRepository` on table ``consents``."""
+    """:class:`carecrm.core.storage.contract.ConsentRepository` on table ``consents``."""
 
     table = schema.consents
     record_class = ConsentRecord
@@ -86,7 +86,7 @@ class SqlConsents(_Repository):
 
 
 class SqlNotes(_Repository):
-    """:class:`carecrm.core.storage.NoteRepository` on table ``notes``."""
+    """:class:`carecrm.core.storage.contract.NoteRepository` on table ``notes``."""
 
     table = schema.notes
     record_class = NoteRecord
@@ -102,7 +102,7 @@ class SqlNotes(_Repository):
 
 
 class SqlTasks(_Repository):
-    """:class:`carecrm.core.storage.TaskRepository` on table ``tasks``."""
+    """:class:`carecrm.core.storage.contract.TaskRepository` on table ``tasks``."""
 
     table = schema.tasks
     record_class = TaskRecord
@@ -156,7 +156,7 @@ class SqlTasks(_Repository):
 
 
 class SqlScores(_Repository):
-    """:class:`carecrm.core.storage.ScoreRepository` on table ``scores``."""
+    """:class:`carecrm.core.storage.contract.ScoreRepository` on table ``scores``."""
 
     table = schema.scores
     record_class = ScoreRecord
@@ -210,7 +210,7 @@ class SqlScores(_Repository):
 
 
 class SqlReviews(_Repository):
-    """:class:`carecrm.core.storage.ReviewRepository` on table ``reviews``."""
+    """:class:`carecrm.core.storage.contract.ReviewRepository` on table ``reviews``."""
 
     table = schema.reviews
     record_class = ReviewRecord
@@ -257,7 +257,7 @@ class SqlReviews(_Repository):
 
 
 class SqlSegments(_Repository):
-    """:class:`carecrm.core.storage.SegmentRepository` on table ``segments``."""
+    """:class:`carecrm.core.storage.contract.SegmentRepository` on table ``segments``."""
 
     table = schema.segments
     record_class = SegmentRecord
@@ -286,7 +286,7 @@ class SqlSegments(_Repository):
 
 
 class SqlInbox(_Repository):
-    """:class:`carecrm.core.storage.InboxRepository` on table ``inbox``."""
+    """:class:`carecrm.core.storage.contract.InboxRepository` on table ``inbox``."""
 
     table = schema.inbox
     record_class = InboxRecord

@@ -2,7 +2,7 @@
 
 Two numbers describe a carecrm SQL database:
 
-* ``meta.schema_version`` — the :data:`carecrm.core.storage.SCHEMA_VERSION` the data was
+* ``meta.schema_version`` — the :data:`carecrm.core.storage.contract.SCHEMA_VERSION` the data was
   written for; every backend keeps it, and it is what the version check compares;
 * Alembic's ``alembic_version`` — the last migration step applied.
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from carecrm.core.errors import SchemaVersionError
-from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage.contract import SCHEMA_VERSION
 from carecrm.storage_backends.sql import schema
 
 if TYPE_CHECKING:

@@ -11,9 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from carecrm.core.criteria import NUMERIC_FIELDS, And, Criteria, Eq, HadInteraction, In, Not, Or, Prefix, Range
+from carecrm.core.analytics.criteria import (
+    NUMERIC_FIELDS,
+    And,
+    Criteria,
+    Eq,
+    HadInteraction,
+    In,
+    Not,
+    Or,
+    Prefix,
+    Range,
+)
 from carecrm.core.errors import ConflictError, NotFound
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     ACTIVE,
     ContactRecord,
     IdentityRecord,
@@ -31,7 +42,7 @@ from carecrm.storage_backends.sql.rows import (
 
 
 class SqlContacts(_Repository):
-    """:class:`carecrm.core.storage.ContactRepository` on table ``contacts``."""
+    """:class:`carecrm.core.storage.contract.ContactRepository` on table ``contacts``."""
 
     table = schema.contacts
     record_class = ContactRecord
@@ -244,7 +255,7 @@ def _condition(shape: Shape, names: Iterator[str]) -> sa.ColumnElement[bool]:
     (SELECT 1 FROM interactions WHERE interactions.contact_id = contacts.id AND kind IN (...)
     AND occurred_at >= :since [AND occurred_at < :until])``, answered per candidate by the
     (contact_id, occurred_at, id) index.  A negated leaf also matches NULL (``city IS NULL
-    OR city <> :v``), so logic is two-valued as :mod:`carecrm.core.criteria` defines it.  A
+    OR city <> :v``), so logic is two-valued as :mod:`carecrm.core.analytics.criteria` defines it.  A
     prefix is ``substr(col, 1, :n) = :p``: case-sensitive on every database (SQLite's LIKE
     folds ASCII case) with no wildcard to escape.
     """
@@ -311,7 +322,7 @@ def _segment_statement(what: str, shape: Shape, after: bool) -> Any:
 
 
 class SqlIdentities(_Repository):
-    """:class:`carecrm.core.storage.IdentityRepository` on table ``identities``."""
+    """:class:`carecrm.core.storage.contract.IdentityRepository` on table ``identities``."""
 
     table = schema.identities
     record_class = IdentityRecord

@@ -1,8 +1,8 @@
 """The repositories of the SQL unit of work (SQLAlchemy Core, 2.0 style).
 
-Each class implements one repository Protocol of :mod:`carecrm.core.storage` over the
+Each class implements one repository Protocol of :mod:`carecrm.core.storage.contract` over the
 connection of its :class:`~carecrm.storage_backends.sql.backend.SqlUnitOfWork`.  Records go
-in and come out as :mod:`carecrm.core.records` instances; column names are field names.
+in and come out as :mod:`carecrm.core.model.records` instances; column names are field names.
 
 Rules shared by every repository:
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
 from carecrm.core.errors import NotFound
-from carecrm.core.timeutil import stored_utc as utc
+from carecrm.core.model.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql.errors import translated
 
 if TYPE_CHECKING:

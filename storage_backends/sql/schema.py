@@ -1,7 +1,7 @@
 """The carecrm SQL schema (SQLAlchemy Core), one per database for SQLite, PostgreSQL and
 MariaDB/MySQL.
 
-Table and column names are the field names of :mod:`carecrm.core.records`; one table per
+Table and column names are the field names of :mod:`carecrm.core.model.records`; one table per
 record class (``contacts``, ``identities``, ``interactions``, ``stage_changes``,
 ``appointments``, ``consents``, ``notes``, ``tasks``, ``scores``, ``reviews``,
 ``segments``, ``inbox``, ``merges``, ``audit_log``, ``meta``).  There are no foreign keys:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     FirstResponseRecord,
     InteractionFacts,
     InteractionRecord,
@@ -18,8 +18,8 @@ from carecrm.core.records import (
     StageReachedRecord,
     TouchRecord,
 )
-from carecrm.core.storage import TimelineCursor
-from carecrm.core.timeutil import stored_utc as utc
+from carecrm.core.model.timeutil import stored_utc as utc
+from carecrm.core.storage.contract import TimelineCursor
 from carecrm.storage_backends.sql import schema
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ from carecrm.storage_backends.sql.rows import (
 
 
 class SqlInteractions(_Repository):
-    """:class:`carecrm.core.storage.InteractionRepository` on table ``interactions``."""
+    """:class:`carecrm.core.storage.contract.InteractionRepository` on table ``interactions``."""
 
     table = schema.interactions
     record_class = InteractionRecord
@@ -306,7 +306,7 @@ class SqlInteractions(_Repository):
 
 
 class SqlStages(_Repository):
-    """:class:`carecrm.core.storage.StageRepository` on table ``stage_changes``."""
+    """:class:`carecrm.core.storage.contract.StageRepository` on table ``stage_changes``."""
 
     table = schema.stage_changes
     record_class = StageChangeRecord

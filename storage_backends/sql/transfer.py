@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     AppointmentRecord,
     AuditRecord,
     ConsentRecord,
@@ -25,7 +25,7 @@ from carecrm.core.records import (
     StageChangeRecord,
     TaskRecord,
 )
-from carecrm.core.storage import check_record_kind
+from carecrm.core.storage.contract import check_record_kind
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.errors import translated
 
@@ -39,7 +39,7 @@ from carecrm.storage_backends.sql.rows import (
 
 # --------------------------------------------------------------------------- whole-database copies
 
-#: The table and record class of each kind of :data:`carecrm.core.storage.RECORD_KINDS`
+#: The table and record class of each kind of :data:`carecrm.core.storage.contract.RECORD_KINDS`
 #: but ``meta`` (whose rows are ``(key, value)`` pairs).
 TRANSFER_TABLES: dict[str, tuple[sa.Table, type[Any]]] = {
     "contacts": (schema.contacts, ContactRecord),
@@ -76,7 +76,7 @@ def _after_key(keys: Sequence[sa.Column[Any]], last: Sequence[Any]) -> sa.Column
 
 
 def export_records(uow: SqlUnitOfWork, kind: str) -> Iterator[Any]:
-    """:meth:`carecrm.core.storage.UnitOfWork.export_records` on the SQL unit of work:
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.export_records` on the SQL unit of work:
     the rows of ``kind``'s table in primary-key order, :data:`PAGE` rows per query (keyset
     pagination, no server cursor held), as stored records (``meta``: ``(key, value)``).
 
@@ -99,7 +99,7 @@ def export_records(uow: SqlUnitOfWork, kind: str) -> Iterator[Any]:
 
 
 def import_records(uow: SqlUnitOfWork, kind: str, records: Sequence[Any]) -> int:
-    """:meth:`carecrm.core.storage.UnitOfWork.import_records` on the SQL unit of work:
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.import_records` on the SQL unit of work:
     one multi-row INSERT per :data:`CHUNK` records (``meta``: one upsert per pair).
 
     :raises UnknownComponentError: for an unknown kind.
@@ -121,7 +121,7 @@ def import_records(uow: SqlUnitOfWork, kind: str, records: Sequence[Any]) -> int
 
 
 def count_records(uow: SqlUnitOfWork, kind: str) -> int:
-    """:meth:`carecrm.core.storage.UnitOfWork.count_records` on the SQL unit of work (one
+    """:meth:`carecrm.core.storage.contract.UnitOfWork.count_records` on the SQL unit of work (one
     ``count(*)``).  :raises UnknownComponentError: for an unknown kind."""
     table = _transfer_table(kind)
     with translated(table.name, uow.where):

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from carecrm.core.timeutil import from_naive_utc, to_utc_ms
+from carecrm.core.model.timeutil import from_naive_utc, to_utc_ms
 
 #: Dialect names served by the MySQL family of SQLAlchemy dialects.
 MYSQL_FAMILY = frozenset({"mysql", "mariadb"})

@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent, Touchpoint
-from carecrm.core.models import Actor
-from carecrm.core.timeutil import utcnow
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import utcnow
 
 ACTOR = Actor.parse("tester:admin")
 

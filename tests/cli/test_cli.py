@@ -31,8 +31,8 @@ from carecrm.cli.commands.setup import example_names
 from carecrm.cli.main import cli, create_cli
 from carecrm.cli.output import format_duration, format_local, format_utc
 from carecrm.cli.payloads import expand_paths, guess_content_type, parse_header, sniff_content_type
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.plugins import build_plugin_manager
+from carecrm.core.plugins.hookspecs import hookimpl
+from carecrm.core.plugins.manager import build_plugin_manager
 from carecrm.core.testing.resources import corpus_dir, needs_corpus, skip_without_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -286,7 +286,7 @@ def test_missing_config_is_a_clean_error(tmp_path: Path) -> None:
 
 
 def test_wrong_key_file_is_a_clean_error(practice: Practice, tmp_path: Path) -> None:
-    from carecrm.core.crypto import KeyRing
+    from carecrm.core.privacy.crypto import KeyRing
 
     other = tmp_path / "other.keys"
     KeyRing.generate().write_file(other)

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM
-from carecrm.core.mapping import RecordMapper
+from carecrm.core.privacy.mapping import RecordMapper
 
 NAMES = ["Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo"]
 #: personal data of the poison record: must never appear in any output

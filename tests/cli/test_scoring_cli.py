@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 from carecrm.cli.main import cli
 from carecrm.cli.output import format_local
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
-from carecrm.core.models import Actor
-from carecrm.core.timeutil import isoformat_z, utcnow
+from carecrm.core.model.domain import Actor
+from carecrm.core.model.timeutil import isoformat_z, utcnow
 
 ACTOR = Actor.parse("tester:admin")
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
 from carecrm.core import CareCRM, InteractionDraft, LeadEvent
-from carecrm.core.models import Actor
+from carecrm.core.model.domain import Actor
 
 ACTOR = Actor.parse("tester:admin")
 
@@ -89,7 +89,7 @@ def practice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Practice:
             actor=ACTOR,
         )
         assert not report.quarantined
-    monkeypatch.setattr("carecrm.core.segments_api.utcnow", lambda: NOW)
+    monkeypatch.setattr("carecrm.core.analytics.segments_service.utcnow", lambda: NOW)
     return Practice(root)
 
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from carecrm.cli.main import cli
-from carecrm.core.short_ids import SHORT_LENGTH, AmbiguousId, id_suffix, one_match, short_id
+from carecrm.core.model.short_ids import SHORT_LENGTH, AmbiguousId, id_suffix, one_match, short_id
 
 PHONE = "+1 312 555 0142"
 MESSAGE = (

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import carecrm.core
 from carecrm.cli.main import BUILTIN_COMMANDS, cli, load_command
-from carecrm.core.plugins import COMMAND_PLUGINS, DEFAULT_PLUGINS
+from carecrm.core.plugins.manager import COMMAND_PLUGINS, DEFAULT_PLUGINS
 
 #: Modules a start-up must not import: the app and the rest of the core, storage drivers,
 #: migrations, rendering and the built-in source, model and backend plugins.

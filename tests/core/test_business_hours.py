@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from carecrm.core.business_hours import BusinessCalendar, business_seconds_between, calendar_for
 from carecrm.core.errors import ConfigError
-from carecrm.core.models import Location
+from carecrm.core.model.domain import Location
+from carecrm.core.pipeline.business_hours import BusinessCalendar, business_seconds_between, calendar_for
 
 CHICAGO = ZoneInfo("America/Chicago")
 WEEKDAYS_8_TO_5 = {d: ("08:00", "17:00") for d in ("mon", "tue", "wed", "thu", "fri")}

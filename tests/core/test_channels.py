@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from carecrm.core.channels import classify
-from carecrm.core.models import Touchpoint
+from carecrm.core.model.channels import classify
+from carecrm.core.model.domain import Touchpoint
 
 
 def test_default_channel_groups() -> None:

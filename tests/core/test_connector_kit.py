@@ -1,4 +1,4 @@
-"""The connector kit (``carecrm.core.connector_kit``) and the ``Rejected`` value, through
+"""The connector kit (``carecrm.core.ingest.kit``) and the ``Rejected`` value, through
 their public API and through the app (the quarantine reason a Rejected record gets)."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from carecrm.core import (
     ValidationFailed,
     hookimpl,
 )
-from carecrm.core import connector_kit as kit
-from carecrm.core.models import Actor, InteractionDraft
+from carecrm.core.ingest import kit as kit
+from carecrm.core.model.domain import Actor, InteractionDraft
 
 ACTOR = Actor.parse("tester:admin")
 
@@ -134,7 +134,7 @@ def test_url_parameters() -> None:
 
 def test_the_old_urls_module_is_an_alias_with_a_warning() -> None:
     sys.modules.pop("carecrm.plugins.sources.urls", None)
-    with pytest.warns(DeprecationWarning, match="connector_kit"):
+    with pytest.warns(DeprecationWarning, match="ingest.kit"):
         urls = importlib.import_module("carecrm.plugins.sources.urls")
     assert urls.without_query is kit.without_query and urls.URL_PARAMETERS is kit.URL_PARAMETERS
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from carecrm.core.crypto import KeyRing
 from carecrm.core.errors import CryptoError
+from carecrm.core.privacy.crypto import KeyRing
 
 
 def test_key_file_is_owner_only_and_not_overwritten(tmp_path: Path) -> None:

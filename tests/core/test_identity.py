@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from carecrm.core.identity import (
+from carecrm.core.identity.normalize import (
     IdentityError,
     is_low_confidence_name,
     names_clearly_disagree,

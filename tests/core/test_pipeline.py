@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from carecrm.core.errors import ConfigError, InvalidTransition
-from carecrm.core.pipeline import PipelineConfig, implied_stage
+from carecrm.core.pipeline.stages import PipelineConfig, implied_stage
 
 
 def test_default_moves() -> None:

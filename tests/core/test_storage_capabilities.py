@@ -1,4 +1,4 @@
-"""The dispatch of the optional storage queries (:mod:`carecrm.core.storage_capabilities`):
+"""The dispatch of the optional storage queries (:mod:`carecrm.core.storage.capabilities`):
 native when the unit of work declares the query, the reference otherwise."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from carecrm.core.errors import UnknownComponentError
-from carecrm.core.storage import StorageBackend
-from carecrm.core.storage_capabilities import ALL_QUERIES, QUERY_CAPABILITIES, queries, query_function
+from carecrm.core.storage.capabilities import ALL_QUERIES, QUERY_CAPABILITIES, queries, query_function
+from carecrm.core.storage.contract import StorageBackend
 from carecrm.core.testing.storage import at, contact_record, interaction_record
 from carecrm.storage_backends.sql.backend import SqlUnitOfWork
 

@@ -15,7 +15,7 @@ import pytest
 
 from carecrm.core import LeadEvent, RawPayload, Rejected, SourceConnector, ValidationFailed
 from carecrm.core.config import Settings
-from carecrm.core.models import ConsentSignal, InteractionDraft
+from carecrm.core.model.domain import ConsentSignal, InteractionDraft
 from carecrm.core.testing.sources import CaseError, check_case, check_folder, load_cases, parametrize
 
 WHEN = datetime(2026, 4, 2, 15, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from carecrm.core.when import parse_when
+from carecrm.core.model.when import parse_when
 
 TZ = "America/Chicago"
 #: Monday 6 October 2025, 10:00 CDT (UTC-5).

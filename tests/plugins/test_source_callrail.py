@@ -22,10 +22,10 @@ import pytest
 
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
-from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
-from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.ingest.connectors import Rejected
+from carecrm.core.model.domain import Actor, LeadEvent, Location, Practice, RawPayload
+from carecrm.core.plugins.manager import DEFAULT_PLUGINS
 from carecrm.core.testing import resources
 from carecrm.plugins.sources.callrail import CallRailConnector
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from carecrm.core.config import Settings
-from carecrm.core.connectors import SourceConnector
+from carecrm.core.ingest.connectors import SourceConnector
 from carecrm.core.testing import resources
 from carecrm.core.testing.sources import Case, check_case, parametrize
 from carecrm.plugins.sources.callrail import CallRailConnector

@@ -21,12 +21,12 @@ import attrs
 import pluggy
 import pytest
 
-from carecrm.core import hookspecs
 from carecrm.core.config import Settings
-from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import Actor, LeadEvent, Location, Practice, RawPayload
-from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.ingest.connectors import Rejected
+from carecrm.core.model.domain import Actor, LeadEvent, Location, Practice, RawPayload
+from carecrm.core.plugins import hookspecs
+from carecrm.core.plugins.manager import DEFAULT_PLUGINS
 from carecrm.core.testing import resources
 from carecrm.plugins.sources import mapped
 from carecrm.plugins.sources.mapped import MappedConnector

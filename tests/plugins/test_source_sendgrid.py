@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from carecrm.core import CareCRM
 from carecrm.core.config import Settings
-from carecrm.core.connectors import Rejected
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.models import Actor, LeadEvent, RawPayload
-from carecrm.core.plugins import DEFAULT_PLUGINS
+from carecrm.core.ingest.connectors import Rejected
+from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
+from carecrm.core.plugins.manager import DEFAULT_PLUGINS
 from carecrm.core.testing import resources
 from carecrm.plugins.sources.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridConnector
 

@@ -21,7 +21,7 @@ from typing import NoReturn
 import pytest
 import sqlalchemy as sa
 
-from carecrm.core.storage import SCHEMA_VERSION
+from carecrm.core.storage.contract import SCHEMA_VERSION
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.backend import SqlBackend, normalize_url
 from carecrm.storage_backends.sql.migrate import write_schema_version

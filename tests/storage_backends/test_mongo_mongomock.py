@@ -14,7 +14,7 @@ import pytest
 from bson.binary import Binary, UuidRepresentation
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
 
-from carecrm.core.criteria import And, Eq, HadInteraction, In, Not, Prefix, Range, all_of
+from carecrm.core.analytics.criteria import And, Eq, HadInteraction, In, Not, Prefix, Range, all_of
 from carecrm.core.errors import (
     BackendUnavailable,
     ConfigError,
@@ -23,7 +23,7 @@ from carecrm.core.errors import (
     SchemaVersionError,
     StorageError,
 )
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend
+from carecrm.core.storage.contract import SCHEMA_VERSION, StorageBackend
 from carecrm.core.testing.storage import (
     StorageBackendContract,
     audit_record,
@@ -157,7 +157,7 @@ class TestPymongoDecodingContract(StorageBackendContract):
 
 
 def test_registers_mongo_for_its_schemes(mock_url: str) -> None:
-    from carecrm.core.plugins import build_plugin_manager, collect
+    from carecrm.core.plugins.manager import build_plugin_manager, collect
     from carecrm.storage_backends import mongo as mongo_plugin
 
     pm = build_plugin_manager(load_entrypoints=False)
@@ -584,7 +584,7 @@ def test_pymongo_is_only_imported_when_a_backend_is_opened() -> None:
 
     code = (
         "import sys; import carecrm.storage_backends.mongo as m; "
-        "from carecrm.core.plugins import build_plugin_manager; build_plugin_manager(load_entrypoints=False); "
+        "from carecrm.core.plugins.manager import build_plugin_manager; build_plugin_manager(load_entrypoints=False); "
         "print('pymongo' in sys.modules, 'mongomock' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from carecrm.core.errors import DuplicateError
-from carecrm.core.storage import StorageBackend
+from carecrm.core.storage.contract import StorageBackend
 from carecrm.core.testing.storage import StorageBackendContract, contact_record, identity_record, interaction_record
 from carecrm.storage_backends.mongo.backend import MongoBackend, MongoUnitOfWork
 

@@ -2,7 +2,7 @@
 tests as the native ones: the timeline and people families of the suite (speed to lead,
 attribution's journeys, batch timelines, scores, segment ids and counts) run on SQLite
 and on mongomock with every native query switched off, so each query is answered by
-:mod:`carecrm.core.storage_capabilities` on the required methods alone."""
+:mod:`carecrm.core.storage.capabilities` on the required methods alone."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from carecrm.core.storage import StorageBackend
+from carecrm.core.storage.contract import StorageBackend
 from carecrm.core.testing.storage import PeopleContract, TimelineContract
 from carecrm.storage_backends.mongo.backend import MongoBackend, MongoUnitOfWork, forget_mock
 from carecrm.storage_backends.sql.backend import SqlUnitOfWork

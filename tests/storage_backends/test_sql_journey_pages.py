@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from carecrm.core.ids import new_id
-from carecrm.core.storage import StorageBackend
+from carecrm.core.model.ids import new_id
+from carecrm.core.storage.contract import StorageBackend
 from carecrm.core.testing.storage import at, contact_record, interaction_record, stage_change_record
 from carecrm.storage_backends.sql import repositories
 from carecrm.storage_backends.sql.backend import SqlBackend

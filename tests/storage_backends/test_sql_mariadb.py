@@ -20,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from carecrm.core.errors import ConflictError, DuplicateError, StorageError
-from carecrm.core.storage import StorageBackend
+from carecrm.core.storage.contract import StorageBackend
 from carecrm.core.testing.storage import StorageBackendContract, contact_record, interaction_record
 from carecrm.storage_backends.sql import schema
 from carecrm.storage_backends.sql.backend import SqlBackend

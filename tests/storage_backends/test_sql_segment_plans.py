@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from carecrm.core.criteria import Eq, HadInteraction, In, all_of
+from carecrm.core.analytics.criteria import Eq, HadInteraction, In, all_of
 from carecrm.core.testing.storage import at, contact_record, interaction_record
 from carecrm.storage_backends.sql.backend import SqlBackend
 

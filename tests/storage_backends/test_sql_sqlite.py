@@ -21,8 +21,8 @@ from carecrm.core.errors import (
     DuplicateError,
     SchemaVersionError,
 )
-from carecrm.core.plugins import build_plugin_manager, collect
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend
+from carecrm.core.plugins.manager import build_plugin_manager, collect
+from carecrm.core.storage.contract import SCHEMA_VERSION, StorageBackend
 from carecrm.core.testing.storage import (
     StorageBackendContract,
     audit_record,

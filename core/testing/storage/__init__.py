@@ -1,4 +1,4 @@
-"""The storage conformance suite: every rule of :mod:`carecrm.core.storage`, as pytest tests.
+"""The storage conformance suite: every rule of :mod:`carecrm.core.storage.contract`, as pytest tests.
 
 A backend passes this suite to be a carecrm backend (``docs/storage_backends.md``).  Subclass
 :class:`StorageBackendContract` in a module named ``test_*.py`` and override the
@@ -33,8 +33,8 @@ Fixtures a subclass provides:
   same database as ``backend``, the way the app opens it at start-up; tests of the
   open-time schema-version check skip without it.
 
-The suite uses only the public interface (:mod:`carecrm.core.storage`,
-:mod:`carecrm.core.records`, :mod:`carecrm.core.errors`), so it runs unchanged against
+The suite uses only the public interface (:mod:`carecrm.core.storage.contract`,
+:mod:`carecrm.core.model.records`, :mod:`carecrm.core.errors`), so it runs unchanged against
 any backend.  The record builders (:func:`contact_record`, ...) are public too, for a
 backend's own extra tests.
 

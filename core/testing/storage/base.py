@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from carecrm.core.records import (
+from carecrm.core.model.records import (
     ContactRecord,
     InteractionRecord,
 )
-from carecrm.core.storage import StorageBackend, UnitOfWork
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.builders import (
     at,
     contact_record,

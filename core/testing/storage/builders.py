@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from carecrm.core.criteria import (
+from carecrm.core.analytics.criteria import (
     And,
     Criteria,
     Eq,
@@ -24,8 +24,8 @@ from carecrm.core.criteria import (
     all_of,
     any_of,
 )
-from carecrm.core.ids import new_id
-from carecrm.core.records import (
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import (
     ERASED,
     MERGED,
     AppointmentRecord,

@@ -1,4 +1,4 @@
-"""The optional query capabilities (:mod:`carecrm.core.storage_capabilities`): for every
+"""The optional query capabilities (:mod:`carecrm.core.storage.capabilities`): for every
 query a backend declares native, the native method and the core's reference
 implementation run on the same data and must agree, call for call."""
 
@@ -11,10 +11,10 @@ from typing import Any
 import attrs
 import pytest
 
-from carecrm.core.criteria import Eq, HadInteraction, Not, all_of
-from carecrm.core.records import ERASED, MERGED
-from carecrm.core.storage import StorageBackend, UnitOfWork
-from carecrm.core.storage_capabilities import QUERY_CAPABILITIES, query_function
+from carecrm.core.analytics.criteria import Eq, HadInteraction, Not, all_of
+from carecrm.core.model.records import ERASED, MERGED
+from carecrm.core.storage.capabilities import QUERY_CAPABILITIES, query_function
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.base import ContractBase
 from carecrm.core.testing.storage.builders import (
     at,

@@ -12,12 +12,12 @@ import attrs
 import pytest
 
 from carecrm.core.errors import ConflictError, DuplicateError, NotFound, SchemaVersionError
-from carecrm.core.ids import new_id
-from carecrm.core.records import (
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import (
     ERASED,
     MERGED,
 )
-from carecrm.core.storage import SCHEMA_VERSION, StorageBackend, UnitOfWork
+from carecrm.core.storage.contract import SCHEMA_VERSION, StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.base import ContractBase
 from carecrm.core.testing.storage.builders import (
     T0,

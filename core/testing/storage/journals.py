@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from carecrm.core.errors import DuplicateError, NotFound, UnknownComponentError
-from carecrm.core.ids import new_id
-from carecrm.core.storage import RECORD_KINDS, SCHEMA_VERSION, StorageBackend, UnitOfWork
+from carecrm.core.model.ids import new_id
+from carecrm.core.storage.contract import RECORD_KINDS, SCHEMA_VERSION, StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.base import ContractBase
 from carecrm.core.testing.storage.builders import (
     appointment_record,

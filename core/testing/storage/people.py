@@ -7,20 +7,20 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from carecrm.core.criteria import (
+from carecrm.core.analytics.criteria import (
     And,
     Eq,
     HadInteraction,
 )
 from carecrm.core.errors import ConflictError, NotFound
-from carecrm.core.ids import new_id
-from carecrm.core.records import (
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import (
     ERASED,
     MERGED,
     ContactRecord,
 )
-from carecrm.core.storage import StorageBackend, UnitOfWork
-from carecrm.core.storage_capabilities import queries
+from carecrm.core.storage.capabilities import queries
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.base import ContractBase
 from carecrm.core.testing.storage.builders import (
     _OPENED,

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from carecrm.core.ids import new_id
-from carecrm.core.records import (
+from carecrm.core.model.ids import new_id
+from carecrm.core.model.records import (
     ContactRecord,
     InteractionRecord,
     TouchRecord,
 )
-from carecrm.core.storage import StorageBackend, UnitOfWork
-from carecrm.core.storage_capabilities import queries
+from carecrm.core.storage.capabilities import queries
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork
 from carecrm.core.testing.storage.base import ContractBase
 from carecrm.core.testing.storage.builders import (
     assert_same_record,

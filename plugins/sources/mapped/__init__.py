@@ -7,7 +7,7 @@ Typeform, Webflow, Unbounce, Jotform and the like.  A practice describes, per so
 (https://jmespath.org/specification.html); the option reference, with complete Typeform
 and Webflow mappings, is ``docs/sources/mapped.md``.
 
-The connector follows the source-connector contract (:mod:`carecrm.core.connectors`): it
+The connector follows the source-connector contract (:mod:`carecrm.core.ingest.connectors`): it
 emits *raw* identity hints and never normalizes emails, parses phones or matches people
 (the core does).  Rules it applies, and where they come from:
 
@@ -19,7 +19,7 @@ emits *raw* identity hints and never normalizes emails, parses phones or matches
   record id and the event type (``docs/vocabulary.md``, "Idempotency keys");
 * times are timezone-aware UTC; naive local times are read in the location's time zone
   (``docs/vocabulary.md``, "Time");
-* a record that cannot be accepted is yielded as a :class:`~carecrm.core.connectors.Rejected`
+* a record that cannot be accepted is yielded as a :class:`~carecrm.core.ingest.connectors.Rejected`
   naming the record and the field, never the value (HIPAA 45 CFR 164.502(b)); the
   payload's other records still go in.
 
@@ -35,7 +35,7 @@ The package is split by concern, each part importable on its own:
 * :mod:`.connector` — :class:`MappedConnector`, which puts them together.
 
 Shared helpers (text and id coercion, canonical JSON, signature comparison, URL and UTM
-parameters) are the connector kit's (:mod:`carecrm.core.connector_kit`).  Everything this
+parameters) are the connector kit's (:mod:`carecrm.core.ingest.kit`).  Everything this
 module offered before the split is still importable from here.
 """
 

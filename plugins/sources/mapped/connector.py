@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath.exceptions
 
-from carecrm.core.connectors import Rejected, SourceConnector
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.hookspecs import hookimpl
-from carecrm.core.models import LeadEvent, RawPayload
-from carecrm.core.vocab import CHANNELS, is_valid_kind_name
+from carecrm.core.ingest.connectors import Rejected, SourceConnector
+from carecrm.core.model.domain import LeadEvent, RawPayload
+from carecrm.core.model.vocab import CHANNELS, is_valid_kind_name
+from carecrm.core.plugins.hookspecs import hookimpl
 from carecrm.plugins.sources.mapped.decoding import decode
 from carecrm.plugins.sources.mapped.minimization import Answers
 from carecrm.plugins.sources.mapped.options import (

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from carecrm.core.errors import ValidationFailed
-from carecrm.core.models import RawPayload
+from carecrm.core.model.domain import RawPayload
 
 __all__ = ["decode", "media_type"]
 

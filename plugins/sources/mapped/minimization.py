@@ -1,7 +1,7 @@
 """Data minimization of a mapped source: which answers of a record no selector used.
 
 Only mapped fields are kept; the names (never the values) of the other answers are listed
-in :attr:`~carecrm.core.models.LeadEvent.dropped_fields` (``docs/vocabulary.md``, "Data collected
+in :attr:`~carecrm.core.model.domain.LeadEvent.dropped_fields` (``docs/vocabulary.md``, "Data collected
 by default"), and with ``keep_other_answers`` the answers themselves go into the encrypted
 inquiry text.
 """

@@ -15,7 +15,7 @@ import jmespath
 import jmespath.exceptions
 
 from carecrm.core.errors import ConfigError
-from carecrm.core.vocab import CHANNELS
+from carecrm.core.model.vocab import CHANNELS
 from carecrm.plugins.sources.mapped.selectors import Selector, SelectorProblem, compile_selector, key_path
 
 #: Person fields a ``[sources.<name>.fields]`` table may map.
@@ -40,7 +40,7 @@ PERSON_FIELDS: tuple[str, ...] = (
 EXTRA_FIELDS: frozenset[str] = frozenset({"street_address", "date_of_birth", "sex"})
 
 #: Touchpoint fields a ``[sources.<name>.touchpoint]`` table may map (the attributes of
-#: :class:`carecrm.core.models.Touchpoint` except the derived ``channel_group``).
+#: :class:`carecrm.core.model.domain.Touchpoint` except the derived ``channel_group``).
 TOUCHPOINT_FIELDS: tuple[str, ...] = (
     "source",
     "medium",

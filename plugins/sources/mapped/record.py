@@ -1,5 +1,5 @@
 """The record builder of a mapped source: one record of a payload → one lead event, or the
-:class:`~carecrm.core.connectors.Rejected` value that says which field could not be used.
+:class:`~carecrm.core.ingest.connectors.Rejected` value that says which field could not be used.
 
 Rules applied here, and where they come from:
 
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import jmespath.exceptions
 
-from carecrm.core import connector_kit as kit
-from carecrm.core.connector_kit import BadValue
-from carecrm.core.connectors import Rejected
-from carecrm.core.models import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
+from carecrm.core.ingest import kit as kit
+from carecrm.core.ingest.connectors import Rejected
+from carecrm.core.ingest.kit import BadValue
+from carecrm.core.model.domain import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
 from carecrm.plugins.sources.mapped import values
 from carecrm.plugins.sources.mapped.options import EXTRA_FIELDS, TOUCHPOINT_FIELDS
 from carecrm.plugins.sources.mapped.selectors import Selector

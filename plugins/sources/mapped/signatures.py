@@ -3,7 +3,7 @@ check of a payload against it.
 
 Reference: ``docs/sources/mapped.md``, "signed webhooks".  The building blocks (reading
 and decoding the header, the HMAC, the constant-time comparison) are the connector kit's
-(:mod:`carecrm.core.connector_kit`).
+(:mod:`carecrm.core.ingest.kit`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 import attrs
 
-from carecrm.core import connector_kit as kit
 from carecrm.core.errors import ValidationFailed
-from carecrm.core.models import RawPayload
+from carecrm.core.ingest import kit as kit
+from carecrm.core.model.domain import RawPayload
 from carecrm.plugins.sources.mapped.options import OptionReader
 
 __all__ = ["SIGNATURE_SCHEMES", "SignatureRule", "signature_rule", "verify_signature"]
 
-#: ``scheme`` option → :data:`carecrm.core.connector_kit.HMAC_ALGORITHMS` name.
+#: ``scheme`` option → :data:`carecrm.core.ingest.kit.HMAC_ALGORITHMS` name.
 SIGNATURE_SCHEMES: dict[str, str] = {
     "hmac-sha256": "sha256",
     "hmac-sha1": "sha1",
@@ -131,7 +131,7 @@ def verify_signature(source: str, rule: SignatureRule, payload: RawPayload, secr
     ``"{timestamp}:{body}"`` with ``x-webflow-timestamp`` in milliseconds,
     https://developers.webflow.com/data/docs/working-with-webhooks; Typeform: the body,
     base64 with ``sha256=``, https://www.typeform.com/developers/webhooks/secure-your-webhooks/)
-    and compared in constant time (:func:`carecrm.core.connector_kit.signatures_match`).
+    and compared in constant time (:func:`carecrm.core.ingest.kit.signatures_match`).
 
     :param source: the source's name, for errors.
     :param payload: the payload as received (headers looked up case-insensitively).

@@ -1,10 +1,10 @@
 """Value coercions of a mapped source: phones, lists of values, inquiry text, checkboxes,
 dates and times, landing pages.
 
-Each raises :class:`~carecrm.core.connector_kit.BadValue` with a reason that never repeats
-the value; the record builder turns it into a :class:`~carecrm.core.connectors.Rejected`
-naming the field.  Plain text and ids are the kit's (:func:`~carecrm.core.connector_kit.single_text`,
-:func:`~carecrm.core.connector_kit.identifier`).
+Each raises :class:`~carecrm.core.ingest.kit.BadValue` with a reason that never repeats
+the value; the record builder turns it into a :class:`~carecrm.core.ingest.connectors.Rejected`
+naming the field.  Plain text and ids are the kit's (:func:`~carecrm.core.ingest.kit.single_text`,
+:func:`~carecrm.core.ingest.kit.identifier`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
-from carecrm.core import connector_kit as kit
-from carecrm.core.connector_kit import BadValue
-from carecrm.core.timeutil import to_utc_ms
+from carecrm.core.ingest import kit as kit
+from carecrm.core.ingest.kit import BadValue
+from carecrm.core.model.timeutil import to_utc_ms
 from carecrm.plugins.sources.mapped.options import UNCHECKED_VALUES
 
 __all__ = ["body_text", "checked", "clean_url", "date_value", "many", "parse_time", "phone", "truthy"]
@@ -107,7 +107,7 @@ def checked(value: Any, checked_values: frozenset[str]) -> bool:
 def clean_url(url: str | None) -> tuple[str | None, dict[str, str]]:
     """A landing-page or referrer URL without query, fragment or user info (query strings
     can carry personal data such as ``?email=``), and its UTM / click-id parameters
-    (:func:`carecrm.core.connector_kit.without_query`, :func:`~carecrm.core.connector_kit.url_parameters`)."""
+    (:func:`carecrm.core.ingest.kit.without_query`, :func:`~carecrm.core.ingest.kit.url_parameters`)."""
     if url is None:
         return None, {}
     return kit.without_query(url) or None, kit.url_parameters(url)

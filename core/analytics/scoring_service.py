@@ -1,0 +1,268 @@
+"""The facade's lead scores (the chosen scoring model, live updates, explanations) use
+cases, mixed into :class:`carecrm.core.CareCRM`.
+
+A score is computed by the model named in ``[scoring] model`` (default ``points``) from a
+contact's stored interactions, which are clear (no decryption: see
+:mod:`carecrm.core.analytics.scoring`).  It is stored twice: as a
+:class:`~carecrm.core.model.records.ScoreRecord` with its reasons (``uow.scores``), and in the
+contact record's clear ``score`` field, which segments filter on.  Live events rescore a
+contact through the built-in plugin :mod:`carecrm.plugins.scoring.live`, batched so that
+each contact of a dispatch batch is rescored once.  A stored score is a snapshot at its
+``computed_at``: decaying points keep fading, so ``carecrm score recompute``
+(:meth:`ScoringMixin.rescore_all`) is worth running daily.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from carecrm.core.analytics.scoring import ScoringModel, compact_reasons
+from carecrm.core.errors import NotFound
+from carecrm.core.events import types as ev
+from carecrm.core.events.outbox import publish
+from carecrm.core.model.records import ACTIVE, ScoreRecord
+from carecrm.core.model.timeutil import to_utc_ms, utcnow
+from carecrm.core.plugins.options import build_component
+from carecrm.core.storage.capabilities import queries
+
+if TYPE_CHECKING:
+    from carecrm.core.app import CareCRM
+    from carecrm.core.model.domain import Actor, Contact
+
+#: Contacts rescored per unit of work (one query per kind of record per batch).
+RESCORE_BATCH = 500
+
+#: Guards the first build of an app's scoring model (concurrent callers share the model).
+_MODEL_LOCK = threading.Lock()
+
+
+class ScoringMixin:
+    """Use cases of lead scores (the chosen scoring model, live updates, explanations);
+    methods take ``self`` as the :class:`CareCRM` app (read through :func:`_app`, a typed
+    cast: mypy refuses a self-type that is a subclass of the mixin)."""
+
+    _scoring_model_cache: ScoringModel | None = None
+
+    # ------------------------------------------------------------------ the model
+
+    @property
+    def scoring_model(self) -> ScoringModel:
+        """The model ``[scoring] model`` names (default ``points``), built on first use with
+        the rest of the ``[scoring]`` table as its options.
+
+        :raises UnknownComponentError: for an unknown model (the message lists the known ones).
+        :raises ConfigError: for a bad option, named ``scoring.<option>``.
+        """
+        model = self._scoring_model_cache
+        if model is None:
+            with _MODEL_LOCK:
+                model = self._scoring_model_cache
+                if model is None:
+                    app = _app(self)
+                    configured = app.settings.scoring
+                    name = configured.model
+                    cls_ = app.scoring_models.get(name)
+                    practice = app.settings.practice
+                    model = self._scoring_model_cache = build_component(
+                        cls_,
+                        name=name,
+                        table=configured.options,
+                        settings=app.settings,
+                        section="scoring",
+                        owner=f"scoring model {name!r} of plugin {app.scoring_models.owner(name)}",
+                        legacy=lambda options: cls_(options, practice),
+                    )
+        return model
+
+    @property
+    def scoring_live(self) -> bool:
+        """``[scoring] live`` (default true): whether committed events rescore contacts.
+
+        :raises ConfigError: if it is not a boolean.
+        """
+        return _app(self).settings.scoring.live
+
+    # ------------------------------------------------------------------ computing
+
+    def schedule_rescore(self, contact_id: uuid.UUID) -> None:
+        """Rescore ``contact_id`` once the events being dispatched have all been delivered
+        (each contact once per batch, however many of its events the batch holds); outside
+        a dispatch, at once.  Called by the live-scoring plugin; a failure is logged with
+        the contact id and never undoes committed data.  The contacts pending belong to
+        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the app."""
+        _app(self).collect_after_dispatch("carecrm.scoring.rescore", contact_id, self._flush_rescores)
+
+    def _flush_rescores(self, pending: list[uuid.UUID]) -> None:
+        if pending:
+            self.rescore_contacts(pending)
+
+    def rescore(self, contact_id: uuid.UUID, *, now: datetime | None = None) -> ScoreRecord:
+        """Compute, store and return one contact's score (a merged contact's survivor is
+        scored instead).  Dispatches ``ScoreChanged`` when the score changed.
+
+        :param now: the time the score is computed for (default: now, UTC).
+        :raises NotFound: if the contact does not exist or was erased.
+        """
+        with _app(self).storage.unit_of_work() as uow:
+            rec = uow.contacts.get(contact_id)
+            hops = 0
+            while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
+                rec, hops = uow.contacts.get(rec.merged_into), hops + 1
+        if rec.status != ACTIVE:
+            raise NotFound(f"contact {contact_id} is {rec.status}; it has no score")
+        records = self.rescore_contacts([rec.id], now=now)
+        return records[0]
+
+    def rescore_contacts(self, contact_ids: Iterable[uuid.UUID], *, now: datetime | None = None) -> list[ScoreRecord]:
+        """Compute and store the scores of several contacts, :data:`RESCORE_BATCH` per unit of
+        work: per batch one query for the contacts' clear scores, one for the clear facts of
+        all their interactions, one statement writing the scores and one copying the changed ones
+        into the contacts' clear ``score`` field
+        (:meth:`~carecrm.core.storage.contract.ContactRepository.set_scores`, which moves each
+        version on).  Contacts that do not exist or are not active are skipped.
+        ``ScoreChanged`` is dispatched after each commit for every contact whose score
+        changed; ``old_score`` is the contact's previous clear score (None for a first
+        score).
+
+        :param now: the time scores are computed for (default: now, UTC); a naive value
+            raises ``ValueError``.
+        :returns: the stored scores, in the order of ``contact_ids`` (skipped ones left out).
+        """
+        at = utcnow() if now is None else to_utc_ms(now)
+        model = self.scoring_model
+        ids = list(dict.fromkeys(contact_ids))
+        out: list[ScoreRecord] = []
+        for start in range(0, len(ids), RESCORE_BATCH):
+            chunk = ids[start : start + RESCORE_BATCH]
+            changed: list[ev.Event] = []
+            with _app(self).storage.unit_of_work() as uow:
+                before = queries(uow).active_scores(chunk)
+                active = [cid for cid in chunk if cid in before]
+                if not active:
+                    continue
+                timelines = queries(uow).clear_timelines(active)
+                records: list[ScoreRecord] = []
+                for cid in active:
+                    result = model.score(timelines.get(cid, []), at)
+                    reasons = [r.to_json() for r in compact_reasons(result.reasons)]
+                    records.append(
+                        ScoreRecord(
+                            contact_id=cid, model=model.model_id, score=result.score, reasons=reasons, computed_at=at
+                        )
+                    )
+                uow.scores.put_many(records)
+                uow.contacts.set_scores({r.contact_id: r.score for r in records if before[r.contact_id] != r.score})
+                for record in records:
+                    old = before[record.contact_id]
+                    if old != record.score:
+                        changed.append(
+                            ev.ScoreChanged(
+                                at=at,
+                                contact_id=record.contact_id,
+                                model=model.model_id,
+                                old_score=old,
+                                new_score=record.score,
+                            )
+                        )
+                published = publish(uow, changed)
+                uow.commit()
+            out.extend(records)
+            if changed:
+                _app(self).deliver_events([published])
+        return out
+
+    def rescore_all(self, *, now: datetime | None = None) -> int:
+        """Rescore every active contact (``carecrm score recompute``: after changing the
+        rules, after a bulk import with ``[scoring] live = false``, or daily so decaying
+        points fade), a page of :data:`RESCORE_BATCH` contacts per unit of work.
+
+        :param now: the time scores are computed for (default: now, UTC).
+        :returns: the number of contacts rescored.
+        """
+        at = utcnow() if now is None else to_utc_ms(now)
+        total = 0
+        after: uuid.UUID | None = None
+        while True:
+            with _app(self).storage.unit_of_work() as uow:
+                page = uow.contacts.list(after=after, limit=RESCORE_BATCH)
+            if not page:
+                return total
+            total += len(self.rescore_contacts([r.id for r in page], now=at))
+            after = page[-1].id
+
+    # ------------------------------------------------------------------ reading
+
+    def score_top(
+        self, limit: int = 20, *, actor: Actor, stages: Sequence[str] | None = None
+    ) -> list[tuple[Contact, ScoreRecord]]:
+        """Who to call first: the active contacts with the highest scores under the
+        configured model, highest first (ties by contact id), decrypted for the
+        coordinator (a read by ``actor``: one ``contact.read`` entry per contact shown,
+        purpose ``scoring``).
+
+        :param limit: how many (1 or more).
+        :param stages: only contacts in these lifecycle stages (default: every stage).
+        :raises ValueError: if ``limit`` < 1 or a stage is not one of the pipeline's
+            (the message lists them).
+        """
+        if limit < 1:
+            raise ValueError("limit: must be 1 or more")
+        if stages is not None:
+            known = _app(self).settings.pipeline.all_stages
+            for stage in stages:
+                if stage not in known:
+                    raise ValueError(f"stage: unknown stage {stage!r}; known: {', '.join(known)}")
+        model = self.scoring_model
+        out: list[tuple[Contact, ScoreRecord]] = []
+        with _app(self).storage.unit_of_work() as uow:
+            scores = queries(uow).top_active(
+                model.model_id, limit=limit, stages=list(stages) if stages is not None else None
+            )
+            contacts = uow.contacts.get_many([s.contact_id for s in scores])
+            shown = _app(self).read_path.contacts(
+                uow, [contacts[s.contact_id] for s in scores], actor=actor, purpose="scoring"
+            )
+            out.extend(zip(shown, scores, strict=True))
+            if out:
+                uow.commit()
+        return out
+
+    def score_explain(self, ref: str | uuid.UUID, *, actor: Actor) -> tuple[Contact, ScoreRecord]:
+        """A contact (a read by ``actor``) and its stored score under the configured model,
+        whose ``reasons`` explain it (see :class:`carecrm.core.analytics.scoring.ScoreReason`).  A
+        contact never scored yet gets a score computed now and not stored.
+
+        :param ref: contact id, email or phone.
+        :raises NotFound: if no contact matches.
+        """
+        contact = _app(self).resolve(ref, actor=actor)
+        model = self.scoring_model
+        with _app(self).storage.unit_of_work() as uow:
+            try:
+                return contact, uow.scores.get(contact.id, model.model_id)
+            except NotFound:
+                timeline = queries(uow).clear_timelines([contact.id]).get(contact.id, [])
+        now = utcnow()
+        result = model.score(timeline, now)
+        return contact, ScoreRecord(
+            contact_id=contact.id,
+            model=model.model_id,
+            score=result.score,
+            reasons=[r.to_json() for r in compact_reasons(result.reasons)],
+            computed_at=now,
+        )
+
+    def last_touches(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """When each contact's latest interaction occurred (UTC), by id; contacts without
+        interactions are left out.  No personal data is read."""
+        with _app(self).storage.unit_of_work() as uow:
+            return queries(uow).latest_times(list(contact_ids))
+
+
+def _app(mixin: ScoringMixin) -> CareCRM:
+    """The mixin as the :class:`CareCRM` it is mixed into."""
+    return cast("CareCRM", mixin)
