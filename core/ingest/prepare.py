@@ -30,6 +30,9 @@ from carecrm.core.model.text import InvalidText, checked_text, cleaned_json, cle
 from carecrm.core.model.vocab import is_valid_kind_name
 from carecrm.core.privacy.mapping import RecordMapper
 
+#: A touchpoint's field names, for the screen's no-change fast path.
+_TOUCHPOINT_FIELDS = tuple(f.name for f in attrs.fields(Touchpoint))
+
 
 @attrs.define
 class PreparedLead:
@@ -222,6 +225,11 @@ class LeadPreparer:
         def touchpoint(tp: Touchpoint | None) -> Touchpoint | None:
             if tp is None:
                 return None
+            if all(
+                not isinstance(value, str) or cleaned_text(value) is value
+                for value in map(tp.__getattribute__, _TOUCHPOINT_FIELDS)
+            ):
+                return tp  # the usual case: nothing to clean, no copy
             fields = attrs.asdict(tp, recurse=False)
             clean = {k: cleaned_text(v) if isinstance(v, str) else v for k, v in fields.items()}
             return tp if all(clean[k] is fields[k] for k in fields) else Touchpoint(**clean)

@@ -18,6 +18,8 @@ def to_utc_ms(value: datetime) -> datetime:
     :raises ValueError: if ``value`` is naive (carries no time zone): a naive time is
         ambiguous and is never guessed to be UTC inside the core.
     """
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # already normalized (the usual case inside the core)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime: carecrm needs timezone-aware datetimes")
     value = value.astimezone(UTC)
@@ -59,4 +61,5 @@ def from_naive_utc(value: datetime) -> datetime:
 
 def isoformat_z(value: datetime) -> str:
     """ISO 8601 in UTC with millisecond precision and a ``Z`` suffix (``2018-01-18T18:17:02.000Z``)."""
-    return to_utc_ms(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.astimezone(UTC).microsecond // 1000:03d}Z"
+    # isoformat truncates to the millisecond, as to_utc_ms does; "+00:00" becomes "Z"
+    return to_utc_ms(value).isoformat(timespec="milliseconds")[:-6] + "Z"

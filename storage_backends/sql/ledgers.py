@@ -322,8 +322,12 @@ class SqlInbox(_Repository):
 
             return mysql_insert(t).on_duplicate_key_update(digest=t.c.digest)
 
-        statement = self._statement(("add_new", dialect), build)
         rows = [self._codec.row(r) for r in records]
+        if dialect == "sqlite":
+            with translated(t.name, self._uow.where):
+                self._sqlite_executemany(rows, ' ON CONFLICT ("source", "digest") DO NOTHING')
+            return
+        statement = self._statement(("add_new", dialect), build)
         conn = self._uow.connection
         with translated(t.name, self._uow.where):
             conn.execute(statement, rows if len(rows) > 1 else rows[0])
