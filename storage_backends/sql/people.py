@@ -127,7 +127,7 @@ class SqlContacts(_Repository):
         )
         self._execute(statement, [{"p_id": cid, "p_score": score} for cid, score in scores.items()])
 
-    def _active(self) -> sa.Select[Any]:
+    def _active(self) -> sa.Select[*tuple[Any, ...]]:
         t = self.table
         return sa.select(t).where(t.c.status == ACTIVE)
 
