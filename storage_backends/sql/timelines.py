@@ -101,7 +101,8 @@ class SqlInteractions(_Repository):
             if kinds is not None:
                 statement = statement.where(t.c.kind.in_(sa.bindparam("p_kinds", expanding=True)))
             if after is not None:
-                at, after_id = sa.bindparam("p_at", type_=t.c.occurred_at.type), sa.bindparam("p_after_id")
+                at = sa.bindparam("p_at", type_=t.c.occurred_at.type)
+                after_id: sa.BindParameter[uuid.UUID] = sa.bindparam("p_after_id")
                 statement = statement.where(
                     sa.or_(t.c.occurred_at > at, sa.and_(t.c.occurred_at == at, t.c.id > after_id))
                 )
