@@ -35,12 +35,13 @@ Rollback drops the buffer, so nothing of a unit that never committed reaches the
 
 from __future__ import annotations
 
+import functools
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carecrm.core.errors import ConfigError, ConflictError, SchemaVersionError, StorageError
 from carecrm.core.storage.capabilities import ALL_QUERIES
@@ -65,6 +66,9 @@ from carecrm.storage_backends.mongo.repositories import (
     MongoStages,
     MongoTasks,
 )
+
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
 
 #: URL schemes served: real servers, and the in-process test double.
 SCHEMES: tuple[str, ...] = ("mongodb", "mongodb+srv", "mongomock")
@@ -163,6 +167,12 @@ LOCK_LEASE_SECONDS = 120
 
 _MOCK_CLIENTS: dict[str, Any] = {}
 _MOCK_LOCK = threading.Lock()
+
+
+def _insert_if_absent(coll: Collection[dict[str, Any]], doc: dict[str, Any]) -> Any:
+    """Insert ``doc`` unless a document with its ``_id`` exists: the new ``_id``, or None
+    when one existed."""
+    return coll.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True).upserted_id
 
 
 def mock_client(name: str) -> Any:
@@ -326,7 +336,7 @@ class MongoBackend:
         return self._probed
 
     @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+    def capabilities(self) -> frozenset[str]:
         """``{"transactions"}`` on a replica set or sharded cluster, else empty (asks the
         server once).  :raises BackendUnavailable: if the server cannot be reached."""
         return frozenset({"transactions"}) if self.probe()["transactions"] else frozenset()
@@ -661,16 +671,12 @@ class MongoUnitOfWork:
             while True:
                 now = datetime.now(UTC)
                 doc = {"_id": name, "owner": self._lock_owner, "at": now}
-                got = errors.call(
-                    "locks",
-                    self.where,
-                    lambda q={"_id": name}, d=doc: coll.update_one(q, {"$setOnInsert": d}, upsert=True).upserted_id,
-                )
+                got = errors.call("locks", self.where, functools.partial(_insert_if_absent, coll, doc))
                 if got is not None:
                     self._locks.append(name)
                     break
                 old = {"_id": name, "at": {"$lt": now - timedelta(seconds=LOCK_LEASE_SECONDS)}}
-                errors.call("locks", self.where, lambda q=old: coll.delete_one(q))
+                errors.call("locks", self.where, functools.partial(coll.delete_one, old))
                 if time.monotonic() > deadline:
                     raise ConflictError.lock_timeout(LOCK_TIMEOUT_SECONDS)
                 time.sleep(pause)

@@ -85,6 +85,7 @@ __all__ = [
     "MongoInteractions",
     "MongoMeta",
     "MongoNotes",
+    "MongoOutbox",
     "MongoReviews",
     "MongoScores",
     "MongoSegments",

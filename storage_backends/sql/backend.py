@@ -79,7 +79,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }
 
 _MYSQL_SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
-_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+_DEFAULT_PORTS: dict[str, int] = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -228,7 +228,7 @@ class SqlBackend:
             )
         backend = url.get_backend_name()
         host = url.host or "localhost"
-        port = url.port or _DEFAULT_PORTS.get(backend, "")
+        port = url.port or str(_DEFAULT_PORTS.get(backend, ""))
         return BackendUnavailable(
             f"cannot connect to the {backend} server at {host}:{port} (database {url.database!r}, "
             f"user {url.username!r}): {detail}; check that the server is running and reachable, the "

@@ -34,7 +34,7 @@ def _constraint_columns() -> dict[str, tuple[str, ...]]:
                 out[str(cons.name)] = tuple(c.name for c in cons.columns)
         for index in table.indexes:
             if index.name:
-                out[str(index.name)] = tuple(c.name for c in index.columns)  # type: ignore[union-attr]
+                out[str(index.name)] = tuple(c.name for c in index.columns)
     return out
 
 
@@ -130,7 +130,7 @@ def _is_busy(exc: sa_exc.DBAPIError) -> bool:
 def _is_race(exc: sa_exc.DBAPIError) -> bool:
     if getattr(exc.orig, "sqlstate", None) in ("40001", "40P01"):
         return True
-    args = getattr(exc.orig, "args", ())
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
     return bool(args) and args[0] in (1205, 1213)
 
 

@@ -3,6 +3,7 @@ reviews, segments and the inbox."""
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -243,7 +244,7 @@ class SqlReviews(_Repository):
             statement = statement.where(t.c.status == status)
         return self._records(statement.order_by(t.c.created_at, t.c.id))
 
-    def for_contact(self, contact_id: uuid.UUID) -> list[ReviewRecord]:
+    def for_contact(self, contact_id: uuid.UUID) -> builtins.list[ReviewRecord]:
         """Pairs that involve one contact, oldest first."""
         t = self.table
         return self._records(

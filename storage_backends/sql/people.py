@@ -3,6 +3,7 @@ and their identities."""
 
 from __future__ import annotations
 
+import builtins
 import functools
 import itertools
 import uuid
@@ -127,7 +128,7 @@ class SqlContacts(_Repository):
         )
         self._execute(statement, [{"p_id": cid, "p_score": score} for cid, score in scores.items()])
 
-    def _active(self) -> sa.Select[Any]:
+    def _active(self) -> sa.Select[*tuple[Any, ...]]:
         t = self.table
         return sa.select(t).where(t.c.status == ACTIVE)
 
@@ -172,13 +173,17 @@ class SqlContacts(_Repository):
             params["p_limit"] = limit
         return self._execute(_segment_statement(what, shape, after is not None), params)
 
-    def select(self, criteria: Criteria, *, limit: int = 100, after: uuid.UUID | None = None) -> list[ContactRecord]:
+    def select(
+        self, criteria: Criteria, *, limit: int = 100, after: uuid.UUID | None = None
+    ) -> builtins.list[ContactRecord]:
         """Active contacts matching ``criteria`` in id order after ``after``, at most ``limit``:
         one statement (:func:`criteria_shape`).  :raises ValueError: if ``limit`` < 0."""
         codec = self._codec
         return [codec.record(row) for row in self._segment("rows", criteria, after, limit)]
 
-    def select_ids(self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None) -> list[uuid.UUID]:
+    def select_ids(
+        self, criteria: Criteria, *, limit: int = 1000, after: uuid.UUID | None = None
+    ) -> builtins.list[uuid.UUID]:
         """The ids :meth:`select` would return (one statement reading the id only).
         :raises ValueError: if ``limit`` < 0."""
         return list(self._segment("ids", criteria, after, limit).scalars())

@@ -79,3 +79,32 @@ from carecrm.storage_backends.sql.transfer import (  # noqa: F401
     export_records,
     import_records,
 )
+
+#: The public names (the underscored ones stay importable for the tests, not re-exported).
+__all__ = [
+    "CHUNK",
+    "PAGE",
+    "TOUCH_PAGE",
+    "TRANSFER_TABLES",
+    "R",
+    "SqlAppointments",
+    "SqlAudit",
+    "SqlConsents",
+    "SqlContacts",
+    "SqlIdentities",
+    "SqlInbox",
+    "SqlInteractions",
+    "SqlMeta",
+    "SqlNotes",
+    "SqlOutbox",
+    "SqlReviews",
+    "SqlScores",
+    "SqlSegments",
+    "SqlStages",
+    "SqlTasks",
+    "count_records",
+    "criteria_shape",
+    "export_records",
+    "import_records",
+    "upsert_statement",
+]

@@ -96,7 +96,7 @@ class _Codec:
                 row[name] = utc(value, f"{self.table.name}.{name}")
         return row
 
-    def record(self, row: sa.Row[Any]) -> Any:
+    def record(self, row: sa.Row[*tuple[Any, ...]]) -> Any:
         """The record for a result row."""
         return self.cls(**row._mapping)
 
@@ -157,7 +157,7 @@ class _Repository:
 
     # -- execution
 
-    def _execute(self, statement: sa.Executable, params: Any = None) -> CursorResult[Any]:
+    def _execute(self, statement: sa.Executable, params: Any = None) -> CursorResult[*tuple[Any, ...]]:
         conn = self._uow.connection
         with translated(self.table.name, self._uow.where):
             return conn.execute(statement, params) if params is not None else conn.execute(statement)

@@ -22,11 +22,19 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from carecrm.storage_backends.sql.types import BIDX, BINARY, DOUBLE, JSON_DOC, UtcDateTime, UuidType
+from carecrm.storage_backends.sql.types import (
+    BIDX,
+    BINARY,
+    DOUBLE,
+    JSON_DOC,
+    MysqlTableOptions,
+    UtcDateTime,
+    UuidType,
+)
 
 #: Options every table gets on MariaDB/MySQL: InnoDB, utf8mb4, binary (case- and
 #: accent-sensitive) comparison, so keys differing only in case stay distinct everywhere.
-TABLE_OPTIONS: dict[str, str] = {
+TABLE_OPTIONS: MysqlTableOptions = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",

@@ -96,12 +96,13 @@ class SqlInteractions(_Repository):
             at, after_id = after
             params["p_at"], params["p_after_id"] = utc(at, "timeline cursor"), after_id
 
-        def build() -> sa.Select[Any]:
+        def build() -> sa.Select[*tuple[Any, ...]]:
             statement = sa.select(t).where(t.c.contact_id == sa.bindparam("p_contact"))
             if kinds is not None:
                 statement = statement.where(t.c.kind.in_(sa.bindparam("p_kinds", expanding=True)))
             if after is not None:
-                at, after_id = sa.bindparam("p_at", type_=t.c.occurred_at.type), sa.bindparam("p_after_id")
+                at = sa.bindparam("p_at", type_=t.c.occurred_at.type)
+                after_id: sa.BindParameter[uuid.UUID] = sa.bindparam("p_after_id")
                 statement = statement.where(
                     sa.or_(t.c.occurred_at > at, sa.and_(t.c.occurred_at == at, t.c.id > after_id))
                 )
@@ -135,7 +136,7 @@ class SqlInteractions(_Repository):
         if not inbound or (contact_ids is not None and not contact_ids):
             return []
 
-        def statement(ids: Sequence[uuid.UUID] | None) -> sa.Select[Any]:
+        def statement(ids: Sequence[uuid.UUID] | None) -> sa.Select[*tuple[Any, ...]]:
             first_in = sa.select(t.c.contact_id, sa.func.min(t.c.occurred_at).label("first_in")).where(
                 t.c.direction == "inbound", t.c.kind.in_(inbound)
             )
@@ -244,7 +245,7 @@ class SqlInteractions(_Repository):
         if occurred_before is not None:
             params["p_to"] = utc(occurred_before, "occurred_before")
 
-        def build(paged: bool) -> sa.Select[Any]:
+        def build(paged: bool) -> sa.Select[*tuple[Any, ...]]:
             statement = sa.select(*(t.c[name] for name in _TOUCH_COLUMNS)).where(
                 t.c.kind.in_(sa.bindparam("p_kinds", expanding=True))
             )
@@ -349,7 +350,7 @@ class SqlStages(_Repository):
         if reached_before is not None:
             params["p_to"] = utc(reached_before, "reached_before")
 
-        def build(paged: bool) -> sa.Select[Any]:
+        def build(paged: bool) -> sa.Select[*tuple[Any, ...]]:
             first = sa.func.min(t.c.changed_at)
             statement = sa.select(t.c.contact_id, first).where(
                 t.c.to_stage.in_(sa.bindparam("p_stages", expanding=True))

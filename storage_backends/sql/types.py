@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
@@ -29,6 +29,15 @@ from carecrm.core.model.timeutil import from_naive_utc, to_utc_ms
 
 #: Dialect names served by the MySQL family of SQLAlchemy dialects.
 MYSQL_FAMILY = frozenset({"mysql", "mariadb"})
+
+
+class MysqlTableOptions(TypedDict):
+    """The MariaDB/MySQL table options every carecrm table gets (``**``-passed to
+    ``sa.Table`` and ``op.create_table``, which take dialect options as keywords)."""
+
+    mysql_engine: str
+    mysql_charset: str
+    mysql_collate: str
 
 
 def _naive_utc(value: datetime) -> datetime:

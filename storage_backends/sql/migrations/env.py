@@ -8,14 +8,21 @@ Offline (SQL script) mode is not supported: carecrm always migrates a live datab
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from alembic import context
 
 from carecrm.storage_backends.sql.schema import metadata
 
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationContext, MigrationInfo
 
-def _record_step(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+
+def _record_step(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    # Alembic calls this with keywords (ctx=, step=, heads=, run_args=) and types it positionally.
     applied = context.config.attributes.setdefault("applied", [])
     if step.is_upgrade and not step.is_stamp:
         applied.append(step.up_revision_id)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from carecrm.storage_backends.sql.types import BIDX, BINARY, DOUBLE, JSON_DOC, UtcDateTime, UuidType
+from carecrm.storage_backends.sql.types import BIDX, BINARY, DOUBLE, JSON_DOC, MysqlTableOptions, UtcDateTime, UuidType
 
 revision = "0001_initial"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-_OPTS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_OPTS: MysqlTableOptions = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 _TABLES = (
     "contacts", "identities", "interactions", "stage_changes", "appointments", "consents", "notes",

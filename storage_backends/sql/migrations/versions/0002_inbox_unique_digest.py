@@ -48,11 +48,13 @@ def upgrade() -> None:
         .having(sa.func.count() > 1)
     ).all()
     for source, digest in groups:
-        rows = conn.execute(
-            sa.select(inbox.c.id, inbox.c.status, inbox.c.received_at).where(
-                inbox.c.source == source, inbox.c.digest == digest
-            )
-        ).all()
+        rows = list(
+            conn.execute(
+                sa.select(inbox.c.id, inbox.c.status, inbox.c.received_at).where(
+                    inbox.c.source == source, inbox.c.digest == digest
+                )
+            ).all()
+        )  # .all() returns a list already; list() is for mypy, which sees a Sequence
         rows.sort(key=lambda r: (_RANK.get(r.status, 5), r.received_at, str(r.id)))
         keep, drop = rows[0].id, [r.id for r in rows[1:]]
         conn.execute(sa.update(interactions).where(interactions.c.inbox_id.in_(drop)).values(inbox_id=keep))

@@ -16,14 +16,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from carecrm.storage_backends.sql.types import JSON_DOC, UtcDateTime
+from carecrm.storage_backends.sql.types import JSON_DOC, MysqlTableOptions, UtcDateTime
 
 revision = "0003_outbox"
 down_revision = "0002_inbox_unique_digest"
 branch_labels = None
 depends_on = None
 
-_OPTS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_OPTS: MysqlTableOptions = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 def upgrade() -> None:
