@@ -1,7 +1,8 @@
-"""Use cases of the storage as a whole (:class:`StorageMigration`): check, upgrade, counts,
-and the whole-database copy (``carecrm storage migrate-to URL``) that moves a practice to
-another storage backend (the embedded SQLite default to PostgreSQL, SQL to MongoDB and
-back) without losing anything.
+"""Use cases of the storage as a whole (:class:`StorageMigration`): the check of a practice
+database just opened (schema version, keys), check, upgrade, counts, and the
+whole-database copy (``carecrm storage migrate-to URL``) that moves a practice to another
+storage backend (the embedded SQLite default to PostgreSQL, SQL to MongoDB and back)
+without losing anything.
 
 Records are copied **as stored** (:meth:`carecrm.core.storage.contract.UnitOfWork.export_records`
 → :meth:`~carecrm.core.storage.contract.UnitOfWork.import_records`): ciphertext, blind indexes and
