@@ -24,6 +24,7 @@ from carecrm.core.analytics.scoring import ScoringModel
 from carecrm.core.analytics.scoring_service import ScoringMixin
 from carecrm.core.analytics.segments_service import SegmentBuilder, SegmentsMixin
 from carecrm.core.config import Settings, load_settings
+from carecrm.core.delegation import delegate
 from carecrm.core.errors import (
     CryptoError,
     UnknownComponentError,
@@ -41,14 +42,17 @@ from carecrm.core.model.domain import (
     Actor,
     Contact,
     LeadEvent,
+    Location,
     Note,
     RawPayload,
     StageChange,
     Touchpoint,
 )
-from carecrm.core.model.records import AuditRecord, ContactRecord
-from carecrm.core.pipeline.coordination import CoordinationMixin
+from carecrm.core.model.records import AuditRecord
+from carecrm.core.pipeline.business_hours import location_named
+from carecrm.core.pipeline.coordination import CoordinationService
 from carecrm.core.pipeline.service import PipelineService, StageSummary
+from carecrm.core.pipeline.speed_to_lead import SpeedToLead
 from carecrm.core.plugins.manager import (
     DEFAULT_PLUGINS,
     PluginInfo,
@@ -64,21 +68,19 @@ from carecrm.core.privacy.audit import AuditTrail
 from carecrm.core.privacy.crypto import KeyRing
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.privacy.read_path import ReadPath
-from carecrm.core.storage.contract import SCHEMA_VERSION, StorageBackend, TimelineCursor, UnitOfWork
-from carecrm.core.storage.migrate import MigrationMixin
+from carecrm.core.storage.contract import StorageBackend, TimelineCursor, UnitOfWork
+from carecrm.core.storage.migrate import StorageMigration
 
 log = logging.getLogger("carecrm")
 
 _T = TypeVar("_T")
 
-#: Default time-zone-free settings for a brand-new practice written by ``init``.
-_META_KEY_CHECK = "key_check"
 #: Guards the lazy opening of the key ring, the mapper and the storage, which concurrent
 #: callers of one app may reach first at the same time.
 _OPEN_LOCK = threading.RLock()
 
 
-class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, MigrationMixin):
+class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin):
     """The app object.
 
     Who acts is not part of the app: every method that reads or changes personal data
@@ -231,47 +233,19 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
                 if self._storage is None:
                     backend = self.open_backend()
                     try:
-                        self._verify(backend)
+                        self.migration.verify_opened(backend)
                     except BaseException:
                         backend.close()
                         raise
                     self._storage = backend
         return self._storage
 
-    def _verify(self, backend: StorageBackend) -> None:
-        from carecrm.core.errors import SchemaVersionError
-
-        version = backend.schema_version()
-        if version is None:
-            raise SchemaVersionError(
-                f"{backend.url_display} holds no carecrm schema: run `carecrm init` (or `carecrm storage upgrade`)"
-            )
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{backend.url_display} was written by a newer carecrm (schema {version}, this release reads "
-                f"{SCHEMA_VERSION}): upgrade carecrm"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{backend.url_display} has schema {version}; this release needs {SCHEMA_VERSION}: "
-                "run `carecrm storage upgrade`"
-            )
-        with backend.unit_of_work() as uow:
-            stored = uow.meta.get(_META_KEY_CHECK)
-            if stored is None:
-                uow.meta.set(_META_KEY_CHECK, self.keys.check_value())
-                uow.commit()
-            elif not self.keys.matches_check_value(stored):
-                raise CryptoError(
-                    "the keys do not match this database (wrong key file or CARECRM_KEYS?); nothing was read or written"
-                )
-
     def create_schema(self) -> None:
         """Create the schema on the configured storage and record the key check value."""
         backend = self.open_backend()
         try:
             backend.create_schema()
-            self._verify(backend)
+            self.migration.verify_opened(backend)
         except BaseException:
             backend.close()
             raise
@@ -282,6 +256,21 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         if self._storage is not None:
             self._storage.close()
             self._storage = None
+
+    @property
+    def migration(self) -> StorageMigration:
+        """Storage check, upgrade, counts, copy (:class:`~carecrm.core.storage.migrate.StorageMigration`), per use."""
+        return StorageMigration(
+            open_backend=self.open_backend,
+            storage=lambda: self.storage,
+            keys=lambda: self.keys,
+            audit=lambda: self.audit_trail,
+        )
+
+    storage_check = delegate("migration", StorageMigration.storage_check)
+    storage_upgrade = delegate("migration", StorageMigration.storage_upgrade)
+    counts = delegate("migration", StorageMigration.counts)
+    migrate_to = delegate("migration", StorageMigration.migrate_to)
 
     def __enter__(self) -> CareCRM:
         return self
@@ -650,14 +639,6 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
         """
         return self.directory.resolve(ref, actor=actor, purpose=purpose)
 
-    def _resolve_id(self, uow: UnitOfWork, ref: str | uuid.UUID) -> uuid.UUID:
-        """The id of the one active contact ``ref`` names (blind indexes only; not audited)."""
-        return self.resolver.record(uow, ref).id
-
-    def _resolve_record(self, uow: UnitOfWork, ref: str | uuid.UUID) -> ContactRecord:
-        """The stored record of the contact ``ref`` names (:meth:`ContactResolver.record`)."""
-        return self.resolver.record(uow, ref)
-
     def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
         """The whole id a command-line id names, whole or short, among the records of
         ``kind`` (``contact``, ``task``, ``inbox``); see
@@ -723,7 +704,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
             audit=self.audit_trail,
             resolver=self.resolver,
             deliver=self.deliver_events,
-            speed_to_lead_values=self.speed_to_lead_values,
+            speed_to_lead_values=self.speed_to_lead_figures.speed_to_lead_values,
         )
 
     def set_stage(self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None) -> StageChange:
@@ -748,6 +729,40 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin, CoordinationMixin, 
     def review_pairs(self, contact_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
         """Open pairs of contacts awaiting review: (a, b, reason)."""
         return self.pipeline.review_pairs(contact_id)
+
+    @property
+    def coordination(self) -> CoordinationService:
+        """Tasks, assignment, calls (:class:`~carecrm.core.pipeline.coordination.CoordinationService`), per use."""
+        return CoordinationService(
+            storage=self.storage,
+            settings=self.settings,
+            mapper=self.mapper,
+            read_path=self.read_path,
+            audit=self.audit_trail,
+            resolver=self.resolver,
+            deliver=self.deliver_events,
+        )
+
+    @property
+    def speed_to_lead_figures(self) -> SpeedToLead:
+        """Speed to lead (:class:`carecrm.core.pipeline.speed_to_lead.SpeedToLead`), built per use (stateless)."""
+        return SpeedToLead(storage=self.storage, settings=self.settings)
+
+    def location_of(self, name: str | None) -> Location:
+        """The practice location called ``name``, else the default (first) one; reads the settings only
+        (:func:`carecrm.core.pipeline.business_hours.location_named`)."""
+        return location_named(self.settings.practice, name)
+
+    location_of_contact = delegate("coordination", CoordinationService.location_of_contact)
+    add_task = delegate("coordination", CoordinationService.add_task)
+    tasks = delegate("coordination", CoordinationService.tasks)
+    complete_task = delegate("coordination", CoordinationService.complete_task)
+    assign = delegate("coordination", CoordinationService.assign)
+    log_interaction = delegate("coordination", CoordinationService.log_interaction)
+    first_response = delegate("speed_to_lead_figures", SpeedToLead.first_response)
+    speed_to_lead = delegate("speed_to_lead_figures", SpeedToLead.speed_to_lead)
+    speed_to_lead_values = delegate("speed_to_lead_figures", SpeedToLead.speed_to_lead_values)
+    speed_to_lead_summary = delegate("speed_to_lead_figures", SpeedToLead.speed_to_lead_summary)
 
 
 def default_actor() -> Actor:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from carecrm.core.app import CareCRM
     from carecrm.core.model.domain import Contact, Interaction, Note, StageChange
-    from carecrm.core.pipeline.coordination import FirstResponse
+    from carecrm.core.pipeline.speed_to_lead import FirstResponse
 
 # --------------------------------------------------------------------------- JSON shapes
 

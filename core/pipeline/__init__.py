@@ -1,6 +1,6 @@
 """The lifecycle pipeline: stages and allowed moves (:mod:`.stages`), the one stage-move path
-(:mod:`.moves`), the pipeline service (:mod:`.service`), business hours and the coordinators' work
-(tasks, assignment, logged calls, speed to lead: :mod:`.coordination`).
+(:mod:`.moves`), the pipeline service (:mod:`.service`), business hours, the coordinators' work
+(tasks, assignment, logged calls: :mod:`.coordination`) and speed to lead (:mod:`.speed_to_lead`).
 """
 
 from __future__ import annotations

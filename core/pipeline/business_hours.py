@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from carecrm.core.errors import ConfigError
-from carecrm.core.model.domain import Location
+from carecrm.core.model.domain import Location, Practice
 
 #: Weekday keys of ``business_hours``, Monday first (``datetime.weekday()`` order).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -219,3 +219,18 @@ def business_seconds_between(start_utc: datetime, end_utc: datetime, location: L
     :raises ConfigError: for malformed business hours or holidays (see :class:`BusinessCalendar`).
     """
     return calendar_for(location).seconds_between(start_utc, end_utc)
+
+
+def location_named(practice: Practice, name: str | None) -> Location:
+    """The location of ``practice`` called ``name``: the default (first) location when
+    ``name`` is None or no longer configured (a record keeps the name it was stored with,
+    and a practice may rename or drop a location later).
+
+    :param practice: the practice's settings (``[practice]``, ``[[practice.locations]]``).
+    :param name: the location name a record holds, or None.
+    :returns: the location whose time zone and business hours apply.
+    """
+    try:
+        return practice.location(name)
+    except KeyError:
+        return practice.default_location

@@ -1,39 +1,36 @@
-"""The facade's coordinator work (tasks, assignment, logged calls, speed to lead) use cases,
-mixed into :class:`carecrm.core.CareCRM`.
+"""Coordinator work (:class:`CoordinationService`): tasks, assignment and logged calls.
 
-* **Tasks** (:meth:`CoordinationMixin.add_task`, :meth:`~CoordinationMixin.tasks`,
-  :meth:`~CoordinationMixin.complete_task`): a to-do about a contact with a due time (UTC)
+* **Tasks** (:meth:`CoordinationService.add_task`, :meth:`~CoordinationService.tasks`,
+  :meth:`~CoordinationService.complete_task`): a to-do about a contact with a due time (UTC)
   and an assignee (a staff name, clear); its text is encrypted under the contact's data key.
   Adding and completing one also appends ``task.created`` / ``task.completed`` to the
   contact's timeline, so the next coordinator sees it where the conversation is.
-* **Assignment** (:meth:`~CoordinationMixin.assign`): the contact's clear ``owner`` (a staff
+* **Assignment** (:meth:`~CoordinationService.assign`): the contact's clear ``owner`` (a staff
   name), changed with an optimistic-concurrency update.  It is recorded in the audit log
   (action ``contact.assign`` with the previous and new owner) and **not** on the timeline:
   the timeline holds what happened between the person and the practice, and an internal
   hand-over is neither (no such kind exists in the vocabulary, ``docs/vocabulary.md``).
-* **Logged interactions** (:meth:`~CoordinationMixin.log_interaction`): a call, text or
+* **Logged interactions** (:meth:`~CoordinationService.log_interaction`): a call, text or
   email made by hand, with a kind from the vocabulary and the channel derived from it.
-* **Speed to lead** (:meth:`~CoordinationMixin.speed_to_lead`): the time from a lead's first
-  inbound interaction to the practice's first outbound call, SMS or email at or after it,
-  counted in the business hours of the contact's location
-  (:func:`carecrm.core.pipeline.business_hours.business_seconds_between`), from clear timeline fields
-  only (nothing is decrypted).  Which kinds count is :data:`SPEED_TO_LEAD_INBOUND_KINDS`
-  and :data:`SPEED_TO_LEAD_OUTBOUND_KINDS`.
+
+Speed to lead, the time from a lead's first inbound interaction to the practice's first
+answer, lives in :mod:`carecrm.core.pipeline.speed_to_lead`; its names stay importable from
+here too.
 """
 
 from __future__ import annotations
 
-import statistics
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from carecrm.core.config import Settings
 from carecrm.core.errors import ConflictError, UnknownComponentError
 from carecrm.core.events import types as ev
-from carecrm.core.events.outbox import publish
+from carecrm.core.events.outbox import Published, publish
 from carecrm.core.model.domain import Actor, Contact, Interaction, Location, Task
 from carecrm.core.model.ids import new_id
 from carecrm.core.model.records import ACTIVE, ContactRecord
@@ -42,35 +39,26 @@ from carecrm.core.model.vocab import (
     CHANNEL_OF_NOUN,
     CHANNELS,
     DIRECTION_OF_KIND,
-    INBOUND_KINDS,
     INTERACTION_KINDS,
     is_known_kind,
 )
 from carecrm.core.model.when import parse_when
-from carecrm.core.pipeline.business_hours import business_seconds_between
+from carecrm.core.pipeline.business_hours import location_named
 from carecrm.core.pipeline.moves import implied_move
-from carecrm.core.storage.capabilities import queries
+from carecrm.core.pipeline.speed_to_lead import (
+    SPEED_TO_LEAD_INBOUND_KINDS,
+    SPEED_TO_LEAD_OUTBOUND_KINDS,
+    FirstResponse,
+    SpeedToLeadSummary,
+)
+from carecrm.core.privacy.mapping import RecordMapper
+from carecrm.core.privacy.read_path import ReadPath
+from carecrm.core.storage.contract import StorageBackend
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
+    from carecrm.core.identity.directory import ContactResolver
+    from carecrm.core.privacy.audit import AuditTrail
     from carecrm.core.storage.contract import UnitOfWork
-
-#: Inbound kinds that start the speed-to-lead clock (with ``direction`` ``inbound``): a
-#: person reached out (a form, a chat, a text, a call even when missed, a referral, a
-#: requested appointment).  A walk-in is answered in person, so it starts no clock.
-SPEED_TO_LEAD_INBOUND_KINDS: frozenset[str] = (INBOUND_KINDS - {"walk_in.visited"}) | {
-    "call.completed",
-    "call.missed",
-    "call.voicemail",
-    "appointment.requested",
-}
-
-#: Outbound kinds that stop it (with ``direction`` ``outbound``): a call attempt (answered,
-#: missed or a voicemail left), a text, an email sent (``email.delivered`` too, for email
-#: platforms whose webhook sends no "processed" event).
-SPEED_TO_LEAD_OUTBOUND_KINDS: frozenset[str] = frozenset(
-    {"call.completed", "call.missed", "call.voicemail", "sms.sent", "sms.delivered", "email.sent", "email.delivered"}
-)
 
 #: Task statuses.
 TASK_STATUSES: tuple[str, ...] = ("open", "done")
@@ -109,48 +97,6 @@ class ContactSummary:
     status: str = ACTIVE
 
 
-@attrs.frozen(kw_only=True)
-class FirstResponse:
-    """A lead's speed to lead, explained.
-
-    ``first_inbound_at`` / ``first_outbound_at``: UTC (the latter None while nobody has
-    answered); ``business_seconds``: open seconds of ``location`` between them (None while
-    unanswered; wall-clock seconds when the location has no business hours);
-    ``wall_clock_seconds``: elapsed seconds (None while unanswered).
-    """
-
-    contact_id: uuid.UUID
-    location: str
-    first_inbound_at: datetime
-    first_outbound_at: datetime | None = None
-    business_seconds: float | None = None
-    wall_clock_seconds: float | None = None
-
-
-@attrs.frozen(kw_only=True)
-class SpeedToLeadSummary:
-    """Speed to lead over a group of contacts.
-
-    ``median_seconds``: median business seconds of those answered (None when none was);
-    ``measured``: how many were answered; ``awaiting``: how many reached out and were not
-    answered yet.
-    """
-
-    median_seconds: float | None = None
-    measured: int = 0
-    awaiting: int = 0
-
-    @classmethod
-    def of(cls, values: list[float | None]) -> SpeedToLeadSummary:
-        """The summary of per-contact values (None: awaiting a first response)."""
-        answered = [v for v in values if v is not None]
-        return cls(
-            median_seconds=statistics.median(answered) if answered else None,
-            measured=len(answered),
-            awaiting=len(values) - len(answered),
-        )
-
-
 def _staff_name(value: str, field: str) -> str:
     """A staff name (assignee, owner): trimmed, non-empty, one line, at most 100 characters.
 
@@ -173,43 +119,62 @@ def _aware(value: datetime, field: str) -> datetime:
         raise ValueError(f"{field}: naive datetime; give a timezone-aware time (UTC)") from None
 
 
-class CoordinationMixin:
-    """Use cases of coordinator work (tasks, assignment, logged calls, speed to lead);
-    methods take ``self`` as the :class:`CareCRM` app.
+class CoordinationService:
+    """Use cases of coordinator work (tasks, assignment, logged calls) with explicit
+    collaborators; it holds no state of its own (the facade builds it per use).
 
-    The methods read ``self`` through :func:`_app` (a typed cast) rather than annotating
-    ``self``: mypy refuses a self-type that is a subclass of the mixin.
+    :param storage: the backend.
+    :param settings: the practice's locations (the time zone a typed time is read in) and
+        pipeline (the stages a logged interaction implies).
+    :param mapper: encrypts task texts and interaction bodies under the contact's key.
+    :param read_path: decrypts the tasks, contacts and names shown (audited reads).
+    :param audit: the audit trail (every change is audited in its own transaction).
+    :param resolver: finds the contact a reference names, and a task by short id.
+    :param deliver: delivers the outbox's events after a commit
+        (:meth:`carecrm.core.CareCRM.deliver_events`).
     """
+
+    def __init__(
+        self,
+        *,
+        storage: StorageBackend,
+        settings: Settings,
+        mapper: RecordMapper,
+        read_path: ReadPath,
+        audit: AuditTrail,
+        resolver: ContactResolver,
+        deliver: Callable[[Sequence[Published | None]], Any],
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.mapper = mapper
+        self.read_path = read_path
+        self.audit = audit
+        self.resolver = resolver
+        self._deliver = deliver
 
     # ------------------------------------------------------------------ helpers
 
     def location_of(self, name: str | None) -> Location:
         """The practice location called ``name``; the default (first) location when ``name``
-        is None or no longer configured (a record keeps the name it was stored with)."""
-        app = _app(self)
-        practice = app.settings.practice
-        try:
-            return practice.location(name)
-        except KeyError:
-            return practice.default_location
+        is None or no longer configured (:func:`carecrm.core.pipeline.business_hours.location_named`)."""
+        return location_named(self.settings.practice, name)
 
     def location_of_contact(self, contact_id: uuid.UUID) -> Location:
         """The location a contact belongs to (read from clear fields: not an audited read).
 
         :raises NotFound: if the contact does not exist.
         """
-        app = _app(self)
-        with app.storage.unit_of_work() as uow:
-            return app.location_of(uow.contacts.get(contact_id).location)
+        with self.storage.unit_of_work() as uow:
+            return self.location_of(uow.contacts.get(contact_id).location)
 
     def _when(self, value: datetime | str | None, location: str | None, field: str) -> datetime | None:
         """``value`` as UTC: an aware datetime as given, text read in ``location``'s time zone."""
-        app = _app(self)
         if value is None:
             return None
         if isinstance(value, datetime):
             return _aware(value, field)
-        return parse_when(value, timezone=app.location_of(location).timezone, now=utcnow(), field=field)
+        return parse_when(value, timezone=self.location_of(location).timezone, now=utcnow(), field=field)
 
     # ------------------------------------------------------------------ tasks
 
@@ -239,16 +204,15 @@ class CoordinationMixin:
         :raises NotFound: if the contact does not exist.
         :raises CryptoError: if the contact was erased.
         """
-        app = _app(self)
         body = (text or "").strip()
         if not body:
             raise ValueError("text: the task text is empty")
         if len(body) > MAX_TASK_TEXT:
             raise ValueError(f"text: longer than {MAX_TASK_TEXT} characters")
         who = _staff_name(assignee, "assignee") if assignee is not None else actor.name
-        with app.storage.unit_of_work() as uow:
-            rec = app._resolve_record(uow, ref)
-            due_at = app._when(due, rec.location, "due")
+        with self.storage.unit_of_work() as uow:
+            rec = self.resolver.record(uow, ref)
+            due_at = self._when(due, rec.location, "due")
             now = utcnow()
             task = Task(
                 contact_id=rec.id,
@@ -261,8 +225,8 @@ class CoordinationMixin:
             attributes: dict[str, Any] = {"task_id": str(task.id), "assignee": who}
             if task.due_at is not None:
                 attributes["due_at"] = task.due_at.isoformat().replace("+00:00", "Z")
-            key = app.mapper.key_of(rec)
-            uow.tasks.add(app.mapper.task_to_record(task, key))
+            key = self.mapper.key_of(rec)
+            uow.tasks.add(self.mapper.task_to_record(task, key))
             inter = Interaction(
                 contact_id=rec.id,
                 kind="task.created",
@@ -275,8 +239,8 @@ class CoordinationMixin:
                 body=body,
                 actor=actor.name,
             )
-            uow.interactions.add(app.mapper.interaction_to_record(inter, key))
-            app.audit(
+            uow.interactions.add(self.mapper.interaction_to_record(inter, key))
+            self.audit.append(
                 uow,
                 actor,
                 "task.add",
@@ -286,7 +250,7 @@ class CoordinationMixin:
             )
             published = publish(uow, [_recorded(inter, now)])
             uow.commit()
-        app.deliver_events([published])
+        self._deliver([published])
         return task
 
     def tasks(
@@ -314,14 +278,13 @@ class CoordinationMixin:
             status ``done``, or a naive ``now``.
         :raises NotFound: if ``contact`` names no contact.
         """
-        app = _app(self)
         if status is not None and status not in TASK_STATUSES:
             raise ValueError(f"status: unknown task status {status!r}; known: {', '.join(TASK_STATUSES)}")
         if overdue and status == "done":
             raise ValueError("overdue: only open tasks can be overdue")
         when = _aware(now, "now") if now is not None else utcnow()
-        with app.storage.unit_of_work() as uow:
-            contact_id = app._resolve_id(uow, contact) if contact is not None else None
+        with self.storage.unit_of_work() as uow:
+            contact_id = self.resolver.record(uow, contact).id if contact is not None else None
             records = uow.tasks.list(
                 assignee=assignee,
                 contact_id=contact_id,
@@ -329,7 +292,7 @@ class CoordinationMixin:
                 due_before=when if overdue else None,
             )
             people = uow.contacts.get_many({r.contact_id for r in records})
-            read = app.read_path.tasks(uow, records, people, actor=actor, purpose="care")
+            read = self.read_path.tasks(uow, records, people, actor=actor, purpose="care")
             if read:
                 uow.commit()
         return [(task, _summary_of(task.contact_id, who)) for task, who in read]
@@ -345,21 +308,20 @@ class CoordinationMixin:
         :raises NotFound: if there is no such task.
         :raises AmbiguousId: if a short id names several tasks.
         """
-        app = _app(self)
         if not isinstance(task_id, uuid.UUID):
             try:
-                task_id = app.resolve_id("task", str(task_id))
+                task_id = self.resolver.resolve_id(self.storage, "task", str(task_id))
             except ValueError:
                 raise ValueError("task id: not a task id (the id that `carecrm task list` shows)") from None
         now = utcnow()
-        with app.storage.unit_of_work() as uow:
+        with self.storage.unit_of_work() as uow:
             rec = uow.tasks.get(task_id)
             if rec.status == "done":
                 raise ValueError(f"task id: task {task_id} is already done")
             done = attrs.evolve(rec, status="done", completed_at=now, completed_by=actor.name)
             uow.tasks.update(done)
             crec = uow.contacts.get(rec.contact_id)
-            key = app.mapper.key_of(crec) if crec.wrapped_key is not None else None
+            key = self.mapper.key_of(crec) if crec.wrapped_key is not None else None
             inter = Interaction(
                 contact_id=crec.id,
                 kind="task.completed",
@@ -372,13 +334,13 @@ class CoordinationMixin:
                 actor=actor.name,
             )
             if key is not None:
-                uow.interactions.add(app.mapper.interaction_to_record(inter, key))
-            app.audit(uow, actor, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
+                uow.interactions.add(self.mapper.interaction_to_record(inter, key))
+            self.audit.append(uow, actor, "task.complete", contact_id=crec.id, details={"task_id": str(task_id)})
             published = publish(uow, [_recorded(inter, now)]) if key is not None else None
             uow.commit()
         if published is not None:
-            app.deliver_events([published])
-        return app.read_path.task_for_change(done, crec, actor=actor)
+            self._deliver([published])
+        return self.read_path.task_for_change(done, crec, actor=actor)
 
     # ------------------------------------------------------------------ assignment
 
@@ -399,19 +361,18 @@ class CoordinationMixin:
         :raises NotFound: if the contact does not exist.
         :raises ConflictError: if the contact kept changing under three attempts.
         """
-        app = _app(self)
         name = _staff_name(owner, "owner") if owner is not None else None
         for attempt in range(3):
             try:
-                with app.storage.unit_of_work() as uow:
-                    rec = app._resolve_record(uow, ref)
+                with self.storage.unit_of_work() as uow:
+                    rec = self.resolver.record(uow, ref)
                     if rec.owner == name:
-                        contact = app.read_path.contact(uow, rec, actor=actor, purpose="view")
+                        contact = self.read_path.contact(uow, rec, actor=actor, purpose="view")
                         uow.commit()
                         return contact
                     now = utcnow()
                     stored = uow.contacts.update(attrs.evolve(rec, owner=name, updated_at=now))
-                    app.audit(
+                    self.audit.append(
                         uow,
                         actor,
                         "contact.assign",
@@ -419,7 +380,7 @@ class CoordinationMixin:
                         fields=["owner"],
                         details={"from": rec.owner, "to": name},
                     )
-                    contact = app.read_path.contact(uow, stored, actor=actor, purpose="view")
+                    contact = self.read_path.contact(uow, stored, actor=actor, purpose="view")
                     uow.commit()
                 return contact
             except ConflictError:
@@ -472,7 +433,6 @@ class CoordinationMixin:
             future, or bad attributes (naming the field).
         :raises NotFound: if the contact does not exist.
         """
-        app = _app(self)
         if not is_known_kind(kind):
             raise UnknownComponentError("interaction kind", kind, INTERACTION_KINDS)
         if kind in _NOT_LOGGABLE:
@@ -492,13 +452,13 @@ class CoordinationMixin:
         facts = _clear_attributes(attributes)
         text = body.strip() if body is not None and body.strip() else None
         events: list[ev.Event] = []
-        with app.storage.unit_of_work() as uow:
-            rec = app._resolve_record(uow, ref)
+        with self.storage.unit_of_work() as uow:
+            rec = self.resolver.record(uow, ref)
             now = utcnow()
-            when = app._when(occurred_at, rec.location, "occurred_at") or now
+            when = self._when(occurred_at, rec.location, "occurred_at") or now
             if when > now + _FUTURE_SLACK:
                 raise ValueError("occurred_at: in the future; log what already happened")
-            key = app.mapper.key_of(rec)
+            key = self.mapper.key_of(rec)
             inter_id = new_id()
             inter = Interaction(
                 id=inter_id,
@@ -515,10 +475,10 @@ class CoordinationMixin:
                 body=text,
                 actor=actor.name,
             )
-            uow.interactions.add(app.mapper.interaction_to_record(inter, key))
+            uow.interactions.add(self.mapper.interaction_to_record(inter, key))
             events.append(_recorded(inter, now))
-            events += app._implied_move(uow, rec, inter, now, actor)
-            app.audit(
+            events += self._implied_move(uow, rec, inter, now, actor)
+            self.audit.append(
                 uow,
                 actor,
                 "interaction.log",
@@ -528,7 +488,7 @@ class CoordinationMixin:
             )
             published = publish(uow, events)
             uow.commit()
-        app.deliver_events([published])
+        self._deliver([published])
         return inter
 
     def _implied_move(
@@ -537,14 +497,13 @@ class CoordinationMixin:
         """Apply the stage a logged interaction implies, on the one stage-move path ingest
         follows too (:func:`carecrm.core.pipeline.moves.implied_move`: the history, the
         ``stage.changed`` timeline entry and the event)."""
-        app = _app(self)
         move = implied_move(
-            mapper=app.mapper,
-            pipeline=app.settings.pipeline,
+            mapper=self.mapper,
+            pipeline=self.settings.pipeline,
             uow=uow,
             rec=rec,
             inter=inter,
-            key=app.mapper.key_of(rec),
+            key=self.mapper.key_of(rec),
             now=now,
             actor=actor,
         )
@@ -554,101 +513,6 @@ class CoordinationMixin:
         uow.interactions.add(move.entry)
         uow.contacts.update(move.contact)
         return [move.event]
-
-    # ------------------------------------------------------------------ speed to lead
-
-    def first_response(self, contact_id: uuid.UUID) -> FirstResponse | None:
-        """A contact's first inbound interaction, the practice's first outbound answer at or
-        after it, and the time between them in business and wall-clock seconds.
-
-        Read from clear timeline fields (kinds, directions, times): nothing is decrypted,
-        so nothing is audited.
-
-        :returns: None when the contact never reached out (no inbound interaction of
-            :data:`SPEED_TO_LEAD_INBOUND_KINDS`).
-        :raises NotFound: if the contact does not exist.
-        """
-        app = _app(self)
-        with app.storage.unit_of_work() as uow:
-            rec = uow.contacts.get(contact_id)
-            rows = queries(uow).first_responses(
-                inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
-                outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
-                contact_ids=[rec.id],
-            )
-        if not rows:
-            return None
-        row = rows[0]
-        location = app.location_of(rec.location)
-        if row.first_outbound_at is None:
-            return FirstResponse(contact_id=rec.id, location=location.name, first_inbound_at=row.first_inbound_at)
-        return FirstResponse(
-            contact_id=rec.id,
-            location=location.name,
-            first_inbound_at=row.first_inbound_at,
-            first_outbound_at=row.first_outbound_at,
-            business_seconds=business_seconds_between(row.first_inbound_at, row.first_outbound_at, location),
-            wall_clock_seconds=(row.first_outbound_at - row.first_inbound_at).total_seconds(),
-        )
-
-    def speed_to_lead(self, contact_id: uuid.UUID) -> float | None:
-        """Seconds of business hours (of the contact's location) from the contact's first
-        inbound interaction to the first outbound call, SMS or email at or after it.
-
-        :returns: seconds, or None when the contact never reached out or nobody answered yet.
-        :raises NotFound: if the contact does not exist.
-        """
-        app = _app(self)
-        first = app.first_response(contact_id)
-        return None if first is None else first.business_seconds
-
-    def speed_to_lead_values(
-        self, uow: UnitOfWork, locations: Mapping[uuid.UUID, str | None]
-    ) -> dict[uuid.UUID, float | None]:
-        """Speed to lead of the contacts in ``locations`` (contact id → its location name)
-        that reached out, in one query inside ``uow``: business seconds, or None while
-        awaiting a first response.  Contacts that never reached out are left out."""
-        app = _app(self)
-        rows = queries(uow).first_responses(
-            inbound_kinds=sorted(SPEED_TO_LEAD_INBOUND_KINDS),
-            outbound_kinds=sorted(SPEED_TO_LEAD_OUTBOUND_KINDS),
-        )
-        out: dict[uuid.UUID, float | None] = {}
-        for row in rows:
-            if row.contact_id not in locations:
-                continue
-            if row.first_outbound_at is None:
-                out[row.contact_id] = None
-                continue
-            location = app.location_of(locations[row.contact_id])
-            out[row.contact_id] = business_seconds_between(row.first_inbound_at, row.first_outbound_at, location)
-        return out
-
-    def speed_to_lead_summary(self, *, stage: str | None = None) -> SpeedToLeadSummary:
-        """Median speed to lead (business seconds) of the active contacts that reached out
-        and were answered, with how many were answered and how many are still waiting.
-
-        :param stage: only contacts now in this stage.
-        :raises ValueError: for a stage the pipeline does not have (listing them).
-        """
-        app = _app(self)
-        if stage is not None and stage not in app.settings.pipeline.all_stages:
-            raise ValueError(f"stage: unknown stage {stage!r}; known: {', '.join(app.settings.pipeline.all_stages)}")
-        with app.storage.unit_of_work() as uow:
-            locations = {rec.id: rec.location for rec in _active_contacts(uow, stage)}
-            values = app.speed_to_lead_values(uow, locations)
-        return SpeedToLeadSummary.of(list(values.values()))
-
-
-def _active_contacts(uow: UnitOfWork, stage: str | None = None) -> Iterator[ContactRecord]:
-    """Every active contact (of ``stage`` when given), a page of 1,000 at a time."""
-    after = None
-    while True:
-        page = uow.contacts.list(stage=stage, after=after, limit=1000)
-        if not page:
-            return
-        yield from page
-        after = page[-1].id
 
 
 def _summary_of(contact_id: uuid.UUID, contact: Contact | None) -> ContactSummary:
@@ -667,11 +531,6 @@ def _summary_of(contact_id: uuid.UUID, contact: Contact | None) -> ContactSummar
     )
 
 
-def _app(mixin: CoordinationMixin) -> CareCRM:
-    """The mixin as the :class:`CareCRM` it is mixed into."""
-    return cast("CareCRM", mixin)
-
-
 def _recorded(inter: Interaction, now: datetime) -> ev.InteractionRecorded:
     return ev.InteractionRecorded(
         at=now,
@@ -685,7 +544,7 @@ def _recorded(inter: Interaction, now: datetime) -> ev.InteractionRecorded:
 
 
 def _clear_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate a logged interaction's clear attributes (see :meth:`CoordinationMixin.log_interaction`).
+    """Validate a logged interaction's clear attributes (see :meth:`CoordinationService.log_interaction`).
 
     :raises ValueError: naming the attribute at fault, never echoing its value.
     """
@@ -707,7 +566,7 @@ __all__ = [
     "SPEED_TO_LEAD_OUTBOUND_KINDS",
     "TASK_STATUSES",
     "ContactSummary",
-    "CoordinationMixin",
+    "CoordinationService",
     "FirstResponse",
     "SpeedToLeadSummary",
 ]

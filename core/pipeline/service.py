@@ -20,8 +20,8 @@ from carecrm.core.events.outbox import Published, publish
 from carecrm.core.ingest import is_reason_code
 from carecrm.core.model.domain import Actor, StageChange
 from carecrm.core.model.timeutil import utcnow
-from carecrm.core.pipeline.coordination import SpeedToLeadSummary
 from carecrm.core.pipeline.moves import plan_move
+from carecrm.core.pipeline.speed_to_lead import SpeedToLeadSummary
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.privacy.read_path import ReadPath
 from carecrm.core.storage.contract import StorageBackend, UnitOfWork

@@ -1,6 +1,8 @@
-"""The facade's whole-database copy (``carecrm storage migrate-to URL``), mixed into
-:class:`carecrm.core.CareCRM`: move a practice to another storage backend (the embedded
-SQLite default to PostgreSQL, SQL to MongoDB and back) without losing anything.
+"""Use cases of the storage as a whole (:class:`StorageMigration`): the check of a practice
+database just opened (schema version, keys), check, upgrade, counts, and the
+whole-database copy (``carecrm storage migrate-to URL``) that moves a practice to another
+storage backend (the embedded SQLite default to PostgreSQL, SQL to MongoDB and back)
+without losing anything.
 
 Records are copied **as stored** (:meth:`carecrm.core.storage.contract.UnitOfWork.export_records`
 → :meth:`~carecrm.core.storage.contract.UnitOfWork.import_records`): ciphertext, blind indexes and
@@ -18,14 +20,15 @@ anyway; on a server database a write made during the copy shows up as a count mi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from carecrm.core.errors import MigrationError
+from carecrm.core.errors import CryptoError, MigrationError, SchemaVersionError
 from carecrm.core.storage.contract import RECORD_KINDS, SCHEMA_VERSION, StorageBackend
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
     from carecrm.core.model.domain import Actor
+    from carecrm.core.privacy.audit import AuditTrail
+    from carecrm.core.privacy.crypto import KeyRing
 
 #: Records per target commit (and per ``import_records`` call).
 BATCH = 1000
@@ -33,23 +36,88 @@ BATCH = 1000
 #: The ``meta`` keys a freshly created schema holds (a target holding only these is empty).
 _SCHEMA_META_KEYS = frozenset({"schema_version"})
 
+#: The ``meta`` key of the key check value (:meth:`carecrm.core.privacy.crypto.KeyRing.check_value`).
+_META_KEY_CHECK = "key_check"
+
 #: Called after each batch with (kind, records of that kind copied so far).
 Progress = Callable[[str, int], None]
 
+#: Opens a backend by URL and options without checking its schema (``None``: the
+#: practice's configured URL and options), as :meth:`carecrm.core.CareCRM.open_backend` does.
+BackendOpener = Callable[[str | None, dict[str, Any] | None], StorageBackend]
 
-class MigrationMixin:
+
+class StorageMigration:
     """Use cases of the storage as a whole: :meth:`storage_check`, :meth:`storage_upgrade`,
-    :meth:`counts` and :meth:`migrate_to`.  Methods read ``self`` as the :class:`CareCRM` app
-    through :meth:`_migration_app` (a typed cast; mypy refuses a self-type that is a
-    subclass of the mixin)."""
+    :meth:`counts` and :meth:`migrate_to`.
 
-    def _migration_app(self) -> CareCRM:
-        return cast("CareCRM", self)
+    Holds no state of its own (the facade builds it per use).  The practice's checked
+    storage, its keys and its audit trail are given as callables, called only by the use
+    cases that need them: :meth:`storage_check` and :meth:`storage_upgrade` must work on a
+    database that the checked opening refuses (no schema, another schema version), so they
+    open the configured backend unchecked through ``open_backend`` and never call them.
+
+    :param open_backend: opens a backend unchecked, ``open_backend(url, options)``
+        (``None``: the practice's configured URL / options); the caller closes it.
+    :param storage: the practice's storage, opened on first use and checked (schema
+        version and keys).
+    :param keys: the practice's key ring (the copy's key check value is compared with it).
+    :param audit: the practice's audit trail (the copy is an audited act).
+    """
+
+    def __init__(
+        self,
+        *,
+        open_backend: BackendOpener,
+        storage: Callable[[], StorageBackend],
+        keys: Callable[[], KeyRing],
+        audit: Callable[[], AuditTrail],
+    ) -> None:
+        self._open_backend = open_backend
+        self._storage = storage
+        self._keys = keys
+        self._audit = audit
+
+    def verify_opened(self, backend: StorageBackend) -> None:
+        """Check a practice database just opened: its schema version must be this release's,
+        and the keys must be the ones it was written with (a database with no key check
+        value yet gets the keys' value, committed).  The keys are read only once the schema
+        version is right.
+
+        :raises SchemaVersionError: for no carecrm schema or another schema version (the
+            message says what to run).
+        :raises CryptoError: when the keys do not match the database (nothing was read or written).
+        """
+        version = backend.schema_version()
+        if version is None:
+            raise SchemaVersionError(
+                f"{backend.url_display} holds no carecrm schema: run `carecrm init` (or `carecrm storage upgrade`)"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{backend.url_display} was written by a newer carecrm (schema {version}, this release reads "
+                f"{SCHEMA_VERSION}): upgrade carecrm"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{backend.url_display} has schema {version}; this release needs {SCHEMA_VERSION}: "
+                "run `carecrm storage upgrade`"
+            )
+        keys = self._keys()
+        with backend.unit_of_work() as uow:
+            stored = uow.meta.get(_META_KEY_CHECK)
+            if stored is None:
+                uow.meta.set(_META_KEY_CHECK, keys.check_value())
+                uow.commit()
+            elif not keys.matches_check_value(stored):
+                raise CryptoError(
+                    "the keys do not match this database (wrong key file or CARECRM_KEYS?); nothing was read or written"
+                )
 
     def storage_check(self) -> dict[str, Any]:
         """Ping the configured storage and describe it (never raises for a schema mismatch:
         the answer says what to do)."""
-        backend = self._migration_app().open_backend()
+        backend = self._open_backend(None, None)
         try:
             info = dict(backend.check())
             version = info.get("schema_version")
@@ -68,7 +136,7 @@ class MigrationMixin:
 
     def storage_upgrade(self) -> list[str]:
         """Upgrade the configured storage to this release's schema; returns the steps applied."""
-        backend = self._migration_app().open_backend()
+        backend = self._open_backend(None, None)
         try:
             if backend.schema_version() is None:
                 backend.create_schema()
@@ -79,7 +147,7 @@ class MigrationMixin:
 
     def counts(self) -> dict[str, int]:
         """Row counts per kind of record (for checks and migrations)."""
-        return _counts(self._migration_app().storage)
+        return _counts(self._storage())
 
     def migrate_to(
         self,
@@ -113,9 +181,8 @@ class MigrationMixin:
         """
         if batch < 1:
             raise ValueError("batch: must be 1 or more")
-        app = self._migration_app()
-        source = app.storage
-        target = app.open_backend(url, dict(options or {}))
+        source = self._storage()
+        target = self._open_backend(url, dict(options or {}))
         try:
             where = target.url_display
             if target.schema_version() is None:
@@ -124,7 +191,7 @@ class MigrationMixin:
             _refuse_non_empty(target)
             log_details = {"target_backend": target.name, "schema_version": SCHEMA_VERSION}
             with source.unit_of_work() as uow:
-                app.audit(uow, actor, "storage.migrate_to", details=log_details)
+                self._audit().append(uow, actor, "storage.migrate_to", details=log_details)
                 uow.commit()
             result: dict[str, tuple[int, int]] = {}
             with source.unit_of_work() as src, target.unit_of_work() as dst:
@@ -146,7 +213,7 @@ class MigrationMixin:
                             progress(kind, copied)
                 for kind in RECORD_KINDS:
                     result[kind] = (src.count_records(kind), dst.count_records(kind))
-                key_check = dst.meta.get("key_check")
+                key_check = dst.meta.get(_META_KEY_CHECK)
             differ = {k: v for k, v in result.items() if v[0] != v[1]}
             if differ:
                 listed = ", ".join(f"{k}: {s} in the source, {t} in the copy" for k, (s, t) in differ.items())
@@ -154,7 +221,7 @@ class MigrationMixin:
                     f"the copy at {where} does not hold what the source holds ({listed}); were writers "
                     "running during the copy? drop the copy and run migrate-to again with them stopped"
                 )
-            if key_check is None or not app.keys.matches_check_value(key_check):
+            if key_check is None or not self._keys().matches_check_value(key_check):
                 raise MigrationError(
                     f"the keys do not open the copy at {where} (its key check value is missing or "
                     "differs); drop the copy and run migrate-to again"
