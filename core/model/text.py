@@ -64,6 +64,8 @@ def text_problem(text: str) -> str | None:
     :returns: ``"contains a lone surrogate (broken Unicode)"``, ``"contains a NUL
         character"``, ``"contains a control character"`` or None.  Tab, LF and CR are fine.
     """
+    if _BAD_IN_FREE_TEXT.search(text) is None:
+        return None  # one pass for the usual, clean text
     if _SURROGATE.search(text):
         return "contains a lone surrogate (broken Unicode)"
     if "\x00" in text:
