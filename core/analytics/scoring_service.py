@@ -141,7 +141,7 @@ class ScoringService:
         (each contact once per batch, however many of its events the batch holds); outside
         a dispatch, at once.  Called by the live-scoring plugin; a failure is logged with
         the contact id and never undoes committed data.  The contacts pending belong to
-        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the app."""
+        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the service."""
         self._collect(RESCORE_KEY, contact_id, self._flush_rescores)
 
     def _flush_rescores(self, pending: list[uuid.UUID]) -> None:
