@@ -19,10 +19,11 @@ import attrs
 import pluggy
 
 from carecrm.core.analytics.attribution import AttributionModel
-from carecrm.core.analytics.attribution_service import AttributionMixin
+from carecrm.core.analytics.attribution_service import AttributionService
 from carecrm.core.analytics.scoring import ScoringModel
-from carecrm.core.analytics.scoring_service import ScoringMixin
-from carecrm.core.analytics.segments_service import SegmentBuilder, SegmentsMixin
+from carecrm.core.analytics.scoring_service import ScoringService
+from carecrm.core.analytics.segments_service import SegmentBuilder, SegmentsService
+from carecrm.core.analytics.services import build_analytics
 from carecrm.core.config import Settings, load_settings
 from carecrm.core.delegation import delegate
 from carecrm.core.errors import (
@@ -80,7 +81,7 @@ _T = TypeVar("_T")
 _OPEN_LOCK = threading.RLock()
 
 
-class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin):
+class CareCRM:
     """The app object.
 
     Who acts is not part of the app: every method that reads or changes personal data
@@ -129,6 +130,17 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin):
         self._plugin_options: dict[str, Any] = {}
         self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
+        #: The analytics services (:mod:`carecrm.core.analytics.services`), built once: they open nothing.
+        self.scores, self.attribution, self.segments = build_analytics(
+            settings=settings,
+            registries=self.registries,
+            storage=lambda: self.storage,
+            read_path=lambda: self.read_path,
+            audit=lambda: self.audit_trail,
+            resolve=self.resolve,
+            collect=self.collect_after_dispatch,
+            deliver=self.deliver_events,
+        )
         self._check_component_options()
         self.pm.hook.carecrm_configure(app=self)
 
@@ -160,10 +172,7 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin):
         """
         for name in self._options_types:
             self.plugin_options(name)
-        for model_id in self.settings.attribution.models:
-            if model_id not in self.attribution_models:
-                raise UnknownComponentError("attribution model", model_id, self.attribution_models.names())
-            self.attribution_model(model_id)
+        self.attribution.check_configured()
 
     # ------------------------------------------------------------------ keys and storage
 
@@ -449,6 +458,40 @@ class CareCRM(ScoringMixin, AttributionMixin, SegmentsMixin):
             if len(self._classified) < 4096:  # touchpoints repeat across a campaign's leads
                 self._classified[tp] = cached
         return cached
+
+    # ------------------------------------------------------------------ analytics
+
+    @property
+    def scoring_model(self) -> ScoringModel:
+        """The model ``[scoring] model`` names (:attr:`ScoringService.scoring_model`)."""
+        return self.scores.scoring_model
+
+    @property
+    def scoring_live(self) -> bool:
+        """``[scoring] live`` (:attr:`ScoringService.scoring_live`)."""
+        return self.scores.scoring_live
+
+    schedule_rescore = delegate("scores", ScoringService.schedule_rescore)
+    rescore = delegate("scores", ScoringService.rescore)
+    rescore_contacts = delegate("scores", ScoringService.rescore_contacts)
+    rescore_all = delegate("scores", ScoringService.rescore_all)
+    score_top = delegate("scores", ScoringService.score_top)
+    score_explain = delegate("scores", ScoringService.score_explain)
+    last_touches = delegate("scores", ScoringService.last_touches)
+    attribution_model = delegate("attribution", AttributionService.attribution_model)
+    conversion_steps = delegate("attribution", AttributionService.conversion_steps)
+    attribute = delegate("attribution", AttributionService.attribute)
+    segment_builder = delegate("segments", SegmentsService.segment_builder)
+    segment_criteria = delegate("segments", SegmentsService.segment_criteria)
+    segment_count = delegate("segments", SegmentsService.segment_count)
+    segment_ids = delegate("segments", SegmentsService.segment_ids)
+    segment_preview = delegate("segments", SegmentsService.segment_preview)
+    segment_save = delegate("segments", SegmentsService.segment_save)
+    segment_list = delegate("segments", SegmentsService.segment_list)
+    segment_get = delegate("segments", SegmentsService.segment_get)
+    segment_show = delegate("segments", SegmentsService.segment_show)
+    saved_segment_criteria = delegate("segments", SegmentsService.saved_segment_criteria)
+    segment_delete = delegate("segments", SegmentsService.segment_delete)
 
     # ------------------------------------------------------------------ audit
 

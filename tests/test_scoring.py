@@ -259,13 +259,13 @@ def test_each_contact_is_rescored_once_per_ingest_batch(make_app: Callable[..., 
     app = make_app()
     app.pm.register(Recorder())
     calls: list[list[uuid.UUID]] = []
-    rescore = app.rescore_contacts
+    rescore = app.scores.rescore_contacts
 
     def spy(contact_ids: Any, **kwargs: Any) -> Any:
         calls.append(list(contact_ids))
         return rescore(calls[-1], **kwargs)
 
-    app.rescore_contacts = spy  # type: ignore[method-assign]
+    app.scores.rescore_contacts = spy  # type: ignore[method-assign]
     events = [lead(f"r{i}", "maria@example.com", draft("email.clicked", T0 + i * DAY, f"k{i}")) for i in range(5)]
     cid = app.ingest(
         [*events, lead("x", "lee@example.com", draft("form.submitted", T0, "fx"))], actor=ACTOR
@@ -405,7 +405,7 @@ def test_a_failing_rescore_is_logged_and_never_undoes_the_ingest(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("scoring is down")
 
-    monkeypatch.setattr(app, "rescore_contacts", broken)
+    monkeypatch.setattr(app.scores, "rescore_contacts", broken)
     with caplog.at_level(logging.ERROR, logger="carecrm"):
         report = app.ingest([lead("a", "maria@example.com", draft("form.submitted", T0, "f"))], actor=ACTOR)
     assert report.interactions_added == 1

@@ -1,10 +1,11 @@
-"""The facade's marketing attribution use cases (journeys, models, credits by channel
-group, source or campaign), mixed into :class:`carecrm.core.CareCRM`."""
+"""The marketing attribution service (journeys, models, credits by channel group, source
+or campaign), which :class:`carecrm.core.CareCRM` builds once and delegates to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from carecrm.core.analytics.attribution import (
@@ -16,24 +17,44 @@ from carecrm.core.analytics.attribution import (
     credit_journeys,
     iter_journeys,
 )
+from carecrm.core.errors import UnknownComponentError
 from carecrm.core.model.timeutil import to_utc_ms
 from carecrm.core.plugins.options import build_component
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
+    from carecrm.core.config import Settings
+    from carecrm.core.plugins.manager import Registry
+    from carecrm.core.storage.contract import StorageBackend
 
 #: The default step and lookback (``docs/vocabulary.md``, "Conversion steps").
 DEFAULT_STEP = "booked_patient"
 DEFAULT_LOOKBACK_DAYS = 365
 
 
-class AttributionMixin:
+class AttributionService:
     """Use cases of marketing attribution (journeys, models, credits by channel group,
-    source or campaign); methods take ``self`` as the :class:`CareCRM` app.
+    source or campaign), with explicit collaborators.
 
-    The methods read ``self`` through :func:`_app` (a typed cast) rather than annotating
-    ``self: CareCRM``: mypy refuses a self-type that is a subclass of the mixin.
+    Built once by the facade, at its construction (it opens nothing, and holds no mutable
+    state: every call builds the model it uses).  The storage opens lazily, so it is
+    reached through a provider on each use.
+
+    :param settings: ``[attribution.models]`` (the models' options), the pipeline, the
+        practice's time zone.
+    :param models: the registered attribution model classes by ``model_id``.
+    :param storage: the current storage backend (called per use).
     """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        models: Registry[type[AttributionModel]],
+        storage: Callable[[], StorageBackend],
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self._storage = storage
 
     def attribution_model(self, name: str) -> AttributionModel:
         """A new instance of the registered attribution model ``name``, built with its
@@ -44,23 +65,34 @@ class AttributionMixin:
             of the wrong type (naming the model, its plugin, the key and the known keys),
             or one the model refuses.
         """
-        app = _app(self)
-        cls = app.attribution_models.get(name)
+        cls = self.models.get(name)
         return build_component(
             cls,
             name=name,
-            table=app.settings.attribution.models.get(name, {}),
-            settings=app.settings,
+            table=self.settings.attribution.models.get(name, {}),
+            settings=self.settings,
             section=f"attribution.models.{name}",
-            owner=f"attribution model {name!r} of plugin {app.attribution_models.owner(name)}",
+            owner=f"attribution model {name!r} of plugin {self.models.owner(name)}",
             legacy=lambda options: cls(options),
         )
+
+    def check_configured(self) -> None:
+        """Check, at start-up, that every ``[attribution.models.<id>]`` table names a
+        registered model and that the model takes its options (each is built once).
+
+        :raises UnknownComponentError: for a model no plugin registers (listing those that are).
+        :raises ConfigError: as :meth:`attribution_model`.
+        """
+        for model_id in self.settings.attribution.models:
+            if model_id not in self.models:
+                raise UnknownComponentError("attribution model", model_id, self.models.names())
+            self.attribution_model(model_id)
 
     def conversion_steps(self) -> tuple[str, ...]:
         """The conversion-ladder steps this practice's pipeline can measure, in ladder order
         (``lead``, ``consult_scheduled``, ``consult_attended``, ``booked_patient``,
         ``revenue``, ``returning_patient`` for the default pipeline)."""
-        return conversion_steps(_app(self).settings.pipeline)
+        return conversion_steps(self.settings.pipeline)
 
     def attribute(
         self,
@@ -100,30 +132,24 @@ class AttributionMixin:
             ``since`` not before ``until`` (the message names the field).
         :raises PluginError: if the model returns weights that do not sum to one.
         """
-        app = _app(self)
-        instance = app.attribution_model(model)
+        instance = self.attribution_model(model)
         check_dimension(by)
-        pipeline = app.settings.pipeline
+        pipeline = self.settings.pipeline
         check_step(step, pipeline)
         if isinstance(lookback_days, bool) or not isinstance(lookback_days, int) or not 1 <= lookback_days <= 3650:
             raise ValueError("lookback_days: must be a whole number of days from 1 to 3650")
-        tz = ZoneInfo(app.settings.practice.default_location.timezone)
+        tz = ZoneInfo(self.settings.practice.default_location.timezone)
         low = _bound(since, tz, "since", end_of_day=False)
         high = _bound(until, tz, "until", end_of_day=True)
         if low is not None and high is not None and low >= high:
             raise ValueError("since: must be before until")
-        with app.storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             journeys = iter_journeys(
                 uow, step=step, pipeline=pipeline, lookback=timedelta(days=lookback_days), since=low, until=high
             )
             return credit_journeys(
                 journeys, instance, by=by, step=step, lookback_days=lookback_days, since=low, until=high
             )
-
-
-def _app(mixin: AttributionMixin) -> CareCRM:
-    """The mixin as the :class:`CareCRM` it is mixed into."""
-    return cast("CareCRM", mixin)
 
 
 def _bound(value: date | datetime | None, tz: ZoneInfo, field: str, *, end_of_day: bool) -> datetime | None:

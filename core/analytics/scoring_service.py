@@ -1,5 +1,5 @@
-"""The facade's lead scores (the chosen scoring model, live updates, explanations) use
-cases, mixed into :class:`carecrm.core.CareCRM`.
+"""The lead scores service (the chosen scoring model, live updates, explanations), which
+:class:`carecrm.core.CareCRM` builds once and delegates to.
 
 A score is computed by the model named in ``[scoring] model`` (default ``points``) from a
 contact's stored interactions, which are clear (no decryption: see
@@ -9,43 +9,92 @@ contact record's clear ``score`` field, which segments filter on.  Live events r
 contact through the built-in plugin :mod:`carecrm.plugins.scoring.live`, batched so that
 each contact of a dispatch batch is rescored once.  A stored score is a snapshot at its
 ``computed_at``: decaying points keep fading, so ``carecrm score recompute``
-(:meth:`ScoringMixin.rescore_all`) is worth running daily.
+(:meth:`ScoringService.rescore_all`) is worth running daily.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from carecrm.core.analytics.scoring import ScoringModel, compact_reasons
 from carecrm.core.errors import NotFound
 from carecrm.core.events import types as ev
-from carecrm.core.events.outbox import publish
+from carecrm.core.events.outbox import Published, publish
 from carecrm.core.model.records import ACTIVE, ScoreRecord
 from carecrm.core.model.timeutil import to_utc_ms, utcnow
 from carecrm.core.plugins.options import build_component
 from carecrm.core.storage.capabilities import queries
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
+    from carecrm.core.config import Settings
     from carecrm.core.model.domain import Actor, Contact
+    from carecrm.core.plugins.manager import Registry
+    from carecrm.core.privacy.read_path import ReadPath
+    from carecrm.core.storage.contract import StorageBackend
 
 #: Contacts rescored per unit of work (one query per kind of record per batch).
 RESCORE_BATCH = 500
 
-#: Guards the first build of an app's scoring model (concurrent callers share the model).
-_MODEL_LOCK = threading.Lock()
+#: The batch key of the rescores collected during a delivery.
+RESCORE_KEY = "carecrm.scoring.rescore"
 
 
-class ScoringMixin:
-    """Use cases of lead scores (the chosen scoring model, live updates, explanations);
-    methods take ``self`` as the :class:`CareCRM` app (read through :func:`_app`, a typed
-    cast: mypy refuses a self-type that is a subclass of the mixin)."""
+class Resolve(Protocol):
+    """Finds the one contact a reference names and reads it for ``actor`` (audited), as
+    :meth:`carecrm.core.identity.directory.ContactDirectory.resolve`.
 
-    _scoring_model_cache: ScoringModel | None = None
+    :raises NotFound: when nothing matches.
+    """
+
+    def __call__(self, ref: str | uuid.UUID, *, actor: Actor) -> Contact: ...
+
+
+class ScoringService:
+    """Use cases of lead scores (the chosen scoring model, live updates, explanations), with
+    explicit collaborators.
+
+    Built once by the facade, at its construction (it opens nothing): it owns the
+    practice's scoring model, built on first use under a lock and then shared by
+    concurrent callers.  The storage and the read path open lazily, so they are reached
+    through providers on each use (closing and reopening the facade's storage is seen).
+    The contacts awaiting a live rescore belong to the delivery in progress
+    (``collect``), never to the service.
+
+    :param settings: ``[scoring]`` (the model and its options), the pipeline's stages.
+    :param models: the registered scoring model classes by ``model_id``.
+    :param storage: the current storage backend (called per use).
+    :param read_path: the current read path (called per use; decrypts and audits reads).
+    :param resolve: finds and reads the contact a reference names for an actor.
+    :param collect: adds an item to a batch of the delivery in progress
+        (``collect(key, item, flush)``: :meth:`carecrm.core.CareCRM.collect_after_dispatch`).
+    :param deliver: delivers the outbox's events after a commit
+        (:meth:`carecrm.core.CareCRM.deliver_events`).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        models: Registry[type[ScoringModel]],
+        storage: Callable[[], StorageBackend],
+        read_path: Callable[[], ReadPath],
+        resolve: Resolve,
+        collect: Callable[[str, Hashable, Callable[[list[Any]], None]], None],
+        deliver: Callable[[Sequence[Published | None]], Any],
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self._storage = storage
+        self._read_path = read_path
+        self._resolve = resolve
+        self._collect = collect
+        self._deliver = deliver
+        self._model: ScoringModel | None = None
+        self._model_lock = threading.Lock()
 
     # ------------------------------------------------------------------ the model
 
@@ -57,23 +106,22 @@ class ScoringMixin:
         :raises UnknownComponentError: for an unknown model (the message lists the known ones).
         :raises ConfigError: for a bad option, named ``scoring.<option>``.
         """
-        model = self._scoring_model_cache
+        model = self._model
         if model is None:
-            with _MODEL_LOCK:
-                model = self._scoring_model_cache
+            with self._model_lock:
+                model = self._model
                 if model is None:
-                    app = _app(self)
-                    configured = app.settings.scoring
+                    configured = self.settings.scoring
                     name = configured.model
-                    cls_ = app.scoring_models.get(name)
-                    practice = app.settings.practice
-                    model = self._scoring_model_cache = build_component(
+                    cls_ = self.models.get(name)
+                    practice = self.settings.practice
+                    model = self._model = build_component(
                         cls_,
                         name=name,
                         table=configured.options,
-                        settings=app.settings,
+                        settings=self.settings,
                         section="scoring",
-                        owner=f"scoring model {name!r} of plugin {app.scoring_models.owner(name)}",
+                        owner=f"scoring model {name!r} of plugin {self.models.owner(name)}",
                         legacy=lambda options: cls_(options, practice),
                     )
         return model
@@ -84,7 +132,7 @@ class ScoringMixin:
 
         :raises ConfigError: if it is not a boolean.
         """
-        return _app(self).settings.scoring.live
+        return self.settings.scoring.live
 
     # ------------------------------------------------------------------ computing
 
@@ -93,8 +141,8 @@ class ScoringMixin:
         (each contact once per batch, however many of its events the batch holds); outside
         a dispatch, at once.  Called by the live-scoring plugin; a failure is logged with
         the contact id and never undoes committed data.  The contacts pending belong to
-        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the app."""
-        _app(self).collect_after_dispatch("carecrm.scoring.rescore", contact_id, self._flush_rescores)
+        the delivery in progress (:meth:`CareCRM.collect_after_dispatch`), not to the service."""
+        self._collect(RESCORE_KEY, contact_id, self._flush_rescores)
 
     def _flush_rescores(self, pending: list[uuid.UUID]) -> None:
         if pending:
@@ -107,7 +155,7 @@ class ScoringMixin:
         :param now: the time the score is computed for (default: now, UTC).
         :raises NotFound: if the contact does not exist or was erased.
         """
-        with _app(self).storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
             hops = 0
             while rec.status != ACTIVE and rec.merged_into is not None and hops < 8:
@@ -139,7 +187,7 @@ class ScoringMixin:
         for start in range(0, len(ids), RESCORE_BATCH):
             chunk = ids[start : start + RESCORE_BATCH]
             changed: list[ev.Event] = []
-            with _app(self).storage.unit_of_work() as uow:
+            with self._storage().unit_of_work() as uow:
                 before = queries(uow).active_scores(chunk)
                 active = [cid for cid in chunk if cid in before]
                 if not active:
@@ -172,7 +220,7 @@ class ScoringMixin:
                 uow.commit()
             out.extend(records)
             if changed:
-                _app(self).deliver_events([published])
+                self._deliver([published])
         return out
 
     def rescore_all(self, *, now: datetime | None = None) -> int:
@@ -187,7 +235,7 @@ class ScoringMixin:
         total = 0
         after: uuid.UUID | None = None
         while True:
-            with _app(self).storage.unit_of_work() as uow:
+            with self._storage().unit_of_work() as uow:
                 page = uow.contacts.list(after=after, limit=RESCORE_BATCH)
             if not page:
                 return total
@@ -212,18 +260,18 @@ class ScoringMixin:
         if limit < 1:
             raise ValueError("limit: must be 1 or more")
         if stages is not None:
-            known = _app(self).settings.pipeline.all_stages
+            known = self.settings.pipeline.all_stages
             for stage in stages:
                 if stage not in known:
                     raise ValueError(f"stage: unknown stage {stage!r}; known: {', '.join(known)}")
         model = self.scoring_model
         out: list[tuple[Contact, ScoreRecord]] = []
-        with _app(self).storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             scores = queries(uow).top_active(
                 model.model_id, limit=limit, stages=list(stages) if stages is not None else None
             )
             contacts = uow.contacts.get_many([s.contact_id for s in scores])
-            shown = _app(self).read_path.contacts(
+            shown = self._read_path().contacts(
                 uow, [contacts[s.contact_id] for s in scores], actor=actor, purpose="scoring"
             )
             out.extend(zip(shown, scores, strict=True))
@@ -239,9 +287,9 @@ class ScoringMixin:
         :param ref: contact id, email or phone.
         :raises NotFound: if no contact matches.
         """
-        contact = _app(self).resolve(ref, actor=actor)
+        contact = self._resolve(ref, actor=actor)
         model = self.scoring_model
-        with _app(self).storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             try:
                 return contact, uow.scores.get(contact.id, model.model_id)
             except NotFound:
@@ -259,10 +307,5 @@ class ScoringMixin:
     def last_touches(self, contact_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
         """When each contact's latest interaction occurred (UTC), by id; contacts without
         interactions are left out.  No personal data is read."""
-        with _app(self).storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             return queries(uow).latest_times(list(contact_ids))
-
-
-def _app(mixin: ScoringMixin) -> CareCRM:
-    """The mixin as the :class:`CareCRM` it is mixed into."""
-    return cast("CareCRM", mixin)

@@ -1,5 +1,5 @@
-"""The facade's segments use cases (filter trees compiled by the storage backend, previews,
-saved segments), mixed into :class:`carecrm.core.CareCRM`.
+"""The segments service (filter trees compiled by the storage backend, previews, saved
+segments), which :class:`carecrm.core.CareCRM` builds once and delegates to.
 
 A segment is asked for either as a **spec** (a JSON object of simple filters, as the
 ``carecrm segment`` flags make it) or as a **filter tree** (:mod:`carecrm.core.analytics.criteria`).
@@ -23,9 +23,9 @@ from __future__ import annotations
 import abc
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -37,13 +37,16 @@ from carecrm.core.plugins.options import build_component, component_options
 from carecrm.core.storage.capabilities import queries
 
 if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
     from carecrm.core.config import Settings
     from carecrm.core.model.domain import Actor, Contact
+    from carecrm.core.plugins.manager import Registry
+    from carecrm.core.privacy.audit import AuditTrail
+    from carecrm.core.privacy.read_path import ReadPath
+    from carecrm.core.storage.contract import StorageBackend
 
 #: The builder used when ``[segments] builder`` is not set.
 DEFAULT_BUILDER = "basic"
-#: Ids per query of :meth:`SegmentsMixin.segment_ids`.
+#: Ids per query of :meth:`SegmentsService.segment_ids`.
 ID_PAGE = 1000
 #: The longest segment name.
 MAX_NAME = 255
@@ -161,16 +164,35 @@ def _check_name(name: str) -> str:
     return name
 
 
-class SegmentsMixin:
+class SegmentsService:
     """Use cases of segments (filter trees compiled by the storage backend, previews, saved
-    segments); methods take ``self`` as the :class:`CareCRM` app.
+    segments), with explicit collaborators.
 
-    Methods read ``self`` through :meth:`_segments_app` (a typed cast) rather than
-    annotating ``self: CareCRM``: mypy refuses a self-type that is a subclass of the mixin.
+    Built once by the facade, at its construction (it opens nothing, and holds no mutable
+    state: every call builds the builder it uses).  The storage, the read path and the
+    audit trail open lazily, so they are reached through providers on each use.
+
+    :param settings: ``[segments]`` (the builder and its options), given to the builders.
+    :param builders: the registered segment builder classes by ``builder_id``.
+    :param storage: the current storage backend (called per use).
+    :param read_path: the current read path (called per use; decrypts and audits reads).
+    :param audit: the current audit trail (called per use; saves and deletes are audited).
     """
 
-    def _segments_app(self) -> CareCRM:
-        return cast("CareCRM", self)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        builders: Registry[type[SegmentBuilder]],
+        storage: Callable[[], StorageBackend],
+        read_path: Callable[[], ReadPath],
+        audit: Callable[[], AuditTrail],
+    ) -> None:
+        self.settings = settings
+        self.builders = builders
+        self._storage = storage
+        self._read_path = read_path
+        self._audit = audit
 
     # ------------------------------------------------------------------ building
 
@@ -181,18 +203,17 @@ class SegmentsMixin:
         :raises UnknownComponentError: for an unknown builder, listing the registered ones.
         :raises ConfigError: for an option of ``[segments]`` the builder does not take.
         """
-        app = self._segments_app()
-        configured = app.settings.segments
+        configured = self.settings.segments
         name = configured.builder if name is None else name
-        cls_ = app.segment_builders.get(name)
-        settings = app.settings
+        cls_ = self.builders.get(name)
+        settings = self.settings
         return build_component(
             cls_,
             name=name,
             table=configured.options if name == configured.builder else {},
             settings=settings,
             section="segments",
-            owner=f"segment builder {name!r} of plugin {app.segment_builders.owner(name)}",
+            owner=f"segment builder {name!r} of plugin {self.builders.owner(name)}",
             legacy=lambda _options: cls_(settings),
         )
 
@@ -212,7 +233,7 @@ class SegmentsMixin:
         """How many active contacts match (one query; no personal data is read, so nothing
         is audited).  Raises as :meth:`segment_criteria`."""
         criteria = self.segment_criteria(spec, now=now)
-        with self._segments_app().storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             return queries(uow).count_matching(criteria)
 
     def segment_ids(
@@ -229,7 +250,7 @@ class SegmentsMixin:
         if page_size < 1:
             raise ValueError("page_size: must be 1 or more")
         criteria = self.segment_criteria(spec, now=now)
-        storage = self._segments_app().storage
+        storage = self._storage()
 
         def pages() -> Iterator[uuid.UUID]:
             after: uuid.UUID | None = None
@@ -263,11 +284,10 @@ class SegmentsMixin:
             raise ValueError("limit: must be 0 or more")
         at = _now(now)
         criteria = self.segment_criteria(spec, now=at)
-        app = self._segments_app()
-        with app.storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             count = queries(uow).count_matching(criteria)
             records = uow.contacts.select(criteria, limit=limit) if limit and count else []
-            contacts = tuple(app.read_path.contacts(uow, records, actor=actor, purpose=purpose, fields=("name",)))
+            contacts = tuple(self._read_path().contacts(uow, records, actor=actor, purpose=purpose, fields=("name",)))
             if contacts:
                 uow.commit()
         return SegmentPreview(count=count, contacts=contacts, criteria=criteria, at=at)
@@ -285,7 +305,6 @@ class SegmentsMixin:
             :meth:`segment_criteria`.
         """
         name = _check_name(name)
-        app = self._segments_app()
         if isinstance(spec, Node):
             definition: dict[str, Any] = unstructure(spec)
         else:
@@ -294,7 +313,7 @@ class SegmentsMixin:
             builder.build(normalized, now=utcnow())  # every check a build makes
             definition = {"builder": builder.builder_id, "spec": normalized}
         now = utcnow()
-        with app.storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             try:
                 existing: SegmentRecord | None = uow.segments.get(name)
             except NotFound:
@@ -309,19 +328,21 @@ class SegmentsMixin:
                 created_by=existing.created_by if existing else actor.name,
             )
             uow.segments.put(record)
-            app.audit(uow, actor, "segment.save", details={"segment": name, "replaced": existing is not None})
+            self._audit().append(
+                uow, actor, "segment.save", details={"segment": name, "replaced": existing is not None}
+            )
             uow.commit()
         return self._saved(record)
 
     def segment_list(self) -> list[SavedSegment]:
         """Every saved segment, by name."""
-        with self._segments_app().storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             records = uow.segments.list()
         return [self._saved(r) for r in records]
 
     def segment_get(self, name: str) -> SavedSegment:
         """One saved segment.  :raises NotFound: if there is none of that name."""
-        with self._segments_app().storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             record = uow.segments.get(name)
         return self._saved(record)
 
@@ -359,10 +380,9 @@ class SegmentsMixin:
 
         :raises NotFound: if there is none of that name.
         """
-        app = self._segments_app()
-        with app.storage.unit_of_work() as uow:
+        with self._storage().unit_of_work() as uow:
             uow.segments.delete(name)
-            app.audit(uow, actor, "segment.delete", details={"segment": name})
+            self._audit().append(uow, actor, "segment.delete", details={"segment": name})
             uow.commit()
 
     # ------------------------------------------------------------------ helpers

@@ -8,7 +8,8 @@ whatever ``[scoring] model`` names, a third-party model included):
 * ``ScoreChanged``, ``ContactCreated`` (no interaction yet), ``ConsentChanged`` (consent
   is not on the timeline) and ``PossibleDuplicate`` change no score.
 
-Rescoring is batched: :meth:`carecrm.core.CareCRM.schedule_rescore` collects the contacts
+Rescoring is batched: the app's scoring service (``app.scores``,
+:meth:`carecrm.core.analytics.scoring_service.ScoringService.schedule_rescore`) collects the contacts
 while the app dispatches a batch of events (an ingest batch of 500 lead events fires
 hundreds) and rescores each of them once when the batch has been delivered.  With
 ``[scoring] live = false`` nothing happens here (bulk imports; run ``carecrm score
@@ -36,15 +37,16 @@ def carecrm_configure(app: CareCRM) -> None:
     :raises UnknownComponentError: for an unknown ``scoring.model`` (listing the known ones).
     :raises ConfigError: for a bad option (``scoring.rules[i].<field>``).
     """
-    _ = app.scoring_model
+    _ = app.scores.scoring_model
 
 
 @hookimpl
 def carecrm_track_event(event: ev.Event, app: CareCRM) -> None:
     """Schedule a rescore of the contact whose timeline the event changed."""
-    if not app.scoring_live:
+    scores = app.scores
+    if not scores.scoring_live:
         return
     if isinstance(event, (ev.InteractionRecorded, ev.StageChanged)):
-        app.schedule_rescore(event.contact_id)
+        scores.schedule_rescore(event.contact_id)
     elif isinstance(event, ev.ContactsMerged):
-        app.schedule_rescore(event.survivor_id)
+        scores.schedule_rescore(event.survivor_id)
