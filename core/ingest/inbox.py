@@ -131,8 +131,16 @@ class Inbox:
                 # receiver of the same bytes (another process, another worker) keeps the
                 # same row, and both agree on its status
                 before = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
-                uow.inbox.add_new([rec for rec, _ in records if rec.digest not in before])
-                found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
+                fresh: dict[str, InboxRecord] = {}
+                for rec, _ in records:  # the same bytes twice in one batch: the first is stored
+                    if rec.digest not in before:
+                        fresh.setdefault(rec.digest, rec)
+                new = list(fresh.values())
+                stored = uow.inbox.add_new(new)
+                if stored == len(new):  # every new row is ours: nothing to read back
+                    found = before | {rec.digest: rec for rec in new}
+                else:
+                    found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
                 uow.commit()
                 return found
 

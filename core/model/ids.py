@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
+
+#: ``uuid6.uuid7``, imported on the first call of :func:`new_id`.
+_uuid7: Callable[[], Any] | None = None
 
 
 def new_id() -> uuid.UUID:
@@ -12,9 +17,12 @@ def new_id() -> uuid.UUID:
     ``uuid6`` is imported on the first call (it reads package metadata when imported,
     which a read-only command such as a look-up need not pay for).
     """
-    from uuid6 import uuid7
+    global _uuid7
+    if _uuid7 is None:
+        from uuid6 import uuid7
 
-    return uuid.UUID(int=uuid7().int)
+        _uuid7 = uuid7
+    return uuid.UUID(int=_uuid7().int)
 
 
 def parse_id(text: str) -> uuid.UUID:

@@ -361,12 +361,16 @@ class InboxRepository(Protocol):
         :raises DuplicateError: if an id, or a (source, digest) pair, is stored already.
         """
 
-    def add_new(self, records: Sequence[InboxRecord]) -> None:
+    def add_new(self, records: Sequence[InboxRecord]) -> int | None:
         """Store each payload whose (source, digest) is not stored yet and skip the others,
         without an error: two receivers of the same bytes at once (two ``carecrm ingest``
         processes, two server workers) keep one inbox row, whichever committed first.
-        Read the rows back with :meth:`find_digests` to learn which ids were kept.
         (source, digest) is unique in the inbox from schema version 2 on.
+
+        :returns: how many of ``records`` were stored, when the backend knows it at once
+            and exactly (then, when it is ``len(records)``, every record given is a stored
+            row); None when it does not (a backend that writes at commit): read the rows
+            back with :meth:`find_digests` to learn which ids were kept.
         """
 
     def find_digests(self, source: str, digests: Iterable[str]) -> builtins.list[InboxRecord]:

@@ -274,10 +274,11 @@ class MongoInbox(_Repository):
         """Store several payloads, all or none."""
         self._insert(records)
 
-    def add_new(self, records: Sequence[InboxRecord]) -> None:
+    def add_new(self, records: Sequence[InboxRecord]) -> int | None:
         """Buffer the payloads whose (source, digest) this unit does not see stored; at
         commit each is an upsert that only inserts (``$setOnInsert`` on the unique
-        ``ux_inbox_source_digest`` index), so a concurrent receiver's row wins quietly."""
+        ``ux_inbox_source_digest`` index), so a concurrent receiver's row wins quietly.
+        Returns None: which rows won is known only after the commit."""
         assert self.codec is not None
         by_source: dict[str, list[InboxRecord]] = {}
         for rec in records:
@@ -289,6 +290,7 @@ class MongoInbox(_Repository):
                     continue
                 seen.add(rec.digest)
                 self.view.pending.insert_new(self.codec.doc(rec), {"source": rec.source, "digest": rec.digest})
+        return None
 
     def find_digests(self, source: str, digests: Iterable[str]) -> builtins.list[InboxRecord]:
         """Payloads of ``source`` with any of these digests, by (received_at, id)."""

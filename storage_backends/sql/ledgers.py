@@ -300,13 +300,17 @@ class SqlInbox(_Repository):
         """Store several payloads in one executemany INSERT; all or none."""
         self._insert_many(records)
 
-    def add_new(self, records: Sequence[InboxRecord]) -> None:
+    def add_new(self, records: Sequence[InboxRecord]) -> int | None:
         """Store each payload whose (source, digest) is not stored yet and skip the rest
         (``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite; on MariaDB an
         ``ON DUPLICATE KEY UPDATE`` that changes nothing, never ``INSERT IGNORE``, which
-        would also turn a too-long value into a silent truncation)."""
+        would also turn a too-long value into a silent truncation).
+
+        :returns: on SQLite how many were stored (sqlite3 sums the changes of an
+            ``executemany``, and a skipped row changes nothing); None on PostgreSQL and
+            MariaDB, whose batched ``executemany`` row counts are not exact per row."""
         if not records:
-            return
+            return 0
         dialect = self._uow.dialect_name
         t = self.table
 
@@ -326,12 +330,12 @@ class SqlInbox(_Repository):
         rows = [self._codec.row(r) for r in records]
         if dialect == "sqlite":
             with translated(t.name, self._uow.where):
-                self._sqlite_executemany(rows, ' ON CONFLICT ("source", "digest") DO NOTHING')
-            return
+                return self._sqlite_executemany(rows, ' ON CONFLICT ("source", "digest") DO NOTHING')
         statement = self._statement(("add_new", dialect), build)
         conn = self._uow.connection
         with translated(t.name, self._uow.where):
             conn.execute(statement, rows if len(rows) > 1 else rows[0])
+        return None
 
     def find_digests(self, source: str, digests: Iterable[str]) -> list[InboxRecord]:
         """Payloads of ``source`` with any of these digests, oldest first (chunked IN lists)."""

@@ -6,6 +6,7 @@ The rules every repository follows are in :mod:`carecrm.storage_backends.sql.rep
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,7 @@ from sqlalchemy.engine import CursorResult
 from carecrm.core.errors import NotFound
 from carecrm.core.model.timeutil import stored_utc as utc
 from carecrm.storage_backends.sql.errors import translated
+from carecrm.storage_backends.sql.types import sqlite_bind_processor
 
 if TYPE_CHECKING:
     from carecrm.storage_backends.sql.backend import SqlUnitOfWork
@@ -106,9 +108,9 @@ _CODECS: dict[type[Any], _Codec] = {}
 
 class _DriverInsert:
     """A table's ``INSERT`` as the SQLite driver's own statement: the text with ``?``
-    placeholders, and each column's bind processor taken from SQLAlchemy's type for the
-    dialect (so a value is converted exactly as ``conn.execute(insert, rows)`` would
-    convert it).
+    placeholders, and each column's bind processor
+    (:func:`~carecrm.storage_backends.sql.types.sqlite_bind_processor`: a value is
+    converted exactly as ``conn.execute(insert, rows)`` would convert it).
 
     SQLAlchemy's executemany costs more in Python per row (compiled parameters, one
     processor call through its machinery each) than sqlite3's C loop does to insert the
@@ -124,12 +126,20 @@ class _DriverInsert:
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in self.columns)}) "
             f"VALUES ({', '.join('?' for _ in self.columns)}){suffix}"
         )
-        self.processors = tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns)
+        self.processors = tuple(sqlite_bind_processor(c.type, dialect) for c in table.columns)
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """The driver's parameter tuples for ``rows`` (column name -> value dicts)."""
-        pairs = tuple(zip(self.columns, self.processors, strict=True))
-        return [tuple(row[name] if p is None else p(row[name]) for name, p in pairs) for row in rows]
+        """The driver's parameter rows for ``rows`` (column name -> value dicts)."""
+        columns = self.columns
+        values = operator.itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+        converted = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        out = []
+        for row in rows:
+            params = list(values(row))
+            for i, process in converted:
+                params[i] = process(params[i])
+            out.append(tuple(params))  # SQLAlchemy takes tuples (or dicts) for executemany
+        return out
 
 
 _DRIVER_INSERTS: dict[tuple[str, str], _DriverInsert] = {}
@@ -204,16 +214,16 @@ class _Repository:
                 with conn.begin_nested():
                     conn.execute(statement, rows if len(rows) > 1 else rows[0])
 
-    def _sqlite_executemany(self, rows: Sequence[dict[str, Any]], suffix: str = "") -> None:
+    def _sqlite_executemany(self, rows: Sequence[dict[str, Any]], suffix: str = "") -> int:
         """Insert ``rows`` through sqlite3's own ``executemany`` (:class:`_DriverInsert`),
         the statement ending in ``suffix`` (an ``ON CONFLICT`` clause); the caller
-        translates errors."""
+        translates errors.  Returns the rows inserted (sqlite3's summed row count)."""
         conn = self._uow.connection
         key = (self.table.name, suffix)
         insert = _DRIVER_INSERTS.get(key)
         if insert is None:
             insert = _DRIVER_INSERTS[key] = _DriverInsert(self.table, conn.dialect, suffix)
-        conn.exec_driver_sql(insert.sql, insert.params(rows))
+        return int(conn.exec_driver_sql(insert.sql, insert.params(rows)).rowcount)
 
     def _insert(self, record: Any) -> None:
         self._insert_rows([self._codec.row(record)])

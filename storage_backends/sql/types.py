@@ -17,6 +17,7 @@ MariaDB/MySQL, so one schema serves the three (``docs/storage.md``):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -110,6 +111,35 @@ class UuidType(TypeDecorator[uuid.UUID]):
         if isinstance(value, uuid.UUID):
             return value
         return uuid.UUID(str(value))
+
+
+def _sqlite_uuid(value: uuid.UUID | None) -> str | None:
+    return None if value is None else value.hex
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    # SQLAlchemy's SQLite DATETIME text: "YYYY-MM-DD HH:MM:SS.ffffff", which isoformat
+    # writes the same (four-digit year, six-digit fraction)
+    return _naive_utc(value).isoformat(" ", "microseconds")
+
+
+def sqlite_bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The bind processor of a column type for SQLite's own driver: for :class:`UuidType`
+    and :class:`UtcDateTime` one plain function that gives exactly what SQLAlchemy's
+    processor chain gives (32 hex digits; naive UTC text at microsecond precision,
+    truncated to milliseconds; a naive datetime raises ``ValueError``), at a third of
+    its cost per value; for every other type SQLAlchemy's own processor.  A test checks
+    that the two agree (``tests/storage_backends/test_sqlite_driver_insert.py``).
+    """
+    if dialect.name == "sqlite":
+        if isinstance(type_, UuidType):
+            return _sqlite_uuid
+        if isinstance(type_, UtcDateTime):
+            return _sqlite_datetime
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return processor
 
 
 #: A blind index: lowercase hex HMAC-SHA256, 64 characters (ASCII binary on MariaDB/MySQL).
