@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import pluggy
@@ -30,10 +30,7 @@ from carecrm.core.errors import (
     CryptoError,
     UnknownComponentError,
 )
-from carecrm.core.events import types as ev
-from carecrm.core.events.dispatch import EventDispatcher
-from carecrm.core.events.outbox import LIVE_SUBSCRIBER, OutboxRelay, Published, RelayReport
-from carecrm.core.events.outbox import prune as prune_outbox
+from carecrm.core.events.live import LiveEvents
 from carecrm.core.identity.directory import ContactDirectory, ContactResolver, Timeline
 from carecrm.core.identity.matching import MatchCandidate, MatchResult
 from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
@@ -54,16 +51,8 @@ from carecrm.core.pipeline.business_hours import location_named
 from carecrm.core.pipeline.coordination import CoordinationService
 from carecrm.core.pipeline.service import PipelineService, StageSummary
 from carecrm.core.pipeline.speed_to_lead import SpeedToLead
-from carecrm.core.plugins.manager import (
-    DEFAULT_PLUGINS,
-    PluginInfo,
-    Registry,
-    build_plugin_manager,
-    entry_point_names,
-    families_of,
-    origin_of,
-)
-from carecrm.core.plugins.options import build_component, structure_options
+from carecrm.core.plugins.components import Components
+from carecrm.core.plugins.manager import Registry, build_plugin_manager
 from carecrm.core.plugins.registries import Registries, StorageEntry
 from carecrm.core.privacy.audit import AuditTrail
 from carecrm.core.privacy.crypto import KeyRing
@@ -73,8 +62,6 @@ from carecrm.core.storage.contract import StorageBackend, TimelineCursor, UnitOf
 from carecrm.core.storage.migrate import StorageMigration
 
 log = logging.getLogger("carecrm")
-
-_T = TypeVar("_T")
 
 #: Guards the lazy opening of the key ring, the mapper and the storage, which concurrent
 #: callers of one app may reach first at the same time.
@@ -115,9 +102,17 @@ class CareCRM:
         self.pm: pluggy.PluginManager = build_plugin_manager(
             load_entrypoints=load_entrypoints, extra_plugins=extra_plugins
         )
-        self._check_enabled_plugins()
         #: Every family's registry (:class:`carecrm.core.plugins.registries.Registries`), filled now.
         self.registries = Registries()
+        #: Plugins' options, listing and source connectors (:class:`~carecrm.core.plugins.components.Components`),
+        #: built once: the key ring is loaded only when a connector hashes a record.
+        self.components = Components(
+            pm=self.pm,
+            settings=settings,
+            registries=self.registries,
+            digest=lambda data: self.keys.digest(b"record\x1f" + data),
+        )
+        self.components.check_enabled_plugins()
         self.registries.collect_from(self.pm)
         self.storage_backends: Registry[StorageEntry] = self.registries.storage_backends
         self.sources: Registry[type[SourceConnector]] = self.registries.sources
@@ -125,11 +120,9 @@ class CareCRM:
         self.attribution_models: Registry[type[AttributionModel]] = self.registries.attribution_models
         self.segment_builders: Registry[type[SegmentBuilder]] = self.registries.segment_builders
         self._schemes = self.registries.schemes
-        self._options_types = self.registries.options_types
-        self._components = self.registries.components
-        self._plugin_options: dict[str, Any] = {}
-        self._connectors: dict[str, SourceConnector] = {}
         self._classified: dict[Touchpoint, Touchpoint] = {}
+        #: Live events (:class:`~carecrm.core.events.live.LiveEvents`), built once: storage opens on use.
+        self.live_events = LiveEvents(pm=self.pm, app=self, storage=lambda: self.storage)
         #: The analytics services (:mod:`carecrm.core.analytics.services`), built once: they open nothing.
         self.scores, self.attribution, self.segments = build_analytics(
             settings=settings,
@@ -138,10 +131,11 @@ class CareCRM:
             read_path=lambda: self.read_path,
             audit=lambda: self.audit_trail,
             resolve=self.resolve,
-            collect=self.collect_after_dispatch,
-            deliver=self.deliver_events,
+            collect=self.live_events.collect_after_dispatch,
+            deliver=self.live_events.deliver_events,
         )
-        self._check_component_options()
+        self.components.check_options()
+        self.attribution.check_configured()
         self.pm.hook.carecrm_configure(app=self)
 
     # ------------------------------------------------------------------ construction
@@ -150,29 +144,6 @@ class CareCRM:
     def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> CareCRM:
         """Load ``carecrm.toml`` (see :func:`carecrm.core.config.find_config`) and build the app."""
         return cls(load_settings(path), **kwargs)
-
-    def _check_enabled_plugins(self) -> None:
-        enabled = self.settings.enabled_plugins
-        if enabled is None:
-            return
-        installed = set(entry_point_names()) | {name for name, _ in self.pm.list_name_plugin()}
-        for name in enabled:
-            if name not in installed:
-                raise UnknownComponentError(
-                    "plugin", name, sorted(entry_point_names()) or ["(no third-party plugins installed)"]
-                )
-
-    def _check_component_options(self) -> None:
-        """Structure, at start-up, the options the practice gave to plugins that declare
-        their options class, and check that every ``[attribution.models.<id>]`` names a
-        registered model with valid options.
-
-        :raises ConfigError: naming the plugin, the key and the known keys.
-        :raises UnknownComponentError: for an attribution model no plugin registers.
-        """
-        for name in self._options_types:
-            self.plugin_options(name)
-        self.attribution.check_configured()
 
     # ------------------------------------------------------------------ keys and storage
 
@@ -287,94 +258,20 @@ class CareCRM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ plugins
+    # ------------------------------------------------------------------ plugins and events
 
-    def plugin_options(self, name: str) -> Any:
-        """The ``[plugins.<name>]`` options of plugin ``name``.
-
-        :returns: an instance of the options class the plugin declared through
-            ``carecrm_register_options`` (defaults when the table is absent); for a plugin
-            that declares none (deprecated), a copy of the table as a dict (empty when absent).
-        :raises ConfigError: for an unknown key or a wrong type, naming the plugin, the key
-            and the known keys.
-        """
-        options_type = self._options_types.get(name)
-        table = self.settings.plugin_options.get(name, {})
-        if options_type is None:
-            return dict(table)
-        cached = self._plugin_options.get(name)
-        if cached is None:
-            cached = structure_options(options_type, table, section=f"plugins.{name}", owner=f"plugin {name}")
-            self._plugin_options[name] = cached
-        return cached
-
-    def plugins_info(self) -> list[PluginInfo]:
-        """Every registered plugin with families, origin and components, for ``carecrm plugins``."""
-        out = []
-        for name, plugin in self.pm.list_name_plugin():
-            if plugin is None:
-                continue
-            out.append(
-                PluginInfo(
-                    name=name,
-                    families=families_of(self.pm, plugin),
-                    origin=origin_of(self.pm, plugin),
-                    components=tuple(self._components.get(name, ())),
-                )
-            )
-        return out
-
-    def plugin_enabled(self, name: str) -> bool:
-        """Built-ins are always enabled; a third-party plugin is enabled unless
-        ``[plugins] enabled`` lists others only."""
-        if name in DEFAULT_PLUGINS or self.settings.enabled_plugins is None:
-            return True
-        return name in self.settings.enabled_plugins
-
-    def connector(self, source: str) -> SourceConnector:
-        """The configured connector of ``source`` (a ``[sources.<name>]`` table, or a
-        registered connector id used with no options).
-
-        :raises UnknownComponentError: listing the configured sources and connectors.
-        """
-        cached = self._connectors.get(source)
-        if cached is not None:
-            return cached
-        connector = self._make_connector(source)
-        self._connectors[source] = connector
-        return connector
-
-    def _make_connector(self, source: str) -> SourceConnector:
-        settings = self.settings.sources.get(source)
-        if settings is None:
-            if not (source in self.sources and source != "mapped"):
-                known = sorted(set(self.settings.sources) | (set(self.sources.names()) - {"mapped"}))
-                raise UnknownComponentError("source", source, known)
-            connector_id, table = source, {}
-        else:
-            connector_id, table = settings.connector, settings.options
-        cls_ = self.sources.get(connector_id)
-        practice = self.settings.practice
-        connector = build_component(
-            cls_,
-            name=source,
-            table=table,
-            settings=self.settings,
-            section=f"sources.{source}",
-            owner=f"source {source!r} (connector {connector_id!r} of plugin {self.sources.owner(connector_id)})",
-            legacy=lambda options: cls_(source, options, practice),
-        )
-        connector.bind_digest(lambda data: self.keys.digest(b"record\x1f" + data))
-        return connector
-
-    def source_secret(self, source: str) -> str | None:
-        """The resolved ``secret`` of a source (``$env:`` / ``$file:`` references read)."""
-        from carecrm.core.config import resolve_secret
-
-        settings = self.settings.sources.get(source)
-        if settings is None:
-            return None
-        return resolve_secret(settings.secret, what=f"sources.{source}.secret")
+    plugin_options = delegate("components", Components.plugin_options)
+    plugins_info = delegate("components", Components.plugins_info)
+    plugin_enabled = delegate("components", Components.plugin_enabled)
+    connector = delegate("components", Components.connector)
+    source_secret = delegate("components", Components.source_secret)
+    dispatch = delegate("live_events", LiveEvents.dispatch)
+    events_relay = delegate("live_events", LiveEvents.events_relay)
+    deliver_events = delegate("live_events", LiveEvents.deliver_events)
+    pending_events = delegate("live_events", LiveEvents.pending_events)
+    prune_events = delegate("live_events", LiveEvents.prune_events)
+    after_dispatch = delegate("live_events", LiveEvents.after_dispatch)
+    collect_after_dispatch = delegate("live_events", LiveEvents.collect_after_dispatch)
 
     def match(self, candidate: MatchCandidate, uow: Any) -> MatchResult:
         """Ask the matching hook (plugins first, the exact matcher last)."""
@@ -382,65 +279,6 @@ class CareCRM:
         if result is None:
             return MatchResult(contact_id=None, rule="new")
         return result  # type: ignore[no-any-return]
-
-    def dispatch(self, events: Iterable[ev.Event]) -> None:
-        """Deliver ``events`` to ``carecrm_track_event`` at once, in memory, through
-        pluggy's hook callers (wrappers and ``CARECRM_TRACE_PLUGINS`` see them); an
-        implementation's exception is logged with its plugin's name, never stops the other
-        plugins and never undoes committed data.  Then run the work deferred with
-        :meth:`after_dispatch` during the delivery (see :mod:`carecrm.core.events.dispatch`).
-
-        The use cases never call this directly: they write their events to the outbox
-        in the unit of work of the change (:func:`carecrm.core.events.outbox.publish`) and call
-        :meth:`deliver_events` after the commit, which delivers through here."""
-        EventDispatcher(self.pm, self).dispatch(events)
-
-    def events_relay(self, subscriber: str = LIVE_SUBSCRIBER) -> OutboxRelay:
-        """The relay of the outbox to ``subscriber`` (default: the in-process
-        ``carecrm_track_event`` delivery, :meth:`dispatch`).  A server's worker or a
-        scheduler builds its own subscriber with :class:`~carecrm.core.events.outbox.OutboxRelay`."""
-        dispatcher = EventDispatcher(self.pm, self)
-        return OutboxRelay(self.storage, subscriber, dispatcher.dispatch)
-
-    def deliver_events(self, published: Sequence[Published | None] = ()) -> RelayReport:
-        """Deliver every committed event not yet given to ``carecrm_track_event``, in commit
-        order, from the durable outbox (:mod:`carecrm.core.events.outbox`): the events of the
-        write just committed, and any a crashed process committed but never delivered.
-        Called after every commit that wrote events; ``carecrm events deliver`` runs it by
-        hand.  When another process is delivering, returns at once (it delivers these
-        too).  Never raises for a plugin's failure (logged).
-
-        :param published: what the caller's units of work just committed
-            (:func:`carecrm.core.events.outbox.publish`'s results), delivered from memory when it
-            is exactly what comes next.
-        """
-        return self.events_relay().run([p for p in published if p is not None])
-
-    def pending_events(self) -> int:
-        """How many committed events ``carecrm_track_event`` has not been given yet."""
-        return self.events_relay().pending()
-
-    def prune_events(self, *, older_than: timedelta = timedelta(days=30)) -> int:
-        """Delete outbox events already delivered and written more than ``older_than`` ago
-        (default 30 days); returns how many (``carecrm events prune``)."""
-        return prune_outbox(self.storage, [LIVE_SUBSCRIBER], older_than=older_than)
-
-    def after_dispatch(self, key: str, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` once after the events being dispatched have all been
-        delivered (a plugin batches work over an ingest batch: scoring rescores each
-        contact once); outside a dispatch, at once.  The same ``key`` registered again in
-        one batch runs once.  A failure is logged with ``key`` and never undoes committed
-        data; work that dispatches events of its own runs those at once.  The deferred
-        work belongs to the delivery in progress, not to the app (concurrent callers
-        never share it)."""
-        EventDispatcher(self.pm, self).after_dispatch(key, callback)
-
-    def collect_after_dispatch(self, key: str, item: Hashable, flush: Callable[[list[Any]], None]) -> None:
-        """Add ``item`` to the batch ``key`` of the delivery in progress; ``flush(items)``
-        runs once after it with the distinct items (first-added order); outside a
-        dispatch ``flush([item])`` runs at once.  Failures are logged as for
-        :meth:`after_dispatch`."""
-        EventDispatcher(self.pm, self).collect(key, item, flush)
 
     def classify_touchpoint(self, tp: Touchpoint) -> Touchpoint:
         """Fill ``channel_group`` from the practice's rules when a connector did not set it.

@@ -34,7 +34,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from carecrm.core.app import CareCRM
+    from carecrm.core import CareCRM
     from carecrm.core.events.types import Event
     from carecrm.core.identity.matching import MatchCandidate, MatchResult
     from carecrm.core.storage.contract import UnitOfWork
