@@ -78,7 +78,8 @@ class JournalContract(ContractBase):
     def test_inbox_one_row_per_digest(self, backend: StorageBackend) -> None:
         """(source, digest) is unique: add_many() of a stored pair is a DuplicateError;
         add_new() stores only the payloads whose pair is new and skips the rest quietly,
-        the first stored row wins, and says how many it stored (or None); the same digest under another source is another payload."""
+        the first stored row wins, and says how many it stored (or None); the same digest
+        under another source is another payload."""
         first = inbox_record(received_at=at(0), digest=bidx("one"))
         self.store(backend, lambda uow: uow.inbox.add(first))
         again = inbox_record(received_at=at(1), digest=bidx("one"))
