@@ -406,7 +406,17 @@ class CareCRM:
 
     def _ingestor(self, actor: Actor) -> Ingestor:
         """The ingest engine for one call by ``actor`` (see :mod:`carecrm.core.ingest`)."""
-        return Ingestor(self, actor=actor)
+        return Ingestor(
+            storage=self.storage,
+            settings=self.settings,
+            mapper=self.mapper,
+            read_path=self.read_path,
+            match=self.match,
+            classify=self.classify_touchpoint,
+            audit=self.audit_trail,
+            deliver=self.deliver_events,
+            actor=actor,
+        )
 
     def ingest(self, events: Iterable[LeadEvent], *, actor: Actor) -> IngestReport:
         """Ingest lead events that did not come through the inbox (a connector run in code,

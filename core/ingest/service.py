@@ -2,7 +2,7 @@
 
 The stages, each in its own module:
 
-1. **inbox** (:mod:`carecrm.core.app`, ``ingest_payloads``): a payload is stored
+1. **inbox** (:mod:`carecrm.core.ingest.inbox`, ``Inbox.ingest_payloads``): a payload is stored
    encrypted in the inbox before anything else (one row per payload digest);
 2. **parse**: the source connector turns it into lead events or
    :class:`~carecrm.core.ingest.connectors.Rejected` values (:func:`~carecrm.core.ingest.report.parsed_item`);
@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from carecrm.core.config import Settings
 from carecrm.core.errors import CareCRMError, ConflictError, DuplicateError, ValidationFailed
 from carecrm.core.events import types as ev
 from carecrm.core.events.outbox import Published, publish
+from carecrm.core.identity.matching import MatchCandidate, MatchResult
 from carecrm.core.ingest.plan import BatchPlanner, Cursor, Refused, refusing, write_plan
 from carecrm.core.ingest.prepare import LeadPreparer, PreparedLead
 from carecrm.core.ingest.report import IngestReport, Quarantined
-from carecrm.core.model.domain import Actor, LeadEvent
+from carecrm.core.model.domain import Actor, LeadEvent, Touchpoint
 from carecrm.core.model.timeutil import utcnow
-
-if TYPE_CHECKING:
-    from carecrm.core.app import CareCRM
+from carecrm.core.privacy.audit import AuditTrail
+from carecrm.core.privacy.mapping import RecordMapper
+from carecrm.core.privacy.read_path import ReadPath
+from carecrm.core.storage.contract import StorageBackend
 
 log = logging.getLogger("carecrm")
 
@@ -51,27 +54,47 @@ WRITE_ATTEMPTS = 6
 class Ingestor:
     """Runs the ingest stages for one call (see the module docstring).
 
-    :param app: the facade: its storage, settings, mapper, read path, matching hook,
-        touchpoint classifier, audit writer and event delivery are the collaborators the
-        stages are built with.
+    :param storage: the backend (one unit of work per batch).
+    :param settings: batch size, pipeline, what to collect, the practice.
+    :param mapper: blind indexes and encryption of the records planned.
+    :param read_path: decrypts the stored contacts a lead updates.
+    :param match: the matching hook (``carecrm_match_contact``): a candidate and the
+        batch's view of storage -> the match.
+    :param classify: fills a touchpoint's channel group from the practice's rules.
+    :param audit: the audit trail (one ``ingest`` entry per batch).
+    :param deliver: delivers the outbox's events after a commit.
     :param actor: who ingests: named by each batch's ``ingest`` audit entry (HIPAA 45 CFR
         164.312(b)), as the ``actor`` of the interactions stored and of the stage moves
         they imply.
     """
 
-    def __init__(self, app: CareCRM, *, actor: Actor) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        storage: StorageBackend,
+        settings: Settings,
+        mapper: RecordMapper,
+        read_path: ReadPath,
+        match: Callable[[MatchCandidate, Any], MatchResult],
+        classify: Callable[[Touchpoint], Touchpoint],
+        audit: AuditTrail,
+        deliver: Callable[[Sequence[Published | None]], Any],
+        actor: Actor,
+    ) -> None:
+        self.storage = storage
+        self.audit = audit
+        self._deliver = deliver
         self.actor = actor
-        self.settings = app.settings
+        self.settings = settings
         #: What this call's committed batches wrote to the outbox, not yet delivered.
         self._published: list[Published] = []
-        self.preparer = LeadPreparer(app.settings, app.mapper)
+        self.preparer = LeadPreparer(settings, mapper)
         self.planner = BatchPlanner(
-            settings=app.settings,
-            mapper=app.mapper,
-            read_path=app.read_path,
-            match=app.match,
-            classify=app.classify_touchpoint,
+            settings=settings,
+            mapper=mapper,
+            read_path=read_path,
+            match=match,
+            classify=classify,
             actor=actor,
         )
 
@@ -119,7 +142,7 @@ class Ingestor:
                         )
             if events:
                 done, self._published = self._published, []
-                self.app.deliver_events(done)
+                self._deliver(done)
             fired.extend(events)
         return fired
 
@@ -177,14 +200,13 @@ class Ingestor:
 
         :raises Refused: when one record failed while it was planned.
         """
-        app = self.app
         now = utcnow()
         cursor = Cursor()  # which record is being planned: its failure refuses only it
-        with app.storage.unit_of_work() as uow:
+        with self.storage.unit_of_work() as uow:
             with refusing(cursor):
                 plan = self.planner.plan(uow, batch, report, cursor, now)
             events = write_plan(uow, plan, report, now)
-            app.audit(
+            self.audit.append(
                 uow,
                 self.actor,
                 "ingest",
