@@ -31,6 +31,8 @@ import contextvars
 import functools
 import logging
 import time
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -82,8 +84,27 @@ def _event_class(kind: str) -> type[ev.Event] | None:
     return cls
 
 
-#: The field names of each event class, read once (events are flat: ids, kinds, times).
-_FIELDS: dict[type[ev.Event], tuple[str, ...]] = {}
+#: How each event class's fields become JSON values, worked out once per class from its
+#: resolved field types: ``(name, convert)`` with ``convert`` None for a JSON-ready value.
+_FIELDS: dict[type[ev.Event], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+#: ISO texts of recent times (the events of one batch share their ``at``; bounded).
+_ISO: dict[datetime, str] = {}
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = _ISO.get(value)
+    if text is None:
+        if len(_ISO) > 4096:
+            _ISO.clear()
+        text = _ISO[value] = isoformat_z(value)
+    return text
+
+
+def _text_of_id(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _json_value(value: Any) -> Any:
@@ -94,15 +115,42 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _converters(cls: type[ev.Event]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Each field's converter: ids to text, times to ISO 8601 ``Z`` text, plain values as
+    they are; a field whose type is neither plainly an id, a time nor a JSON value (a
+    plugin's event with a union type) goes through :func:`_json_value`."""
+    plain = {str, int, float, bool, type(None)}
+    try:
+        fields = attrs.fields(attrs.resolve_types(cls))
+    except Exception:  # noqa: BLE001 - a plugin's annotation that cannot be resolved: look at each value
+        return tuple((field.name, _json_value) for field in attrs.fields(cls))
+    out: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for field in fields:
+        union = typing.get_origin(field.type) in (types.UnionType, typing.Union)
+        members = set(typing.get_args(field.type)) if union else {field.type}
+        if members <= {uuid.UUID, type(None)} and uuid.UUID in members:
+            out.append((field.name, _text_of_id))
+        elif members <= {datetime, type(None)} and datetime in members:
+            out.append((field.name, _iso))
+        elif members <= plain:
+            out.append((field.name, None))
+        else:
+            out.append((field.name, _json_value))
+    return tuple(out)
+
+
 def to_record(event: ev.Event, seq: int, written_at: datetime) -> OutboxRecord:
     """The outbox record of ``event`` as number ``seq``: ``kind`` is the event class's
     name, ``data`` its fields as JSON values (UUIDs as strings, times ISO 8601 UTC with a
     ``Z``, as :data:`carecrm.core.model.serialization.json_converter` writes and reads them)."""
     cls = type(event)
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in attrs.fields(cls))
-    data = {name: _json_value(getattr(event, name)) for name in names}
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = _converters(cls)
+    data: dict[str, Any] = {}
+    for name, convert in fields:
+        value = getattr(event, name)
+        data[name] = value if convert is None else convert(value)
     return OutboxRecord(seq=seq, at=written_at, kind=cls.__name__, data=data)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
-#: ``uuid6.uuid7``, imported on the first call of :func:`new_id`.
-_uuid7: Callable[[], Any] | None = None
+#: The ``uuid6`` module, imported on the first call of :func:`new_id`.
+_uuid6: ModuleType | None = None
 
 
 def new_id() -> uuid.UUID:
@@ -17,12 +16,12 @@ def new_id() -> uuid.UUID:
     ``uuid6`` is imported on the first call (it reads package metadata when imported,
     which a read-only command such as a look-up need not pay for).
     """
-    global _uuid7
-    if _uuid7 is None:
-        from uuid6 import uuid7
+    global _uuid6
+    if _uuid6 is None:
+        import uuid6
 
-        _uuid7 = uuid7
-    return uuid.UUID(int=_uuid7().int)
+        _uuid6 = uuid6
+    return uuid.UUID(int=_uuid6.uuid7().int)
 
 
 def parse_id(text: str) -> uuid.UUID:

@@ -168,7 +168,8 @@ class SqlScores(_Repository):
 
     def put_many(self, records: Sequence[ScoreRecord]) -> None:
         """Insert or replace several scores: one executemany upsert, built once per dialect
-        (a (contact_id, model) given twice keeps the last)."""
+        (on SQLite through sqlite3's own executemany); a (contact_id, model) given twice
+        keeps the last."""
         if not records:
             return
         t = self.table
@@ -179,8 +180,16 @@ class SqlScores(_Repository):
             row = {c.name: sa.bindparam(f"p_{c.name}", type_=c.type) for c in t.columns}
             return upsert_statement(dialect, t, row, keys)
 
-        statement = self._statement(("put_many", dialect), build)
         last = {(r.contact_id, r.model): r for r in records}
+        if dialect == "sqlite" and len(last) > 1:
+            changes = ", ".join(f'"{c.name}" = excluded."{c.name}"' for c in t.columns if c.name not in keys)
+            with translated(t.name, self._uow.where):
+                self._sqlite_executemany(
+                    [self._codec.row(r) for r in last.values()],
+                    f' ON CONFLICT ("contact_id", "model") DO UPDATE SET {changes}',
+                )
+            return
+        statement = self._statement(("put_many", dialect), build)
         rows = [{f"p_{name}": value for name, value in self._codec.row(r).items()} for r in last.values()]
         self._execute(statement, rows)
 
