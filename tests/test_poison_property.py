@@ -169,3 +169,35 @@ def _app(make_app: Callable[..., CareCRM]) -> CareCRM:
         _APPS.clear()
         _APPS[key] = make_app(sources={"form": SOURCE}, collect=COLLECT)
     return _APPS[key]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=leads)
+def test_the_screens_fast_path_agrees_with_its_field_by_field_checks(
+    make_app: Callable[..., CareCRM], event: LeadEvent
+) -> None:
+    """A record the one-pass check calls clean is exactly one the field-by-field screen
+    returns unchanged with no warning; any other record gets the field-by-field screen."""
+    from carecrm.core.errors import ValidationFailed
+    from carecrm.core.ingest import prepare
+    from carecrm.core.ingest.report import IngestReport
+
+    app = _app(make_app)
+    preparer = prepare.LeadPreparer(app.settings, app.mapper)
+
+    def screened(at_a_glance: Callable[[LeadEvent], bool]) -> tuple[Any, list[str]]:
+        report = IngestReport()
+        real = prepare._clean_at_a_glance
+        prepare._clean_at_a_glance = at_a_glance  # type: ignore[assignment]
+        try:
+            return preparer.screen(event, "r1", report), report.warnings
+        except ValidationFailed as exc:
+            return ("refused", exc.field, exc.reason), report.warnings
+        finally:
+            prepare._clean_at_a_glance = real
+
+    fast, fast_warnings = screened(prepare._clean_at_a_glance)
+    slow, slow_warnings = screened(lambda _event: False)
+    assert (fast, fast_warnings) == (slow, slow_warnings)
+    if prepare._clean_at_a_glance(event):
+        assert slow is event and not slow_warnings

@@ -133,6 +133,48 @@ def cleaned_json(value: Any, *, depth: int = 0) -> Any:
     return value
 
 
+def storable_as_is(texts: list[str]) -> bool:
+    """True when no text of ``texts`` holds a character that :func:`checked_text` refuses
+    or :func:`cleaned_text` replaces (one pass over them all: the fast path of screening
+    a clean record)."""
+    return _BAD_IN_FREE_TEXT.search("".join(texts)) is None
+
+
+def folds(texts: list[str]) -> bool:
+    """True when :func:`checked_text` with ``fold_space`` would change any of ``texts``."""
+    return _NAME_SPACE.search("".join(texts)) is not None
+
+
+def json_as_is(value: Any, texts: list[str], *, depth: int = 0) -> bool:
+    """True when :func:`cleaned_json` would return ``value`` itself (no change, no error),
+    provided the strings it collects into ``texts`` (keys and values) are
+    :func:`storable_as_is`; False when it would change or refuse something (then call
+    :func:`cleaned_json`)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        texts.append(value)
+        return True
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                texts.append(key)
+            if not json_as_is(item, texts, depth=depth + 1):
+                return False
+        return True
+    if isinstance(value, tuple):
+        return False  # cleaned_json returns a list for a tuple
+    if isinstance(value, list):
+        return all(json_as_is(item, texts, depth=depth + 1) for item in value)
+    return True
+
+
 def printable(text: str | None, *, limit: int = 80) -> str:
     """``text`` safe to print in a message, a log line or a clear column: characters that
     are not safely printable (controls, lone surrogates, line separators, bidirectional
