@@ -88,6 +88,31 @@ def test_events_are_written_with_the_change_and_delivered_once(make_app: Callabl
     assert len(recorder.events) == len(stored)
 
 
+def test_events_written_during_a_delivery_follow_it_from_memory(
+    make_app: Callable[..., CareCRM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live rescoring writes ``ScoreChanged`` while the relay delivers an ingest batch's
+    events; the relay's next page is those events, taken from memory (nothing read back),
+    and every event is delivered once, in seq order."""
+    from carecrm.core.events import outbox
+
+    recorder = Recorder()
+    app = _with(make_app(), recorder)
+    read: list[Any] = []
+    real = outbox._Page.of.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[Any], records: Sequence[Any], position: int) -> Any:
+        read.extend(records)
+        return real(cls, records, position)
+
+    monkeypatch.setattr(outbox._Page, "of", classmethod(counted))
+    app.ingest([_lead("a"), _lead("b")], actor=ACTOR)
+    assert _kinds(recorder.events).count("ScoreChanged") == 2
+    assert read == []
+    assert [r.kind for r in _outbox(app)] == _kinds(recorder.events)
+    assert app.pending_events() == 0
+
+
 def test_a_crash_between_commit_and_dispatch_loses_no_event(make_app: Callable[..., CareCRM]) -> None:
     """The process commits the lead, then dies before delivering: the next process to
     deliver (any write, or ``deliver_events``) hands the events over, once."""

@@ -34,7 +34,7 @@ import time
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -248,10 +248,12 @@ class Cursor:
         return bool(self.owner) and self.owner != me and self.until > now
 
 
-#: The relays running in this context (by backend and subscriber): a write made while a
-#: relay delivers (a plugin that writes) leaves its events to that relay's next page.
-_RUNNING: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
-    "carecrm_outbox_relays", default=frozenset()
+#: The relays running in this context (by backend and subscriber), each with what was
+#: published while it delivers: a write made during a delivery (a plugin that writes,
+#: live rescoring) leaves its events to that relay's next page, which takes them from
+#: memory when they are exactly what follows (else reads them back).
+_RUNNING: contextvars.ContextVar[Mapping[tuple[int, str], list[Published]]] = contextvars.ContextVar(
+    "carecrm_outbox_relays", default=types.MappingProxyType({})
 )
 
 
@@ -312,13 +314,16 @@ class OutboxRelay:
         unacknowledged.
         """
         running = (id(self._storage), self._subscriber)
-        if running in _RUNNING.get():
+        nested = _RUNNING.get().get(running)
+        if nested is not None:
+            nested.extend(published)
             return RelayReport()
         me = uuid.uuid4().hex
         page: _Page | None = self._bookkeep(functools.partial(self._claim, me=me, published=tuple(published)))
         if page is None:
             return RelayReport(busy=True)
-        token = _RUNNING.set(_RUNNING.get() | {running})
+        later: list[Published] = []
+        token = _RUNNING.set({**_RUNNING.get(), running: later})
         delivered = skipped = 0
         try:
             while page is not None and (page.events or page.skipped):
@@ -326,7 +331,10 @@ class OutboxRelay:
                     self._deliver(page.events)
                 delivered += len(page.events)
                 skipped += page.skipped
-                page = self._bookkeep(functools.partial(self._advance, me=me, position=page.position))
+                written, later[:] = tuple(later), []
+                page = self._bookkeep(
+                    functools.partial(self._advance, me=me, position=page.position, published=written)
+                )
         except BaseException:
             self._bookkeep(lambda uow: self._release(uow, me))
             raise
@@ -396,13 +404,16 @@ class OutboxRelay:
             return None
         return _Page(published[-1].last, [e for p in published for e in p.events])
 
-    def _advance(self, uow: UnitOfWork, *, me: str, position: int) -> _Page:
+    def _advance(self, uow: UnitOfWork, *, me: str, position: int, published: tuple[Published, ...] = ()) -> _Page:
         """Acknowledge up to ``position`` and return the next page, renewing the lease;
         with nothing left, release it.  The next page is read under the cursor's lock, so
-        an event committed by a relay that found the lease held is never stranded."""
+        an event committed by a relay that found the lease held is never stranded; it is
+        ``published`` (written during the delivery) when that is exactly what follows."""
         now = self._clock()
         uow.meta.get_for_update(self._key)
-        page = _Page.of(uow.outbox.after(position, limit=self._page), position)
+        page = self._from_memory(uow, position, published)
+        if page is None:
+            page = _Page.of(uow.outbox.after(position, limit=self._page), position)
         more = bool(page.events or page.skipped)
         owner, until = (me, now + self._lease) if more else ("", 0.0)
         uow.meta.set(self._key, Cursor(position, owner, until).text())
