@@ -51,14 +51,20 @@ def decode(source: str, payload: RawPayload, fmt: str | None, json_strings: tupl
     return data
 
 
+def _no_constants(_name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+#: One decoder for every payload (``json.loads`` with an option builds a new one per call).
+_JSON = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def _decode_json(source: str, raw: bytes, field: str) -> Any:
-    """JSON (RFC 8259); ``NaN`` and ``Infinity``, which Python would accept, are refused."""
-
-    def no_constants(_name: str) -> Any:
-        raise ValueError("NaN and Infinity are not JSON")
-
+    """JSON (RFC 8259); ``NaN`` and ``Infinity``, which Python would accept, are refused.
+    The bytes are read as ``json.loads`` reads them (UTF-8, -16 or -32 by RFC 8259's
+    detection, a UTF-8 byte-order mark skipped)."""
     try:
-        return json.loads(raw, parse_constant=no_constants)
+        return _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except json.JSONDecodeError as exc:
         reason = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
     except (UnicodeDecodeError, ValueError):
