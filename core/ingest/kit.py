@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from carecrm.core.model.domain import RawPayload
 
 __all__ = [
+    "DEFAULT_MAX_AGE_SECONDS",
     "FALSE_WORDS",
     "HMAC_ALGORITHMS",
     "TRUE_WORDS",
@@ -49,6 +50,7 @@ __all__ = [
     "hmac_digest",
     "identifier",
     "is_blank",
+    "require_fresh",
     "signature_from_header",
     "signatures_match",
     "single_text",
@@ -260,6 +262,44 @@ def signatures_match(expected: bytes, given: bytes) -> bool:
     that the time taken tells an attacker nothing about how much of a forged signature was
     right."""
     return hmac.compare_digest(expected, given)
+
+
+#: How far a signed timestamp may lie from the receive time, in seconds, unless a source
+#: configures its own (``max_age_seconds``): 5 minutes, the window SendGrid, Webflow,
+#: HubSpot (v3), Calendly and Mailgun recommend against replayed requests.
+DEFAULT_MAX_AGE_SECONDS = 300.0
+
+
+def require_fresh(
+    signed_at: float,
+    payload: RawPayload,
+    *,
+    source: str,
+    field: str,
+    max_age_seconds: float | None = DEFAULT_MAX_AGE_SECONDS,
+) -> None:
+    """Refuse a signature whose signed timestamp is more than ``max_age_seconds`` from
+    the payload's receive time, either way (a replayed request, or a clock far off).
+
+    :param signed_at: the signed timestamp, in seconds since the Unix epoch (UTC); a
+        vendor that signs milliseconds (Webflow) divides by 1,000 first.
+    :param payload: the payload as received (its ``received_at``).
+    :param source: the source's name, for the error.
+    :param field: the header or body field that holds the timestamp, for the error.
+    :param max_age_seconds: the window; None turns the check off (a source configured
+        so: an operator's import of old files goes through ``--no-verify`` instead).
+    :raises ValidationFailed: ``(source, "payload", field, reason)`` outside the window.
+    """
+    if max_age_seconds is None:
+        return
+    age = payload.received_at.timestamp() - signed_at
+    if not age == age or abs(age) > max_age_seconds:  # NaN as well
+        raise ValidationFailed(
+            source,
+            "payload",
+            field,
+            f"signature timestamp is more than {max_age_seconds:g} s from receipt (a replay, or a clock far off)",
+        )
 
 
 # --------------------------------------------------------------------------- URLs

@@ -217,3 +217,23 @@ def test_a_yielded_validation_failed_still_works_with_a_deprecation_warning(
     (q,) = report.quarantined
     assert q.message() == "rows: payload leads.txt: record row-1: field 'email': no @ in the line"
     app.close()
+
+
+def test_require_fresh_refuses_a_timestamp_outside_the_window() -> None:
+    from datetime import UTC, datetime
+
+    from carecrm.core.errors import ValidationFailed
+    from carecrm.core.ingest import kit
+    from carecrm.core.model.domain import RawPayload
+
+    received = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    payload = RawPayload(body=b"{}", received_at=received)
+    now = received.timestamp()
+    kit.require_fresh(now - 299, payload, source="webflow", field="x-webflow-timestamp")
+    kit.require_fresh(now + 299, payload, source="webflow", field="x-webflow-timestamp")  # a clock a little ahead
+    for signed_at in (now - 301, now + 301, float("nan")):
+        with pytest.raises(ValidationFailed) as caught:
+            kit.require_fresh(signed_at, payload, source="webflow", field="x-webflow-timestamp")
+        assert caught.value.field == "x-webflow-timestamp" and "replay" in caught.value.reason
+    kit.require_fresh(0, payload, source="webflow", field="t", max_age_seconds=None)  # turned off
+    kit.require_fresh(now - 3000, payload, source="webflow", field="t", max_age_seconds=3600)
