@@ -107,7 +107,7 @@ _LOCATION_KEYS = (
 )
 _PROVIDER_KEYS = ("name", "locations", "service_lines")
 _KEYS_KEYS = ("file",)
-_INGEST_KEYS = ("batch_size", "inbox_retention_days")
+_INGEST_KEYS = ("batch_size", "inbox_retention_days", "allow_test_domains")
 _PIPELINE_KEYS = ("name", "stages", "side_stages", "transitions")
 _CHANNEL_GROUP_KEYS = ("rules",)
 _ATTRIBUTION_KEYS = ("models",)
@@ -179,6 +179,7 @@ class Settings:
     :ivar storage_url: the database URL (``sqlite:///carecrm.db`` is the embedded default).
     :ivar batch_size: lead events written per unit of work during ingest.
     :ivar inbox_retention_days: days processed payloads stay in the inbox.
+    :ivar allow_test_domains: accept email addresses at the ``test`` TLD (a test installation).
     :ivar scoring: ``[scoring]``; :ivar attribution: ``[attribution]``;
         :ivar segments: ``[segments]``; :ivar channel_groups: ``[channel_groups]``.
     """
@@ -195,6 +196,9 @@ class Settings:
     collect: dict[str, bool] = attrs.Factory(lambda: dict(COLLECT_DEFAULTS))
     batch_size: int = 500
     inbox_retention_days: int = 30
+    #: ``[ingest] allow_test_domains``: accept email addresses at the ``test`` TLD (RFC
+    #: 6761), for a test installation; off for a practice's real data.
+    allow_test_domains: bool = False
     enabled_plugins: tuple[str, ...] | None = None
     plugin_options: dict[str, dict[str, Any]] = attrs.Factory(dict)
     scoring: ScoringSettings = attrs.Factory(ScoringSettings)
@@ -357,6 +361,7 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
         collect=collect,
         batch_size=int(ingest.get("batch_size", 500)),
         inbox_retention_days=int(ingest.get("inbox_retention_days", 30)),
+        allow_test_domains=_flag(ingest, "allow_test_domains", where=where),
         enabled_plugins=tuple(enabled) if enabled is not None else None,
         plugin_options={k: v for k, v in plugins.items() if isinstance(v, dict)},
         scoring=_scoring(doc),
@@ -365,6 +370,14 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
         channel_groups=_channel_groups(doc, where),
         raw=doc,
     )
+
+
+def _flag(table: dict[str, Any], key: str, *, where: str) -> bool:
+    """A true/false key of ``table`` (default false).  :raises ConfigError: for another type."""
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: [ingest] {key} must be true or false")
+    return value
 
 
 def _scoring(doc: dict[str, Any]) -> ScoringSettings:

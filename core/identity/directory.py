@@ -99,7 +99,7 @@ class ContactResolver:
         kind = "email" if "@" in text else "phone"
         try:
             if kind == "email":
-                value = normalize_email(text)
+                value = normalize_email(text, allow_test_domains=self.settings.allow_test_domains)
             else:
                 value = normalize_phone(text, self.settings.practice.default_location.region)[0]
         except IdentityError:
@@ -286,7 +286,8 @@ class ContactDirectory:
         keys: list[tuple[str, str]] = []
         try:
             if email:
-                keys.append(("email", self.mapper.identity_bidx("email", normalize_email(email))))
+                address = normalize_email(email, allow_test_domains=self.settings.allow_test_domains)
+                keys.append(("email", self.mapper.identity_bidx("email", address)))
             if phone:
                 e164, _ = normalize_phone(phone, self.settings.practice.default_location.region)
                 keys.append(("phone", self.mapper.identity_bidx("phone", e164)))

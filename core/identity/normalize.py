@@ -32,13 +32,18 @@ class IdentityError(ValueError):
 
 
 @lru_cache(maxsize=65536)
-def normalize_email(raw: str) -> str:
+def normalize_email(raw: str, *, allow_test_domains: bool = False) -> str:
     """Normalize an email address for matching.
 
     :param raw: what the person typed.
+    :param allow_test_domains: accept addresses at the ``test`` top-level domain (RFC
+        6761 §6.2 reserves it for testing; email-validator refuses it with the other
+        special-use names unless ``test_environment``): for a practice's test
+        installation only (``[ingest] allow_test_domains``).
     :returns: the address checked by email-validator and lowercased whole.
-    :raises IdentityError: if email-validator refuses it, or it holds a lone surrogate, a
-        NUL or a control character (the reason, never the value).
+    :raises IdentityError: if email-validator refuses it (the reason in words: no @-sign,
+        a special-use or reserved domain, an invalid domain), or it holds a lone
+        surrogate, a NUL or a control character (the reason, never the value).
     """
     text = raw.strip()
     if not text:
@@ -49,7 +54,9 @@ def normalize_email(raw: str) -> str:
     import email_validator  # imported on first use: a phone look-up never needs it
 
     try:
-        result = email_validator.validate_email(text, check_deliverability=False)
+        result = email_validator.validate_email(
+            text, check_deliverability=False, test_environment=allow_test_domains
+        )
     except email_validator.EmailNotValidError as exc:
         raise IdentityError(_email_reason(exc)) from None
     return str(result.normalized).lower()
@@ -58,7 +65,11 @@ def normalize_email(raw: str) -> str:
 def _email_reason(exc: Exception) -> str:
     # email-validator's messages may quote parts of the address: keep only a class.
     msg = str(exc)
-    if "@-sign" in msg:
+    if "special-use or reserved" in msg:
+        # RFC 6761 / RFC 2606 names (test, localhost, invalid, local, onion, arpa): no mail
+        # can reach them; a test installation may allow "test" ([ingest] allow_test_domains)
+        return "the domain is a special-use or reserved name (RFC 6761): no mail can be delivered there"
+    if "must have an @-sign" in msg:
         return "not an email address (no @-sign)"
     if "domain" in msg.lower():
         return "the domain part is not valid"

@@ -606,7 +606,7 @@ class BatchPlanner:
         if raw:
             try:
                 if kind == "email":
-                    return normalize_email(raw)
+                    return normalize_email(raw, allow_test_domains=self.settings.allow_test_domains)
                 region = p.event.region or self.settings.practice.default_location.region
                 return normalize_phone(raw, region)[0]
             except IdentityError:

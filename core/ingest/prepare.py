@@ -106,7 +106,7 @@ class LeadPreparer:
                 if raw is None or str(raw).strip() == "":
                     continue
                 try:
-                    value = normalize_email(str(raw))
+                    value = normalize_email(str(raw), allow_test_domains=settings.allow_test_domains)
                 except IdentityError as exc:
                     report.warnings.append(f"{event.source}: record {record}: field 'email[{i}]': {exc}; dropped")
                     continue

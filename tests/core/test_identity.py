@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from carecrm.core.identity.normalize import (
@@ -74,3 +76,45 @@ def test_split_full_name() -> None:
     assert split_full_name("Placeholder, Maria") == ("Maria", "Placeholder")
     assert split_full_name("Cher") == ("Cher", None)
     assert split_full_name("") == (None, None)
+
+
+def test_a_reserved_domain_is_refused_with_its_real_reason() -> None:
+    """email-validator refuses RFC 6761 special-use names; the reason says so (the issue
+    #8 trap: it used to read "no @-sign"), and never quotes the address."""
+    for address in ("jane.placeholder@example.test", "ops@printer.localhost"):
+        with pytest.raises(IdentityError) as caught:
+            normalize_email(address)
+        assert "special-use or reserved" in str(caught.value) and "@-sign" not in str(caught.value)
+        assert "placeholder" not in str(caught.value) and "printer" not in str(caught.value)
+    with pytest.raises(IdentityError, match="no @-sign"):
+        normalize_email("not-an-address")
+
+
+def test_a_test_installation_may_allow_the_test_domain(tmp_path: Path) -> None:
+    from carecrm.core import CareCRM, LeadEvent
+    from carecrm.core.config import settings_from_dict
+    from carecrm.core.errors import ConfigError
+    from carecrm.core.model.domain import Actor
+
+    assert normalize_email("Jane@Example.TEST", allow_test_domains=True) == "jane@example.test"
+    with pytest.raises(IdentityError):
+        normalize_email("ops@printer.localhost", allow_test_domains=True)  # only "test" is for testing
+    with pytest.raises(ConfigError, match="allow_test_domains must be true or false"):
+        settings_from_dict({"storage": {"url": "sqlite://"}, "ingest": {"allow_test_domains": "yes"}})
+
+    def ingest(allow: bool) -> tuple[int, list[str]]:
+        doc = {"storage": {"url": f"sqlite:///{tmp_path / f'{allow}.db'}"}, "ingest": {"allow_test_domains": allow}}
+        from carecrm.core.privacy.crypto import KeyRing
+
+        app = CareCRM(settings_from_dict(doc, base_dir=tmp_path), keys=KeyRing.generate(), load_entrypoints=False)
+        app.create_schema()
+        lead = LeadEvent(source="webform", record_ref="r1", emails=("jane@example.test",), first_name="Jane")
+        report = app.ingest([lead], actor=Actor.parse("tester:admin"))
+        found = app.find_contacts(email="jane@example.test", actor=Actor.parse("tester:admin")) if allow else []
+        app.close()
+        return len(found), report.warnings
+
+    found, warnings = ingest(True)
+    assert found == 1 and not warnings
+    found, warnings = ingest(False)
+    assert any("special-use or reserved" in w and "email[0]" in w for w in warnings)
