@@ -97,9 +97,23 @@ def parse_header(value: str) -> tuple[str, str]:
     return name.strip(), rest.strip()
 
 
+#: File-name endings that are notes and metadata kept beside saved payloads, never
+#: payloads: Markdown and text notes, the corpus's ``*.meta.json`` and the contract
+#: kit's ``*.expected.json``.  A folder's files with these endings are skipped; a file
+#: named on the command line is read whatever its name.
+NOT_PAYLOADS: tuple[str, ...] = (".md", ".markdown", ".rst", ".meta.json", ".expected.json")
+
+
+def is_note(name: str) -> bool:
+    """True for a file a folder's expansion skips (:data:`NOT_PAYLOADS`, or ``README``)."""
+    lower = Path(name).name.lower()
+    return lower.endswith(NOT_PAYLOADS) or lower.startswith("readme")
+
+
 def expand_paths(paths: Sequence[str]) -> list[str]:
-    """Files to read, in order: a file as given, a folder as every file inside it
-    (recursively, sorted by path, hidden files and folders skipped), ``-`` as stdin.
+    """Files to read, in order: a file as given, a folder as every payload file inside it
+    (recursively, sorted by path; hidden files and folders, and notes and metadata
+    beside the payloads (:func:`is_note`) skipped), ``-`` as stdin.
 
     :raises FileNotFoundError: naming a path that does not exist.
     """
@@ -113,7 +127,9 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
             found = sorted(
                 f
                 for f in path.rglob("*")
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                if f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                and not is_note(f.name)
             )
             out.extend(str(f) for f in found)
         elif path.exists():

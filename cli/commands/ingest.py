@@ -150,8 +150,9 @@ def ingest(
 ) -> None:
     """Ingest payload files of SOURCE (a [sources.<name>] table or a connector's name).
 
-    Each PATH is a file, a folder (every file inside, sorted, hidden files skipped) or
-    - for stdin; each file is one payload as the vendor sent it. Every payload is kept in
+    Each PATH is a file, a folder (every file inside, sorted; hidden files and the notes
+    beside saved payloads - *.md, *.meta.json, *.expected.json, README - skipped) or - for
+    stdin; each file is one payload as the vendor sent it. Every payload is kept in
     the encrypted inbox first, then parsed, matched to a person and stored. Exit status 1
     when some records were quarantined (see carecrm inbox list), 0 otherwise:
     duplicates and pending payloads are not failures.

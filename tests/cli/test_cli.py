@@ -815,6 +815,25 @@ def test_expand_paths(tmp_path: Path) -> None:
         expand_paths([str(tmp_path / "missing")])
 
 
+def test_a_folder_gives_its_payloads_not_the_notes_beside_them(tmp_path: Path) -> None:
+    """A corpus-style folder: payloads beside ``*.expected.md`` notes, a ``*.meta.json``, a
+    README and a contract-kit ``*.expected.json``; only the payloads are read, and a note
+    named on the command line is read as given (issue 8, item 9)."""
+    names = (
+        "sms_inbound.form.txt",
+        "twilio.expected.md",
+        "twilio.meta.json",
+        "README.md",
+        "case.expected.json",
+        "event.json",
+        "NOTES.markdown",
+    )
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    assert expand_paths([str(tmp_path)]) == [str(tmp_path / n) for n in ("event.json", "sms_inbound.form.txt")]
+    assert expand_paths([str(tmp_path / "twilio.meta.json")]) == [str(tmp_path / "twilio.meta.json")]
+
+
 def test_formatting_helpers() -> None:
     from datetime import UTC, datetime
 
