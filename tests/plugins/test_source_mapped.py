@@ -148,7 +148,10 @@ def test_registers_through_the_sources_hook() -> None:
     pm.register(mapped)
     registered: list[type] = []
     pm.hook.carecrm_register_sources(register=registered.append)
-    assert registered == [MappedConnector]
+    assert registered[0] is MappedConnector
+    # then the shipped presets, each under its own name (carecrm.plugins.sources.mapped.presets)
+    assert sorted(cls.connector_id for cls in registered[1:]) == ["jotform", "typeform", "unbounce", "webflow"]
+    assert all(issubclass(cls, MappedConnector) and cls.formats for cls in registered)
     assert MappedConnector.connector_id == "mapped"
     assert MappedConnector.description
     assert "carecrm.plugins.sources.mapped" in DEFAULT_PLUGINS

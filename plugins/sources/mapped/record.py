@@ -141,8 +141,10 @@ class RecordBuilder:
                 except BadValue:
                     found[field] = None
                     unreadable.append(field)
+            elif field in values.NAME_FIELDS:
+                found[field] = convert(field, raw, lambda v: values.name_text(values.same_values(v)))
             else:
-                found[field] = convert(field, raw, kit.single_text)
+                found[field] = convert(field, raw, lambda v: kit.single_text(values.same_values(v)))
 
         touch: dict[str, str | None] = {k: found.pop(k) for k in list(found) if k in TOUCHPOINT_FIELDS}
         for field, selector in conn.touchpoint.items():
