@@ -395,6 +395,9 @@ def test_tracing_shows_registration_hook_calls(
 
 def test_plugins_listing_still_attributes_components(make_app: Callable[..., CareCRM]) -> None:
     info = {p.name: p for p in make_app().plugins_info()}
-    assert info["carecrm.plugins.sources.mapped"].components == ("source:mapped",)
+    assert info["carecrm.plugins.sources.mapped"].components == (
+        "source:mapped",
+        *(f"source:{preset}" for preset in ("jotform", "typeform", "unbounce", "webflow")),
+    )
     assert info["carecrm.storage_backends.sql"].components[0].startswith("storage:")
     assert set(info["carecrm.plugins.attribution.basic"].components) >= {"attribution:first_touch"}

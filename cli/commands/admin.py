@@ -32,12 +32,25 @@ def _plugins_app() -> CareCRM:
     return default_app
 
 
+def _source_formats(the_app: CareCRM, components: tuple[str, ...]) -> dict[str, list[str]]:
+    """The payload formats of each source connector among ``components``
+    (``source:<connector_id>`` names), from :attr:`SourceConnector.formats`."""
+    out: dict[str, list[str]] = {}
+    for component in components:
+        family, _, name = component.partition(":")
+        if family == "source" and name in the_app.sources:
+            out[name] = list(getattr(the_app.sources.get(name), "formats", ()))
+    return out
+
+
 @click.command()
 @json_option
 def plugins(as_json: bool) -> None:
     """Installed plugins: built-in and third-party (entry-point group carecrm), with the
     hook families they serve, their origin (built-in, or distribution and version), the
-    components they register and whether the config enables them."""
+    components they register and whether the config enables them; then each source
+    connector with the payload formats it reads (``formats`` in the JSON output: connector
+    id → formats, for the plugin's sources)."""
     the_app = _plugins_app()
     rows = [
         {
@@ -46,6 +59,7 @@ def plugins(as_json: bool) -> None:
             "origin": p.origin,
             "components": list(p.components),
             "enabled": the_app.plugin_enabled(p.name),
+            "formats": _source_formats(the_app, tuple(p.components)),
         }
         for p in the_app.plugins_info()
     ]
@@ -56,6 +70,11 @@ def plugins(as_json: bool) -> None:
     for r in rows:
         add_row(t, r["name"], r["families"], r["origin"], r["components"], r["enabled"])
     print_table(t)
+    sources = table("source", "plugin", "formats", title="Sources")
+    for p in the_app.plugins_info():
+        for name, formats in _source_formats(the_app, tuple(p.components)).items():
+            add_row(sources, name, p.name, formats or "—")
+    print_table(sources)
 
 
 # --------------------------------------------------------------------------- storage

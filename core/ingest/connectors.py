@@ -94,6 +94,10 @@ class SourceConnector(abc.ABC):
     connector_id: ClassVar[str] = ""
     #: One line for ``carecrm plugins``.
     description: ClassVar[str] = ""
+    #: The payload formats the connector reads, one short phrase each (the vendor's event
+    #: or message type and its encoding: ``"form_response (JSON)"``, ``"sms inbound
+    #: (form)"``), shown by ``carecrm plugins``; empty when the connector does not say.
+    formats: ClassVar[tuple[str, ...]] = ()
     #: True when the vendor signs payloads and :meth:`verify` checks the signature.  A
     #: class-level default; a connector whose signing depends on its options (CallRail v3,
     #: a mapped source with a ``signature`` table) sets it on the instance.

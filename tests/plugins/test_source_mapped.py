@@ -148,7 +148,10 @@ def test_registers_through_the_sources_hook() -> None:
     pm.register(mapped)
     registered: list[type] = []
     pm.hook.carecrm_register_sources(register=registered.append)
-    assert registered == [MappedConnector]
+    assert registered[0] is MappedConnector
+    # then the shipped presets, each under its own name (carecrm.plugins.sources.mapped.presets)
+    assert sorted(cls.connector_id for cls in registered[1:]) == ["jotform", "typeform", "unbounce", "webflow"]
+    assert all(issubclass(cls, MappedConnector) and cls.formats for cls in registered)
     assert MappedConnector.connector_id == "mapped"
     assert MappedConnector.description
     assert "carecrm.plugins.sources.mapped" in DEFAULT_PLUGINS
@@ -941,3 +944,21 @@ def test_webflow_signed_through_the_app(make_app: Any) -> None:
     assert refused.contacts_created == 0
     (quarantined,) = refused.quarantined
     assert (quarantined.record, quarantined.field) == ("payload", "x-webflow-signature")
+
+
+@pytest.mark.parametrize("vendor", ["typeform", "webflow"])
+def test_the_examples_spell_out_their_presets(vendor: str) -> None:
+    """``init --source-example NAME`` copies a mapping that reads like the shipped preset:
+    every key of the example has the preset's value (Typeform's first name, mapped there by
+    the corpus form's field id, is per-form configuration the preset cannot know)."""
+    from carecrm.plugins.sources.mapped.presets import PRESETS
+
+    preset = PRESETS[vendor].options
+    assert signed_example_options(vendor)["signature"] == preset["signature"]
+    for key, value in example_options(vendor).items():
+        if isinstance(value, dict):
+            for sub, text in value.items():
+                if (vendor, key, sub) != ("typeform", "fields", "first_name"):
+                    assert preset[key][sub] == text, f"{key}.{sub}"
+        else:
+            assert preset[key] == value, key

@@ -7,7 +7,7 @@ says what the connector does and the rules it applies.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath.exceptions
@@ -25,12 +25,14 @@ from carecrm.plugins.sources.mapped.options import (
     TOUCHPOINT_FIELDS,
     MappedOptions,
     OptionReader,
+    resolve_options,
 )
+from carecrm.plugins.sources.mapped.presets import PRESETS, Preset, preset_options
 from carecrm.plugins.sources.mapped.record import RecordBuilder
 from carecrm.plugins.sources.mapped.selectors import Selector
 from carecrm.plugins.sources.mapped.signatures import signature_rule, verify_signature
 
-__all__ = ["MappedConnector", "carecrm_register_sources"]
+__all__ = ["PRESET_CONNECTORS", "MappedConnector", "carecrm_register_sources", "preset_connector"]
 
 
 class MappedConnector(SourceConnector):
@@ -49,18 +51,35 @@ class MappedConnector(SourceConnector):
 
     connector_id = "mapped"
     description = "Any form tool's JSON or form-encoded webhook, mapped with JMESPath in config"
+    formats: ClassVar[tuple[str, ...]] = ("JSON", "form-encoded", "multipart/form-data (by configuration)")
     signed = False
+    #: The preset a subclass stands for (:func:`preset_connectors`); None for ``mapped``.
+    preset_name: ClassVar[str | None] = None
 
     options_type = MappedOptions
 
     def __init__(self, *legacy: Any, name: str | None = None, options: Any = None, settings: Any = None) -> None:
         super().__init__(*legacy, name=name, options=options, settings=settings)
-        opts: MappedOptions = self.options
-        practice = self.practice
+        own: MappedOptions = self.options
         reader = OptionReader(self.name, {})
+        preset = own.preset
+        if self.preset_name is not None:
+            if preset is not None and preset != self.preset_name:
+                raise reader.error(
+                    "preset",
+                    f'connector {self.connector_id!r} is the {self.preset_name!r} preset; use connector = "mapped" '
+                    "to name another preset",
+                )
+            preset = self.preset_name
+        #: The preset the options start from, or None.
+        self.preset: str | None = preset
+        opts = resolve_options(own, None if preset is None else preset_options(self.name, preset))
+        #: The options the source runs with (its table over its preset, then the defaults).
+        self.options = opts
+        practice = self.practice
 
         self.format = reader.check_text("format", opts.format, choices=("json", "form"))
-        self.json_strings: tuple[str, ...] = opts.json_strings
+        self.json_strings: tuple[str, ...] = tuple(opts.json_strings or ())
 
         self.answers_path = reader.answers_path(opts.answers or "@")
         answers_key = self.answers_path[-1] if self.answers_path else None
@@ -79,6 +98,9 @@ class MappedConnector(SourceConnector):
         self.answer_key = optional("answer_key")
 
         kind = opts.kind or "form.submitted"
+        json_strings = opts.json_strings or ()
+        if not all(isinstance(key, str) for key in json_strings):
+            raise reader.error("json_strings", "must be a list of field names")
         if not is_valid_kind_name(kind):
             raise reader.error("kind", "must be a dotted noun.event name such as form.submitted")
         self.kind = kind
@@ -110,22 +132,26 @@ class MappedConnector(SourceConnector):
                 "occurred_at", 'is required (or set occurred_at_fallback = "received" for vendors that send no time)'
             )
 
-        self.keep_other_answers = opts.keep_other_answers
+        self.keep_other_answers = bool(opts.keep_other_answers)
+        fields = opts.fields or {}
+        touchpoint = opts.touchpoint or {}
+        literals = opts.literals or {}
+        attributes = opts.attributes or {}
 
         self.fields: dict[str, Selector] = {}
-        for key, text in opts.fields.items():
+        for key, text in fields.items():
             if key not in PERSON_FIELDS:
                 raise reader.error(f"fields.{key}", f"unknown field; known: {', '.join(PERSON_FIELDS)}")
             self.fields[key] = sel(f"fields.{key}", text)
         self.touchpoint: dict[str, Selector] = {}
-        for key, text in opts.touchpoint.items():
+        for key, text in touchpoint.items():
             if key not in TOUCHPOINT_FIELDS:
                 raise reader.error(
                     f"touchpoint.{key}", f"unknown touchpoint field; known: {', '.join(TOUCHPOINT_FIELDS)}"
                 )
             self.touchpoint[key] = sel(f"touchpoint.{key}", text)
         self.literals: dict[str, str] = {}
-        for key, value in opts.literals.items():
+        for key, value in literals.items():
             option = f"literals.{key}"
             if key not in PERSON_FIELDS and key not in TOUCHPOINT_FIELDS:
                 raise reader.error(option, "not a person or touchpoint field")
@@ -136,9 +162,7 @@ class MappedConnector(SourceConnector):
             literal = reader.check_text(option, value)
             if literal is not None and literal.strip():
                 self.literals[key] = literal
-        self.attributes: dict[str, Selector] = {
-            key: sel(f"attributes.{key}", text) for key, text in opts.attributes.items()
-        }
+        self.attributes: dict[str, Selector] = {key: sel(f"attributes.{key}", text) for key, text in attributes.items()}
         if "external_record_id" in self.attributes or "occurred_at_source" in self.attributes:
             raise reader.error("attributes", "external_record_id and occurred_at_source are set by the connector")
 
@@ -146,8 +170,10 @@ class MappedConnector(SourceConnector):
         self.signature = signature_rule(self.name, opts.signature)
         #: Where the answers are, for the count of unmapped answers.
         self.answers = Answers(self.answers_path, self.answer_key, self.keep_other_answers)
-        #: True when a ``signature`` table is configured: :meth:`verify` then checks it.
-        self.signed = self.signature is not None
+        #: True when the source's own table configures a ``signature``: a secret is then
+        #: required.  A preset's signature table is checked whenever a secret is set, and
+        #: its vendor may send unsigned webhooks (``presets`` module docstring).
+        self.signed = own.signature is not None
 
     # ------------------------------------------------------------------ verify
 
@@ -209,11 +235,37 @@ class MappedConnector(SourceConnector):
                 yield item
 
 
+def preset_connector(preset: Preset) -> type[MappedConnector]:
+    """The connector class of a preset: a :class:`MappedConnector` whose ``connector_id``
+    is the preset's name, so ``carecrm ingest <preset> FILE`` works with no table and a
+    ``[sources.<name>]`` table with ``connector = "<preset>"`` overrides the preset."""
+    class_name = preset.name.title().replace("_", "") + "Connector"
+    namespace: dict[str, Any] = {
+        "__doc__": f"{preset.description}.\n\nThe {preset.name!r} preset of the mapped connector "
+        f"(:mod:`carecrm.plugins.sources.mapped.presets`); vendor doc: {preset.doc}",
+        "__module__": __name__,
+        "__qualname__": class_name,
+        "connector_id": preset.name,
+        "description": preset.description,
+        "formats": preset.formats,
+        "preset_name": preset.name,
+    }
+    return type(class_name, (MappedConnector,), namespace)
+
+
+#: One connector class per shipped preset, by name.
+PRESET_CONNECTORS: dict[str, type[MappedConnector]] = {name: preset_connector(p) for name, p in PRESETS.items()}
+
+
 @hookimpl
 def carecrm_register_sources(register: Callable[..., None]) -> None:
-    """Register :class:`MappedConnector` as the ``mapped`` source connector.
+    """Register :class:`MappedConnector` as the ``mapped`` source connector, and each
+    shipped preset (:data:`PRESET_CONNECTORS`: ``jotform``, ``typeform``, ``unbounce``,
+    ``webflow``) under its own name.
 
     :param register: the registry callback of the ``carecrm_register_sources`` hook.
     :returns: nothing.
     """
     register(MappedConnector)
+    for cls in PRESET_CONNECTORS.values():
+        register(cls)

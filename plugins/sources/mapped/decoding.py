@@ -78,9 +78,13 @@ def _decode_urlencoded(source: str, raw: bytes, charset: str) -> dict[str, Any]:
 
     Empty segments (``a=1&&b=2``, a trailing ``&``) and a trailing line break are
     ignored like browsers do; a segment without ``=`` (a JSON or text body) is refused.
+    A byte-order mark at the start (some exporters write one) is skipped.
     """
     try:
         text = raw.decode(charset).rstrip("\r\n")
+        # a UTF-8 byte-order mark is not part of the first field's name (else "\ufeffid"
+        # would be dropped as an unknown field and the record id lost)
+        text = text.removeprefix("\ufeff")
         segments = [segment for segment in text.split("&") if segment]
         if any("=" not in segment for segment in segments):
             raise ValidationFailed(source, "payload", "body", "not form encoding (a field lacks '=')")
@@ -115,7 +119,7 @@ def _decode_multipart(source: str, raw: bytes, content_type: str, params: Mappin
         data = part.get_payload(decode=True)
         charset = part.get_content_charset() or "utf-8"
         try:
-            pairs.append((name, data.decode(charset) if isinstance(data, bytes) else ""))
+            pairs.append((name, data.decode(charset).removeprefix("\ufeff") if isinstance(data, bytes) else ""))
         except (UnicodeDecodeError, LookupError):
             raise ValidationFailed(source, "payload", name, f"part is not {charset} text") from None
     return _collect(pairs)

@@ -79,34 +79,89 @@ class MappedOptions:
     connector then checks values (choices, JMESPath, locations, time zones), naming the
     source and the option.  Selectors are JMESPath expressions (strings).
 
+    Every option defaults to None, meaning "not given": the ``preset`` (a shipped mapping,
+    :mod:`carecrm.plugins.sources.mapped.presets`) fills those first, then
+    :data:`OPTION_DEFAULTS` the rest (:func:`resolve_options`).
+
     ``consent`` (an array of ``[[sources.<name>.consent]]`` tables, or one table) and
     ``signature`` (a table) are checked by the connector, key by key.
     """
 
+    preset: str | None = None
     format: str | None = None
-    json_strings: tuple[str, ...] = ()
+    json_strings: tuple[str, ...] | None = None
     records: str | None = None
     only_if: str | None = None
     record_id: str | None = None
     person_id: str | None = None
-    kind: str = "form.submitted"
-    channel: str = "web"
-    direction: str = "inbound"
+    kind: str | None = None
+    channel: str | None = None
+    direction: str | None = None
     occurred_at: str | None = None
     occurred_at_fallback: str | None = None
-    time_format: str = "iso8601"
+    time_format: str | None = None
     time_zone: str | None = None
     location: str | None = None
-    name_confidence: str = "high"
-    answers: str = "@"
+    name_confidence: str | None = None
+    answers: str | None = None
     answer_key: str | None = None
-    keep_other_answers: bool = False
-    fields: dict[str, str] = attrs.Factory(dict)
-    literals: dict[str, str] = attrs.Factory(dict)
-    touchpoint: dict[str, str] = attrs.Factory(dict)
-    attributes: dict[str, str] = attrs.Factory(dict)
-    consent: Any = attrs.Factory(list)
+    keep_other_answers: bool | None = None
+    fields: dict[str, str] | None = None
+    literals: dict[str, str] | None = None
+    touchpoint: dict[str, str] | None = None
+    attributes: dict[str, str] | None = None
+    consent: Any = None
     signature: dict[str, Any] | None = None
+
+
+#: The value of each option that neither the table nor its preset gives.
+OPTION_DEFAULTS: Mapping[str, Any] = {
+    "json_strings": (),
+    "kind": "form.submitted",
+    "channel": "web",
+    "direction": "inbound",
+    "time_format": "iso8601",
+    "name_confidence": "high",
+    "answers": "@",
+    "keep_other_answers": False,
+    "fields": {},
+    "literals": {},
+    "touchpoint": {},
+    "attributes": {},
+    "consent": [],
+}
+
+#: Options that are tables: a preset's table is merged key by key with the source's.
+TABLE_OPTIONS: frozenset[str] = frozenset({"fields", "literals", "touchpoint", "attributes", "signature"})
+
+
+def resolve_options(own: MappedOptions, preset: MappedOptions | None) -> MappedOptions:
+    """The options a source runs with: its own table over its preset, then the defaults.
+
+    An option the source gives replaces the preset's; a table option (``fields``,
+    ``touchpoint``, ``attributes``, ``literals``, ``signature``) is merged key by key, and a
+    key set to ``""`` removes the preset's key (``fields.phone = ""``: map no phone).  The
+    ``consent`` array is replaced whole.
+
+    :param own: the source's structured ``[sources.<name>]`` table.
+    :param preset: the preset's options, or None.
+    :returns: options with no None left but those that are optional.
+    """
+    merged: dict[str, Any] = {}
+    for field in attrs.fields(MappedOptions):
+        name = field.name
+        mine = getattr(own, name)
+        base = None if preset is None else getattr(preset, name)
+        if name in TABLE_OPTIONS and mine is not None and base is not None:
+            # "" removes the preset's key; "" for a key the preset lacks stays (and is
+            # refused as an empty selector, so a misspelt key is not silently ignored)
+            value: Any = {k: v for k, v in {**base, **mine}.items() if not (v == "" and k in base)}
+        else:
+            value = mine if mine is not None else base
+        if value is None:
+            value = OPTION_DEFAULTS.get(name)
+        merged[name] = value
+    return MappedOptions(**merged)
 
 
 #: The top-level options of a mapped source.

@@ -141,12 +141,15 @@ class RecordBuilder:
                 except BadValue:
                     found[field] = None
                     unreadable.append(field)
+            elif field in values.NAME_FIELDS:
+                found[field] = convert(field, raw, lambda v: values.name_text(values.same_values(v)))
             else:
-                found[field] = convert(field, raw, kit.single_text)
+                found[field] = convert(field, raw, lambda v: kit.single_text(values.same_values(v)))
 
         touch: dict[str, str | None] = {k: found.pop(k) for k in list(found) if k in TOUCHPOINT_FIELDS}
         for field, selector in conn.touchpoint.items():
-            touch[field] = convert(f"touchpoint.{field}", get(selector, f"touchpoint.{field}"), kit.single_text)
+            option = f"touchpoint.{field}"
+            touch[field] = convert(option, get(selector, option), lambda v: kit.single_text(values.same_values(v)))
         landing, landing_params = values.clean_url(touch.get("landing_page"))
         referrer, _ = values.clean_url(touch.get("referrer"))
         touch["landing_page"], touch["referrer"] = landing, referrer

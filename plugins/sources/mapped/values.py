@@ -21,7 +21,23 @@ from carecrm.core.ingest.kit import BadValue
 from carecrm.core.model.timeutil import to_utc_ms
 from carecrm.plugins.sources.mapped.options import UNCHECKED_VALUES
 
-__all__ = ["body_text", "checked", "clean_url", "date_value", "many", "parse_time", "phone", "truthy"]
+__all__ = [
+    "NAME_FIELDS",
+    "body_text",
+    "checked",
+    "clean_url",
+    "date_value",
+    "many",
+    "name_text",
+    "parse_time",
+    "phone",
+    "same_values",
+    "truthy",
+]
+
+#: Person fields holding a name: HTML is stripped from them (:func:`name_text`).
+NAME_FIELDS: frozenset[str] = frozenset({"first_name", "last_name", "full_name"})
+_TAG = re.compile(r"<[^<>]*>")
 
 _ISO_HAS_TIME = re.compile(r"^\d{4}-?\d{2}-?\d{2}[Tt ]\d{2}")
 _DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -47,6 +63,35 @@ def phone(value: Any) -> str | None:
             return str(int(value))
         raise BadValue("expected a phone number, got a number with a fraction")
     raise BadValue("expected a phone number, got an object")
+
+
+def same_values(value: Any) -> Any:
+    """A repeated form field (``first_name=Jane&first_name=Jane``: a list of equal values,
+    as a form with a duplicated field sends) as its one value; other values unchanged, so
+    a list of different values is still refused by :func:`~carecrm.core.ingest.kit.single_text`."""
+    if isinstance(value, list) and len(value) > 1:
+        first = value[0]
+        if all(type(item) is type(first) and item == first for item in value[1:]):
+            return first
+    return value
+
+
+def name_text(value: Any) -> str | None:
+    """A name as text with HTML taken out: tags removed (``<b>Jane</b>`` → ``Jane``),
+    character references read (``&amp;`` → ``&``), runs of white space made one space.
+    Form tools pass what was typed, and a rich-text field or a pasted signature carries
+    markup that must not reach a name (issue 8, "HTML stripped from names").
+
+    :raises BadValue: as :func:`~carecrm.core.ingest.kit.single_text`.
+    """
+    text = kit.single_text(value)
+    if text is None or ("<" not in text and "&" not in text):
+        return text
+    import html
+
+    cleaned = " ".join(html.unescape(_TAG.sub(" ", text)).split())
+    cleaned = " ".join(_TAG.sub(" ", cleaned).split())  # tags that were escaped as &lt;b&gt;
+    return cleaned or None
 
 
 def many(value: Any, one: Callable[[Any], str | None]) -> tuple[str, ...]:
