@@ -194,7 +194,7 @@ class IntercomConnector(SourceConnector):
         occurred_at = occurred_at or sent_at or payload.received_at
         email = kit.text(item.get("email"))
         phone = kit.text(item.get("phone"))
-        full_name, dropped = self._name(item.get("name"))
+        full_name, dropped, confidence = self._name(item.get("name"))
         role = kit.text(item.get("role")) or kit.text(item.get("type"))
         attributes: dict[str, Any] = {"topic": topic, "intercom_contact_id": contact_id}
         if role:
@@ -221,7 +221,7 @@ class IntercomConnector(SourceConnector):
             emails=(email,) if email else (),
             phones=(phone,) if phone else (),
             full_name=full_name,
-            name_confidence="low" if dropped else "high",
+            name_confidence=confidence,
             external_ids=_external_ids(contact_id, item),
             touchpoint=_touchpoint(item),
             interactions=tuple(interactions),
@@ -285,7 +285,7 @@ class IntercomConnector(SourceConnector):
         occurred_at = part_at or _time(item.get("created_at")) or sent_at or payload.received_at
         email = kit.text(person.get("email"))
         phone = kit.text(person.get("phone"))
-        full_name, dropped = self._name(person.get("name"))
+        full_name, dropped, confidence = self._name(person.get("name"))
         attributes: dict[str, Any] = {
             "topic": topic,
             "conversation_id": conversation_id,
@@ -318,21 +318,25 @@ class IntercomConnector(SourceConnector):
             emails=(email,) if email else (),
             phones=(phone,) if phone else (),
             full_name=full_name,
-            name_confidence="low" if dropped else "high",
+            name_confidence=confidence,
             external_ids=_external_ids(person_id, person),
             interactions=(draft,),
             dropped_fields=dropped,
         )
 
-    def _name(self, value: Any) -> tuple[str | None, tuple[str, ...]]:
-        """The person's name, or None with ``("name",)`` dropped for a generated one."""
+    def _name(self, value: Any) -> tuple[str | None, tuple[str, ...], str]:
+        """The person's name, the names dropped (``("name",)`` for a generated one,
+        unless ``keep_generated_names``) and the name confidence (low for a generated
+        name, kept or not)."""
         name = kit.text(value)
         if name is None:
-            return None, ()
+            return None, (), "high"
         name = html_text(name) or None
-        if name is not None and is_generated_name(name) and not self.keep_generated_names:
-            return None, ("name",)
-        return name, ()
+        if name is not None and is_generated_name(name):
+            if self.keep_generated_names:
+                return name, (), "low"
+            return None, ("name",), "low"
+        return name, (), "high"
 
 
 # --------------------------------------------------------------------------- helpers
