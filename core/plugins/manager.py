@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.sendgrid",
     "carecrm.plugins.sources.callrail",
     "carecrm.plugins.sources.mailgun",
+    "carecrm.plugins.sources.mailchimp",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
