@@ -35,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.callrail",
     "carecrm.plugins.sources.mailgun",
     "carecrm.plugins.sources.mailchimp",
+    "carecrm.plugins.sources.postmark",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",

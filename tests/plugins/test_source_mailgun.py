@@ -312,8 +312,8 @@ def test_signed_replay_through_the_app(make_app: MAKE) -> None:
     tampered["signature"]["signature"] = "0" * 64
     worse = app.ingest_payloads("mailgun", [RawPayload(body=json.dumps(tampered).encode())], actor=ACTOR)
     assert worse.interactions_added == 0 and worse.quarantined[0].field == "signature"
+    contact = app.timeline(EMAIL, actor=ACTOR).contact
     with app.storage.unit_of_work() as uow:
-        contact = app.timeline(EMAIL, actor=ACTOR).contact
         assert list(uow.consents.for_contact(contact.id)) == []  # the forged unsubscribe never landed
     assert len(app.inbox_list(status="quarantined", source="mailgun")) == 2
     with pytest.raises(ConfigError, match="no secret"):
