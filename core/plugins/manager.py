@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.mailgun",
     "carecrm.plugins.sources.mailchimp",
     "carecrm.plugins.sources.postmark",
+    "carecrm.plugins.sources.amazon_ses",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
