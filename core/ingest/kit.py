@@ -13,7 +13,9 @@ definition, a documented origin and its own tests:
   :func:`hmac_digest` and :func:`signatures_match` (constant-time comparison);
 * **URLs and UTM parameters** — :data:`URL_PARAMETERS`, :func:`url_parameters` and
   :func:`without_query` (a landing page or referrer stored without what may identify a
-  person).
+  person);
+* **personal data in free-form fields** — :func:`personal_field_name`, :func:`plain_value`
+  and :data:`EMAIL_IN_TEXT` (which of a sender's custom fields may be kept).
 
 Nothing here logs, and no error repeats the value it refuses (HIPAA 45 CFR 164.502(b), the
 minimum-necessary standard, applied to error output): a reason says what is wrong in words.
@@ -28,6 +30,8 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,8 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_AGE_SECONDS",
+    "EMAIL_IN_TEXT",
     "FALSE_WORDS",
     "HMAC_ALGORITHMS",
+    "PERSONAL_NAME_PARTS",
+    "PERSON_WORDS",
+    "PLAIN_VALUE_MAX",
     "TRUE_WORDS",
     "URL_PARAMETERS",
     "BadValue",
@@ -50,6 +58,8 @@ __all__ = [
     "hmac_digest",
     "identifier",
     "is_blank",
+    "personal_field_name",
+    "plain_value",
     "require_fresh",
     "signature_from_header",
     "signatures_match",
@@ -360,3 +370,109 @@ def url_parameters(url: str) -> dict[str, str]:
         if field is not None and value.strip() and field not in out:
             out[field] = value.strip()
     return out
+
+
+# --------------------------------------------------------------------------- personal data in free-form fields
+
+#: Name parts of custom arguments that suggest personal data; such arguments are dropped.
+PERSONAL_NAME_PARTS: frozenset[str] = frozenset(
+    {
+        "email",
+        "mail",
+        "phone",
+        "tel",
+        "mobile",
+        "cell",
+        "sms",
+        "firstname",
+        "lastname",
+        "fullname",
+        "surname",
+        "username",
+        "ip",
+        "ipaddress",
+        "useragent",
+        "ua",
+        "address",
+        "street",
+        "city",
+        "zip",
+        "zipcode",
+        "postal",
+        "postcode",
+        "dob",
+        "birthday",
+        "birthdate",
+        "birth",
+        "ssn",
+        "sex",
+        "gender",
+        "diagnosis",
+        "insurance",
+        "mrn",
+    }
+)
+
+#: Words that make ``name`` in a custom argument's name a person's name.
+PERSON_WORDS: frozenset[str] = frozenset(
+    {
+        "first",
+        "last",
+        "full",
+        "given",
+        "family",
+        "middle",
+        "sur",
+        "maiden",
+        "nick",
+        "display",
+        "patient",
+        "contact",
+        "recipient",
+        "customer",
+        "user",
+        "lead",
+        "person",
+        "client",
+        "member",
+    }
+)
+
+#: An email address inside a text (an SMTP reply, a header); replaced by ``[email]``.
+EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
+_PHONE_VALUE = re.compile(r"^\+\d{7,15}$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+#: The longest text :func:`plain_value` accepts.
+PLAIN_VALUE_MAX = 300
+
+
+def personal_field_name(key: str) -> bool:
+    """True when the name of a sender's free-form field (SendGrid custom arguments, Mailgun
+    ``user-variables``, Postmark ``Metadata``, SES ``X-Metadata``) suggests personal data
+    (``patientEmail``, ``first_name``); ``campaign_name`` or ``template_name`` name no
+    person.  Moved here from the SendGrid connector so every email connector drops the same
+    fields."""
+    parts = [p for p in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if p]
+    if "".join(parts) in PERSONAL_NAME_PARTS:
+        return True
+    for part in parts:
+        if part == "name":
+            if len(parts) == 1 or any(p in PERSON_WORDS for p in parts):
+                return True
+        elif part in PERSONAL_NAME_PARTS:
+            return True
+    return False
+
+
+def plain_value(value: Any) -> bool:
+    """True for a short scalar that does not look like an email address or a phone."""
+    if isinstance(value, bool) or value is None:
+        return value is not None
+    if isinstance(value, int | float):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        return (
+            len(stripped) <= PLAIN_VALUE_MAX and not EMAIL_IN_TEXT.search(stripped) and not _PHONE_VALUE.match(stripped)
+        )
+    return False

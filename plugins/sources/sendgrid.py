@@ -203,73 +203,6 @@ _OWN_ATTRIBUTES: frozenset[str] = frozenset(
     }
 )
 
-#: Name parts of custom arguments that suggest personal data; such arguments are dropped.
-_PERSONAL_NAME_PARTS: frozenset[str] = frozenset(
-    {
-        "email",
-        "mail",
-        "phone",
-        "tel",
-        "mobile",
-        "cell",
-        "sms",
-        "firstname",
-        "lastname",
-        "fullname",
-        "surname",
-        "username",
-        "ip",
-        "ipaddress",
-        "useragent",
-        "ua",
-        "address",
-        "street",
-        "city",
-        "zip",
-        "zipcode",
-        "postal",
-        "postcode",
-        "dob",
-        "birthday",
-        "birthdate",
-        "birth",
-        "ssn",
-        "sex",
-        "gender",
-        "diagnosis",
-        "insurance",
-        "mrn",
-    }
-)
-
-#: Words that make ``name`` in a custom argument's name a person's name.
-_PERSON_WORDS: frozenset[str] = frozenset(
-    {
-        "first",
-        "last",
-        "full",
-        "given",
-        "family",
-        "middle",
-        "sur",
-        "maiden",
-        "nick",
-        "display",
-        "patient",
-        "contact",
-        "recipient",
-        "customer",
-        "user",
-        "lead",
-        "person",
-        "client",
-        "member",
-    }
-)
-
-_EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
-_PHONE_VALUE = re.compile(r"^\+\d{7,15}$|^\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}$")
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_=+/.:-]{1,100}$")
 _EVENT_NAME = re.compile(r"^[a-z][a-z_ ]{0,39}$")
 _MAX_TEXT = 300
@@ -531,7 +464,7 @@ class SendGridConnector(SourceConnector):
         for key, value in pairs:
             if key in _OWN_ATTRIBUTES or key in KNOWN_PROPERTIES:
                 continue
-            if _personal_name(key) or not _plain_value(value):
+            if kit.personal_field_name(key) or not kit.plain_value(value):
                 dropped.append(key[:64])
                 continue
             attributes[key[:64]] = value
@@ -676,34 +609,7 @@ def _redacted(value: Any) -> str | None:
     text = kit.text(value)
     if text is None:
         return None
-    return _EMAIL_IN_TEXT.sub("[email]", text)[:_MAX_TEXT]
-
-
-def _personal_name(key: str) -> bool:
-    """True when a custom argument's name suggests personal data (``patientEmail``,
-    ``first_name``); ``campaign_name`` or ``template_name`` name no person."""
-    parts = [p for p in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if p]
-    if "".join(parts) in _PERSONAL_NAME_PARTS:
-        return True
-    for part in parts:
-        if part == "name":
-            if len(parts) == 1 or any(p in _PERSON_WORDS for p in parts):
-                return True
-        elif part in _PERSONAL_NAME_PARTS:
-            return True
-    return False
-
-
-def _plain_value(value: Any) -> bool:
-    """True for a short scalar that does not look like an email address or a phone."""
-    if isinstance(value, bool) or value is None:
-        return value is not None
-    if isinstance(value, int | float):
-        return not isinstance(value, float) or math.isfinite(value)
-    if isinstance(value, str):
-        text = value.strip()
-        return len(text) <= _MAX_TEXT and not _EMAIL_IN_TEXT.search(text) and not _PHONE_VALUE.match(text)
-    return False
+    return kit.EMAIL_IN_TEXT.sub("[email]", text)[:_MAX_TEXT]
 
 
 @hookimpl
