@@ -30,7 +30,7 @@ Mapping:
 Twilio webhook                              interaction kind       consent signal (the number)
 ==========================================  =====================  ==============================
 inbound message                             sms.received           STOP ... revoked, START granted
-inbound message, free-text "stop texting"   sms.received           ``pending_confirmation``
+inbound message, free-text "stop texting"   sms.received           revoked, flagged for review
 status sent / delivered, read               sms.sent / delivered   (none)
 status failed, undelivered                  sms.failed             error 21610: revoked
 queued, accepting, sending, scheduled       (nothing)
@@ -51,9 +51,10 @@ whose whole text (trimmed, any case) is STOP, STOPALL, UNSUBSCRIBE, CANCEL, END 
 or whose ``OptOutType`` is STOP, revokes ``marketing`` on that channel for that number;
 START or UNSTOP (``OptOutType`` START) grants it again; HELP changes nothing.  A longer
 text that asks the same in words ("stop texting me", "please don't text") is a revocation
-by reasonable means that a person must read: it gets the consent status
-``pending_confirmation`` (no marketing is allowed until a coordinator records what was
-meant) and the interaction the attribute ``consent_review = "revocation_requested"``.
+by reasonable means: it is honoured at once (consent status ``revoked``, as the FCC's
+2024 order on revocation requires and ``decisions.md`` settles) and flagged for a person
+to read: the interaction gets the attribute ``consent_review = "revocation_requested"``
+(a coordinator who reads that it meant something else records a new grant).
 A status callback with error 21610 is Twilio's own record that the number opted out: a
 revocation of SMS ``marketing`` for that number.
 
@@ -359,7 +360,7 @@ class TwilioConnector(SourceConnector):
         if signal is not None:
             status, method, keyword = signal
             attributes["consent_keyword"] = keyword.lower()
-            if status == "pending_confirmation":
+            if method == "free_text_reply":
                 attributes["consent_review"] = "revocation_requested"
             consents.append(
                 ConsentSignal(
@@ -680,7 +681,7 @@ def _keyword_signal(text: str | None, opt_out_type: str | None) -> tuple[str, st
         return None
     folded = " ".join(text.translate(_APOSTROPHES).lower().split())
     if any(p.search(folded) for p in _REVOCATION_PHRASES):
-        return "pending_confirmation", "free_text_reply", "free_text"
+        return "revoked", "free_text_reply", "free_text"
     return None
 
 

@@ -206,20 +206,22 @@ def test_percent_20_and_plus_decode_the_same() -> None:
         ("Quit", "revoked"),
         ("START", "granted"),
         ("unstop", "granted"),
-        ("stop texting me", "pending_confirmation"),
-        ("Please don\u2019t text me anymore", "pending_confirmation"),
-        ("please don't text", "pending_confirmation"),
-        ("STOP please, wrong number", "pending_confirmation"),
-        ("no more messages thanks", "pending_confirmation"),
+        ("stop texting me", "revoked in words"),
+        ("Please don\u2019t text me anymore", "revoked in words"),
+        ("please don't text", "revoked in words"),
+        ("STOP please, wrong number", "revoked in words"),
+        ("no more messages thanks", "revoked in words"),
     ],
 )
 def test_keywords_and_free_text(body: str, status: str) -> None:
     event = one(connector(), payload(inbound(Body=body)))
     (consent,) = event.consents
-    assert (consent.channel, consent.purpose, consent.status) == ("sms", "marketing", status)
+    in_words = status == "revoked in words"
+    expected = "revoked" if in_words else status
+    assert (consent.channel, consent.purpose, consent.status) == ("sms", "marketing", expected)
     assert consent.contact_point_kind == "phone"
     draft = event.interactions[0]
-    if status == "pending_confirmation":
+    if in_words:
         # a revocation in words: recorded, and shown for a coordinator to confirm
         assert draft.attributes["consent_review"] == "revocation_requested"
         assert consent.evidence["method"] == "free_text_reply"
@@ -228,7 +230,7 @@ def test_keywords_and_free_text(body: str, status: str) -> None:
         assert "consent_review" not in draft.attributes
         assert consent.evidence["method"] == "keyword_reply"
         assert consent.evidence["keyword"] == body.strip().strip(".").upper()
-    if status == "pending_confirmation":
+    if in_words:
         assert body not in json.dumps(consent.evidence)  # the text stays in the encrypted body
 
 
@@ -493,7 +495,7 @@ def test_stop_start_and_free_text_through_the_app(make_app: MAKE) -> None:
     contact = app.timeline("+13125550142", actor=ACTOR).contact
     assert _consents(app, contact.id) == [
         ("sms", "marketing", "granted"),
-        ("sms", "marketing", "pending_confirmation"),
+        ("sms", "marketing", "revoked"),
         ("sms", "marketing", "revoked"),
     ]
     flagged = [i for i in app.timeline(contact.id, actor=ACTOR).interactions if i.attributes.get("consent_review")]
