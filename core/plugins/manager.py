@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.mapped",
     "carecrm.plugins.sources.sendgrid",
     "carecrm.plugins.sources.callrail",
+    "carecrm.plugins.sources.meta_lead_ads",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
