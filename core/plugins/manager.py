@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.sendgrid",
     "carecrm.plugins.sources.callrail",
     "carecrm.plugins.sources.meta_lead_ads",
+    "carecrm.plugins.sources.google_ads_lead_form",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
