@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "carecrm.plugins.sources.meta_lead_ads",
     "carecrm.plugins.sources.google_ads_lead_form",
     "carecrm.plugins.sources.linkedin_lead_gen",
+    "carecrm.plugins.sources.hubspot",
     "carecrm.plugins.scoring.points",
     "carecrm.plugins.scoring.live",
     "carecrm.plugins.attribution.basic",
