@@ -315,6 +315,12 @@ class Inbox:
             else:
                 events.append((taken, rec.id))
         self._ingestor(actor).run(events, report)
+        # the report names the fetched file(s) (the connector merges several per record);
+        # the inbox's clear reason does not (see Quarantined.message)
+        origins = ", ".join(p.origin for p in fetched if p.origin) or None
+        for q in report.quarantined:
+            if q.payload is None:
+                q.payload = origins or f"inbox {rec.id}"
         refused = [q.message(with_payload=False) for q in report.quarantined]
         left = self._waiting(rec.source, {rec.id: ps}).get(rec.id) if ps else _pending_reason([], 0)
         now = utcnow()

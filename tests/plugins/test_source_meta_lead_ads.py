@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
 from carecrm.core.plugins.manager import DEFAULT_PLUGINS
 from carecrm.core.testing import resources
 from carecrm.plugins.sources.meta_lead_ads import MetaLeadAdsConnector
+from carecrm.storage_backends.mongo.backend import forget_mock
 
 ACTOR = Actor.parse("tester:admin")
 REPO = Path(__file__).resolve().parents[2]
@@ -241,9 +243,18 @@ def test_registered_by_name(make_app: MAKE) -> None:
 
 
 @needs_corpus
-def test_pending_then_completed_through_the_app(make_app: MAKE, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "mongomock"])
+def test_pending_then_completed_through_the_app(
+    make_app: MAKE, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str
+) -> None:
+    # the pending status, listed by status and set with set_status_many, on both kinds of backend
     monkeypatch.setenv("CARECRM_TEST_META_SECRET", SECRET)
-    app = make_app(sources={"meta_lead_ads": {"secret": "$env:CARECRM_TEST_META_SECRET", **OPTIONS}})
+    url = None
+    if backend == "mongomock":
+        name = f"meta-{uuid.uuid4().hex}"
+        url = f"mongomock://{name}"
+        request.addfinalizer(lambda: forget_mock(name))
+    app = make_app(url=url, sources={"meta_lead_ads": {"secret": "$env:CARECRM_TEST_META_SECRET", **OPTIONS}})
     report = app.ingest_payloads("meta_lead_ads", [signed(WEBHOOK.read_bytes())], actor=ACTOR)
     assert (report.pending, report.accepted, report.quarantined) == (1, 0, [])
     (entry,) = app.inbox_list(status="pending")
