@@ -255,6 +255,8 @@ class MetaLeadAdsConnector(CompletesPointers, SourceConnector):
         if lead_id is None:
             return Rejected(ref, "id", "missing or not an id")
         fields = obj.get("field_data")
+        if fields is None and "custom_disclaimer_responses" in obj:
+            return Rejected(ref, "field_data", "missing: consent responses alone name no contact point")
         if not isinstance(fields, list):
             return Rejected(ref, "field_data", "missing or not a list")
         answers: dict[str, list[str]] = {}

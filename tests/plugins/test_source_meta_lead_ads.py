@@ -171,6 +171,13 @@ def test_consent_checkboxes_map_to_consent_with_the_disclaimer_text() -> None:
     assert event.interactions[0].attributes["consent_checkboxes"] == {"optional_1": True, "optional_2": False}
 
 
+@needs_corpus
+def test_consent_responses_alone_are_refused() -> None:
+    assert list(connector(**OPTIONS).parse(RawPayload(body=DISCLAIMERS.read_bytes()))) == [
+        Rejected("1231231231", "field_data", "missing: consent responses alone name no contact point")
+    ]
+
+
 def test_is_checked_zero_is_not_consent_and_sms_needs_a_phone() -> None:
     obj = {
         "id": "7",
