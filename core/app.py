@@ -36,6 +36,7 @@ from carecrm.core.identity.matching import MatchCandidate, MatchResult
 from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
 from carecrm.core.ingest.connectors import SourceConnector
 from carecrm.core.ingest.inbox import Inbox, InboxItem
+from carecrm.core.ingest.pointers import Fetcher
 from carecrm.core.model.domain import (
     Actor,
     Contact,
@@ -447,6 +448,16 @@ class CareCRM:
         :raises CareCRMError: if it was discarded.
         """
         return self.inbox.retry(inbox_id, actor=actor)
+
+    def inbox_complete(self, inbox_id: uuid.UUID, fetched: Sequence[RawPayload], *, actor: Actor) -> IngestReport:
+        """Complete a pending pointer entry from the vendor's API objects (see
+        :meth:`carecrm.core.ingest.inbox.Inbox.complete`; audited)."""
+        return self.inbox.complete(inbox_id, fetched, actor=actor)
+
+    def inbox_fetch(self, inbox_id: uuid.UUID, fetcher: Fetcher, *, actor: Actor) -> IngestReport:
+        """Complete a pending pointer entry through ``fetcher`` (the vendor's API; see
+        :meth:`carecrm.core.ingest.inbox.Inbox.fetch`)."""
+        return self.inbox.fetch(inbox_id, fetcher, actor=actor)
 
     def inbox_discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:
         """Mark an entry discarded by ``actor`` (never processed again; purged later; audited).

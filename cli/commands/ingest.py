@@ -23,6 +23,7 @@ from carecrm.cli.output import (
     table,
 )
 from carecrm.cli.payloads import expand_paths, parse_header, read_payloads
+from carecrm.core.model.records import INBOX_STATUSES as _INBOX_STATUSES
 from carecrm.core.model.text import printable
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
     from carecrm.core.ingest.inbox import InboxItem
     from carecrm.core.model.domain import RawPayload
 
-#: Inbox statuses (``carecrm inbox list --status``).
-INBOX_STATUSES = ("received", "processed", "quarantined", "pending", "discarded")
+#: Inbox statuses (``carecrm inbox list --status``): the core's vocabulary.
+INBOX_STATUSES = _INBOX_STATUSES
 
 
 #: Labels of the ingest report's counts, in display order; counts the core adds later
@@ -285,6 +286,37 @@ def inbox_retry(inbox_id: str, as_json: bool) -> None:
     Exit status 1 when records are still quarantined.
     """
     report = state().app.inbox_retry(resolve_id("inbox", inbox_id), actor=state().actor)
+    if as_json:
+        echo_json(report_json(report))
+    else:
+        print_report(report)
+    if report.quarantined:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@inbox.command("complete")
+@click.argument("inbox_id", metavar="ID")
+@click.argument("paths", nargs=-1, required=True, metavar="FILE...")
+@json_option
+def inbox_complete(inbox_id: str, paths: tuple[str, ...], as_json: bool) -> None:
+    """Complete a pending entry (a pointer-only vendor's notification: Meta Lead Ads,
+    HubSpot) from the vendor's API objects it points to, saved to FILEs: Meta's Graph API
+    lead object (with its custom_disclaimer_responses), HubSpot's contact object.
+
+    The entry is processed once every record it names is in; otherwise it stays pending
+    with what is left (see carecrm inbox list --status pending). Exit status 1 when a
+    fetched object was refused. Audited.
+    """
+    try:
+        files = expand_paths(paths)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(f"{exc.args[0]}: no such file or folder", param_hint="FILE") from None
+    entry = resolve_id("inbox", inbox_id)
+    try:
+        fetched = list(read_payloads(files, stdin=None, content_type=None, headers={}, url=None))
+    except OSError as exc:
+        raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    report = state().app.inbox_complete(entry, fetched, actor=state().actor)
     if as_json:
         echo_json(report_json(report))
     else:

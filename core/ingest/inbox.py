@@ -4,16 +4,20 @@ A payload from any source (a webhook delivery, a file) is written to the inbox f
 row per (source, digest of its bytes), so a re-delivery is recognized and nothing received
 is lost if processing fails; then its signature is verified, the source's connector parses
 it and its lead events go through the other stages (:mod:`carecrm.core.ingest.service`).
-Each inbox entry ends ``processed``, ``ignored`` (no lead record) or ``quarantined`` (with
-its reasons, never values); operators list, show (an audited read), retry and discard
-entries, and processed ones are purged after ``[ingest] inbox_retention_days``.
+Each inbox entry ends ``processed``, ``ignored`` (no lead record), ``quarantined`` (with
+its reasons, never values) or ``pending``: a pointer-only vendor's payload (Meta Lead Ads,
+HubSpot) that names records to fetch from the vendor's API
+(:mod:`carecrm.core.ingest.pointers`), completed later by :meth:`Inbox.complete` (the
+fetched objects, from a file) or :meth:`Inbox.fetch` (a :class:`~carecrm.core.ingest.pointers.Fetcher`).
+Operators list, show (an audited read), retry, complete and discard entries, and processed
+ones are purged after ``[ingest] inbox_retention_days``.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,11 +26,12 @@ import attrs
 from carecrm.core.config import Settings
 from carecrm.core.errors import CareCRMError, ConfigError, ValidationFailed
 from carecrm.core.ingest.connectors import SourceConnector
+from carecrm.core.ingest.pointers import CompletesPointers, Fetcher, Pointer
 from carecrm.core.ingest.report import IngestReport, Quarantined, parsed_item
 from carecrm.core.ingest.service import WRITE_ATTEMPTS, Ingestor
 from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
 from carecrm.core.model.ids import new_id
-from carecrm.core.model.records import InboxRecord
+from carecrm.core.model.records import INBOX_STATUSES, InboxRecord
 from carecrm.core.model.timeutil import utcnow
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.storage.contract import StorageBackend, UnitOfWork, run_retrying
@@ -34,6 +39,8 @@ from carecrm.core.storage.contract import StorageBackend, UnitOfWork, run_retryi
 if TYPE_CHECKING:
     from carecrm.core.privacy.audit import AuditTrail
     from carecrm.core.privacy.read_path import ReadPath
+
+__all__ = ["INBOX_STATUSES", "Inbox", "InboxItem"]
 
 _T = TypeVar("_T")
 
@@ -160,9 +167,12 @@ class Inbox:
             self.process(connector, secret if verify else None, pending, report, actor)
             pending.clear()
 
+        # a connector whose vendor puts a secret in the body (Google Ads' google_key) gives
+        # the form to store: the secret never reaches the inbox, and verify still works on it
+        redact: Callable[[RawPayload], RawPayload] | None = getattr(connector, "redact", None)
         for payload in payloads:
             report.payloads += 1
-            buffer.append(payload)
+            buffer.append(redact(payload) if redact is not None else payload)
             if len(buffer) >= chunk:
                 flush()
         flush()
@@ -188,6 +198,7 @@ class Inbox:
         events: list[tuple[LeadEvent, uuid.UUID | None]] = []
         failed: dict[uuid.UUID, list[Quarantined]] = {}
         empty: set[uuid.UUID] = set()
+        pointers: dict[uuid.UUID, list[Pointer]] = {}
         for rec, payload in items:
             try:
                 if secret is not None:
@@ -207,6 +218,9 @@ class Inbox:
                 report.empty_payloads += 1
                 empty.add(rec.id)
             for item in produced:
+                if isinstance(item, Pointer):  # a record to fetch from the vendor's API
+                    pointers.setdefault(rec.id, []).append(item)
+                    continue
                 taken = parsed_item(connector.name, item, rec.id)
                 if isinstance(taken, Quarantined):
                     report.records += 1
@@ -228,9 +242,14 @@ class Inbox:
                     q.payload = origins.get(q.inbox_id) or f"inbox {q.inbox_id}"
         now = utcnow()
         ignored = [rec.id for rec, _ in items if rec.id in empty and rec.id not in bad]
-        done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad]
+        live = {iid: ps for iid, ps in pointers.items() if iid not in bad}
+        waiting = {iid: why for iid, why in self._waiting(connector.name, live).items() if why is not None}
+        report.pending += len(waiting)
+        done = [rec.id for rec, _ in items if rec.id not in empty and rec.id not in bad and rec.id not in waiting]
 
         def mark(uow: UnitOfWork) -> None:
+            for iid, reason in waiting.items():
+                uow.inbox.set_status_many([iid], "pending", reason=reason, processed_at=now)
             for iid, reasons in bad.items():
                 uow.inbox.set_status_many([iid], "quarantined", reason="; ".join(reasons)[:2000], processed_at=now)
             if ignored:
@@ -243,6 +262,112 @@ class Inbox:
             uow.commit()
 
         self.retrying(mark)
+
+    def _waiting(self, source: str, pointers: dict[uuid.UUID, list[Pointer]]) -> dict[uuid.UUID, str | None]:
+        """For each entry's pointers, the pending reason naming what is still to fetch, or
+        None when every pointer is done (the interaction its completion yields is stored:
+        a re-delivered notification of a completed lead)."""
+        if not pointers:
+            return {}
+        keys = {p.key for ps in pointers.values() for p in ps}
+        with self.storage.unit_of_work() as uow:
+            stored = uow.interactions.existing_keys(source, keys)
+        out: dict[uuid.UUID, str | None] = {}
+        for iid, ps in pointers.items():
+            left = [p for p in ps if p.key not in stored]
+            out[iid] = _pending_reason(left, len(ps)) if left else None
+        return out
+
+    def complete(self, inbox_id: uuid.UUID, fetched: Sequence[RawPayload], *, actor: Actor) -> IngestReport:
+        """Complete a ``pending`` entry from the vendor's API objects it points to (files
+        an operator fetched, or a :class:`~carecrm.core.ingest.pointers.Fetcher`'s
+        responses): the connector's ``complete`` turns them into lead events, ingested as
+        from the entry (their interactions name it).  The entry is ``processed`` once every
+        record it names is stored, else it stays ``pending`` with what is left (and why a
+        fetched object was refused).  Audited (``inbox.complete``, with counts only).
+
+        :raises NotFound: if there is no such entry.
+        :raises CareCRMError: if the entry is not pending, or its source does not complete
+            pointers.
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+        if rec.status != "pending":
+            raise CareCRMError(f"inbox entry {inbox_id} is {rec.status}, not pending: there is nothing to complete")
+        connector = self._connector(rec.source)
+        if not isinstance(connector, CompletesPointers):
+            raise CareCRMError(f"source {rec.source!r} does not complete pointers (its connector reads whole records)")
+        payload = self.read_path.payload_for_processing(rec, actor=actor)
+        report = IngestReport(payloads=len(fetched))
+        events: list[tuple[LeadEvent, uuid.UUID | None]] = []
+        try:
+            ps = connector.pointers(payload)
+            produced = list(connector.complete(payload, fetched))
+        except ValidationFailed as exc:
+            report.quarantined.append(Quarantined(exc.source, exc.record, exc.field, exc.reason, rec.id))
+            produced = []
+            ps = []
+        for item in produced:
+            taken = parsed_item(connector.name, item, rec.id)
+            if isinstance(taken, Quarantined):
+                report.records += 1
+                report.quarantined.append(taken)
+            else:
+                events.append((taken, rec.id))
+        self._ingestor(actor).run(events, report)
+        # the report names the fetched file(s) (the connector merges several per record);
+        # the inbox's clear reason does not (see Quarantined.message)
+        origins = ", ".join(p.origin for p in fetched if p.origin) or None
+        for q in report.quarantined:
+            if q.payload is None:
+                q.payload = origins or f"inbox {rec.id}"
+        refused = [q.message(with_payload=False) for q in report.quarantined]
+        left = self._waiting(rec.source, {rec.id: ps}).get(rec.id) if ps else _pending_reason([], 0)
+        now = utcnow()
+
+        def mark(uow: UnitOfWork) -> None:
+            if left is None and not refused:
+                uow.inbox.set_status_many([rec.id], "processed", processed_at=now)
+            else:
+                reason = "; ".join([left or "waiting on a fetch", *(f"refused: {r}" for r in refused)])
+                uow.inbox.set_status_many([rec.id], "pending", reason=reason[:2000], processed_at=now)
+            self._audit.append(
+                uow,
+                actor,
+                "inbox.complete",
+                details={
+                    "inbox_id": str(rec.id),
+                    "fetched": len(fetched),
+                    "accepted": report.accepted,
+                    "refused": len(refused),
+                    "done": left is None and not refused,
+                },
+            )
+            uow.commit()
+
+        self.retrying(mark)
+        if left is not None or refused:
+            report.pending += 1
+        return report
+
+    def fetch(self, inbox_id: uuid.UUID, fetcher: Fetcher, *, actor: Actor) -> IngestReport:
+        """Complete a ``pending`` entry by reading each record it still points to through
+        ``fetcher`` (the vendor's API with the practice's token), then as :meth:`complete`.
+
+        :raises NotFound: if there is no such entry.
+        :raises CareCRMError: as :meth:`complete`, or from the fetcher (nothing changes).
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+        connector = self._connector(rec.source)
+        if rec.status != "pending" or not isinstance(connector, CompletesPointers):
+            return self.complete(inbox_id, [], actor=actor)  # raises the reason
+        payload = self.read_path.payload_for_processing(rec, actor=actor)
+        ps = connector.pointers(payload)
+        with self.storage.unit_of_work() as uow:
+            stored_keys = uow.interactions.existing_keys(rec.source, {p.key for p in ps})
+        responses = [fetcher.fetch(rec.source, p) for p in ps if p.key not in stored_keys]
+        return self.complete(inbox_id, responses, actor=actor)
 
     def retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
         """Run ``work(uow)`` in a unit of work, again when it lost a race with a concurrent
@@ -309,6 +434,14 @@ class Inbox:
             n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
             uow.commit()
         return n
+
+
+def _pending_reason(left: Sequence[Pointer], total: int) -> str:
+    """The clear reason of a pending entry: what is still to fetch (vendor ids only)."""
+    if not left:
+        return "waiting on a fetch"
+    head = f"waiting on fetch ({len(left)} of {total}): "
+    return (head + "; ".join(p.fetch for p in left))[:2000]
 
 
 def _inbox_item(rec: InboxRecord) -> InboxItem:

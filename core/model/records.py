@@ -306,6 +306,13 @@ class SegmentRecord:
     created_by: str | None = None
 
 
+#: Every inbox status: ``received`` (stored, not processed yet), ``processed``, ``ignored``
+#: (no lead record in it), ``quarantined`` (with its reasons), ``pending`` (a pointer-only
+#: vendor's payload waiting on a fetch, :mod:`carecrm.core.ingest.pointers`), ``discarded``
+#: (by a person).
+INBOX_STATUSES: tuple[str, ...] = ("received", "processed", "ignored", "quarantined", "pending", "discarded")
+
+
 @attrs.frozen(kw_only=True)
 class InboxRecord:
     """A raw payload as received, written before it is processed.
