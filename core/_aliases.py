@@ -115,8 +115,9 @@ def forwarder(package: str, target: str, names: frozenset[str] | None = None) ->
     ``carecrm.core.storage`` was a module and is now a package; ``from
     carecrm.core.storage import UnitOfWork`` keeps working for one release by fetching
     the name from *target* (here ``carecrm.core.storage.contract``) with a
-    :class:`DeprecationWarning`.  Submodules of the package are found first by the import
-    system, so they never reach this function.
+    :class:`DeprecationWarning`.  A submodule of the package is returned as itself,
+    without a warning (``from carecrm.core.plugins import hookspecs`` asks the package
+    for the name before it imports the submodule).
 
     :param package: the package's dotted name, for messages.
     :param target: the module that holds the old module's names.
@@ -127,6 +128,11 @@ def forwarder(package: str, target: str, names: frozenset[str] | None = None) ->
     def __getattr__(name: str) -> Any:
         if name.startswith("__") or (names is not None and name not in names):
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:  # a submodule of the package (``from carecrm.core.plugins import hookspecs``)
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.{name}":
+                raise
         module = importlib.import_module(target)
         try:
             value = getattr(module, name)

@@ -54,9 +54,7 @@ def normalize_email(raw: str, *, allow_test_domains: bool = False) -> str:
     import email_validator  # imported on first use: a phone look-up never needs it
 
     try:
-        result = email_validator.validate_email(
-            text, check_deliverability=False, test_environment=allow_test_domains
-        )
+        result = email_validator.validate_email(text, check_deliverability=False, test_environment=allow_test_domains)
     except email_validator.EmailNotValidError as exc:
         raise IdentityError(_email_reason(exc)) from None
     return str(result.normalized).lower()

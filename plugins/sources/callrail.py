@@ -141,6 +141,7 @@ class CallRailConnector(SourceConnector):
 
     connector_id: ClassVar[str] = "callrail"
     description: ClassVar[str] = "CallRail call tracking webhooks (v3 JSON and legacy parameters; call.* interactions)"
+    formats: ClassVar[tuple[str, ...]] = ("v3 call webhook (JSON)", "legacy v1 post-call (form or query string)")
     signed = False
 
     options_type = CallRailOptions

@@ -63,3 +63,19 @@ def test_the_top_of_the_core_holds_only_the_facade_config_and_errors() -> None:
         if package.is_dir() and not package.name.startswith("_"):
             assert (package / "__init__.py").exists(), package
             assert len(list(package.iterdir())) <= 20, package
+
+
+def test_a_submodule_is_imported_from_its_package_without_a_warning() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "from carecrm.core.plugins import hookspecs\n"
+        "from carecrm.core.storage import capabilities\n"
+        "from carecrm.core.events import outbox\n"
+        "print(hookspecs.__name__, capabilities.__name__, outbox.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [
+        "carecrm.core.plugins.hookspecs",
+        "carecrm.core.storage.capabilities",
+        "carecrm.core.events.outbox",
+    ]
