@@ -73,6 +73,7 @@ def report_json(report: IngestReport) -> dict[str, Any]:
                 "reason": q.reason,
                 "inbox_id": str(q.inbox_id) if q.inbox_id else None,
                 "payload": q.payload,
+                "index": q.index,
                 "message": q.message(),
             }
             for q in report.quarantined
@@ -244,6 +245,7 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
         "headers": dict(payload.headers),
         "url": payload.url,
         "received_at": json_value(payload.received_at),
+        "origin": payload.origin,
         "body": body,
         "body_encoding": encoding,
     }
@@ -254,7 +256,11 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
 @json_option
 def inbox_show(inbox_id: str, as_json: bool) -> None:
     """One entry and its decrypted payload, exactly as received (an audited read). ID is
-    the entry's id or its short form, as inbox list shows it."""
+    the entry's id or its short form, as inbox list shows it.
+
+    The file the payload was read from (carecrm ingest's PATH, or stdin) is shown from
+    the encrypted payload: a file name can name a person, so it is never in a clear column.
+    """
     item, payload = state().app.inbox_show(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
@@ -268,6 +274,7 @@ def inbox_show(inbox_id: str, as_json: bool) -> None:
             ("attempts", item.attempts),
             ("last processed", format_utc(item.processed_at) if item.processed_at else None),
             ("reason", item.reason),
+            ("file", printable(payload.origin, limit=1000) or None),
             ("content type", printable(payload.content_type, limit=500)),
             ("url", printable(payload.url, limit=2000) or None),
             *((f"header {printable(k)}", printable(v, limit=2000)) for k, v in sorted(payload.headers.items())),

@@ -32,6 +32,7 @@ from carecrm.core.ingest.service import WRITE_ATTEMPTS, Ingestor
 from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
 from carecrm.core.model.ids import new_id
 from carecrm.core.model.records import INBOX_STATUSES, InboxRecord
+from carecrm.core.model.text import printable
 from carecrm.core.model.timeutil import utcnow
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.storage.contract import StorageBackend, UnitOfWork, run_retrying
@@ -199,6 +200,7 @@ class Inbox:
         failed: dict[uuid.UUID, list[Quarantined]] = {}
         empty: set[uuid.UUID] = set()
         pointers: dict[uuid.UUID, list[Pointer]] = {}
+        positions: list[int] = []  # each event's index among its payload's items
         for rec, payload in items:
             try:
                 if secret is not None:
@@ -217,20 +219,24 @@ class Inbox:
             if not produced:
                 report.empty_payloads += 1
                 empty.add(rec.id)
-            for item in produced:
+            for index, item in enumerate(produced):
                 if isinstance(item, Pointer):  # a record to fetch from the vendor's API
                     pointers.setdefault(rec.id, []).append(item)
                     continue
                 taken = parsed_item(connector.name, item, rec.id)
                 if isinstance(taken, Quarantined):
                     report.records += 1
+                    taken.index = _ref_index(taken.record, index)
                     failed.setdefault(rec.id, []).append(taken)
                 else:
+                    positions.append(index)
                     events.append((taken, rec.id))
         before = len(report.quarantined)
         for qs in failed.values():
             report.quarantined.extend(qs)
+        running = len(report.quarantined)
         self._ingestor(actor).run(events, report)
+        _locate(report.quarantined[running:], events, positions)
         # every payload with a quarantined record stays quarantined with its reasons; the
         # report names the payload's file, the inbox's clear reason does not (see Quarantined)
         origins = {rec.id: payload.origin for rec, payload in items}
@@ -434,6 +440,38 @@ class Inbox:
             n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
             uow.commit()
         return n
+
+
+def _ref_index(ref: str, index: int) -> int:
+    """The index of a refused record in its payload: the connector's own ``#N`` ref, else
+    its position among the items the connector yielded."""
+    if ref.startswith("#") and ref[1:].isdigit():
+        return int(ref[1:])
+    return index
+
+
+def _locate(
+    quarantined: Sequence[Quarantined],
+    events: Sequence[tuple[LeadEvent, uuid.UUID | None]],
+    positions: Sequence[int],
+) -> None:
+    """Give the records the ingest stages refused their index within their own payload:
+    the stages number the events of the whole call (``#N`` for a record without an id),
+    the operator wants the record's place in the file it came from."""
+    by_ref: dict[tuple[uuid.UUID | None, str], int] = {}
+    for (event, inbox_id), index in zip(events, positions, strict=True):
+        if event.record_ref:
+            by_ref.setdefault((inbox_id, printable(event.record_ref, limit=120)), index)
+    for q in quarantined:
+        if q.index is not None:
+            continue
+        if q.record.startswith("#") and q.record[1:].isdigit() and int(q.record[1:]) < len(events):
+            n = int(q.record[1:])
+            if events[n][1] == q.inbox_id and not events[n][0].record_ref:
+                q.index = positions[n]
+                q.record = f"#{positions[n]}"
+                continue
+        q.index = by_ref.get((q.inbox_id, q.record))
 
 
 def _pending_reason(left: Sequence[Pointer], total: int) -> str:
