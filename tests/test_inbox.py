@@ -135,3 +135,17 @@ def test_a_payload_with_no_lead_record_is_ignored_not_lost(make_app: Callable[..
     again = fixed.ingest_payloads("webform", [payload], actor=ACTOR)  # the same bytes, delivered again
     assert again.contacts_created == 1 and again.duplicate_payloads == 0
     assert [i.status for i in fixed.inbox_list()] == ["processed"]
+
+
+def test_the_default_size_limit_is_one_mebibyte(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app(sources={"webform": SOURCE})
+    assert app.settings.max_payload_bytes == 1_048_576
+    padded = json.loads(_payload(2).body)
+    padded["name"] = "Pat" + " " * 1_048_576
+    report = app.ingest_payloads(
+        "webform", [_payload(1), RawPayload(body=json.dumps(padded).encode(), origin="big.json")], actor=ACTOR
+    )
+    assert report.contacts_created == 1
+    (q,) = report.quarantined
+    assert (q.source, q.record, q.field, q.payload) == ("webform", "payload", "body", "big.json")
+    assert "larger than [ingest] max_payload_bytes (1048576)" in q.reason

@@ -45,6 +45,9 @@ __all__ = ["INBOX_STATUSES", "Inbox", "InboxItem"]
 
 _T = TypeVar("_T")
 
+#: In the reason of a payload refused for its size (see ``Inbox._refuse_too_large``).
+TOO_LARGE = "larger than [ingest] max_payload_bytes"
+
 
 @attrs.frozen(kw_only=True)
 class InboxItem:
@@ -171,8 +174,12 @@ class Inbox:
         # a connector whose vendor puts a secret in the body (Google Ads' google_key) gives
         # the form to store: the secret never reaches the inbox, and verify still works on it
         redact: Callable[[RawPayload], RawPayload] | None = getattr(connector, "redact", None)
+        limit = self.settings.max_payload_bytes
         for payload in payloads:
             report.payloads += 1
+            if len(payload.body) > limit:  # refused unread; the rest of the batch goes in
+                report.quarantined.append(self._refuse_too_large(source, payload, limit))
+                continue
             buffer.append(redact(payload) if redact is not None else payload)
             if len(buffer) >= chunk:
                 flush()
@@ -180,6 +187,37 @@ class Inbox:
         # retention: processed payloads leave the inbox after [ingest] inbox_retention_days
         report.purged_payloads = self.purge()
         return report
+
+    def _refuse_too_large(self, source: str, payload: RawPayload, limit: int) -> Quarantined:
+        """Quarantine a payload whose body is over ``[ingest] max_payload_bytes``, unread.
+
+        Only what shows it was refused is stored: an inbox entry with the envelope (content
+        type, headers, URL, file name: encrypted as always) and an **empty** body, its
+        clear reason naming the source, the field ``body``, the size and the limit.  The
+        entry's digest is of the refused body under a separate label, so the same bytes
+        again reuse the entry (one more attempt), and after the limit is raised they go in
+        as a new entry (the refused one can then be discarded).
+        """
+        size = len(payload.body)
+        digest = self.mapper.keys.digest(b"\x00too-large\x1f" + source.encode() + b"\x1f" + payload.body)
+        stub = attrs.evolve(payload, body=b"")
+        rec = attrs.evolve(self.mapper.inbox_to_record(new_id(), source, stub), digest=digest)
+        reason = f"{size} bytes, {TOO_LARGE} ({limit}); the body was not stored"
+        q = Quarantined(source, "payload", "body", reason, rec.id, payload=payload.origin)
+        now = utcnow()
+
+        def store(uow: UnitOfWork) -> uuid.UUID:
+            found = uow.inbox.find_digests(source, [digest])
+            if not found:
+                uow.inbox.add_new([rec])
+                found = uow.inbox.find_digests(source, [digest])
+            row = found[0].id
+            uow.inbox.set_status_many([row], "quarantined", reason=q.message(with_payload=False), processed_at=now)
+            uow.commit()
+            return row
+
+        q.inbox_id = self.retrying(store)
+        return q
 
     def process(
         self,
@@ -410,6 +448,11 @@ class Inbox:
             rec = uow.inbox.get(inbox_id)
         if rec.status == "discarded":
             raise CareCRMError(f"inbox entry {inbox_id} was discarded; it cannot be retried")
+        if rec.status == "quarantined" and TOO_LARGE in (rec.reason or ""):
+            raise CareCRMError(
+                f"inbox entry {inbox_id} was refused for its size and its body was not stored: raise "
+                "[ingest] max_payload_bytes and ingest the file again (then discard this entry)"
+            )
         payload = self.read_path.payload_for_processing(rec, actor=actor)
         connector = self._connector(rec.source)
         report = IngestReport(payloads=1)

@@ -121,3 +121,40 @@ def test_a_whole_payload_refusal_names_the_file(practice: Practice, tmp_path: Pa
     assert result.exit_code == 1
     (line,) = [ln for ln in result.output.splitlines() if "truncated.json" in ln]
     assert "field 'body'" in line and "[inbox " in line and "in the payload)" not in line
+
+
+def test_a_payload_over_the_size_limit_is_quarantined_unread_and_the_rest_go_in(tmp_path: Path) -> None:
+    practice = Practice(tmp_path / "practice", extra="\n[ingest]\nmax_payload_bytes = 400\n")
+    small = write(tmp_path / "a_small.json", lead(1))
+    secret_name = "Zephyrine"  # personal data of the oversized file: never shown, never stored
+    big = write(
+        tmp_path / "b_big.json", *(lead(i, email=f"{secret_name.lower()}{i}@example.com") for i in range(10, 20))
+    )
+    other = write(tmp_path / "c_other.json", lead(2))
+    assert big.stat().st_size > 400 >= small.stat().st_size
+    result = practice.run("ingest", "webform", str(small), str(big), str(other))
+    assert result.exit_code == 1, result.output
+    (line,) = [ln for ln in result.output.splitlines() if "b_big.json" in ln]
+    assert line.strip().startswith("webform: ") and "field 'body'" in line
+    assert "larger than [ingest] max_payload_bytes (400)" in line and "[inbox " in line
+    assert secret_name.lower() not in result.output
+    report = practice.json("inbox", "list")
+    statuses = sorted(e["status"] for e in report)
+    assert statuses == ["processed", "processed", "quarantined"]
+    (refused,) = [e for e in report if e["status"] == "quarantined"]
+    assert "field 'body'" in refused["reason"] and "b_big" not in refused["reason"]
+    # only what shows the refusal is kept: the file name and content type, no body
+    shown = practice.json("inbox", "show", refused["id"])
+    assert shown["payload"]["body"] == "" and shown["payload"]["origin"] == str(big)
+    # the same bytes again: the same entry, one more attempt; a retry explains what to do
+    practice.run("ingest", "webform", str(big))
+    (again,) = practice.json("inbox", "list", "--status", "quarantined")
+    assert (again["id"], again["attempts"]) == (refused["id"], 2)
+    retry = practice.run("inbox", "retry", refused["id"])
+    assert retry.exit_code == 2 and "max_payload_bytes" in retry.output
+
+
+def test_the_size_limit_is_checked_at_config_load(tmp_path: Path) -> None:
+    practice = Practice(tmp_path / "practice", extra='\n[ingest]\nmax_payload_bytes = "1MB"\n')
+    result = practice.run("inbox", "list")
+    assert result.exit_code != 0 and "max_payload_bytes" in result.output
