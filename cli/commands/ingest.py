@@ -138,7 +138,8 @@ def print_report(report: IngestReport) -> None:
 @click.option(
     "--no-verify",
     is_flag=True,
-    help="Skip signature verification (payloads you fetched yourself, e.g. a vendor export).",
+    help="Skip signature verification (payloads you fetched yourself, e.g. a vendor export): "
+    "the inbox entries and the audit log record them as not verified.",
 )
 @json_option
 def ingest(
@@ -206,6 +207,10 @@ def _item_json(item: InboxItem) -> dict[str, Any]:
     return dict(json_value(item))
 
 
+#: How ``inbox list`` / ``inbox show`` word an entry's ``verified``.
+SIGNATURE_WORDS: dict[bool | None, str] = {True: "verified", False: "NOT verified", None: "no secret"}
+
+
 @inbox.command("list")
 @click.option("--status", type=click.Choice(INBOX_STATUSES), help="Only entries with this status.")
 @click.option("--source", metavar="NAME", help="Only entries of this source.")
@@ -214,7 +219,12 @@ def _item_json(item: InboxItem) -> dict[str, Any]:
 )
 @json_option
 def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool) -> None:
-    """Inbox entries, newest first (no payload content)."""
+    """Inbox entries, newest first (no payload content).
+
+    The signature column says whether the payload's signature was checked: verified, NOT
+    verified (taken with carecrm ingest --no-verify: a file an operator imported by
+    hand), or no secret (the source has none configured, so there was nothing to check).
+    """
     items = state().app.inbox_list(status=status, source=source, limit=limit)
     if as_json:
         echo_json([_item_json(i) for i in items])
@@ -225,12 +235,22 @@ def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool
         "received (UTC)",
         "status",
         "attempts",
+        "signature",
         "reason",
         title="Inbox",
         no_wrap=("id", "received (UTC)"),
     )
     for i in items:
-        add_row(t, show_id(i.id), i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
+        add_row(
+            t,
+            show_id(i.id),
+            i.source,
+            format_utc(i.received_at),
+            i.status,
+            i.attempts,
+            SIGNATURE_WORDS[i.verified],
+            i.reason,
+        )
     print_table(t)
 
 
@@ -272,6 +292,10 @@ def inbox_show(inbox_id: str, as_json: bool) -> None:
             ("received", format_utc(item.received_at)),
             ("status", item.status),
             ("attempts", item.attempts),
+            (
+                "signature",
+                SIGNATURE_WORDS[item.verified] + (" (taken with --no-verify)" if item.verified is False else ""),
+            ),
             ("last processed", format_utc(item.processed_at) if item.processed_at else None),
             ("reason", item.reason),
             ("file", printable(payload.origin, limit=1000) or None),

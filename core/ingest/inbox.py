@@ -60,6 +60,9 @@ class InboxItem:
     reason: str | None
     processed_at: datetime | None
     attempts: int
+    #: Was the signature checked: True yes, False no (an operator's ``--no-verify``
+    #: import), None the source has no secret (see ``InboxRecord.verified``).
+    verified: bool | None = None
 
 
 class Inbox:
@@ -124,6 +127,7 @@ class Inbox:
                 f"source {source!r} verifies signatures but has no secret: set [sources.{source}] secret "
                 '(e.g. "$env:NAME"), so unsigned payloads are never accepted silently'
             )
+        checked = _checked(verify, secret)
         report = IngestReport()
         pending: list[tuple[InboxRecord, RawPayload]] = []
         chunk = max(1, self.settings.batch_size)
@@ -132,7 +136,10 @@ class Inbox:
         def flush() -> None:
             if not buffer:
                 return
-            records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
+            records = [
+                (attrs.evolve(self.mapper.inbox_to_record(new_id(), source, payload), verified=checked), payload)
+                for payload in buffer
+            ]
             digests = [rec.digest for rec, _ in records]
 
             def store(uow: UnitOfWork) -> dict[str, InboxRecord]:
@@ -152,6 +159,11 @@ class Inbox:
                     found = before | {rec.digest: rec for rec in new}
                 else:
                     found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
+                # a stored copy processed again now: its row says how this delivery was checked
+                again = [r.id for r in found.values() if r.status != "processed" and r.verified is not checked]
+                if again:
+                    uow.inbox.set_verified(again, checked)
+                    found = {d: (attrs.evolve(r, verified=checked) if r.id in again else r) for d, r in found.items()}
                 uow.commit()
                 return found
 
@@ -168,7 +180,7 @@ class Inbox:
                     continue
                 pending.append((row, payload))
             buffer.clear()
-            self.process(connector, secret if verify else None, pending, report, actor)
+            self.process(connector, secret if verify else None, pending, report, actor, verified=checked)
             pending.clear()
 
         # a connector whose vendor puts a secret in the body (Google Ads' google_key) gives
@@ -226,6 +238,8 @@ class Inbox:
         items: list[tuple[InboxRecord, RawPayload]],
         report: IngestReport,
         actor: Actor,
+        *,
+        verified: bool | None = None,
     ) -> None:
         """Verify and parse stored payloads, ingest their lead events, then mark each inbox
         entry ``processed``, ``ignored`` (no lead record) or ``quarantined`` with its
@@ -233,6 +247,8 @@ class Inbox:
         record is quarantined while the payload's other records go in.
 
         :param secret: the source's signing secret (None: signatures are not checked).
+        :param verified: what the entries' rows say of the check (:attr:`InboxRecord.verified`),
+            also written into each batch's ``ingest`` audit entry.
         """
         events: list[tuple[LeadEvent, uuid.UUID | None]] = []
         failed: dict[uuid.UUID, list[Quarantined]] = {}
@@ -273,7 +289,9 @@ class Inbox:
         for qs in failed.values():
             report.quarantined.extend(qs)
         running = len(report.quarantined)
-        self._ingestor(actor).run(events, report)
+        ingestor = self._ingestor(actor)
+        ingestor.audit_details = {"verified": verified}
+        ingestor.run(events, report)
         _locate(report.quarantined[running:], events, positions)
         # every payload with a quarantined record stays quarantined with its reasons; the
         # report names the payload's file, the inbox's clear reason does not (see Quarantined)
@@ -456,7 +474,17 @@ class Inbox:
         payload = self.read_path.payload_for_processing(rec, actor=actor)
         connector = self._connector(rec.source)
         report = IngestReport(payloads=1)
-        self.process(connector, self._secret(rec.source), [(rec, payload)], report, actor)
+        # an operator's unchecked import stays unchecked (its file carries no signature)
+        secret = None if rec.verified is False else self._secret(rec.source)
+        checked = False if rec.verified is False else _checked(True, secret)
+        if checked is not rec.verified:
+
+            def record_check(uow: UnitOfWork) -> None:
+                uow.inbox.set_verified([rec.id], checked)
+                uow.commit()
+
+            self.retrying(record_check)
+        self.process(connector, secret, [(rec, payload)], report, actor, verified=checked)
         return report
 
     def discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:
@@ -483,6 +511,16 @@ class Inbox:
             n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
             uow.commit()
         return n
+
+
+def _checked(verify: bool, secret: str | None) -> bool | None:
+    """What an inbox row records of a payload's signature check
+    (:attr:`~carecrm.core.model.records.InboxRecord.verified`): False when the caller
+    skipped it (``--no-verify``), True when a secret was there to check it with, None when
+    the source has no secret (nothing to check)."""
+    if not verify:
+        return False
+    return True if secret is not None else None
 
 
 def _ref_index(ref: str, index: int) -> int:
@@ -534,4 +572,5 @@ def _inbox_item(rec: InboxRecord) -> InboxItem:
         reason=rec.reason,
         processed_at=rec.processed_at,
         attempts=rec.attempts,
+        verified=rec.verified,
     )

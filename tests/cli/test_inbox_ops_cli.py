@@ -158,3 +158,32 @@ def test_the_size_limit_is_checked_at_config_load(tmp_path: Path) -> None:
     practice = Practice(tmp_path / "practice", extra='\n[ingest]\nmax_payload_bytes = "1MB"\n')
     result = practice.run("inbox", "list")
     assert result.exit_code != 0 and "max_payload_bytes" in result.output
+
+
+def test_an_unverified_import_is_recorded_in_the_inbox_and_the_audit_log(practice: Practice, tmp_path: Path) -> None:
+    signed = write(tmp_path / "signed.json", lead(1))
+    by_hand = write(tmp_path / "by_hand.json", lead(2))
+    ok = practice.run("ingest", "signedform", str(signed), "--header", f"X-Sig: {sign(signed.read_bytes())}")
+    assert ok.exit_code == 0, ok.output
+    # without --no-verify an unsigned file is refused; with it, taken and recorded as not verified
+    refused = practice.run("ingest", "signedform", str(by_hand))
+    assert refused.exit_code == 1 and "X-Sig" in refused.output
+    taken = practice.run("ingest", "signedform", str(by_hand), "--no-verify")
+    assert taken.exit_code == 0, taken.output
+    entries = {e["id"]: e for e in practice.json("inbox", "list")}
+    assert sorted((e["status"], e["verified"]) for e in entries.values()) == [("processed", False), ("processed", True)]
+    table = practice.run("inbox", "list").output
+    assert "NOT verified" in table and "verified" in table
+    (unverified,) = [i for i, e in entries.items() if e["verified"] is False]
+    shown = practice.run("inbox", "show", unverified).output
+    assert "NOT verified (taken with --no-verify)" in shown
+    # the batch's ingest audit entry says so too
+    from carecrm.core import CareCRM
+
+    with CareCRM.from_config(practice.config, load_entrypoints=False) as app:
+        ingests = [e.details for e in app.audit_log(limit=50) if e.action == "ingest"]
+    assert sorted(d.get("verified") is False for d in ingests) == [False, True]
+    # a retry of the hand import does not ask for a signature its file never had
+    retried = practice.run("inbox", "retry", unverified)
+    assert retried.exit_code == 0, retried.output
+    assert practice.json("inbox", "show", unverified)["entry"]["verified"] is False
