@@ -47,6 +47,7 @@ REPORT_LABELS: dict[str, str] = {
     "pending": "pending",
     "contacts_created": "contacts created",
     "interactions_added": "interactions added",
+    "interactions_removed": "interactions replaced",
     "review_pairs": "pairs sent to review",
 }
 
@@ -317,6 +318,36 @@ def inbox_retry(inbox_id: str, as_json: bool) -> None:
     Exit status 1 when records are still quarantined.
     """
     report = state().app.inbox_retry(resolve_id("inbox", inbox_id), actor=state().actor)
+    if as_json:
+        echo_json(report_json(report))
+    else:
+        print_report(report)
+    if report.quarantined:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@inbox.command("reprocess")
+@click.argument("inbox_id", metavar="[ID]", required=False)
+@click.option("--source", metavar="NAME", help="Every processed payload of this source instead of one entry.")
+@json_option
+def inbox_reprocess(inbox_id: str | None, source: str | None, as_json: bool) -> None:
+    """Derive again what already processed payloads produced, after a config or connector
+    fix (a time read in the wrong zone, a field mapped wrong): the interactions each
+    payload created are replaced by what the payload gives now. Give an entry's ID, or
+    --source NAME for all of a source's processed payloads.
+
+    Each payload is checked first (its signature again, unless it was a --no-verify
+    import, and that it still parses); one that fails is reported and changes nothing.
+    Consent records and stage history are kept. Audited. Exit status 1 when records were
+    quarantined.
+    """
+    if (inbox_id is None) == (source is None):
+        raise click.UsageError("give an inbox entry ID or --source NAME (one of them)")
+    app, actor = state().app, state().actor
+    if source is not None:
+        report = app.inbox_reprocess_source(source, actor=actor)
+    else:
+        report = app.inbox_reprocess(resolve_id("inbox", inbox_id or ""), actor=actor)
     if as_json:
         echo_json(report_json(report))
     else:

@@ -170,14 +170,18 @@ class Inbox:
             stored = self.retrying(store)
             seen: set[str] = set()
             for rec, payload in records:
-                if rec.digest in seen:  # the same bytes twice in one batch: once
-                    report.duplicate_payloads += 1
+                row = stored.get(rec.digest, rec)
+                if rec.digest in seen or row.status == "processed":
+                    # the same bytes again (in this batch, or accepted before): a duplicate,
+                    # but only if this delivery's own signature holds; a forged one on an
+                    # accepted body is a failed verification, and the stored entry is kept
+                    refused = self._check_again(connector, secret, row, payload)
+                    if refused is None:
+                        report.duplicate_payloads += 1
+                    else:
+                        report.quarantined.append(refused)
                     continue
                 seen.add(rec.digest)
-                row = stored.get(rec.digest, rec)
-                if row.status == "processed":
-                    report.duplicate_payloads += 1
-                    continue
                 pending.append((row, payload))
             buffer.clear()
             self.process(connector, secret if verify else None, pending, report, actor, verified=checked)
@@ -199,6 +203,22 @@ class Inbox:
         # retention: processed payloads leave the inbox after [ingest] inbox_retention_days
         report.purged_payloads = self.purge()
         return report
+
+    @staticmethod
+    def _check_again(
+        connector: SourceConnector, secret: str | None, row: InboxRecord, payload: RawPayload
+    ) -> Quarantined | None:
+        """The signature check of a re-delivery of stored bytes: None when it holds (or
+        there is no secret), else the failed verification to report.  The stored entry is
+        unchanged either way: its own delivery was checked when it was processed."""
+        if secret is None:
+            return None
+        try:
+            connector.verify(payload, secret)
+        except ValidationFailed as exc:
+            reason = f"{exc.reason} (a re-delivery of an accepted payload; the stored one is kept)"
+            return Quarantined(exc.source, exc.record, exc.field, reason, row.id, payload=payload.origin)
+        return None
 
     def _refuse_too_large(self, source: str, payload: RawPayload, limit: int) -> Quarantined:
         """Quarantine a payload whose body is over ``[ingest] max_payload_bytes``, unread.
@@ -485,6 +505,78 @@ class Inbox:
 
             self.retrying(record_check)
         self.process(connector, secret, [(rec, payload)], report, actor, verified=checked)
+        return report
+
+    def reprocess(self, inbox_id: uuid.UUID, *, actor: Actor) -> IngestReport:
+        """Derive again the records of an already processed (or ignored) payload, after a
+        config or connector change: the interactions it produced (those naming its inbox
+        id) are deleted and the payload processed again as it is configured now, so they
+        are replaced.  Audited: an ``inbox.reprocess`` entry (with how many interactions
+        were removed) in the unit that deletes them, then the run's ``ingest`` entries.
+
+        The payload is checked first, as it was stored: its signature again (unless it was
+        an operator's ``--no-verify`` import) and that it still parses; if either fails it
+        is reported quarantined and nothing stored changes.  A record the new config refuses
+        is quarantined (its old interactions are gone: it is not derived any more).
+        Consent records, stage changes and contacts stay: consent is evidence, kept
+        append-only; a re-derived consent signal with the same key is a duplicate.
+
+        :raises NotFound: if there is no such entry.
+        :raises CareCRMError: if the entry is not processed or ignored (``inbox retry`` a
+            quarantined one; complete a pending one).
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+        if rec.status not in ("processed", "ignored"):
+            raise CareCRMError(
+                f"inbox entry {inbox_id} is {rec.status}: only processed or ignored payloads are reprocessed "
+                "(retry a quarantined one, complete a pending one)"
+            )
+        connector = self._connector(rec.source)
+        payload = self.read_path.payload_for_processing(rec, actor=actor)
+        report = IngestReport(payloads=1)
+        secret = None if rec.verified is False else self._secret(rec.source)
+        try:
+            if secret is not None:
+                connector.verify(payload, secret)
+            list(connector.parse(payload))
+        except ValidationFailed as exc:
+            reason = f"{exc.reason} (reprocess: nothing changed)"
+            report.quarantined.append(Quarantined(exc.source, exc.record, exc.field, reason, rec.id, payload.origin))
+            return report
+        except Exception as exc:  # noqa: BLE001 - as in process: only the type, never the text
+            reason = f"cannot be parsed ({type(exc).__name__}) (reprocess: nothing changed)"
+            report.quarantined.append(Quarantined(connector.name, "payload", "body", reason, rec.id, payload.origin))
+            return report
+
+        def remove(uow: UnitOfWork) -> int:
+            gone = uow.interactions.delete_for_inbox(rec.id)
+            self._audit.append(
+                uow,
+                actor,
+                "inbox.reprocess",
+                details={"inbox_id": str(rec.id), "source": rec.source, "removed": len(gone)},
+            )
+            uow.commit()
+            return len(gone)
+
+        report.interactions_removed = self.retrying(remove)
+        checked = False if rec.verified is False else _checked(True, secret)
+        self.process(connector, secret, [(rec, payload)], report, actor, verified=checked)
+        return report
+
+    def reprocess_source(self, source: str, *, actor: Actor, limit: int = 100_000) -> IngestReport:
+        """:meth:`reprocess` every processed and ignored payload of ``source`` (oldest
+        first, at most ``limit``); one report for all.
+
+        :raises UnknownComponentError: if ``source`` is not configured.
+        """
+        self._connector(source)  # an unknown source fails before anything changes
+        entries = [r for st in ("processed", "ignored") for r in self.list(status=st, source=source, limit=limit)]
+        entries.sort(key=lambda i: (i.received_at, i.id))
+        report = IngestReport()
+        for item in entries:
+            report.merge(self.reprocess(item.id, actor=actor))
         return report
 
     def discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:

@@ -103,6 +103,7 @@ class IngestReport:
     :ivar records: lead events seen; ``accepted``: events that stored something new;
         ``duplicates``: events whose every interaction was stored already.
     :ivar contacts_created, interactions_added: counts of new rows.
+    :ivar interactions_removed: interactions deleted to be derived again (``inbox reprocess``).
     :ivar pending: payloads waiting on a fetch (pointer-only vendors).
     :ivar quarantined: records not accepted, with their reasons.
     :ivar warnings: identities dropped as invalid while the record still went in.
@@ -120,6 +121,7 @@ class IngestReport:
     pending: int = 0
     contacts_created: int = 0
     interactions_added: int = 0
+    interactions_removed: int = 0
     review_pairs: int = 0
     quarantined: list[Quarantined] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)

@@ -187,3 +187,107 @@ def test_an_unverified_import_is_recorded_in_the_inbox_and_the_audit_log(practic
     retried = practice.run("inbox", "retry", unverified)
     assert retried.exit_code == 0, retried.output
     assert practice.json("inbox", "show", unverified)["entry"]["verified"] is False
+
+
+def test_a_forged_signature_on_an_accepted_body_is_a_failed_verification(practice: Practice, tmp_path: Path) -> None:
+    body = write(tmp_path / "delivery.json", lead(1))
+    good = f"X-Sig: {sign(body.read_bytes())}"
+    assert practice.run("ingest", "signedform", str(body), "--header", good).exit_code == 0
+    # the same bytes with their own valid signature: a duplicate, exit 0
+    again = practice.json("ingest", "signedform", str(body), "--header", good)
+    assert again["duplicate_payloads"] == 1 and again["quarantined"] == []
+    # the same bytes with another signature: reported as a failed verification, exit 1
+    forged = practice.run("ingest", "signedform", str(body), "--header", "X-Sig: " + "0" * 64)
+    assert forged.exit_code == 1, forged.output
+    assert "X-Sig" in forged.output and "re-delivery of an accepted payload" in forged.output
+    report = practice.json("ingest", "signedform", str(body), "--header", "X-Sig: " + "0" * 64)
+    assert report["duplicate_payloads"] == 0
+    (q,) = report["quarantined"]
+    assert q["field"] == "X-Sig" and q["payload"] == str(body) and "re-delivery of an accepted payload" in q["reason"]
+    # the accepted entry is kept as it was, with nothing added
+    (entry,) = practice.json("inbox", "list")
+    assert (entry["status"], entry["verified"], entry["id"]) == ("processed", True, q["inbox_id"])
+
+
+def timeline_times(practice: Practice) -> list[str]:
+    from carecrm.core import CareCRM
+    from carecrm.core.model.domain import Actor
+
+    actor = Actor.parse("tester:admin")
+    with CareCRM.from_config(practice.config, load_entrypoints=False) as app:
+        ids = app.find_contacts(actor=actor, email="p1.placeholder@example.com")
+        (contact,) = ids
+        return [i.occurred_at.isoformat() for i in app.timeline(contact.id, actor=actor).interactions]
+
+
+def test_reprocess_replaces_what_a_payload_produced_after_a_config_fix(practice: Practice, tmp_path: Path) -> None:
+    # the form sends times without an offset; the source first reads them as UTC (wrong)
+    text = practice.config.read_text()
+    practice.config.write_text(
+        text.replace(
+            'channel = "web"\noccurred_at = "at"\n', 'channel = "web"\noccurred_at = "at"\ntime_zone = "UTC"\n', 1
+        )
+    )
+    f = write(tmp_path / "calls.json", lead(1, at="2026-04-02 15:00:00"), lead(2, at="2026-04-02 16:00:00"))
+    assert practice.run("ingest", "webform", str(f)).exit_code == 0
+    assert timeline_times(practice) == ["2026-04-02T15:00:00+00:00"]
+    retry = practice.json("inbox", "retry", practice.json("inbox", "list")[0]["id"])
+    # a retry cannot correct it: the same keys are duplicates
+    assert retry["duplicates"] == 2 and retry["interactions_added"] == 0
+    practice.config.write_text(
+        practice.config.read_text().replace('time_zone = "UTC"', 'time_zone = "America/Chicago"', 1)
+    )
+    (entry,) = practice.json("inbox", "list")
+    one = practice.json("inbox", "reprocess", entry["id"])
+    assert one["interactions_removed"] == 2
+    assert one["interactions_added"] == 2 and one["contacts_created"] == 0 and one["quarantined"] == []
+    assert timeline_times(practice) == ["2026-04-02T20:00:00+00:00"]  # 15:00 CDT
+    # --source does every processed payload of the source; the result is the same
+    every = practice.json("inbox", "reprocess", "--source", "webform")
+    assert (every["interactions_removed"], every["interactions_added"]) == (2, 2)
+    assert timeline_times(practice) == ["2026-04-02T20:00:00+00:00"]
+    from carecrm.core import CareCRM
+
+    with CareCRM.from_config(practice.config, load_entrypoints=False) as app:
+        audits = [e for e in app.audit_log(limit=100) if e.action == "inbox.reprocess"]
+        assert len(audits) == 2 and {e.details["removed"] for e in audits} == {2}
+        assert app.counts()["interactions"] == 2
+    text_out = practice.run("inbox", "reprocess", entry["id"]).output
+    assert "interactions replaced" in text_out
+
+
+def test_reprocess_checks_the_payload_first_and_refuses_what_is_not_processed(
+    practice: Practice, tmp_path: Path
+) -> None:
+    body = write(tmp_path / "signed.json", lead(1))
+    assert (
+        practice.run("ingest", "signedform", str(body), "--header", f"X-Sig: {sign(body.read_bytes())}").exit_code == 0
+    )
+    hand = write(tmp_path / "hand.json", lead(2))
+    assert practice.run("ingest", "signedform", str(hand), "--no-verify").exit_code == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert practice.run("ingest", "webform", str(bad)).exit_code == 1
+    entries = practice.json("inbox", "list")
+    quarantined = next(e for e in entries if e["status"] == "quarantined")
+    refused = practice.run("inbox", "reprocess", quarantined["id"])
+    assert refused.exit_code == 2 and "retry a quarantined one" in refused.output
+    assert practice.run("inbox", "reprocess").exit_code == 2  # neither ID nor --source
+    # the signed entry verifies again with the secret; the hand import is not asked for one
+    done = practice.json("inbox", "reprocess", "--source", "signedform")
+    assert (done["interactions_removed"], done["interactions_added"], done["quarantined"]) == (2, 2, [])
+    # a changed secret: the stored payload no longer verifies, and nothing changes
+    runner_env_secret = "another-secret"
+    result = CliRunner().invoke(
+        cli,
+        ["inbox", "reprocess", "--source", "signedform", "--json"],
+        env={
+            "CARECRM_CONFIG": str(practice.config),
+            "CARECRM_LOAD_PLUGINS": "",
+            "CARECRM_TEST_INBOX_OPS_SECRET": runner_env_secret,
+        },
+    )
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert [q["field"] for q in out["quarantined"]] == ["X-Sig"] and out["interactions_removed"] == 1
+    assert "nothing changed" in out["quarantined"][0]["reason"]
