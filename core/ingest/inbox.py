@@ -523,7 +523,9 @@ class Inbox:
 
         :raises NotFound: if there is no such entry.
         :raises CareCRMError: if the entry is not processed or ignored (``inbox retry`` a
-            quarantined one; complete a pending one).
+            quarantined one; complete a pending one), or its source is pointer-only
+            (Meta Lead Ads, HubSpot: the records came from fetched objects that are not
+            stored, so they cannot be derived again from the notification).
         """
         with self.storage.unit_of_work() as uow:
             rec = uow.inbox.get(inbox_id)
@@ -533,6 +535,7 @@ class Inbox:
                 "(retry a quarantined one, complete a pending one)"
             )
         connector = self._connector(rec.source)
+        _reprocessable(rec.source, connector)
         payload = self.read_path.payload_for_processing(rec, actor=actor)
         report = IngestReport(payloads=1)
         secret = None if rec.verified is False else self._secret(rec.source)
@@ -571,7 +574,7 @@ class Inbox:
 
         :raises UnknownComponentError: if ``source`` is not configured.
         """
-        self._connector(source)  # an unknown source fails before anything changes
+        _reprocessable(source, self._connector(source))  # fails before anything changes
         entries = [r for st in ("processed", "ignored") for r in self.list(status=st, source=source, limit=limit)]
         entries.sort(key=lambda i: (i.received_at, i.id))
         report = IngestReport()
@@ -603,6 +606,18 @@ class Inbox:
             n = sum(uow.inbox.purge(status=st, before=cutoff) for st in ("processed", "ignored", "discarded"))
             uow.commit()
         return n
+
+
+def _reprocessable(source: str, connector: SourceConnector) -> None:
+    """:raises CareCRMError: for a pointer-only source, whose interactions were derived
+    from fetched objects the inbox does not keep (re-deriving the notification alone would
+    delete them and leave the entry pending)."""
+    if isinstance(connector, CompletesPointers):
+        raise CareCRMError(
+            f"source {source!r} is pointer-only: its records came from fetched objects the inbox does not keep, "
+            "so they cannot be derived again; ingest the fetched objects again with carecrm inbox complete "
+            "on a new notification instead"
+        )
 
 
 def _checked(verify: bool, secret: str | None) -> bool | None:
