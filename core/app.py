@@ -449,6 +449,15 @@ class CareCRM:
         """
         return self.inbox.retry(inbox_id, actor=actor)
 
+    def inbox_reprocess(self, inbox_id: uuid.UUID, *, actor: Actor) -> IngestReport:
+        """Re-derive what a processed payload produced, replacing its interactions (see
+        :meth:`carecrm.core.ingest.inbox.Inbox.reprocess`; audited)."""
+        return self.inbox.reprocess(inbox_id, actor=actor)
+
+    def inbox_reprocess_source(self, source: str, *, actor: Actor) -> IngestReport:
+        """:meth:`inbox_reprocess` every processed payload of ``source``."""
+        return self.inbox.reprocess_source(source, actor=actor)
+
     def inbox_complete(self, inbox_id: uuid.UUID, fetched: Sequence[RawPayload], *, actor: Actor) -> IngestReport:
         """Complete a pending pointer entry from the vendor's API objects (see
         :meth:`carecrm.core.ingest.inbox.Inbox.complete`; audited)."""

@@ -107,7 +107,9 @@ _LOCATION_KEYS = (
 )
 _PROVIDER_KEYS = ("name", "locations", "service_lines")
 _KEYS_KEYS = ("file",)
-_INGEST_KEYS = ("batch_size", "inbox_retention_days", "allow_test_domains")
+#: ``[ingest] max_payload_bytes`` by default: 1 MiB.
+MAX_PAYLOAD_BYTES = 1_048_576
+_INGEST_KEYS = ("batch_size", "inbox_retention_days", "allow_test_domains", "max_payload_bytes")
 _PIPELINE_KEYS = ("name", "stages", "side_stages", "transitions")
 _CHANNEL_GROUP_KEYS = ("rules",)
 _ATTRIBUTION_KEYS = ("models",)
@@ -180,6 +182,8 @@ class Settings:
     :ivar batch_size: lead events written per unit of work during ingest.
     :ivar inbox_retention_days: days processed payloads stay in the inbox.
     :ivar allow_test_domains: accept email addresses at the ``test`` TLD (a test installation).
+    :ivar max_payload_bytes: the largest payload body ingested, in bytes (a larger one is
+        quarantined unread and its body not stored).
     :ivar scoring: ``[scoring]``; :ivar attribution: ``[attribution]``;
         :ivar segments: ``[segments]``; :ivar channel_groups: ``[channel_groups]``.
     """
@@ -199,6 +203,9 @@ class Settings:
     #: ``[ingest] allow_test_domains``: accept email addresses at the ``test`` TLD (RFC
     #: 6761), for a test installation; off for a practice's real data.
     allow_test_domains: bool = False
+    #: ``[ingest] max_payload_bytes``: the largest payload body ingested, in bytes (default
+    #: 1 MiB); a larger one is quarantined unread, its body not stored.
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
     enabled_plugins: tuple[str, ...] | None = None
     plugin_options: dict[str, dict[str, Any]] = attrs.Factory(dict)
     scoring: ScoringSettings = attrs.Factory(ScoringSettings)
@@ -362,6 +369,7 @@ def settings_from_dict(doc: dict[str, Any], *, path: Path | None = None, base_di
         batch_size=int(ingest.get("batch_size", 500)),
         inbox_retention_days=int(ingest.get("inbox_retention_days", 30)),
         allow_test_domains=_flag(ingest, "allow_test_domains", where=where),
+        max_payload_bytes=_positive(ingest, "max_payload_bytes", MAX_PAYLOAD_BYTES, where=where),
         enabled_plugins=tuple(enabled) if enabled is not None else None,
         plugin_options={k: v for k, v in plugins.items() if isinstance(v, dict)},
         scoring=_scoring(doc),
@@ -377,6 +385,16 @@ def _flag(table: dict[str, Any], key: str, *, where: str) -> bool:
     value = table.get(key, False)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: [ingest] {key} must be true or false")
+    return value
+
+
+def _positive(table: dict[str, Any], key: str, default: int, *, where: str) -> int:
+    """A positive whole number of ``table`` (``default`` when absent).
+
+    :raises ConfigError: for another type or a number below 1."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: [ingest] {key} must be a whole number of at least 1")
     return value
 
 

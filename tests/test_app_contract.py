@@ -36,6 +36,7 @@ USE_CASES: dict[str, tuple[str, ...]] = {
         "test_record_without_identity_is_quarantined_and_the_rest_goes_in",
         "test_implied_stage_moves_and_a_persons_move_wins",
     ),
+    "test_inbox.py": ("test_reprocess_replaces_the_interactions_of_one_payload",),
     "test_session.py": ("test_set_stage_writes_one_entry_in_the_changes_own_transaction",),
     "test_coordination.py": (
         "test_log_a_call_derives_the_channel",

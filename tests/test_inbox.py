@@ -135,3 +135,52 @@ def test_a_payload_with_no_lead_record_is_ignored_not_lost(make_app: Callable[..
     again = fixed.ingest_payloads("webform", [payload], actor=ACTOR)  # the same bytes, delivered again
     assert again.contacts_created == 1 and again.duplicate_payloads == 0
     assert [i.status for i in fixed.inbox_list()] == ["processed"]
+
+
+def test_the_default_size_limit_is_one_mebibyte(make_app: Callable[..., CareCRM]) -> None:
+    app = make_app(sources={"webform": SOURCE})
+    assert app.settings.max_payload_bytes == 1_048_576
+    padded = json.loads(_payload(2).body)
+    padded["name"] = "Pat" + " " * 1_048_576
+    report = app.ingest_payloads(
+        "webform", [_payload(1), RawPayload(body=json.dumps(padded).encode(), origin="big.json")], actor=ACTOR
+    )
+    assert report.contacts_created == 1
+    (q,) = report.quarantined
+    assert (q.source, q.record, q.field, q.payload) == ("webform", "payload", "body", "big.json")
+    assert "larger than [ingest] max_payload_bytes (1048576)" in q.reason
+
+
+def test_reprocess_replaces_the_interactions_of_one_payload(make_app: Callable[..., CareCRM]) -> None:
+    """After a config fix, reprocess derives a processed payload again: its interactions
+    (found by their inbox id) are replaced, the other payloads' stay; audited."""
+    wrong = {**SOURCE, "channel": "phone"}
+    app = make_app(sources={"webform": wrong})
+    app.ingest_payloads("webform", [_payload(1), _payload(2)], actor=ACTOR)
+    entries = {json.loads(app.inbox_show(i.id, actor=ACTOR)[1].body)["id"]: i for i in app.inbox_list()}
+    first, second = entries["sub-1"], entries["sub-2"]
+    app.close()
+    fixed = make_app(sources={"webform": SOURCE})
+    report = fixed.inbox_reprocess(first.id, actor=ACTOR)
+    assert (report.interactions_removed, report.interactions_added, report.contacts_created) == (1, 1, 0)
+    channels = {}
+    for email in ("p1.placeholder@example.com", "p2.placeholder@example.com"):
+        (contact,) = fixed.find_contacts(actor=ACTOR, email=email)
+        channels[email] = [i.channel for i in fixed.timeline(contact.id, actor=ACTOR).interactions]
+    assert channels == {"p1.placeholder@example.com": ["web"], "p2.placeholder@example.com": ["phone"]}
+    assert fixed.counts()["interactions"] == 2
+    (entry,) = [e for e in fixed.audit_log(limit=20) if e.action == "inbox.reprocess"]
+    assert entry.details == {"inbox_id": str(first.id), "source": "webform", "removed": 1}
+    assert {i.status for i in fixed.inbox_list()} == {"processed"} and second.id != first.id
+
+
+def test_a_pointer_only_source_is_not_reprocessed(make_app: Callable[..., CareCRM]) -> None:
+    """Meta Lead Ads' records came from fetched Graph API objects the inbox does not keep:
+    re-deriving the notification would delete them, so reprocess refuses, naming why."""
+    import pytest
+
+    from carecrm.core.errors import CareCRMError
+
+    app = make_app()
+    with pytest.raises(CareCRMError, match="pointer-only"):
+        app.inbox_reprocess_source("meta_lead_ads", actor=ACTOR)

@@ -47,6 +47,7 @@ REPORT_LABELS: dict[str, str] = {
     "pending": "pending",
     "contacts_created": "contacts created",
     "interactions_added": "interactions added",
+    "interactions_removed": "interactions replaced",
     "review_pairs": "pairs sent to review",
 }
 
@@ -73,6 +74,7 @@ def report_json(report: IngestReport) -> dict[str, Any]:
                 "reason": q.reason,
                 "inbox_id": str(q.inbox_id) if q.inbox_id else None,
                 "payload": q.payload,
+                "index": q.index,
                 "message": q.message(),
             }
             for q in report.quarantined
@@ -137,7 +139,8 @@ def print_report(report: IngestReport) -> None:
 @click.option(
     "--no-verify",
     is_flag=True,
-    help="Skip signature verification (payloads you fetched yourself, e.g. a vendor export).",
+    help="Skip signature verification (payloads you fetched yourself, e.g. a vendor export): "
+    "the inbox entries and the audit log record them as not verified.",
 )
 @json_option
 def ingest(
@@ -205,6 +208,10 @@ def _item_json(item: InboxItem) -> dict[str, Any]:
     return dict(json_value(item))
 
 
+#: How ``inbox list`` / ``inbox show`` word an entry's ``verified``.
+SIGNATURE_WORDS: dict[bool | None, str] = {True: "verified", False: "NOT verified", None: "no secret"}
+
+
 @inbox.command("list")
 @click.option("--status", type=click.Choice(INBOX_STATUSES), help="Only entries with this status.")
 @click.option("--source", metavar="NAME", help="Only entries of this source.")
@@ -213,7 +220,12 @@ def _item_json(item: InboxItem) -> dict[str, Any]:
 )
 @json_option
 def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool) -> None:
-    """Inbox entries, newest first (no payload content)."""
+    """Inbox entries, newest first (no payload content).
+
+    The signature column says whether the payload's signature was checked: verified, NOT
+    verified (taken with carecrm ingest --no-verify: a file an operator imported by
+    hand), or no secret (the source has none configured, so there was nothing to check).
+    """
     items = state().app.inbox_list(status=status, source=source, limit=limit)
     if as_json:
         echo_json([_item_json(i) for i in items])
@@ -224,12 +236,22 @@ def inbox_list(status: str | None, source: str | None, limit: int, as_json: bool
         "received (UTC)",
         "status",
         "attempts",
+        "signature",
         "reason",
         title="Inbox",
         no_wrap=("id", "received (UTC)"),
     )
     for i in items:
-        add_row(t, show_id(i.id), i.source, format_utc(i.received_at), i.status, i.attempts, i.reason)
+        add_row(
+            t,
+            show_id(i.id),
+            i.source,
+            format_utc(i.received_at),
+            i.status,
+            i.attempts,
+            SIGNATURE_WORDS[i.verified],
+            i.reason,
+        )
     print_table(t)
 
 
@@ -244,6 +266,7 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
         "headers": dict(payload.headers),
         "url": payload.url,
         "received_at": json_value(payload.received_at),
+        "origin": payload.origin,
         "body": body,
         "body_encoding": encoding,
     }
@@ -254,7 +277,11 @@ def _payload_json(payload: RawPayload) -> dict[str, Any]:
 @json_option
 def inbox_show(inbox_id: str, as_json: bool) -> None:
     """One entry and its decrypted payload, exactly as received (an audited read). ID is
-    the entry's id or its short form, as inbox list shows it."""
+    the entry's id or its short form, as inbox list shows it.
+
+    The file the payload was read from (carecrm ingest's PATH, or stdin) is shown from
+    the encrypted payload: a file name can name a person, so it is never in a clear column.
+    """
     item, payload = state().app.inbox_show(resolve_id("inbox", inbox_id), actor=state().actor)
     if as_json:
         echo_json({"entry": _item_json(item), "payload": _payload_json(payload)})
@@ -266,8 +293,13 @@ def inbox_show(inbox_id: str, as_json: bool) -> None:
             ("received", format_utc(item.received_at)),
             ("status", item.status),
             ("attempts", item.attempts),
+            (
+                "signature",
+                SIGNATURE_WORDS[item.verified] + (" (taken with --no-verify)" if item.verified is False else ""),
+            ),
             ("last processed", format_utc(item.processed_at) if item.processed_at else None),
             ("reason", item.reason),
+            ("file", printable(payload.origin, limit=1000) or None),
             ("content type", printable(payload.content_type, limit=500)),
             ("url", printable(payload.url, limit=2000) or None),
             *((f"header {printable(k)}", printable(v, limit=2000)) for k, v in sorted(payload.headers.items())),
@@ -286,6 +318,36 @@ def inbox_retry(inbox_id: str, as_json: bool) -> None:
     Exit status 1 when records are still quarantined.
     """
     report = state().app.inbox_retry(resolve_id("inbox", inbox_id), actor=state().actor)
+    if as_json:
+        echo_json(report_json(report))
+    else:
+        print_report(report)
+    if report.quarantined:
+        click.get_current_context().exit(EXIT_QUARANTINED)
+
+
+@inbox.command("reprocess")
+@click.argument("inbox_id", metavar="[ID]", required=False)
+@click.option("--source", metavar="NAME", help="Every processed payload of this source instead of one entry.")
+@json_option
+def inbox_reprocess(inbox_id: str | None, source: str | None, as_json: bool) -> None:
+    """Derive again what already processed payloads produced, after a config or connector
+    fix (a time read in the wrong zone, a field mapped wrong): the interactions each
+    payload created are replaced by what the payload gives now. Give an entry's ID, or
+    --source NAME for all of a source's processed payloads.
+
+    Each payload is checked first (its signature again, unless it was a --no-verify
+    import, and that it still parses); one that fails is reported and changes nothing.
+    Consent records and stage history are kept. Audited. Exit status 1 when records were
+    quarantined.
+    """
+    if (inbox_id is None) == (source is None):
+        raise click.UsageError("give an inbox entry ID or --source NAME (one of them)")
+    app, actor = state().app, state().actor
+    if source is not None:
+        report = app.inbox_reprocess_source(source, actor=actor)
+    else:
+        report = app.inbox_reprocess(resolve_id("inbox", inbox_id or ""), actor=actor)
     if as_json:
         echo_json(report_json(report))
     else:

@@ -49,8 +49,10 @@ class Rejected:
     :meth:`SourceConnector.parse` in the place of its :class:`LeadEvent`.
 
     The core quarantines the record with the reason
-    ``<source>: payload <file>: record <ref>: field '<field>': <reason>`` (the source is the
-    connector's :attr:`~SourceConnector.name`) and goes on with the payload's other records.
+    ``<source>: payload <file>: record <ref> (#<index> in the payload): field '<field>': <reason>``
+    (the source is the connector's :attr:`~SourceConnector.name`; the index is the record's
+    place among what ``parse`` yielded, left out when ``ref`` is ``#<index>`` already) and
+    goes on with the payload's other records.
 
     :param ref: which record: the vendor's record id (``"201235151"``) or ``"#<index>"``, its
         position in the payload; an id that is not printable is shown escaped.

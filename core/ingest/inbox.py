@@ -32,6 +32,7 @@ from carecrm.core.ingest.service import WRITE_ATTEMPTS, Ingestor
 from carecrm.core.model.domain import Actor, LeadEvent, RawPayload
 from carecrm.core.model.ids import new_id
 from carecrm.core.model.records import INBOX_STATUSES, InboxRecord
+from carecrm.core.model.text import printable
 from carecrm.core.model.timeutil import utcnow
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.storage.contract import StorageBackend, UnitOfWork, run_retrying
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["INBOX_STATUSES", "Inbox", "InboxItem"]
 
 _T = TypeVar("_T")
+
+#: In the reason of a payload refused for its size (see ``Inbox._refuse_too_large``).
+TOO_LARGE = "larger than [ingest] max_payload_bytes"
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +60,9 @@ class InboxItem:
     reason: str | None
     processed_at: datetime | None
     attempts: int
+    #: Was the signature checked: True yes, False no (an operator's ``--no-verify``
+    #: import), None the source has no secret (see ``InboxRecord.verified``).
+    verified: bool | None = None
 
 
 class Inbox:
@@ -120,6 +127,7 @@ class Inbox:
                 f"source {source!r} verifies signatures but has no secret: set [sources.{source}] secret "
                 '(e.g. "$env:NAME"), so unsigned payloads are never accepted silently'
             )
+        checked = _checked(verify, secret)
         report = IngestReport()
         pending: list[tuple[InboxRecord, RawPayload]] = []
         chunk = max(1, self.settings.batch_size)
@@ -128,7 +136,10 @@ class Inbox:
         def flush() -> None:
             if not buffer:
                 return
-            records = [(self.mapper.inbox_to_record(new_id(), source, payload), payload) for payload in buffer]
+            records = [
+                (attrs.evolve(self.mapper.inbox_to_record(new_id(), source, payload), verified=checked), payload)
+                for payload in buffer
+            ]
             digests = [rec.digest for rec, _ in records]
 
             def store(uow: UnitOfWork) -> dict[str, InboxRecord]:
@@ -148,30 +159,43 @@ class Inbox:
                     found = before | {rec.digest: rec for rec in new}
                 else:
                     found = {r.digest: r for r in uow.inbox.find_digests(source, digests)}
+                # a stored copy processed again now: its row says how this delivery was checked
+                again = [r.id for r in found.values() if r.status != "processed" and r.verified is not checked]
+                if again:
+                    uow.inbox.set_verified(again, checked)
+                    found = {d: (attrs.evolve(r, verified=checked) if r.id in again else r) for d, r in found.items()}
                 uow.commit()
                 return found
 
             stored = self.retrying(store)
             seen: set[str] = set()
             for rec, payload in records:
-                if rec.digest in seen:  # the same bytes twice in one batch: once
-                    report.duplicate_payloads += 1
+                row = stored.get(rec.digest, rec)
+                if rec.digest in seen or row.status == "processed":
+                    # the same bytes again (in this batch, or accepted before): a duplicate,
+                    # but only if this delivery's own signature holds; a forged one on an
+                    # accepted body is a failed verification, and the stored entry is kept
+                    refused = self._check_again(connector, secret, row, payload)
+                    if refused is None:
+                        report.duplicate_payloads += 1
+                    else:
+                        report.quarantined.append(refused)
                     continue
                 seen.add(rec.digest)
-                row = stored.get(rec.digest, rec)
-                if row.status == "processed":
-                    report.duplicate_payloads += 1
-                    continue
                 pending.append((row, payload))
             buffer.clear()
-            self.process(connector, secret if verify else None, pending, report, actor)
+            self.process(connector, secret if verify else None, pending, report, actor, verified=checked)
             pending.clear()
 
         # a connector whose vendor puts a secret in the body (Google Ads' google_key) gives
         # the form to store: the secret never reaches the inbox, and verify still works on it
         redact: Callable[[RawPayload], RawPayload] | None = getattr(connector, "redact", None)
+        limit = self.settings.max_payload_bytes
         for payload in payloads:
             report.payloads += 1
+            if len(payload.body) > limit:  # refused unread; the rest of the batch goes in
+                report.quarantined.append(self._refuse_too_large(source, payload, limit))
+                continue
             buffer.append(redact(payload) if redact is not None else payload)
             if len(buffer) >= chunk:
                 flush()
@@ -180,6 +204,53 @@ class Inbox:
         report.purged_payloads = self.purge()
         return report
 
+    @staticmethod
+    def _check_again(
+        connector: SourceConnector, secret: str | None, row: InboxRecord, payload: RawPayload
+    ) -> Quarantined | None:
+        """The signature check of a re-delivery of stored bytes: None when it holds (or
+        there is no secret), else the failed verification to report.  The stored entry is
+        unchanged either way: its own delivery was checked when it was processed."""
+        if secret is None:
+            return None
+        try:
+            connector.verify(payload, secret)
+        except ValidationFailed as exc:
+            reason = f"{exc.reason} (a re-delivery of an accepted payload; the stored one is kept)"
+            return Quarantined(exc.source, exc.record, exc.field, reason, row.id, payload=payload.origin)
+        return None
+
+    def _refuse_too_large(self, source: str, payload: RawPayload, limit: int) -> Quarantined:
+        """Quarantine a payload whose body is over ``[ingest] max_payload_bytes``, unread.
+
+        Only what shows it was refused is stored: an inbox entry with the envelope (content
+        type, headers, URL, file name: encrypted as always) and an **empty** body, its
+        clear reason naming the source, the field ``body``, the size and the limit.  The
+        entry's digest is of the refused body under a separate label, so the same bytes
+        again reuse the entry (one more attempt), and after the limit is raised they go in
+        as a new entry (the refused one can then be discarded).
+        """
+        size = len(payload.body)
+        digest = self.mapper.keys.digest(b"\x00too-large\x1f" + source.encode() + b"\x1f" + payload.body)
+        stub = attrs.evolve(payload, body=b"")
+        rec = attrs.evolve(self.mapper.inbox_to_record(new_id(), source, stub), digest=digest)
+        reason = f"{size} bytes, {TOO_LARGE} ({limit}); the body was not stored"
+        q = Quarantined(source, "payload", "body", reason, rec.id, payload=payload.origin)
+        now = utcnow()
+
+        def store(uow: UnitOfWork) -> uuid.UUID:
+            found = uow.inbox.find_digests(source, [digest])
+            if not found:
+                uow.inbox.add_new([rec])
+                found = uow.inbox.find_digests(source, [digest])
+            row = found[0].id
+            uow.inbox.set_status_many([row], "quarantined", reason=q.message(with_payload=False), processed_at=now)
+            uow.commit()
+            return row
+
+        q.inbox_id = self.retrying(store)
+        return q
+
     def process(
         self,
         connector: SourceConnector,
@@ -187,6 +258,8 @@ class Inbox:
         items: list[tuple[InboxRecord, RawPayload]],
         report: IngestReport,
         actor: Actor,
+        *,
+        verified: bool | None = None,
     ) -> None:
         """Verify and parse stored payloads, ingest their lead events, then mark each inbox
         entry ``processed``, ``ignored`` (no lead record) or ``quarantined`` with its
@@ -194,11 +267,14 @@ class Inbox:
         record is quarantined while the payload's other records go in.
 
         :param secret: the source's signing secret (None: signatures are not checked).
+        :param verified: what the entries' rows say of the check (:attr:`InboxRecord.verified`),
+            also written into each batch's ``ingest`` audit entry.
         """
         events: list[tuple[LeadEvent, uuid.UUID | None]] = []
         failed: dict[uuid.UUID, list[Quarantined]] = {}
         empty: set[uuid.UUID] = set()
         pointers: dict[uuid.UUID, list[Pointer]] = {}
+        positions: list[int] = []  # each event's index among its payload's items
         for rec, payload in items:
             try:
                 if secret is not None:
@@ -217,20 +293,26 @@ class Inbox:
             if not produced:
                 report.empty_payloads += 1
                 empty.add(rec.id)
-            for item in produced:
+            for index, item in enumerate(produced):
                 if isinstance(item, Pointer):  # a record to fetch from the vendor's API
                     pointers.setdefault(rec.id, []).append(item)
                     continue
                 taken = parsed_item(connector.name, item, rec.id)
                 if isinstance(taken, Quarantined):
                     report.records += 1
+                    taken.index = _ref_index(taken.record, index)
                     failed.setdefault(rec.id, []).append(taken)
                 else:
+                    positions.append(index)
                     events.append((taken, rec.id))
         before = len(report.quarantined)
         for qs in failed.values():
             report.quarantined.extend(qs)
-        self._ingestor(actor).run(events, report)
+        running = len(report.quarantined)
+        ingestor = self._ingestor(actor)
+        ingestor.audit_details = {"verified": verified}
+        ingestor.run(events, report)
+        _locate(report.quarantined[running:], events, positions)
         # every payload with a quarantined record stays quarantined with its reasons; the
         # report names the payload's file, the inbox's clear reason does not (see Quarantined)
         origins = {rec.id: payload.origin for rec, payload in items}
@@ -404,10 +486,100 @@ class Inbox:
             rec = uow.inbox.get(inbox_id)
         if rec.status == "discarded":
             raise CareCRMError(f"inbox entry {inbox_id} was discarded; it cannot be retried")
+        if rec.status == "quarantined" and TOO_LARGE in (rec.reason or ""):
+            raise CareCRMError(
+                f"inbox entry {inbox_id} was refused for its size and its body was not stored: raise "
+                "[ingest] max_payload_bytes and ingest the file again (then discard this entry)"
+            )
         payload = self.read_path.payload_for_processing(rec, actor=actor)
         connector = self._connector(rec.source)
         report = IngestReport(payloads=1)
-        self.process(connector, self._secret(rec.source), [(rec, payload)], report, actor)
+        # an operator's unchecked import stays unchecked (its file carries no signature)
+        secret = None if rec.verified is False else self._secret(rec.source)
+        checked = False if rec.verified is False else _checked(True, secret)
+        if checked is not rec.verified:
+
+            def record_check(uow: UnitOfWork) -> None:
+                uow.inbox.set_verified([rec.id], checked)
+                uow.commit()
+
+            self.retrying(record_check)
+        self.process(connector, secret, [(rec, payload)], report, actor, verified=checked)
+        return report
+
+    def reprocess(self, inbox_id: uuid.UUID, *, actor: Actor) -> IngestReport:
+        """Derive again the records of an already processed (or ignored) payload, after a
+        config or connector change: the interactions it produced (those naming its inbox
+        id) are deleted and the payload processed again as it is configured now, so they
+        are replaced.  Audited: an ``inbox.reprocess`` entry (with how many interactions
+        were removed) in the unit that deletes them, then the run's ``ingest`` entries.
+
+        The payload is checked first, as it was stored: its signature again (unless it was
+        an operator's ``--no-verify`` import) and that it still parses; if either fails it
+        is reported quarantined and nothing stored changes.  A record the new config refuses
+        is quarantined (its old interactions are gone: it is not derived any more).
+        Consent records, stage changes and contacts stay: consent is evidence, kept
+        append-only; a re-derived consent signal with the same key is a duplicate.
+
+        :raises NotFound: if there is no such entry.
+        :raises CareCRMError: if the entry is not processed or ignored (``inbox retry`` a
+            quarantined one; complete a pending one), or its source is pointer-only
+            (Meta Lead Ads, HubSpot: the records came from fetched objects that are not
+            stored, so they cannot be derived again from the notification).
+        """
+        with self.storage.unit_of_work() as uow:
+            rec = uow.inbox.get(inbox_id)
+        if rec.status not in ("processed", "ignored"):
+            raise CareCRMError(
+                f"inbox entry {inbox_id} is {rec.status}: only processed or ignored payloads are reprocessed "
+                "(retry a quarantined one, complete a pending one)"
+            )
+        connector = self._connector(rec.source)
+        _reprocessable(rec.source, connector)
+        payload = self.read_path.payload_for_processing(rec, actor=actor)
+        report = IngestReport(payloads=1)
+        secret = None if rec.verified is False else self._secret(rec.source)
+        try:
+            if secret is not None:
+                connector.verify(payload, secret)
+            list(connector.parse(payload))
+        except ValidationFailed as exc:
+            reason = f"{exc.reason} (reprocess: nothing changed)"
+            report.quarantined.append(Quarantined(exc.source, exc.record, exc.field, reason, rec.id, payload.origin))
+            return report
+        except Exception as exc:  # noqa: BLE001 - as in process: only the type, never the text
+            reason = f"cannot be parsed ({type(exc).__name__}) (reprocess: nothing changed)"
+            report.quarantined.append(Quarantined(connector.name, "payload", "body", reason, rec.id, payload.origin))
+            return report
+
+        def remove(uow: UnitOfWork) -> int:
+            gone = uow.interactions.delete_for_inbox(rec.id)
+            self._audit.append(
+                uow,
+                actor,
+                "inbox.reprocess",
+                details={"inbox_id": str(rec.id), "source": rec.source, "removed": len(gone)},
+            )
+            uow.commit()
+            return len(gone)
+
+        report.interactions_removed = self.retrying(remove)
+        checked = False if rec.verified is False else _checked(True, secret)
+        self.process(connector, secret, [(rec, payload)], report, actor, verified=checked)
+        return report
+
+    def reprocess_source(self, source: str, *, actor: Actor, limit: int = 100_000) -> IngestReport:
+        """:meth:`reprocess` every processed and ignored payload of ``source`` (oldest
+        first, at most ``limit``); one report for all.
+
+        :raises UnknownComponentError: if ``source`` is not configured.
+        """
+        _reprocessable(source, self._connector(source))  # fails before anything changes
+        entries = [r for st in ("processed", "ignored") for r in self.list(status=st, source=source, limit=limit)]
+        entries.sort(key=lambda i: (i.received_at, i.id))
+        report = IngestReport()
+        for item in entries:
+            report.merge(self.reprocess(item.id, actor=actor))
         return report
 
     def discard(self, inbox_id: uuid.UUID, *, actor: Actor, reason: str | None = None) -> None:
@@ -436,6 +608,60 @@ class Inbox:
         return n
 
 
+def _reprocessable(source: str, connector: SourceConnector) -> None:
+    """:raises CareCRMError: for a pointer-only source, whose interactions were derived
+    from fetched objects the inbox does not keep (re-deriving the notification alone would
+    delete them and leave the entry pending)."""
+    if isinstance(connector, CompletesPointers):
+        raise CareCRMError(
+            f"source {source!r} is pointer-only: its records came from fetched objects the inbox does not keep, "
+            "so they cannot be derived again; ingest the fetched objects again with carecrm inbox complete "
+            "on a new notification instead"
+        )
+
+
+def _checked(verify: bool, secret: str | None) -> bool | None:
+    """What an inbox row records of a payload's signature check
+    (:attr:`~carecrm.core.model.records.InboxRecord.verified`): False when the caller
+    skipped it (``--no-verify``), True when a secret was there to check it with, None when
+    the source has no secret (nothing to check)."""
+    if not verify:
+        return False
+    return True if secret is not None else None
+
+
+def _ref_index(ref: str, index: int) -> int:
+    """The index of a refused record in its payload: the connector's own ``#N`` ref, else
+    its position among the items the connector yielded."""
+    if ref.startswith("#") and ref[1:].isdigit():
+        return int(ref[1:])
+    return index
+
+
+def _locate(
+    quarantined: Sequence[Quarantined],
+    events: Sequence[tuple[LeadEvent, uuid.UUID | None]],
+    positions: Sequence[int],
+) -> None:
+    """Give the records the ingest stages refused their index within their own payload:
+    the stages number the events of the whole call (``#N`` for a record without an id),
+    the operator wants the record's place in the file it came from."""
+    by_ref: dict[tuple[uuid.UUID | None, str], int] = {}
+    for (event, inbox_id), index in zip(events, positions, strict=True):
+        if event.record_ref:
+            by_ref.setdefault((inbox_id, printable(event.record_ref, limit=120)), index)
+    for q in quarantined:
+        if q.index is not None:
+            continue
+        if q.record.startswith("#") and q.record[1:].isdigit() and int(q.record[1:]) < len(events):
+            n = int(q.record[1:])
+            if events[n][1] == q.inbox_id and not events[n][0].record_ref:
+                q.index = positions[n]
+                q.record = f"#{positions[n]}"
+                continue
+        q.index = by_ref.get((q.inbox_id, q.record))
+
+
 def _pending_reason(left: Sequence[Pointer], total: int) -> str:
     """The clear reason of a pending entry: what is still to fetch (vendor ids only)."""
     if not left:
@@ -453,4 +679,5 @@ def _inbox_item(rec: InboxRecord) -> InboxItem:
         reason=rec.reason,
         processed_at=rec.processed_at,
         attempts=rec.attempts,
+        verified=rec.verified,
     )

@@ -36,6 +36,9 @@ class Quarantined:
         holds a control character or a lone surrogate is shown escaped.
     :ivar inbox_id: the inbox entry of the payload, when it came through the inbox.
     :ivar payload: where the payload came from (the file it was read from), when known.
+    :ivar index: the record's position among the items the connector read from that
+        payload (0-based, as in ``#<index>`` refs), when the record is one of several;
+        None for a refusal of the whole payload.
     :ivar cause: the exception that made the record fail, when it was not a refusal by
         rule (for ``--debug`` tracebacks; never shown otherwise, it may quote the value).
     """
@@ -47,14 +50,18 @@ class Quarantined:
     inbox_id: uuid.UUID | None = None
     payload: str | None = attrs.field(default=None, converter=_printable_opt)
     cause: BaseException | None = attrs.field(default=None, repr=False, eq=False)
+    index: int | None = None
 
     def message(self, *, with_payload: bool = True) -> str:
-        """``source: payload P: record R: field 'F': reason`` (without ``payload P`` when
-        it is unknown or ``with_payload`` is False: the inbox's clear reason column leaves
-        the file name out, since the inbox entry is the payload and a file name can name
-        the person; it is kept in the encrypted payload)."""
+        """``source: payload P: record R (#I in the payload): field 'F': reason`` (without
+        ``payload P`` when it is unknown or ``with_payload`` is False: the inbox's clear
+        reason column leaves the file name out, since the inbox entry is the payload and a
+        file name can name the person; it is kept in the encrypted payload and shown by
+        ``carecrm inbox show``).  The record's index within the payload is added when the
+        record is named by the vendor's id (a ``#I`` ref is the index already)."""
         where = f"payload {self.payload}: " if with_payload and self.payload else ""
-        return f"{self.source}: {where}record {self.record}: field {self.field!r}: {self.reason}"
+        at = f" (#{self.index} in the payload)" if self.index is not None and self.record != f"#{self.index}" else ""
+        return f"{self.source}: {where}record {self.record}{at}: field {self.field!r}: {self.reason}"
 
 
 def parsed_item(
@@ -96,6 +103,7 @@ class IngestReport:
     :ivar records: lead events seen; ``accepted``: events that stored something new;
         ``duplicates``: events whose every interaction was stored already.
     :ivar contacts_created, interactions_added: counts of new rows.
+    :ivar interactions_removed: interactions deleted to be derived again (``inbox reprocess``).
     :ivar pending: payloads waiting on a fetch (pointer-only vendors).
     :ivar quarantined: records not accepted, with their reasons.
     :ivar warnings: identities dropped as invalid while the record still went in.
@@ -113,6 +121,7 @@ class IngestReport:
     pending: int = 0
     contacts_created: int = 0
     interactions_added: int = 0
+    interactions_removed: int = 0
     review_pairs: int = 0
     quarantined: list[Quarantined] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)

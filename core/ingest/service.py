@@ -88,6 +88,9 @@ class Ingestor:
         self.settings = settings
         #: What this call's committed batches wrote to the outbox, not yet delivered.
         self._published: list[Published] = []
+        #: Added to each batch's ``ingest`` audit entry: the inbox sets ``verified`` (were
+        #: the payloads' signatures checked; False for an operator's ``--no-verify`` import).
+        self.audit_details: dict[str, Any] = {}
         self.preparer = LeadPreparer(settings, mapper)
         self.planner = BatchPlanner(
             settings=settings,
@@ -214,6 +217,7 @@ class Ingestor:
                     "records": plan.records,
                     "contacts_created": report.contacts_created,
                     "interactions_added": report.interactions_added,
+                    **self.audit_details,
                 },
             )
             published = publish(uow, events)

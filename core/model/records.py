@@ -322,6 +322,10 @@ class InboxRecord:
     known).  ``digest`` is a keyed hash of source + body for spotting re-deliveries.
     ``status``: ``received``, ``processed``, ``ignored`` (no lead record in it),
     ``quarantined``, ``pending``, ``discarded``.
+    ``verified`` (schema version 4): True when the payload's signature was checked (it
+    was processed only if it passed), False when it was taken without a check (``carecrm
+    ingest --no-verify``, ``verify=False``: a file an operator imported by hand), None
+    when its source has no secret, so there was nothing to check.
     """
 
     id: uuid.UUID
@@ -335,6 +339,7 @@ class InboxRecord:
     digest: str = attrs.field(repr=False)
     processed_at: datetime | None = None
     attempts: int = 0
+    verified: bool | None = None
 
 
 @attrs.frozen(kw_only=True)

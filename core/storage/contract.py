@@ -98,7 +98,7 @@ def check_record_kind(kind: str) -> str:
 
 #: The schema version this release of carecrm reads and writes.  A database with a
 #: higher number is refused (SchemaVersionError); a lower one must be upgraded first.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ContactRepository(Protocol):
@@ -205,6 +205,11 @@ class InteractionRepository(Protocol):
 
     def existing_keys(self, source: str, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` are already stored for ``source`` (batched duplicate check)."""
+
+    def delete_for_inbox(self, inbox_id: uuid.UUID) -> builtins.list[InteractionRecord]:
+        """Delete the interactions stored from one inbox payload (``inbox_id``), to store
+        them again as the payload is re-derived (``carecrm inbox reprocess``); returns the
+        deleted records (index ``inbox_id`` from schema version 4)."""
 
     def get(self, interaction_id: uuid.UUID) -> InteractionRecord:
         """One interaction.  :raises NotFound: if there is none."""
@@ -393,6 +398,11 @@ class InboxRepository(Protocol):
 
     def get(self, inbox_id: uuid.UUID) -> InboxRecord:
         """:raises NotFound: if there is none."""
+
+    def set_verified(self, inbox_ids: Iterable[uuid.UUID], verified: bool | None) -> int:
+        """Record whether the payloads' signatures were checked (see
+        :attr:`InboxRecord.verified`): a re-delivery of the same bytes may come with or
+        without a check.  Attempts are unchanged.  :returns: how many were changed."""
 
     def set_status(
         self,

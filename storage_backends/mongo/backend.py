@@ -116,6 +116,8 @@ INDEXES: dict[str, tuple[tuple[str, list[tuple[str, int]], bool], ...]] = {
         ("uq_interactions_source_key", [("source", 1), ("idempotency_key", 1)], True),
         ("ix_interactions_timeline", [("contact_id", 1), ("occurred_at", 1), ("_id", 1)], False),
         ("ix_interactions_kind_time", [("kind", 1), ("occurred_at", 1)], False),
+        # schema version 4: what one inbox payload produced (carecrm inbox reprocess)
+        ("ix_interactions_inbox", [("inbox_id", 1)], False),
     ),
     "stage_changes": (("ix_stage_changes_contact", [("contact_id", 1), ("changed_at", 1), ("_id", 1)], False),),
     "appointments": (

@@ -317,6 +317,13 @@ class MongoInbox(_Repository):
             self.view.replace(dict(doc, **changes, attempts=int(doc.get("attempts") or 0) + 1))
         return len(docs)
 
+    def set_verified(self, inbox_ids: Iterable[uuid.UUID], verified: bool | None) -> int:
+        """Set ``verified`` of several payloads; attempts unchanged."""
+        docs = self.view.find_in("_id", _ids(inbox_ids))
+        for doc in docs:
+            self.view.replace(dict(doc, verified=verified))
+        return len(docs)
+
     def get(self, inbox_id: uuid.UUID) -> InboxRecord:
         """:raises NotFound: if there is none."""
         record: InboxRecord = self._record(self.view.get(bid(inbox_id)), f"no inbox payload {inbox_id}")

@@ -58,6 +58,13 @@ class MongoInteractions(_Repository):
         docs = self.view.find_in("idempotency_key", keys, {"source": source}, projection={"idempotency_key": 1})
         return {d["idempotency_key"] for d in docs}
 
+    def delete_for_inbox(self, inbox_id: uuid.UUID) -> list[InteractionRecord]:
+        """Delete the interactions of one inbox payload (index ``ix_interactions_inbox``); returns them."""
+        docs = self.view.find({"inbox_id": bid(inbox_id)})
+        for doc in docs:
+            self.view.delete(doc["_id"])
+        return self._records(docs)
+
     def get(self, interaction_id: uuid.UUID) -> InteractionRecord:
         """One interaction.  :raises NotFound: if there is none."""
         record: InteractionRecord = self._record(self.view.get(bid(interaction_id)), f"no interaction {interaction_id}")

@@ -379,6 +379,16 @@ class SqlInbox(_Repository):
             changed += int(self._execute(statement).rowcount)
         return changed
 
+    def set_verified(self, inbox_ids: Iterable[uuid.UUID], verified: bool | None) -> int:
+        """Set ``verified`` of several payloads, one UPDATE per 500 ids; attempts unchanged."""
+        t = self.table
+        ids = list(dict.fromkeys(inbox_ids))
+        changed = 0
+        for start in range(0, len(ids), 500):
+            statement = sa.update(t).where(t.c.id.in_(ids[start : start + 500])).values(verified=verified)
+            changed += int(self._execute(statement).rowcount)
+        return changed
+
     def get(self, inbox_id: uuid.UUID) -> InboxRecord:
         """:raises NotFound: if there is none."""
         t = self.table

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The migration step that completes each schema version.
-HEAD_FOR_VERSION: dict[int, str] = {1: "0001_initial", 2: "0002_inbox_unique_digest", 3: "0003_outbox"}
+HEAD_FOR_VERSION: dict[int, str] = {
+    1: "0001_initial",
+    2: "0002_inbox_unique_digest",
+    3: "0003_outbox",
+    4: "0004_inbox_verified",
+}
 
 #: Folder of ``env.py`` and ``versions/``.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

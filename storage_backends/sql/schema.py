@@ -125,6 +125,8 @@ interactions = sa.Table(
     sa.Column("inbox_id", UuidType()),
     sa.UniqueConstraint("source", "idempotency_key", name="uq_interactions_source_key"),
     sa.Index("ix_interactions_contact_time", "contact_id", "occurred_at", "id"),
+    # schema version 4: what one inbox payload produced (``carecrm inbox reprocess``)
+    sa.Index("ix_interactions_inbox", "inbox_id"),
     **TABLE_OPTIONS,
 )
 
@@ -271,6 +273,8 @@ inbox = sa.Table(
     sa.Column("digest", BIDX, nullable=False),
     sa.Column("processed_at", UtcDateTime()),
     sa.Column("attempts", sa.Integer(), nullable=False),
+    # schema version 4: was the signature checked (None: the source has no secret)
+    sa.Column("verified", sa.Boolean()),
     sa.Index("ix_inbox_status_received", "status", "received_at"),
     # one row per payload (schema version 2): two receivers of the same bytes keep one
     sa.Index("ux_inbox_source_digest", "source", "digest", unique=True),

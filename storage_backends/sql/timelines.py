@@ -66,6 +66,14 @@ class SqlInteractions(_Repository):
             found.update(self._execute(statement, {"p_source": source, "p_keys": list(chunk)}).scalars())
         return found
 
+    def delete_for_inbox(self, inbox_id: uuid.UUID) -> list[InteractionRecord]:
+        """Delete the interactions of one inbox payload (``ix_interactions_inbox``); returns them."""
+        t = self.table
+        gone: list[InteractionRecord] = self._records(sa.select(t).where(t.c.inbox_id == inbox_id))
+        if gone:
+            self._execute(sa.delete(t).where(t.c.inbox_id == inbox_id))
+        return gone
+
     def get(self, interaction_id: uuid.UUID) -> InteractionRecord:
         """One interaction.  :raises NotFound: if there is none."""
         t = self.table

@@ -199,7 +199,7 @@ def test_a_rejected_record_is_quarantined_naming_source_record_and_field(make_ap
     report = app.ingest_payloads("rows", [RawPayload(body=BODY, origin="leads.txt")], actor=ACTOR)
     assert report.contacts_created == 2 and report.records == 3
     (q,) = report.quarantined
-    assert q.message() == "rows: payload leads.txt: record row-1: field 'email': no @ in the line"
+    assert q.message() == "rows: payload leads.txt: record row-1 (#1 in the payload): field 'email': no @ in the line"
     (item,) = app.inbox_list(status="quarantined")
     assert "Placeholder" not in (item.reason or "")
     app.close()
@@ -215,7 +215,7 @@ def test_a_yielded_validation_failed_still_works_with_a_deprecation_warning(
         report = app.ingest_payloads("rows", [RawPayload(body=BODY, origin="leads.txt")], actor=ACTOR)
     assert report.contacts_created == 2
     (q,) = report.quarantined
-    assert q.message() == "rows: payload leads.txt: record row-1: field 'email': no @ in the line"
+    assert q.message() == "rows: payload leads.txt: record row-1 (#1 in the payload): field 'email': no @ in the line"
     app.close()
 
 

@@ -253,7 +253,7 @@ def test_a_database_without_the_schema_says_run_init(tmp_path: Path) -> None:
 
 def test_upgrade_creates_the_schema_of_an_empty_database(tmp_path: Path) -> None:
     backend = SqlBackend(f"sqlite:///{tmp_path / 'empty.db'}")
-    assert backend.upgrade() == ["0001_initial", "0002_inbox_unique_digest", "0003_outbox"]
+    assert backend.upgrade() == ["0001_initial", "0002_inbox_unique_digest", "0003_outbox", "0004_inbox_verified"]
     assert backend.schema_version() == SCHEMA_VERSION
     assert backend.upgrade() == []
     with backend.unit_of_work() as uow:
@@ -332,9 +332,9 @@ def test_version_1_inbox_duplicates_are_folded_by_the_upgrade(tmp_path: Path) ->
         command.upgrade(alembic_config(conn), "0001_initial")
         write_schema_version(conn, 1)
         for rec in (discarded, processed, single):
-            conn.execute(schema.inbox.insert(), codec(type(rec), schema.inbox).row(rec))
+            conn.execute(schema.inbox.insert(), _row_before_4(codec(type(rec), schema.inbox).row(rec)))
         conn.execute(schema.interactions.insert(), codec(type(inter), schema.interactions).row(inter))
-    assert backend.upgrade() == ["0002_inbox_unique_digest", "0003_outbox"]
+    assert backend.upgrade() == ["0002_inbox_unique_digest", "0003_outbox", "0004_inbox_verified"]
     with backend.unit_of_work() as uow:
         assert sorted(r.id for r in uow.inbox.list()) == sorted([processed.id, single.id])
         assert uow.interactions.get(inter.id).inbox_id == processed.id
@@ -356,11 +356,43 @@ def test_a_version_2_database_gains_the_outbox(tmp_path: Path) -> None:
         command.upgrade(alembic_config(conn), "0002_inbox_unique_digest")
         write_schema_version(conn, 2)
         conn.execute(schema.contacts.insert(), repositories._codec(type(kept), schema.contacts).row(kept))
-    assert backend.upgrade() == ["0003_outbox"]
+    assert backend.upgrade() == ["0003_outbox", "0004_inbox_verified"]
     with backend.unit_of_work() as uow:
         assert uow.contacts.get(kept.id).id == kept.id
         assert uow.outbox.last_seq() == 0
         uow.outbox.append_many([outbox_record(1)])
+        uow.commit()
+    assert _migration_diff(backend) == []
+    backend.close()
+
+
+def _row_before_4(row: dict[str, Any]) -> dict[str, Any]:
+    """An inbox row as a database before schema version 4 holds it (no ``verified``)."""
+    return {k: v for k, v in row.items() if k != "verified"}
+
+
+def test_a_version_3_database_records_verification_from_4(tmp_path: Path) -> None:
+    """Schema 3 → 4 adds ``inbox.verified`` (rows stored before read None: unknown) and
+    the ``ix_interactions_inbox`` index; the data already stored stays."""
+    from alembic import command
+
+    from carecrm.core.testing.storage import inbox_record
+    from carecrm.storage_backends.sql.migrate import alembic_config, write_schema_version
+
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'v3.db'}")
+    old = inbox_record(status="processed")
+    inter = interaction_record(contact_record().id, inbox_id=old.id)
+    codec = repositories._codec
+    with backend.engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003_outbox")
+        write_schema_version(conn, 3)
+        conn.execute(schema.inbox.insert(), _row_before_4(codec(type(old), schema.inbox).row(old)))
+        conn.execute(schema.interactions.insert(), codec(type(inter), schema.interactions).row(inter))
+    assert backend.upgrade() == ["0004_inbox_verified"]
+    with backend.unit_of_work() as uow:
+        assert uow.inbox.get(old.id).verified is None
+        assert uow.inbox.set_verified([old.id], False) == 1
+        assert [r.id for r in uow.interactions.delete_for_inbox(old.id)] == [inter.id]
         uow.commit()
     assert _migration_diff(backend) == []
     backend.close()

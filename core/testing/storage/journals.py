@@ -97,6 +97,44 @@ class JournalContract(ContractBase):
             assert [r.id for r in uow.inbox.find_digests("calendly", [bidx("one")])] == [elsewhere.id]
             assert uow.inbox.count() == 3
 
+    def test_inbox_verified_and_what_a_payload_produced(self, backend: StorageBackend) -> None:
+        """Schema version 4: ``verified`` round-trips (True, False, None), set_verified()
+        changes it without counting an attempt; interactions.delete_for_inbox() deletes
+        and returns exactly the interactions of one payload, and a second call finds none."""
+        checked = inbox_record(verified=True, digest=bidx("checked"))
+        unchecked = inbox_record(verified=False, digest=bidx("unchecked"))
+        unknown = inbox_record(digest=bidx("unknown"))
+        contact = contact_record()
+        mine = [interaction_record(contact.id, inbox_id=checked.id) for _ in range(2)]
+        other = interaction_record(contact.id, inbox_id=unchecked.id)
+        loose = interaction_record(contact.id)
+
+        def fill(uow: UnitOfWork) -> None:
+            uow.inbox.add_many([checked, unchecked, unknown])
+            uow.contacts.add(contact)
+            uow.interactions.add_many([*mine, other, loose])
+
+        self.store(backend, fill)
+        with backend.unit_of_work() as uow:
+            assert [uow.inbox.get(r.id).verified for r in (checked, unchecked, unknown)] == [True, False, None]
+            assert uow.inbox.set_verified([unchecked.id, unknown.id], True) == 2
+            assert uow.inbox.set_verified([checked.id], None) == 1
+            uow.commit()
+        with backend.unit_of_work() as uow:
+            got = [uow.inbox.get(r.id) for r in (checked, unchecked, unknown)]
+            assert [g.verified for g in got] == [None, True, True]
+            assert [g.attempts for g in got] == [checked.attempts, unchecked.attempts, unknown.attempts]
+        with backend.unit_of_work() as uow:
+            gone = uow.interactions.delete_for_inbox(checked.id)
+            uow.commit()
+        assert sorted(r.id for r in gone) == sorted(r.id for r in mine)
+        assert_same_record(next(r for r in gone if r.id == mine[0].id), mine[0])
+        with backend.unit_of_work() as uow:
+            assert uow.interactions.delete_for_inbox(checked.id) == []
+            assert uow.interactions.count() == 2
+            assert uow.interactions.existing_keys("typeform", [r.idempotency_key for r in mine]) == set()
+            assert uow.interactions.get(other.id).inbox_id == unchecked.id
+
     def test_meta_get_for_update_serializes_writers(self, backend: StorageBackend) -> None:
         """get_for_update(): None for a missing key (and a rolled-back unit leaves no key
         behind); read-modify-write from two threads at once loses no increment."""
