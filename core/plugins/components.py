@@ -113,11 +113,20 @@ class Components:
         """Build the connectors of ``names`` (cached for later use) and return what is wrong
         with them, one message per problem (every problem of a mapped source: its
         ``problems``), each starting ``source '<name>'``; empty when all are well.
+
+        A connector may define ``check_source_settings(*, has_secret: bool)``, raising
+        :class:`ConfigError` for what its options alone cannot tell (a mapped source with a
+        ``secret`` but no ``signature`` table); it is called here, never on the ingest path.
         """
         problems: list[str] = []
         for name in names:
             try:
-                self.connector(name)
+                connector = self.connector(name)
+                # a connector may check what only the core knows (a secret is configured)
+                check = getattr(connector, "check_source_settings", None)
+                settings = self._settings.sources.get(name)
+                if callable(check) and settings is not None:
+                    check(has_secret=settings.secret is not None)
             except ConfigError as exc:
                 for text in getattr(exc, "problems", None) or (str(exc),):
                     problems.append(text if text.startswith("source ") else f"source {name!r}: {text}")

@@ -259,6 +259,7 @@ def test_init_source_example_from_a_file(tmp_path: Path) -> None:
     example = tmp_path / "mine.toml"
     example.write_text(
         '[sources.mine]\nconnector = "mapped"\nsecret = "$env:CLI_TEST_UNSET_SECRET"\noccurred_at = "at"\n'
+        '[sources.mine.signature]\nscheme = "hmac-sha256"\nheader = "X-Signature"\n'
     )
     result = run_init(tmp_path / "p", "--source-example", str(example))
     assert result.exit_code == 0, result.output

@@ -239,3 +239,13 @@ def test_end_to_end_no_email_in_the_store_or_the_report(make_app: Callable[..., 
     bad = app.ingest_payloads("forms", [payload({"ref": EMAIL, "email": EMAIL, "y": 2})], actor=ACTOR)
     (q,) = bad.quarantined
     assert EMAIL not in str(q) and HASHED_PREFIX in str(q)
+
+
+def test_a_secret_without_a_signature_table_is_a_start_up_problem(make_app: Callable[..., CareCRM]) -> None:
+    with pytest.raises(SourceProblems) as info:
+        make_app(sources={"forms": {"connector": "mapped", "secret": "test-secret", **SIMPLE}})
+    (problem,) = info.value.problems
+    assert problem.startswith("source 'forms': option 'secret': is configured but there is no")
+    # a preset carries its vendor's signature table: a secret is fine there
+    app = make_app(sources={"tf": {"connector": "typeform", "secret": "test-secret"}})
+    assert app.components.source_problems(["tf"]) == []

@@ -244,6 +244,20 @@ class MappedConnector(SourceConnector):
         if problems:
             raise MappingProblems(problems)
 
+    def check_source_settings(self, *, has_secret: bool) -> None:
+        """The start-up check of what the options alone cannot tell
+        (:meth:`carecrm.core.plugins.components.Components.source_problems`).
+
+        :param has_secret: whether ``[sources.<name>]`` gives a ``secret``.
+        :raises ConfigError: when a secret is configured but neither the table nor its
+            preset has a ``signature`` table: the secret would never be checked, and every
+            payload would be quarantined when it arrives.
+        """
+        if has_secret and self.signature is None:
+            raise OptionReader(self.name, {}).error(
+                "secret", f"is configured but there is no [sources.{self.name}.signature] table to check it with"
+            )
+
     # ------------------------------------------------------------------ verify
 
     def verify(self, payload: RawPayload, secret: str) -> None:
