@@ -138,6 +138,7 @@ def test_an_unknown_connector_is_a_start_up_problem_too(make_app: Callable[..., 
         ({"record_id": '"email"'}, "record_id", "fields.email"),  # the same path, quoted
         ({"person_id": "phone"}, "person_id", "fields.phone"),
         ({"attributes": {"contact": "email"}}, "attributes.contact", "fields.email"),
+        ({"touchpoint": {"campaign": "phone"}}, "touchpoint.campaign", "fields.phone"),
         (
             {
                 "record_id": "answers[?type=='email'] | [0].email",
@@ -249,3 +250,14 @@ def test_a_secret_without_a_signature_table_is_a_start_up_problem(make_app: Call
     # a preset carries its vendor's signature table: a secret is fine there
     app = make_app(sources={"tf": {"connector": "typeform", "secret": "test-secret"}})
     assert app.components.source_problems(["tf"]) == []
+
+
+def test_a_campaign_that_looks_like_an_email_is_hashed() -> None:
+    conn = build(touchpoint={"landing_page": "page", "medium": "medium"})
+    conn.bind_digest(digest)
+    record = {"id": "1", "at": "2025-03-01T10:00:00Z", "email": EMAIL, "medium": "email"}
+    (event,) = conn.parse(payload({**record, "page": f"https://example-derm.test/?utm_campaign={EMAIL}&utm_source=nl"}))
+    assert isinstance(event, LeadEvent)
+    tp = event.touchpoint
+    assert tp.campaign == HASHED_PREFIX + digest(b"key-value\x1f" + EMAIL.encode())
+    assert (tp.source, tp.medium, tp.landing_page) == ("nl", "email", "https://example-derm.test/")

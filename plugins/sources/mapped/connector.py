@@ -237,6 +237,7 @@ class MappedConnector(SourceConnector):
         # item 7 of issue 8: no email or phone in a key or a clear column (keys module)
         keyed: dict[str, Selector | None] = {"record_id": self.record_id, "person_id": self.person_id}
         keyed.update({f"attributes.{key}": selector for key, selector in self.attributes.items()})
+        keyed.update({f"touchpoint.{key}": selector for key, selector in self.touchpoint.items()})
         keyed = {option: selector for option, selector in keyed.items() if selector is not _PLACEHOLDER}
         compiled = {key: selector for key, selector in self.fields.items() if selector is not _PLACEHOLDER}
         for option, reason in contact_selector_problems(keyed, compiled):

@@ -3,16 +3,19 @@ mapped source stores or shows in clear.
 
 The vendor's record id (``record_id``) goes into the interaction's idempotency key, its
 ``external_record_id`` attribute and the ``record_ref`` of every quarantine reason; the
-``person_id`` into the person's external identity; ``attributes`` are stored in clear.
+``person_id`` into the person's external identity; ``attributes`` and the touchpoint are
+stored in clear.
 Quarantine reasons and clear columns must never hold personal data (HIPAA 45 CFR
 164.502(b), the minimum-necessary standard; ``docs/vocabulary.md``, "Idempotency keys").
 Two defences:
 
 * at config load, :func:`contact_selector_problems` refuses a key selector that is
   *statically* an email or phone: it selects the same value as ``fields.email`` or
-  ``fields.phone`` (the same JMESPath, however quoted), or, for ``record_id`` and
+  ``fields.phone`` (the same JMESPath, however quoted; ``record_id``, ``person_id``,
+  ``attributes.*``, ``touchpoint.*``), or, for ``record_id`` and
   ``person_id``, a key whose name says email or phone (``contact.email``, ``q5_phone``);
-* at run time, :func:`protect` replaces a value that *looks like* an email
+* at run time, :func:`protect` replaces a record id, person id, attribute text or
+  touchpoint text (:data:`CLEAR_TOUCHPOINT_TEXTS`) that *looks like* an email
   (:func:`looks_like_email`) or a phone (:func:`looks_like_phone`) by
   ``hashed:<hex>``, the keyed digest of the connector
   (:meth:`~carecrm.core.ingest.connectors.SourceConnector.record_digest`: HMAC-SHA256
@@ -28,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from carecrm.plugins.sources.mapped.selectors import Selector
 
 __all__ = [
+    "CLEAR_TOUCHPOINT_TEXTS",
     "CONTACT_FIELDS",
     "HASHED_PREFIX",
     "contact_selector_problems",
@@ -38,6 +42,9 @@ __all__ = [
 
 #: The person fields whose values are contact points (never keys or clear columns).
 CONTACT_FIELDS: tuple[str, ...] = ("email", "phone")
+#: Touchpoint texts typed by people (campaign names, UTM values), checked at run time; the
+#: landing page and referrer lose their query string instead, and click ids are opaque.
+CLEAR_TOUCHPOINT_TEXTS: tuple[str, ...] = ("source", "medium", "campaign", "term", "content")
 #: What a hashed key value starts with.
 HASHED_PREFIX = "hashed:"
 

@@ -163,6 +163,12 @@ class RecordBuilder:
         for field, value in landing_params.items():
             if touch.get(field) is None:
                 touch[field] = value
+        # the touchpoint is stored in clear: campaign texts that look like an email or
+        # phone (a utm_campaign=<email> from a mail merge) are hashed
+        for field in keys.CLEAR_TOUCHPOINT_TEXTS:
+            text = touch.get(field)
+            if text is not None:
+                touch[field] = keys.protect(text, conn.record_digest)
         touchpoint = Touchpoint(**touch)
 
         attributes: dict[str, Any] = {}
