@@ -77,15 +77,14 @@ def test_options_of_components_are_typed_and_strict(make_app: Callable[..., Care
         make_app(scoring={"threshold": 50})
     with pytest.raises(ConfigError, match=r"unknown option 'color' of segment builder 'basic'.*known: \(none"):
         make_app(segments={"color": "red"}).segment_builder()
-    app = make_app(sources={"sg": {"connector": "sendgrid", "max_age_seconds": "ten"}})
+    # a configured source's options are checked when the app starts
     with pytest.raises(ConfigError) as info:
-        app.connector("sg")
+        make_app(sources={"sg": {"connector": "sendgrid", "max_age_seconds": "ten"}})
     message = str(info.value)
     assert "sources.sg.max_age_seconds" in message and "carecrm.plugins.sources.sendgrid" in message
     assert "must be a number" in message
-    app = make_app(sources={"sg": {"connector": "sendgrid", "max_age": 10}})
     with pytest.raises(ConfigError, match=r"unknown option 'max_age'.*known: max_age_seconds, ignore_events"):
-        app.connector("sg")
+        make_app(sources={"sg": {"connector": "sendgrid", "max_age": 10}})
 
 
 def test_shipped_configs_still_load(tmp_path: Path) -> None:
@@ -121,11 +120,18 @@ def test_an_old_style_component_still_works_with_a_deprecation_warning(make_app:
         def carecrm_register_sources(self, register: Any) -> None:
             register(_OldStyle)
 
-    base = make_app(sources={"legacy": {"connector": "oldstyle", "flag": True}})
-    app = CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    base = make_app()
+    # the oldstyle connector is only registered in this app (a configured source's
+    # connector must be installed when an app starts)
+    doc = {
+        **base.settings.raw,
+        "sources": {"legacy": {"connector": "oldstyle", "flag": True}},
+        "storage": {"url": base.settings.storage_url},
+    }
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        connector = app.connector("legacy")
+        warnings.simplefilter("always")  # the start-up check builds the connector
+        app = CareCRM(settings_from_dict(doc), keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    connector = app.connector("legacy")
     assert isinstance(connector, _OldStyle) and connector.flag is True
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
     app.close()

@@ -203,7 +203,14 @@ def test_implied_stage_moves_and_a_persons_move_wins(make_app: Callable[..., Car
 
 def test_unknown_source_lists_known(make_app: Callable[..., CareCRM]) -> None:
     app = make_app(
-        sources={"typeform": {"connector": "mapped", "kind": "form.submitted", "fields": {"email": "email"}}}
+        sources={
+            "typeform": {
+                "connector": "mapped",
+                "kind": "form.submitted",
+                "occurred_at": "at",
+                "fields": {"email": "email"},
+            }
+        }
     )
     with pytest.raises(UnknownComponentError, match="known: .*typeform"):
         app.ingest_payloads("nosuch", [], actor=ACTOR)

@@ -23,6 +23,7 @@ from carecrm.core import (
     ValidationFailed,
     hookimpl,
 )
+from carecrm.core.config import settings_from_dict
 from carecrm.core.model.domain import Actor, ConsentSignal
 
 ACTOR = Actor.parse("tester:admin")
@@ -128,9 +129,12 @@ def _assert_clean(blob: bytes, where: str) -> None:
 
 
 def _build(make_app: Callable[..., CareCRM], url: str | None) -> CareCRM:
-    base = make_app(url=url, sources={"jsonleads": {}})
+    base = make_app(url=url)
     base.close()
-    return CareCRM(base.settings, keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
+    # the jsonleads connector is only registered in this app: a configured source's
+    # connector must be installed when an app starts
+    doc = {**base.settings.raw, "sources": {"jsonleads": {}}, "storage": {"url": base.settings.storage_url}}
+    return CareCRM(settings_from_dict(doc), keys=base.keys, load_entrypoints=False, extra_plugins=[Plugin()])
 
 
 def test_sqlite_file_and_wal_hold_no_personal_data(make_app: Callable[..., CareCRM], tmp_path: Path) -> None:

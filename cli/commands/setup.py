@@ -341,6 +341,37 @@ def sources_list(as_json: bool) -> None:
     print_table(t)
 
 
+@sources.command("check")
+@json_option
+def sources_check(as_json: bool) -> None:
+    """Check every source: build each [sources.<name>] table's connector (selectors compiled,
+    kinds, channels and options checked against the known values) and each connector usable
+    by name.  Lists every problem and exits 2 when there is one, 0 when all is well.  The
+    same checks run whenever carecrm starts."""
+    from carecrm.core.plugins.components import SourceProblems
+
+    try:
+        the_app = state().app
+    except SourceProblems as exc:
+        problems = list(exc.problems)
+        names: list[str] = []
+    else:
+        names = sorted(the_app.settings.sources) + [
+            cid for cid in the_app.sources.names() if cid != "mapped" and cid not in the_app.settings.sources
+        ]
+        problems = the_app.components.source_problems(names)
+    if as_json:
+        echo_json({"ok": not problems, "checked": names, "problems": problems})
+    elif not problems:
+        click.echo(f"{len(names)} sources checked: no problem")
+    if problems:
+        if not as_json:
+            for problem in problems:
+                click.echo(problem, err=True)
+        count = len(problems)
+        raise CliError(f"{count} problem{'s' if count != 1 else ''} in the sources configuration")
+
+
 @sources.command("example")
 @click.argument("name")
 def sources_example(name: str) -> None:

@@ -10,17 +10,33 @@ and ``carecrm plugins`` never load keys or open storage.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pluggy
 
 from carecrm.core.config import Settings, resolve_secret
-from carecrm.core.errors import UnknownComponentError
+from carecrm.core.errors import ConfigError, UnknownComponentError
 from carecrm.core.ingest.connectors import SourceConnector
 from carecrm.core.plugins.manager import DEFAULT_PLUGINS, PluginInfo, entry_point_names, families_of, origin_of
 from carecrm.core.plugins.options import build_component, structure_options
 from carecrm.core.plugins.registries import Registries
+
+
+class SourceProblems(ConfigError):
+    """Every problem of the configured sources, found at start-up
+    (:meth:`Components.check_options`) or by ``carecrm sources check``.
+
+    :param problems: one message per problem, each naming the source, the option and the
+        known values.
+    :ivar problems: those messages.
+    """
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the [sources.*] configuration (carecrm sources check):"
+        super().__init__("\n".join((head, *(f"  {p}" for p in self.problems))))
 
 
 class Components:
@@ -78,12 +94,43 @@ class Components:
 
     def check_options(self) -> None:
         """Structure, at start-up, the options the practice gave to every plugin that
-        declares its options class (so a typo fails when the app starts, not on first use).
+        declares its options class, and build the connector of every configured source
+        (``[sources.<name>]``), so a typo, an unknown interaction kind or a selector that
+        does not compile fails when the app starts, not when a lead arrives (a live
+        receiver would otherwise have nothing to take the lead with).
 
         :raises ConfigError: naming the plugin, the key and the known keys.
+        :raises SourceProblems: (a :class:`ConfigError`) listing every problem of every
+            configured source, each naming the source, the option and the known values.
         """
         for name in self._registries.options_types:
             self.plugin_options(name)
+        problems = self.source_problems(self._settings.sources)
+        if problems:
+            raise SourceProblems(problems)
+
+    def source_problems(self, names: Iterable[str]) -> list[str]:
+        """Build the connectors of ``names`` (cached for later use) and return what is wrong
+        with them, one message per problem (every problem of a mapped source: its
+        ``problems``), each starting ``source '<name>'``; empty when all are well.
+
+        A connector may define ``check_source_settings(*, has_secret: bool)``, raising
+        :class:`ConfigError` for what its options alone cannot tell (a mapped source with a
+        ``secret`` but no ``signature`` table); it is called here, never on the ingest path.
+        """
+        problems: list[str] = []
+        for name in names:
+            try:
+                connector = self.connector(name)
+                # a connector may check what only the core knows (a secret is configured)
+                check = getattr(connector, "check_source_settings", None)
+                settings = self._settings.sources.get(name)
+                if callable(check) and settings is not None:
+                    check(has_secret=settings.secret is not None)
+            except ConfigError as exc:
+                for text in getattr(exc, "problems", None) or (str(exc),):
+                    problems.append(text if text.startswith("source ") else f"source {name!r}: {text}")
+        return problems
 
     # ------------------------------------------------------------------ plugins
 

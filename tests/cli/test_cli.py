@@ -257,12 +257,24 @@ def test_init_unknown_source_example_lists_known(tmp_path: Path) -> None:
 
 def test_init_source_example_from_a_file(tmp_path: Path) -> None:
     example = tmp_path / "mine.toml"
-    example.write_text('[sources.mine]\nconnector = "mapped"\nsecret = "$env:CLI_TEST_UNSET_SECRET"\n')
+    example.write_text(
+        '[sources.mine]\nconnector = "mapped"\nsecret = "$env:CLI_TEST_UNSET_SECRET"\noccurred_at = "at"\n'
+        '[sources.mine.signature]\nscheme = "hmac-sha256"\nheader = "X-Signature"\n'
+    )
     result = run_init(tmp_path / "p", "--source-example", str(example))
     assert result.exit_code == 0, result.output
     assert "CLI_TEST_UNSET_SECRET is not set" in result.output
     doc = tomllib.loads((tmp_path / "p" / "carecrm.toml").read_text(encoding="utf-8"))
     assert doc["sources"]["mine"]["secret"] == "$env:CLI_TEST_UNSET_SECRET"
+
+
+def test_init_refuses_a_source_example_that_would_not_start(tmp_path: Path) -> None:
+    example = tmp_path / "mine.toml"
+    example.write_text('[sources.mine]\nconnector = "mapped"\nkind = "form.submited"\noccurred_at = "at"\n')
+    result = run_init(tmp_path / "p", "--source-example", str(example))
+    assert result.exit_code == 2
+    assert "source 'mine': option 'kind': unknown interaction kind 'form.submited'" in result.stderr
+    assert not (tmp_path / "p" / "carecrm.toml").exists()
 
 
 def test_sources_example_prints_the_file() -> None:

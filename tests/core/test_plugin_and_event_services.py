@@ -74,7 +74,7 @@ def _recording(digests: list[bytes]) -> Any:
 
 def test_components_build_a_connector_once_and_bind_the_digest_lazily(tmp_path: Path) -> None:
     digests: list[bytes] = []
-    settings = _settings(tmp_path, sources={"forms": {"connector": "mapped", "options": {}}})
+    settings = _settings(tmp_path, sources={"forms": {"connector": "mapped", "occurred_at": "at"}})
     components = _components(settings, digests)
     connector = components.connector("sendgrid")
     assert components.connector("sendgrid") is connector

@@ -31,6 +31,8 @@ The package is split by concern, each part importable on its own:
 * :mod:`.values` — value coercions (phones, checkboxes, dates and times, landing pages);
 * :mod:`.record` — the record builder: one record → a lead event or a ``Rejected``;
 * :mod:`.minimization` — the names of the answers no selector used;
+* :mod:`.keys` — no email or phone in a key or a clear column (checked at config load,
+  hashed at run time);
 * :mod:`.signatures` — the ``signature`` table and the HMAC check;
 * :mod:`.connector` — :class:`MappedConnector`, which puts them together.
 

@@ -16,7 +16,13 @@ import jmespath.exceptions
 
 from carecrm.core.errors import ConfigError
 from carecrm.core.model.vocab import CHANNELS
-from carecrm.plugins.sources.mapped.selectors import Selector, SelectorProblem, compile_selector, key_path
+from carecrm.plugins.sources.mapped.selectors import (
+    Selector,
+    SelectorProblem,
+    compile_selector,
+    jmespath_problem,
+    key_path,
+)
 
 #: Person fields a ``[sources.<name>.fields]`` table may map.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -252,7 +258,7 @@ class OptionReader:
         try:
             ast = jmespath.compile(text).parsed
         except jmespath.exceptions.JMESPathError as exc:
-            raise self.error("answers", f"invalid JMESPath: {exc}") from None
+            raise self.error("answers", f"invalid JMESPath: {jmespath_problem(exc)}") from None
         keys = key_path(ast)
         if keys is None:
             raise self.error("answers", "must be @ or a path of keys such as form_response.answers")

@@ -11,6 +11,8 @@ Rules applied here, and where they come from:
 * each interaction and consent signal has an idempotency key made from the vendor's record
   id (else a keyed digest of the record's canonical JSON) and the event type
   (``docs/vocabulary.md``, "Idempotency keys");
+* no email or phone is kept in clear in a key, a record ref or an attribute: a value that
+  looks like one is hashed with the blind-index key (:mod:`~carecrm.plugins.sources.mapped.keys`);
 * times are aware UTC; naive local times are read in the location's zone (``docs/vocabulary.md``,
   "Time").
 """
@@ -29,7 +31,7 @@ from carecrm.core.ingest import kit as kit
 from carecrm.core.ingest.connectors import Rejected
 from carecrm.core.ingest.kit import BadValue
 from carecrm.core.model.domain import ConsentSignal, InteractionDraft, LeadEvent, RawPayload, Touchpoint
-from carecrm.plugins.sources.mapped import values
+from carecrm.plugins.sources.mapped import keys, values
 from carecrm.plugins.sources.mapped.options import EXTRA_FIELDS, TOUCHPOINT_FIELDS
 from carecrm.plugins.sources.mapped.selectors import Selector
 
@@ -116,10 +118,15 @@ class RecordBuilder:
         if conn.record_id is not None:
             record_id = convert("record_id", get(conn.record_id, "record_id"), kit.identifier)
             if record_id is not None:
+                # an id that looks like an email or phone is hashed, never kept in clear
+                # (it makes the key, external_record_id and every refusal's ref)
+                record_id = keys.protect(record_id, conn.record_digest)
                 self.ref = record_id
         person_id = None
         if conn.person_id is not None:
             person_id = convert("person_id", get(conn.person_id, "person_id"), kit.identifier)
+            if person_id is not None:
+                person_id = keys.protect(person_id, conn.record_digest)
 
         occurred_at, approximate = self._occurred_at()
 
@@ -156,11 +163,20 @@ class RecordBuilder:
         for field, value in landing_params.items():
             if touch.get(field) is None:
                 touch[field] = value
+        # the touchpoint is stored in clear: campaign texts that look like an email or
+        # phone (a utm_campaign=<email> from a mail merge) are hashed
+        for field in keys.CLEAR_TOUCHPOINT_TEXTS:
+            text = touch.get(field)
+            if text is not None:
+                touch[field] = keys.protect(text, conn.record_digest)
         touchpoint = Touchpoint(**touch)
 
         attributes: dict[str, Any] = {}
         for key, selector in conn.attributes.items():
             value = get(selector, f"attributes.{key}")
+            if isinstance(value, str):
+                # attributes are stored in clear: an email or phone is hashed
+                value = keys.protect(value, conn.record_digest)
             if not kit.is_blank(value):
                 attributes[key] = value
         if record_id is not None:

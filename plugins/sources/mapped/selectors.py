@@ -19,7 +19,21 @@ import jmespath.exceptions
 import jmespath.functions
 import jmespath.parser
 
-__all__ = ["Selector", "SelectorProblem", "compile_selector", "key_path"]
+__all__ = ["Selector", "SelectorProblem", "compile_selector", "jmespath_problem", "key_path"]
+
+
+def jmespath_problem(exc: jmespath.exceptions.JMESPathError) -> str:
+    """A one-line description of a JMESPath compile error: what and where (the column,
+    from 1), for configuration messages (JMESPath's own text spans three lines)."""
+    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
+        what = "incomplete expression"
+    elif isinstance(exc, jmespath.exceptions.LexerError):
+        what = "unexpected character"
+    else:
+        token = getattr(exc, "token_value", None)
+        what = f"unexpected {token!r}" if token is not None else "invalid expression"
+    position = getattr(exc, "lex_position", None)
+    return what if position is None else f"{what} at column {position + 1}"
 
 
 class SelectorProblem(ValueError):
@@ -78,7 +92,7 @@ def compile_selector(option: str, text: Any, answers_key: str | None = None) -> 
     try:
         parsed = jmespath.compile(text)
     except jmespath.exceptions.JMESPathError as exc:
-        raise SelectorProblem(f"invalid JMESPath: {exc}") from None
+        raise SelectorProblem(f"invalid JMESPath: {jmespath_problem(exc)}") from None
     problem = _check_functions(parsed.parsed)
     if problem:
         raise SelectorProblem(problem)
@@ -106,7 +120,8 @@ def _check_functions(ast: Mapping[str, Any]) -> str | None:
             continue
         name = node["value"]
         if name not in table:
-            return f"unknown JMESPath function {name}()"
+            known = ", ".join(sorted(table))
+            return f"unknown JMESPath function {name}(); known: {known}"
         signature = table[name]["signature"]
         count = len(node.get("children", ()))
         variadic = bool(signature) and bool(signature[-1].get("variadic"))
