@@ -14,7 +14,8 @@ ids*: the fields that make an event new to its vendor's connector (:data:`FRESH_
 few regular expressions per vendor: Twilio's ``MessageSid``, SendGrid's ``sg_event_id``,
 SES's SNS ``MessageId`` and the SES ``messageId`` inside the escaped ``Message``, ...)
 get their last six characters replaced by the copy's number, so every copy is a new
-delivery, never a duplicate.  Files a connector refuses by design (the corpus notes say
+delivery, never a duplicate; the email addresses and phone numbers in it are varied too
+(:func:`fresh`), so the copies are the events of many people.  Files a connector refuses by design (the corpus notes say
 so: a form with no contact point, SES's bare inner message, Meta's consent answers
 alone) are found by a first pass, left out and listed.
 
@@ -117,11 +118,22 @@ _COMPILED: dict[str, tuple[re.Pattern[bytes], ...]] = {
 }
 
 
+#: An email address's local part (before ``@`` or its escape ``%40``).
+_EMAIL = re.compile(rb"(?<![A-Za-z0-9._+%-])[A-Za-z0-9._+-]+(?=@|%40)")
+#: A phone number (E.164 with ``+`` or ``%2B``, or ``(NNN) NNN-NNNN``) without its last
+#: three digits.
+_PHONE = re.compile(rb"((?:\+|%2B)[0-9]{7,12}|\([0-9]{3}\)(?: |%20|\+)?[0-9]{3}-[0-9])[0-9]{3}(?![0-9])")
+
+
 def fresh(vendor: str, body: bytes, copy: int) -> bytes:
     """``body`` with every id of :data:`FRESH_IDS` ``[vendor]`` made new for ``copy``
     (0 or more): its last six characters replaced by the copy's number (``%06d``; an id
     of six characters or fewer is replaced whole, a short number followed by it), so hex,
-    base-62, UUID and numeric ids stay well-formed."""
+    base-62, UUID and numeric ids stay well-formed.  The person is made new too, so the
+    copies are many people's events as a live stream is, not one timeline thousands of
+    events long: every email address's local part gets a ``c<copy>-`` prefix and every
+    phone number's last three digits become the copy's number modulo 1,000 (the corpus's
+    numbers are in the 555-01XX ranges, which stay valid numbers)."""
     stamp = b"%06d" % copy
 
     def swap(m: re.Match[bytes]) -> bytes:
@@ -136,7 +148,9 @@ def fresh(vendor: str, body: bytes, copy: int) -> bytes:
 
     for pattern in _COMPILED[vendor]:
         body = pattern.sub(swap, body)
-    return body
+    tail = b"%03d" % (copy % 1000)
+    body = _EMAIL.sub(lambda m: b"c%d-" % copy + m.group(0), body)
+    return _PHONE.sub(lambda m: m.group(1) + tail, body)
 
 
 def load_corpus(corpus: Path, vendors: Sequence[str]) -> dict[str, list[tuple[str, bytes, str]]]:
