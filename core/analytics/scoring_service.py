@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carecrm.core.analytics.scoring import ScoringModel, compact_reasons
-from carecrm.core.analytics.vendor_tests import flagged_contacts, is_test, is_test_timeline
+from carecrm.core.analytics.vendor_tests import flagged_contacts, is_test, is_test_timeline, note_seen
 from carecrm.core.errors import NotFound
 from carecrm.core.events import types as ev
 from carecrm.core.events.outbox import Published, publish
@@ -202,19 +202,26 @@ class ScoringService:
                 timelines = queries(uow).clear_timelines(active)
                 records: list[ScoreRecord] = []
                 untested: list[uuid.UUID] = []
+                tests_seen = False
                 for cid in active:
                     facts = timelines.get(cid, [])
+                    real = [f for f in facts if not is_test(f.attributes)]
+                    if len(real) < len(facts):
+                        tests_seen = True
                     if is_test_timeline(facts):  # only a vendor's test events: never scored
                         untested.append(cid)
                         continue
-                    result = model.score([f for f in facts if not is_test(f.attributes)], at)
+                    result = model.score(real, at)
                     reasons = [r.to_json() for r in compact_reasons(result.reasons)]
                     records.append(
                         ScoreRecord(
                             contact_id=cid, model=model.model_id, score=result.score, reasons=reasons, computed_at=at
                         )
                     )
-                uow.scores.put_many(records)
+                if tests_seen:
+                    note_seen(uow)  # segments start looking for test contacts
+                if records:
+                    uow.scores.put_many(records)
                 uow.contacts.set_scores(
                     {r.contact_id: r.score for r in records if before[r.contact_id] != r.score}
                     | {cid: None for cid in untested if before[cid] is not None}

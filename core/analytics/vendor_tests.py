@@ -32,8 +32,9 @@ core change, and every backend answers through the existing ``clear_timelines`` 
 (one more query per page of contacts a figure already reads).  Storing a flag on the
 contact would need a column (a migration on every backend) and an update rule on every
 ingest, merge and re-processing.  The cost is a read of the clear facts of the contacts
-a figure covers; see :mod:`carecrm.core.analytics.segments_service` for how segments
-keep their one-query count when there are no test events.
+a figure covers.  Segments, whose count is one query, look for test contacts only once
+lead scoring has seen a test event (:func:`flagged_matching`, :data:`SEEN_KEY`), and then
+only among the matching contacts that have no score.
 
 Nothing here reads personal data: only kinds and clear attributes.
 """
@@ -170,10 +171,33 @@ def without_tests(
         yield from release()
 
 
+#: The database setting (``uow.meta``) that says a vendor's test event has been seen:
+#: set once, by lead scoring, when it first reads a test interaction; never unset.
+SEEN_KEY = "vendor_tests.seen"
+
+
+def note_seen(uow: UnitOfWork) -> None:
+    """Record, in ``uow``, that the database holds a vendor's test event (:data:`SEEN_KEY`;
+    written only the first time)."""
+    if uow.meta.get(SEEN_KEY) is None:
+        uow.meta.set(SEEN_KEY, "1")
+
+
+def seen(uow: UnitOfWork) -> bool:
+    """Whether a vendor's test event has ever been seen (:func:`note_seen`)."""
+    return uow.meta.get(SEEN_KEY) is not None
+
+
 def flagged_matching(uow: UnitOfWork, criteria: Criteria, *, page: int = 1000) -> frozenset[uuid.UUID]:
     """The test contacts a segment filter tree matches.
 
-    A test contact is never scored (:meth:`ScoringService.rescore_contacts
+    Until lead scoring has seen a test event (:func:`seen`: one small read of a setting),
+    there are none and nothing else is read, so a segment count stays one count query
+    for a practice that never received a test lead.  Scoring reads every new interaction
+    as it arrives (``[scoring] live``, the default); with ``live = false`` a test lead is
+    counted in segments until ``carecrm score recompute`` has read it.
+
+    Then: a test contact is never scored (:meth:`ScoringService.rescore_contacts
     <carecrm.core.analytics.scoring_service.ScoringService.rescore_contacts>` skips it
     and clears a score stored before), so only the matching contacts whose clear
     ``score`` is not known can be test contacts: those are selected by id (one query
@@ -181,6 +205,8 @@ def flagged_matching(uow: UnitOfWork, criteria: Criteria, *, page: int = 1000) -
     they are the few contacts without a scored interaction, so a segment count stays
     one count query plus a small one; without it the answer is the same, only slower.
     """
+    if not seen(uow):
+        return frozenset()
     candidates: list[uuid.UUID] = []
     narrowed = And((criteria, Eq("score", None)))
     after: uuid.UUID | None = None
