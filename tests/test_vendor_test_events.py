@@ -147,14 +147,13 @@ def test_only_true_marks_a_test_and_bookkeeping_is_neutral() -> None:
 
 
 @needs_corpus
-def test_without_live_scoring_segments_learn_of_test_events_at_recompute(make_app: MAKE) -> None:
+def test_without_live_scoring_the_figures_learn_of_test_events_at_recompute(make_app: MAKE) -> None:
     app = make_app(scoring={"live": False})
     test = json.loads(TEST_LEAD.read_text())
     _ingest(app, test, _real(test))
-    # the pipeline report and attribution read the interactions themselves
-    assert _new_leads(app) == 1 and app.attribute(step="lead").conversions == 1
-    # segments look for test contacts once scoring has seen a test event
-    assert app.segment_count(And()) == 2
+    # the figures look for test contacts once scoring has seen a test event
+    assert _new_leads(app) == 2 and app.segment_count(And()) == 2
     assert app.rescore_all() == 1  # the test contact is not scored
-    assert app.segment_count(And()) == 1
+    assert _new_leads(app) == 1 and app.segment_count(And()) == 1
+    assert app.attribute(step="lead").conversions == 1
     assert [c.id for c, _ in app.score_top(5, actor=ACTOR)] == [app.timeline(REAL_EMAIL, actor=ACTOR).contact.id]

@@ -32,9 +32,12 @@ core change, and every backend answers through the existing ``clear_timelines`` 
 (one more query per page of contacts a figure already reads).  Storing a flag on the
 contact would need a column (a migration on every backend) and an update rule on every
 ingest, merge and re-processing.  The cost is a read of the clear facts of the contacts
-a figure covers.  Segments, whose count is one query, look for test contacts only once
-lead scoring has seen a test event (:func:`flagged_matching`, :data:`SEEN_KEY`), and then
-only among the matching contacts that have no score.
+a figure covers, paid only once lead scoring has seen a test event (:data:`SEEN_KEY`, a
+database setting written the first time scoring reads a test interaction: at once with
+``[scoring] live``, the default; with ``live = false`` at the next ``carecrm score
+recompute``): a practice that never received a test lead pays one small read per figure.
+Segments, whose count is one query, then look only among the matching contacts that have
+no score (:func:`flagged_matching`).
 
 Nothing here reads personal data: only kinds and clear attributes.
 """
@@ -111,7 +114,10 @@ class Marks:
 def marks(uow: UnitOfWork, contact_ids: Iterable[uuid.UUID]) -> Marks:
     """The test interactions and test contacts (:func:`is_test_timeline`) among
     ``contact_ids``, read :data:`CHUNK` contacts per ``clear_timelines`` query (clear
-    facts only, nothing decrypted)."""
+    facts only, nothing decrypted).  Nothing is read but one setting until lead scoring
+    has seen a test event (:func:`seen`)."""
+    if not seen(uow):
+        return Marks()
     ids = list(dict.fromkeys(contact_ids))
     interactions: set[uuid.UUID] = set()
     contacts: set[uuid.UUID] = set()
