@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from carecrm.core.analytics.vendor_tests import without_tests
 from carecrm.core.errors import PluginError, UnknownComponentError
 from carecrm.core.model.records import TouchRecord
 from carecrm.core.model.vocab import CONVERSION_STEPS, INBOUND_KINDS
@@ -306,12 +307,16 @@ def iter_journeys(
     until: datetime | None = None,
 ) -> Iterator[Journey]:
     """Stream the journeys of every conversion at ``step`` with ``since <= T < until``,
-    in contact-id order, holding one contact's rows at a time.
+    in contact-id order, holding one chunk of contacts' rows at a time.
 
     Touches come from :meth:`InteractionRepository.iter_touches`; for the stage steps the
     conversions come from :meth:`StageRepository.first_reached` (the database finds each
     contact's first entry and applies [since, until)) and the two streams, both in
-    contact-id order, are merge-joined.
+    contact-id order, are merge-joined.  Vendors' test events are left out
+    (:mod:`carecrm.core.analytics.vendor_tests`): a test interaction is no touch and a
+    test contact no conversion; to tell them, both streams are read
+    :data:`~carecrm.core.analytics.vendor_tests.CHUNK` contacts ahead and their clear
+    facts read once per chunk.
 
     :param step: a step of :func:`conversion_steps` (checked by the caller).
     :param lookback: the window before each conversion.
@@ -320,19 +325,24 @@ def iter_journeys(
     if step in ("lead", "revenue"):
         # the first inquiry / payment ever decides: no lower bound on the stream
         rows = queries(uow).iter_touches(touch_kinds, skip_outbound=sorted(CALL_KINDS), occurred_before=until)
-        for cid, records in _by_contact(rows):
+        for cid, records in _by_contact(_real_touches(uow, rows)):
             yield from _event_journey(cid, records, step, lookback, since, until)
         return
 
     qualifying = pipeline.stages[pipeline.stages.index(step) :]
-    conversions = queries(uow).first_reached(
-        qualifying, pipeline=pipeline.name, reached_from=since, reached_before=until
+    conversions = without_tests(
+        uow,
+        queries(uow).first_reached(qualifying, pipeline=pipeline.name, reached_from=since, reached_before=until),
+        lambda c: c.contact_id,
     )
-    rows = queries(uow).iter_touches(
-        touch_kinds,
-        skip_outbound=sorted(CALL_KINDS),
-        occurred_after=(since - lookback) if since is not None else None,
-        occurred_before=until,
+    rows = _real_touches(
+        uow,
+        queries(uow).iter_touches(
+            touch_kinds,
+            skip_outbound=sorted(CALL_KINDS),
+            occurred_after=(since - lookback) if since is not None else None,
+            occurred_before=until,
+        ),
     )
     pending: TouchRecord | None = next(rows, None)
     for conversion in conversions:
@@ -346,6 +356,13 @@ def iter_journeys(
                 touches.append(Touch.from_record(pending))
             pending = next(rows, None)
         yield Journey(contact_id=cid, conversion_at=converted_at, touches=tuple(touches))
+
+
+def _real_touches(uow: UnitOfWork, rows: Iterable[TouchRecord]) -> Iterator[TouchRecord]:
+    """``rows`` without vendors' test interactions and without the touches of test
+    contacts (:mod:`carecrm.core.analytics.vendor_tests`): a test lead is never a touch
+    nor a conversion."""
+    return without_tests(uow, rows, lambda t: t.contact_id, id_of=lambda t: t.id)
 
 
 def _event_journey(

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carecrm.core.analytics.scoring import ScoringModel, compact_reasons
+from carecrm.core.analytics.vendor_tests import flagged_contacts, is_test, is_test_timeline, note_seen
 from carecrm.core.errors import NotFound
 from carecrm.core.events import types as ev
 from carecrm.core.events.outbox import Published, publish
@@ -153,7 +154,8 @@ class ScoringService:
         scored instead).  Dispatches ``ScoreChanged`` when the score changed.
 
         :param now: the time the score is computed for (default: now, UTC).
-        :raises NotFound: if the contact does not exist or was erased.
+        :raises NotFound: if the contact does not exist, was erased, or is a test contact
+            (:mod:`carecrm.core.analytics.vendor_tests`).
         """
         with self._storage().unit_of_work() as uow:
             rec = uow.contacts.get(contact_id)
@@ -163,6 +165,8 @@ class ScoringService:
         if rec.status != ACTIVE:
             raise NotFound(f"contact {contact_id} is {rec.status}; it has no score")
         records = self.rescore_contacts([rec.id], now=now)
+        if not records:
+            raise NotFound(f"contact {contact_id} has only vendors' test events; it has no score")
         return records[0]
 
     def rescore_contacts(self, contact_ids: Iterable[uuid.UUID], *, now: datetime | None = None) -> list[ScoreRecord]:
@@ -171,7 +175,10 @@ class ScoringService:
         all their interactions, one statement writing the scores and one copying the changed ones
         into the contacts' clear ``score`` field
         (:meth:`~carecrm.core.storage.contract.ContactRepository.set_scores`, which moves each
-        version on).  Contacts that do not exist or are not active are skipped.
+        version on).  Contacts that do not exist or are not active are skipped, and so are
+        test contacts (only vendors' test events on their timeline:
+        :mod:`carecrm.core.analytics.vendor_tests`); a real contact's test interactions are
+        left out of the facts the model reads.
         ``ScoreChanged`` is dispatched after each commit for every contact whose score
         changed; ``old_score`` is the contact's previous clear score (None for a first
         score).
@@ -194,16 +201,31 @@ class ScoringService:
                     continue
                 timelines = queries(uow).clear_timelines(active)
                 records: list[ScoreRecord] = []
+                untested: list[uuid.UUID] = []
+                tests_seen = False
                 for cid in active:
-                    result = model.score(timelines.get(cid, []), at)
+                    facts = timelines.get(cid, [])
+                    real = [f for f in facts if not is_test(f.attributes)]
+                    if len(real) < len(facts):
+                        tests_seen = True
+                    if is_test_timeline(facts):  # only a vendor's test events: never scored
+                        untested.append(cid)
+                        continue
+                    result = model.score(real, at)
                     reasons = [r.to_json() for r in compact_reasons(result.reasons)]
                     records.append(
                         ScoreRecord(
                             contact_id=cid, model=model.model_id, score=result.score, reasons=reasons, computed_at=at
                         )
                     )
-                uow.scores.put_many(records)
-                uow.contacts.set_scores({r.contact_id: r.score for r in records if before[r.contact_id] != r.score})
+                if tests_seen:
+                    note_seen(uow)  # segments start looking for test contacts
+                if records:
+                    uow.scores.put_many(records)
+                uow.contacts.set_scores(
+                    {r.contact_id: r.score for r in records if before[r.contact_id] != r.score}
+                    | {cid: None for cid in untested if before[cid] is not None}
+                )
                 for record in records:
                     old = before[record.contact_id]
                     if old != record.score:
@@ -250,7 +272,8 @@ class ScoringService:
         """Who to call first: the active contacts with the highest scores under the
         configured model, highest first (ties by contact id), decrypted for the
         coordinator (a read by ``actor``: one ``contact.read`` entry per contact shown,
-        purpose ``scoring``).
+        purpose ``scoring``).  Test contacts (:mod:`carecrm.core.analytics.vendor_tests`)
+        are never on it.
 
         :param limit: how many (1 or more).
         :param stages: only contacts in these lifecycle stages (default: every stage).
@@ -267,9 +290,16 @@ class ScoringService:
         model = self.scoring_model
         out: list[tuple[Contact, ScoreRecord]] = []
         with self._storage().unit_of_work() as uow:
-            scores = queries(uow).top_active(
-                model.model_id, limit=limit, stages=list(stages) if stages is not None else None
-            )
+            wanted = list(stages) if stages is not None else None
+            fetch = limit
+            while True:  # test contacts are never scored; a score stored before that is skipped
+                scores = queries(uow).top_active(model.model_id, limit=fetch, stages=wanted)
+                tests = flagged_contacts(uow, [s.contact_id for s in scores])
+                kept = [s for s in scores if s.contact_id not in tests]
+                if len(kept) >= limit or len(scores) < fetch:
+                    break
+                fetch += limit
+            scores = kept[:limit]
             contacts = uow.contacts.get_many([s.contact_id for s in scores])
             shown = self._read_path().contacts(
                 uow, [contacts[s.contact_id] for s in scores], actor=actor, purpose="scoring"
@@ -293,7 +323,8 @@ class ScoringService:
             try:
                 return contact, uow.scores.get(contact.id, model.model_id)
             except NotFound:
-                timeline = queries(uow).clear_timelines([contact.id]).get(contact.id, [])
+                facts = queries(uow).clear_timelines([contact.id]).get(contact.id, [])
+        timeline = [f for f in facts if not is_test(f.attributes)]  # vendors' test events count for nothing
         now = utcnow()
         result = model.score(timeline, now)
         return contact, ScoreRecord(

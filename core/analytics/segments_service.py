@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from carecrm.core.analytics.criteria import Criteria, CriteriaError, Node, structure, unstructure
+from carecrm.core.analytics.vendor_tests import flagged_matching
 from carecrm.core.errors import CareCRMError, NotFound
 from carecrm.core.model.records import SegmentRecord
 from carecrm.core.model.timeutil import to_utc_ms, utcnow
@@ -230,11 +231,13 @@ class SegmentsService:
         return self.segment_builder().build(spec, now=_now(now))
 
     def segment_count(self, spec: SpecOrCriteria, *, now: datetime | None = None) -> int:
-        """How many active contacts match (one query; no personal data is read, so nothing
-        is audited).  Raises as :meth:`segment_criteria`."""
+        """How many active contacts match, test contacts left out (one count query and one
+        for the unscored matches: :func:`~carecrm.core.analytics.vendor_tests.flagged_matching`;
+        no personal data is read, so nothing is audited).  Raises as :meth:`segment_criteria`."""
         criteria = self.segment_criteria(spec, now=now)
         with self._storage().unit_of_work() as uow:
-            return queries(uow).count_matching(criteria)
+            tests = flagged_matching(uow, criteria)
+            return queries(uow).count_matching(criteria) - len(tests)
 
     def segment_ids(
         self, spec: SpecOrCriteria, *, now: datetime | None = None, page_size: int = ID_PAGE
@@ -243,6 +246,8 @@ class SegmentsService:
         (one query and one short unit of work per page, so nothing stays locked while the
         caller works).  The tree is built once, so every page uses the same window.
         Contacts changed between pages are seen as they are when their page is read.
+        Test contacts (:mod:`carecrm.core.analytics.vendor_tests`, found once before the
+        first page) are left out.
 
         :raises ValueError: if ``page_size`` < 1.  Otherwise raises as :meth:`segment_criteria`
             (at the call, before the first id).
@@ -254,10 +259,12 @@ class SegmentsService:
 
         def pages() -> Iterator[uuid.UUID]:
             after: uuid.UUID | None = None
+            with storage.unit_of_work() as uow:
+                tests = flagged_matching(uow, criteria)
             while True:
                 with storage.unit_of_work() as uow:
                     ids = queries(uow).select_ids(criteria, limit=page_size, after=after)
-                yield from ids
+                yield from (i for i in ids if i not in tests)
                 if len(ids) < page_size:
                     return
                 after = ids[-1]
@@ -273,8 +280,9 @@ class SegmentsService:
         now: datetime | None = None,
         purpose: str = "segment",
     ) -> SegmentPreview:
-        """The count and the first ``limit`` matching contacts (id order) with their names
-        decrypted: a read by ``actor``, one ``contact.read`` entry per contact shown.
+        """The count and the first ``limit`` matching contacts (id order; test contacts
+        left out, as by :meth:`segment_count`) with their names decrypted: a read by
+        ``actor``, one ``contact.read`` entry per contact shown.
 
         :param limit: contacts to show (0: the count only).
         :param purpose: recorded in the audit log.
@@ -285,8 +293,13 @@ class SegmentsService:
         at = _now(now)
         criteria = self.segment_criteria(spec, now=at)
         with self._storage().unit_of_work() as uow:
-            count = queries(uow).count_matching(criteria)
-            records = uow.contacts.select(criteria, limit=limit) if limit and count else []
+            tests = flagged_matching(uow, criteria)
+            count = queries(uow).count_matching(criteria) - len(tests)
+            records = (
+                [r for r in uow.contacts.select(criteria, limit=limit + len(tests)) if r.id not in tests][:limit]
+                if limit and count
+                else []
+            )
             contacts = tuple(self._read_path().contacts(uow, records, actor=actor, purpose=purpose, fields=("name",)))
             if contacts:
                 uow.commit()

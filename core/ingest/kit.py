@@ -14,6 +14,9 @@ definition, a documented origin and its own tests:
 * **URLs and UTM parameters** — :data:`URL_PARAMETERS`, :func:`url_parameters` and
   :func:`without_query` (a landing page or referrer stored without what may identify a
   person);
+* **vendors' test events** — :data:`TEST_ATTRIBUTE` (``attributes["test"] = True`` on an
+  interaction the vendor sent as a test or sample: stored and shown, kept out of every
+  figure; :mod:`carecrm.core.analytics.vendor_tests`);
 * **personal data in free-form fields** — :func:`personal_field_name`, :func:`plain_value`
   and :data:`EMAIL_IN_TEXT` (which of a sender's custom fields may be kept).
 
@@ -169,6 +172,16 @@ def identifier(value: Any) -> str | None:
 TRUE_WORDS: frozenset[str] = frozenset({"true", "1", "yes", "y", "t"})
 #: Texts :func:`flag` reads as false by default.
 FALSE_WORDS: frozenset[str] = frozenset({"false", "0", "no", "n", "f"})
+
+#: The interaction attribute a connector sets to ``True`` (the boolean, nothing else) on
+#: an event the vendor sent as a test or sample: Google Ads' ``is_test``, a form listed in
+#: Meta's ``test_form_ids``, LinkedIn's test leads, Mailgun's test webhooks.  The event is
+#: stored and shown on the timeline like any other, and kept out of the pipeline report,
+#: lead scores, attribution and segments (:mod:`carecrm.core.analytics.vendor_tests`)::
+#:
+#:     if kit.flag(data.get("is_test")):
+#:         attributes[kit.TEST_ATTRIBUTE] = True
+TEST_ATTRIBUTE = "test"
 
 
 def flag(

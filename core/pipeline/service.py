@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from carecrm.core.analytics.vendor_tests import flagged_contacts
 from carecrm.core.config import Settings
 from carecrm.core.events.outbox import Published, publish
 from carecrm.core.ingest import is_reason_code
@@ -131,7 +132,9 @@ class PipelineService:
 
     def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
         """Contacts per stage, the median time (seconds) they have been in it, and their
-        speed to lead (median business seconds; :meth:`CareCRM.speed_to_lead`)."""
+        speed to lead (median business seconds; :meth:`CareCRM.speed_to_lead`).  Test
+        contacts (only vendors' test events on their timeline:
+        :mod:`carecrm.core.analytics.vendor_tests`) are left out."""
         now = now or utcnow()
         durations: dict[str, list[float]] = {s: [] for s in self.settings.pipeline.all_stages}
         located: dict[uuid.UUID, tuple[str, str | None]] = {}
@@ -141,7 +144,10 @@ class PipelineService:
                 page = uow.contacts.list(after=after, limit=1000)
                 if not page:
                     break
+                tests = flagged_contacts(uow, (rec.id for rec in page))
                 for rec in page:
+                    if rec.id in tests:
+                        continue
                     since = rec.stage_changed_at or rec.created_at
                     durations.setdefault(rec.stage, []).append(max(0.0, (now - since).total_seconds()))
                     located[rec.id] = (rec.stage, rec.location)
