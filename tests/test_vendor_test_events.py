@@ -157,3 +157,40 @@ def test_without_live_scoring_the_figures_learn_of_test_events_at_recompute(make
     assert _new_leads(app) == 1 and app.segment_count(And()) == 1
     assert app.attribute(step="lead").conversions == 1
     assert [c.id for c, _ in app.score_top(5, actor=ACTOR)] == [app.timeline(REAL_EMAIL, actor=ACTOR).contact.id]
+
+
+def test_segments_remember_whether_a_test_event_was_seen(make_app: MAKE) -> None:
+    """A segment count does not read the setting on every call: a "seen" is kept for good,
+    a "not seen" for a few seconds; a process that notes a test event itself is told at
+    once, another process's note is learnt when the "not seen" expires."""
+    now = [100.0]
+    cache = vendor_tests.SeenCache(ttl_seconds=5, clock=lambda: now[0])
+    app = make_app()
+    reads: list[bool] = []
+    real_seen = vendor_tests.seen
+
+    def counted(uow: Any) -> bool:
+        reads.append(True)
+        return real_seen(uow)
+
+    vendor_tests.seen = counted  # type: ignore[assignment]
+    try:
+        with app.storage.unit_of_work() as uow:
+            assert cache.seen(uow) is False and cache.seen(uow) is False
+            assert len(reads) == 1  # the second answer came from memory
+        with app.storage.unit_of_work() as uow:  # another process notes a test event
+            vendor_tests.note_seen(uow)
+            uow.commit()
+        with app.storage.unit_of_work() as uow:
+            assert cache.seen(uow) is False  # not yet: the "no" is 0 s old
+            now[0] += 5
+            assert cache.seen(uow) is True and len(reads) == 2
+            now[0] += 3600
+            assert cache.seen(uow) is True and len(reads) == 2  # a yes is for good
+    finally:
+        vendor_tests.seen = real_seen  # type: ignore[assignment]
+    fresh = vendor_tests.SeenCache(clock=lambda: now[0])
+    fresh.mark()
+    with app.storage.unit_of_work() as uow:
+        assert fresh.seen(uow) is True
+    assert vendor_tests.seen_cache(app.storage) is vendor_tests.seen_cache(app.storage)

@@ -21,7 +21,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carecrm.core.analytics.scoring import ScoringModel, compact_reasons
-from carecrm.core.analytics.vendor_tests import flagged_contacts, is_test, is_test_timeline, note_seen
+from carecrm.core.analytics.vendor_tests import (
+    flagged_contacts,
+    is_test,
+    is_test_timeline,
+    note_seen,
+    seen_cache,
+)
 from carecrm.core.errors import NotFound
 from carecrm.core.events import types as ev
 from carecrm.core.events.outbox import Published, publish
@@ -220,6 +226,7 @@ class ScoringService:
                     )
                 if tests_seen:
                     note_seen(uow)  # segments start looking for test contacts
+                    seen_cache(self._storage()).mark()
                 if records:
                     uow.scores.put_many(records)
                 uow.contacts.set_scores(

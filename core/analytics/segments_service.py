@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from carecrm.core.analytics.criteria import Criteria, CriteriaError, Node, structure, unstructure
-from carecrm.core.analytics.vendor_tests import flagged_matching
+from carecrm.core.analytics.vendor_tests import flagged_matching, seen_cache
 from carecrm.core.errors import CareCRMError, NotFound
 from carecrm.core.model.records import SegmentRecord
 from carecrm.core.model.timeutil import to_utc_ms, utcnow
@@ -235,8 +235,9 @@ class SegmentsService:
         for the unscored matches: :func:`~carecrm.core.analytics.vendor_tests.flagged_matching`;
         no personal data is read, so nothing is audited).  Raises as :meth:`segment_criteria`."""
         criteria = self.segment_criteria(spec, now=now)
-        with self._storage().unit_of_work() as uow:
-            tests = flagged_matching(uow, criteria)
+        storage = self._storage()
+        with storage.unit_of_work() as uow:
+            tests = flagged_matching(uow, criteria, cache=seen_cache(storage))
             return queries(uow).count_matching(criteria) - len(tests)
 
     def segment_ids(
@@ -246,7 +247,7 @@ class SegmentsService:
         (one query and one short unit of work per page, so nothing stays locked while the
         caller works).  The tree is built once, so every page uses the same window.
         Contacts changed between pages are seen as they are when their page is read.
-        Test contacts (:mod:`carecrm.core.analytics.vendor_tests`, found once before the
+        Test contacts (:mod:`carecrm.core.analytics.vendor_tests`, found once, with the
         first page) are left out.
 
         :raises ValueError: if ``page_size`` < 1.  Otherwise raises as :meth:`segment_criteria`
@@ -259,10 +260,11 @@ class SegmentsService:
 
         def pages() -> Iterator[uuid.UUID]:
             after: uuid.UUID | None = None
-            with storage.unit_of_work() as uow:
-                tests = flagged_matching(uow, criteria)
+            tests: frozenset[uuid.UUID] | None = None
             while True:
                 with storage.unit_of_work() as uow:
+                    if tests is None:  # found once, in the first page's unit
+                        tests = flagged_matching(uow, criteria, cache=seen_cache(storage))
                     ids = queries(uow).select_ids(criteria, limit=page_size, after=after)
                 yield from (i for i in ids if i not in tests)
                 if len(ids) < page_size:
@@ -292,8 +294,9 @@ class SegmentsService:
             raise ValueError("limit: must be 0 or more")
         at = _now(now)
         criteria = self.segment_criteria(spec, now=at)
-        with self._storage().unit_of_work() as uow:
-            tests = flagged_matching(uow, criteria)
+        storage = self._storage()
+        with storage.unit_of_work() as uow:
+            tests = flagged_matching(uow, criteria, cache=seen_cache(storage))
             count = queries(uow).count_matching(criteria) - len(tests)
             records = (
                 [r for r in uow.contacts.select(criteria, limit=limit + len(tests)) if r.id not in tests][:limit]

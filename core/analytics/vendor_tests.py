@@ -44,7 +44,9 @@ Nothing here reads personal data: only kinds and clear attributes.
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -194,7 +196,56 @@ def seen(uow: UnitOfWork) -> bool:
     return uow.meta.get(SEEN_KEY) is not None
 
 
-def flagged_matching(uow: UnitOfWork, criteria: Criteria, *, page: int = 1000) -> frozenset[uuid.UUID]:
+class SeenCache:
+    """What :func:`seen` answered for one storage, remembered by a service that asks on
+    every call (a segment count is a few milliseconds; the setting's read would add a
+    tenth).  A yes is kept for good (the setting is never unset); a no is asked again
+    after ``ttl_seconds`` (default 5 s), so a process learns within that time that
+    another process received the first test lead ever; a process that notes it itself
+    (:func:`note_seen`) is told at once through :meth:`mark`.
+
+    :param ttl_seconds: how long a "not seen" answer is reused, in seconds.
+    :param clock: monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(self, ttl_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._seen = False
+        self._checked_at: float | None = None
+
+    def seen(self, uow: UnitOfWork) -> bool:
+        """:func:`seen`, read again only when the last answer was no and is older than the TTL."""
+        if self._seen:
+            return True
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self._ttl:
+            self._seen = seen(uow)
+            self._checked_at = now
+        return self._seen
+
+    def mark(self) -> None:
+        """Remember that a test event was seen (this process just noted one)."""
+        self._seen = True
+
+
+#: One :class:`SeenCache` per open storage backend of this process.
+_CACHES: weakref.WeakKeyDictionary[Any, SeenCache] = weakref.WeakKeyDictionary()
+
+
+def seen_cache(storage: Any) -> SeenCache:
+    """The :class:`SeenCache` of ``storage`` (a :class:`~carecrm.core.storage.contract.StorageBackend`),
+    made on first use; the scoring service marks it when it notes a test event, the
+    segments service asks it."""
+    cache = _CACHES.get(storage)
+    if cache is None:
+        cache = _CACHES.setdefault(storage, SeenCache())
+    return cache
+
+
+def flagged_matching(
+    uow: UnitOfWork, criteria: Criteria, *, page: int = 1000, cache: SeenCache | None = None
+) -> frozenset[uuid.UUID]:
     """The test contacts a segment filter tree matches.
 
     Until lead scoring has seen a test event (:func:`seen`: one small read of a setting),
@@ -211,7 +262,7 @@ def flagged_matching(uow: UnitOfWork, criteria: Criteria, *, page: int = 1000) -
     they are the few contacts without a scored interaction, so a segment count stays
     one count query plus a small one; without it the answer is the same, only slower.
     """
-    if not seen(uow):
+    if not (cache.seen(uow) if cache is not None else seen(uow)):
         return frozenset()
     candidates: list[uuid.UUID] = []
     narrowed = And((criteria, Eq("score", None)))
