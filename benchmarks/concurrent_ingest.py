@@ -1,6 +1,6 @@
 """Combined ingest rate of 1, 2 and 4 ``carecrm ingest`` processes on one PostgreSQL practice.
 
-Issue 7: concurrent writers must lose nothing (tests/test_concurrent_ingest.py checks the
+Issue 7: concurrent writers must lose nothing (tests/use_cases/test_concurrent_ingest.py checks the
 counts); this benchmark says what the locks cost and what parallel processes gain.  Each
 run makes a fresh practice database on the server (``--url``, default the local test
 server; the database is created and dropped), writes ``--leads`` synthetic Typeform

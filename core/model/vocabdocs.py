@@ -8,7 +8,7 @@ The page is prose written by hand around blocks that this module writes::
 
 ``python -m carecrm.core.model.vocabdocs docs/vocabulary.md`` rewrites every block in place;
 ``--check`` only reports whether the file is current (exit status 1 when it is not).
-``tests/test_vocabulary_docs.py`` checks that the committed page equals :func:`render` of
+``tests/docs/test_vocabulary_docs.py`` checks that the committed page equals :func:`render` of
 itself, so the vocabulary on the page cannot drift from the code.
 """
 

@@ -22,7 +22,7 @@ SERVER_REASONS = {
         "PostgreSQL not reachable: OperationalError",  # tests/conftest.py
         "postgresql test server not reachable (OperationalError: refused); start it or set "
         "CARECRM_TEST_POSTGRES_URL",  # tests/storage_backends/conftest.py
-        "postgresql server not reachable: OperationalError",  # tests/test_privacy.py
+        "postgresql server not reachable: OperationalError",  # tests/use_cases/test_privacy.py
     ],
     "MariaDB": [
         "MariaDB not reachable: OperationalError",
