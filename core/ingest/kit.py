@@ -63,6 +63,9 @@ __all__ = [
     "is_blank",
     "personal_field_name",
     "plain_value",
+    "practice_e164",
+    "practice_numbers",
+    "redacted_text",
     "require_fresh",
     "signature_from_header",
     "signatures_match",
@@ -323,6 +326,56 @@ def require_fresh(
             field,
             f"signature timestamp is more than {max_age_seconds:g} s from receipt (a replay, or a clock far off)",
         )
+
+
+# --------------------------------------------------------------------------- practice numbers
+
+
+def practice_e164(raw: str | None, region: str) -> str | None:
+    """One of the practice's own numbers (a tracking number, a business line) in E.164,
+    read in ``region`` (ISO 3166-1 alpha-2) when it has no ``+``; None when it is empty or
+    not a possible number (a practice's config, not a patient's data: nothing to report)."""
+    if not raw:
+        return None
+    from carecrm.core.identity.normalize import IdentityError, normalize_phone
+
+    try:
+        return normalize_phone(raw, region)[0]
+    except IdentityError:
+        return None
+
+
+def practice_numbers(practice: Any) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
+    """The practice's call-tracking and business numbers, for connectors that see which
+    number a patient called or texted (CallRail, Twilio).
+
+    :param practice: a :class:`carecrm.core.model.domain.Practice`.
+    :returns: ``(tracking, lines)``: E.164 tracking number -> (location name, campaign or
+        None), from each location's ``tracking_numbers``; E.164 business line -> location
+        name, from each location's ``phones``.  The first location that lists a number wins.
+    """
+    tracking: dict[str, tuple[str, str | None]] = {}
+    lines: dict[str, str] = {}
+    for loc in practice.locations:
+        for number, campaign in loc.tracking_numbers.items():
+            e164 = practice_e164(number, loc.region)
+            if e164 is not None:
+                tracking.setdefault(e164, (loc.name, campaign or None))
+        for number in loc.phones:
+            e164 = practice_e164(number, loc.region)
+            if e164 is not None:
+                lines.setdefault(e164, loc.name)
+    return tracking, lines
+
+
+def redacted_text(value: Any, limit: int = 300) -> str | None:
+    """A vendor's free text about a delivery (an SMTP response, a bounce reason) with
+    every email address replaced by ``[email]`` (:data:`EMAIL_IN_TEXT`), shortened to
+    ``limit`` characters; None for no text."""
+    text_value = text(value)
+    if text_value is None:
+        return None
+    return EMAIL_IN_TEXT.sub("[email]", text_value)[:limit]
 
 
 # --------------------------------------------------------------------------- URLs

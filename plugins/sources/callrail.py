@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from carecrm.core.errors import ConfigError, ValidationFailed
-from carecrm.core.identity.normalize import IdentityError, is_low_confidence_name, normalize_phone
+from carecrm.core.identity.normalize import is_low_confidence_name
 from carecrm.core.ingest import kit as kit
 from carecrm.core.ingest.connectors import Rejected, SourceConnector
 from carecrm.core.model.domain import InteractionDraft, LeadEvent, RawPayload, Touchpoint
@@ -162,17 +162,7 @@ class CallRailConnector(SourceConnector):
         self.signed = verify
         self.region = practice.default_location.region
         # E.164 tracking number → (location, campaign); E.164 practice line → location
-        self._tracking: dict[str, tuple[str, str | None]] = {}
-        self._lines: dict[str, str] = {}
-        for loc in practice.locations:
-            for number, campaign in loc.tracking_numbers.items():
-                e164 = _e164(number, loc.region)
-                if e164 is not None:
-                    self._tracking.setdefault(e164, (loc.name, campaign or None))
-            for number in loc.phones:
-                e164 = _e164(number, loc.region)
-                if e164 is not None:
-                    self._lines.setdefault(e164, loc.name)
+        self._tracking, self._lines = kit.practice_numbers(practice)
 
     # ------------------------------------------------------------------ signature
 
@@ -266,8 +256,8 @@ class CallRailConnector(SourceConnector):
         if direction not in ("inbound", "outbound"):
             direction = "inbound"
 
-        tracking = _e164(kit.text(call.get("tracking_phone_number")), self.region)
-        line = _e164(kit.text(call.get("business_phone_number")), self.region)
+        tracking = kit.practice_e164(kit.text(call.get("tracking_phone_number")), self.region)
+        line = kit.practice_e164(kit.text(call.get("business_phone_number")), self.region)
         location: str | None = None
         tracked_campaign: str | None = None
         if tracking is not None and tracking in self._tracking:
@@ -423,16 +413,6 @@ def _seconds(value: Any) -> int | None:
     if isinstance(value, float) and math.isfinite(value) and value >= 0:
         return int(value)
     return None
-
-
-def _e164(raw: str | None, region: str) -> str | None:
-    """A practice number (tracking or business line) in E.164, or None."""
-    if not raw:
-        return None
-    try:
-        return normalize_phone(raw, region)[0]
-    except IdentityError:
-        return None
 
 
 @hookimpl

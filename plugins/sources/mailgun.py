@@ -336,7 +336,9 @@ class MailgunConnector(SourceConnector):
             if isinstance(attempt, int) and not isinstance(attempt, bool):
                 attributes["attempt"] = attempt
             if kind != "email.delivered":
-                text = _redacted(status.get("description")) or _redacted(status.get("message"))
+                text = kit.redacted_text(status.get("description"), _MAX_TEXT) or kit.redacted_text(
+                    status.get("message"), _MAX_TEXT
+                )
                 if text:
                     attributes["response"] = text
             tls = kit.flag(status.get("tls"))
@@ -471,14 +473,6 @@ def _campaigns(value: Any) -> list[str]:
         elif isinstance(item, str) and item.strip():
             out.append(item.strip()[:_MAX_TEXT])
     return out
-
-
-def _redacted(value: Any) -> str | None:
-    """An SMTP text with every email address replaced by ``[email]``, shortened."""
-    text = kit.text(value)
-    if text is None:
-        return None
-    return kit.EMAIL_IN_TEXT.sub("[email]", text)[:_MAX_TEXT]
 
 
 @hookimpl

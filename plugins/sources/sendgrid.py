@@ -421,14 +421,14 @@ class SendGridConnector(SourceConnector):
             attributes["bounce_type"] = kind
             attributes["permanent"] = kind == "bounce"
         if event in ("bounce", "dropped"):
-            reason = _redacted(element.get("reason"))
+            reason = kit.redacted_text(element.get("reason"), _MAX_TEXT)
             if reason:
                 attributes["reason"] = reason
             status = kit.text(element.get("status"))
             if status:
                 attributes["smtp_status"] = status[:32]
         if event == "deferred":
-            response = _redacted(element.get("response"))
+            response = kit.redacted_text(element.get("response"), _MAX_TEXT)
             if response:
                 attributes["response"] = response
             attempt = _int(element.get("attempt"))
@@ -604,14 +604,6 @@ def _categories(value: Any) -> list[str]:
     if not isinstance(value, list):
         return []
     return [c.strip()[:_MAX_TEXT] for c in value if isinstance(c, str) and c.strip()]
-
-
-def _redacted(value: Any) -> str | None:
-    """An SMTP text with every email address replaced by ``[email]``, shortened."""
-    text = kit.text(value)
-    if text is None:
-        return None
-    return kit.EMAIL_IN_TEXT.sub("[email]", text)[:_MAX_TEXT]
 
 
 @hookimpl

@@ -201,17 +201,7 @@ class TwilioConnector(SourceConnector):
         self.webhook_url = opts.webhook_url
         practice = self.practice
         self.region = practice.default_location.region
-        self._tracking: dict[str, tuple[str, str | None]] = {}
-        self._lines: dict[str, str] = {}
-        for loc in practice.locations:
-            for number, campaign in loc.tracking_numbers.items():
-                e164 = _e164(number, loc.region)
-                if e164 is not None:
-                    self._tracking.setdefault(e164, (loc.name, campaign or None))
-            for number in loc.phones:
-                e164 = _e164(number, loc.region)
-                if e164 is not None:
-                    self._lines.setdefault(e164, loc.name)
+        self._tracking, self._lines = kit.practice_numbers(practice)
 
     # ------------------------------------------------------------------ signature
 
@@ -601,7 +591,7 @@ class TwilioConnector(SourceConnector):
 
     def _line(self, number: str | None) -> tuple[str | None, str | None]:
         """The location and campaign of the practice's number (a tracking number first)."""
-        e164 = _e164(number, self.region)
+        e164 = kit.practice_e164(number, self.region)
         if e164 is None:
             return None, None
         if e164 in self._tracking:
@@ -741,16 +731,6 @@ def _rfc2822(text: str) -> datetime | None:
     if value.tzinfo is None:  # "-0000": UTC by RFC 2822 §3.3
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def _e164(raw: str | None, region: str) -> str | None:
-    """A practice number in E.164, or None."""
-    if not raw:
-        return None
-    try:
-        return normalize_phone(raw, region)[0]
-    except IdentityError:
-        return None
 
 
 @hookimpl

@@ -237,3 +237,27 @@ def test_require_fresh_refuses_a_timestamp_outside_the_window() -> None:
         assert caught.value.field == "x-webflow-timestamp" and "replay" in caught.value.reason
     kit.require_fresh(0, payload, source="webflow", field="t", max_age_seconds=None)  # turned off
     kit.require_fresh(now - 3000, payload, source="webflow", field="t", max_age_seconds=3600)
+
+
+def test_practice_numbers_and_redacted_text() -> None:
+    from carecrm.core.ingest import kit
+    from carecrm.core.model.domain import Location, Practice
+
+    practice = Practice(
+        name="P",
+        locations=(
+            Location(
+                name="downtown",
+                timezone="America/Chicago",
+                phones=("(312) 555-0100", "not a number"),
+                tracking_numbers={"312-555-0111": "google_ads", "+1 312 555 0112": ""},
+            ),
+            Location(name="north", timezone="America/Chicago", phones=("+13125550100",)),
+        ),
+    )
+    tracking, lines = kit.practice_numbers(practice)
+    assert tracking == {"+13125550111": ("downtown", "google_ads"), "+13125550112": ("downtown", None)}
+    assert lines == {"+13125550100": "downtown"}  # the first location listing a number wins
+    assert kit.practice_e164(None, "US") is None and kit.practice_e164("12", "US") is None
+    assert kit.redacted_text("550 jane.placeholder@example.com: mailbox full") == "550 [email]: mailbox full"
+    assert kit.redacted_text("x" * 400, 10) == "x" * 10 and kit.redacted_text(None) is None
