@@ -193,6 +193,8 @@ def structure_options(options_type: type[T], table: Any, *, section: str, owner:
             known = ", ".join(known_keys(options_type)) or "(none: it takes no options)"
             if len(keys) > 1:
                 known = "see its documentation"
+            if section.startswith("sources.") and len(keys) == 1:
+                known += "; and for every source: connector, secret"
             raise ConfigError(f"{section}.{key}: unknown option {key!r} of {owner}; known: {known}") from None
         raise ConfigError(f"{section}.{key}: option {key!r} of {owner} {reason}") from None
 

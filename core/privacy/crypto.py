@@ -132,7 +132,9 @@ class KeyRing:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise CryptoError(
-                f"key file {p} not found: run `carecrm init`, or set CARECRM_KEYS / CARECRM_KEY_FILE"
+                f"key file {p} not found: restore it from your backup (no other key can read data "
+                "written with it), set CARECRM_KEYS / CARECRM_KEY_FILE, or for a new practice run "
+                "`carecrm init` in an empty folder"
             ) from None
         except OSError as exc:
             raise CryptoError(f"key file {p} cannot be read: {exc.strerror}") from None

@@ -135,3 +135,11 @@ def test_an_old_style_component_still_works_with_a_deprecation_warning(make_app:
     assert isinstance(connector, _OldStyle) and connector.flag is True
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
     app.close()
+
+
+def test_a_misspelt_source_option_lists_secret_among_the_known_ones(make_app: Callable[..., CareCRM]) -> None:
+    """A source table's ``secret`` and ``connector`` are every source's keys: the message for
+    a misspelt option names them beside the connector's own options (a new user wrote
+    ``secrat``, and the message listed only ``webhook_url``)."""
+    with pytest.raises(ConfigError, match=r"unknown option 'secrat'.*known: .*for every source: connector, secret"):
+        make_app(sources={"twilio": {"secrat": "abc"}})

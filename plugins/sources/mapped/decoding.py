@@ -66,7 +66,7 @@ def _decode_json(source: str, raw: bytes, field: str) -> Any:
     try:
         return _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except json.JSONDecodeError as exc:
-        reason = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        reason = f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
     except (UnicodeDecodeError, ValueError):
         reason = "not valid JSON"
     raise ValidationFailed(source, "payload", field, reason)
