@@ -31,7 +31,7 @@ from carecrm.core.errors import (
     UnknownComponentError,
 )
 from carecrm.core.events.live import LiveEvents
-from carecrm.core.identity.directory import ContactDirectory, ContactResolver, Timeline
+from carecrm.core.identity.directory import ContactDirectory, ContactResolver
 from carecrm.core.identity.matching import MatchCandidate, MatchResult
 from carecrm.core.ingest import Ingestor, IngestReport, LeadPreparer
 from carecrm.core.ingest.connectors import SourceConnector
@@ -39,18 +39,15 @@ from carecrm.core.ingest.inbox import Inbox, InboxItem
 from carecrm.core.ingest.pointers import Fetcher
 from carecrm.core.model.domain import (
     Actor,
-    Contact,
     LeadEvent,
     Location,
-    Note,
     RawPayload,
-    StageChange,
     Touchpoint,
 )
 from carecrm.core.model.records import AuditRecord
 from carecrm.core.pipeline.business_hours import location_named
 from carecrm.core.pipeline.coordination import CoordinationService
-from carecrm.core.pipeline.service import PipelineService, StageSummary
+from carecrm.core.pipeline.service import PipelineService
 from carecrm.core.pipeline.speed_to_lead import SpeedToLead
 from carecrm.core.plugins.components import Components
 from carecrm.core.plugins.manager import Registry, build_plugin_manager
@@ -59,7 +56,7 @@ from carecrm.core.privacy.audit import AuditTrail
 from carecrm.core.privacy.crypto import KeyRing
 from carecrm.core.privacy.mapping import RecordMapper
 from carecrm.core.privacy.read_path import ReadPath
-from carecrm.core.storage.contract import StorageBackend, TimelineCursor, UnitOfWork
+from carecrm.core.storage.contract import StorageBackend, UnitOfWork
 from carecrm.core.storage.migrate import StorageMigration
 
 log = logging.getLogger("carecrm")
@@ -505,50 +502,11 @@ class CareCRM:
             deliver=self.deliver_events,
         )
 
-    def add_contact(
-        self,
-        *,
-        actor: Actor,
-        first_name: str | None = None,
-        last_name: str | None = None,
-        emails: Sequence[str] = (),
-        phones: Sequence[str] = (),
-        service_interest: str | None = None,
-        location: str | None = None,
-        city: str | None = None,
-        postal_code: str | None = None,
-    ) -> Contact:
-        """Create a contact by hand (a walk-in, a phone call), matched like any lead (see
-        :meth:`carecrm.core.identity.directory.ContactDirectory.add_contact`).
+    add_contact = delegate("directory", ContactDirectory.add_contact)
 
-        :raises ValidationFailed: when no valid email or phone is given (field named).
-        """
-        return self.directory.add_contact(
-            actor=actor,
-            first_name=first_name,
-            last_name=last_name,
-            emails=emails,
-            phones=phones,
-            service_interest=service_interest,
-            location=location,
-            city=city,
-            postal_code=postal_code,
-        )
+    get_contact = delegate("directory", ContactDirectory.get_contact)
 
-    def get_contact(self, contact_id: uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
-        """A contact with its identities, decrypted: a read by ``actor`` for ``purpose``,
-        one ``contact.read`` audit entry.  :raises NotFound: if there is no such contact."""
-        return self.directory.get_contact(contact_id, actor=actor, purpose=purpose)
-
-    def resolve(self, ref: str | uuid.UUID, *, actor: Actor, purpose: str = "view") -> Contact:
-        """One contact by id (whole or short), email or phone, read by ``actor`` (see
-        :meth:`carecrm.core.identity.directory.ContactDirectory.resolve`).
-
-        :raises NotFound: when nothing matches.
-        :raises ValidationFailed: when ``ref`` is neither an id, an email nor a phone number.
-        :raises CareCRMError: when several contacts share the email or phone (ids listed).
-        """
-        return self.directory.resolve(ref, actor=actor, purpose=purpose)
+    resolve = delegate("directory", ContactDirectory.resolve)
 
     def resolve_id(self, kind: str, ref: str | uuid.UUID) -> uuid.UUID:
         """The whole id a command-line id names, whole or short, among the records of
@@ -561,46 +519,13 @@ class CareCRM:
         """
         return self.resolver.resolve_id(self.storage, kind, ref)
 
-    def find_contacts(
-        self,
-        *,
-        actor: Actor,
-        email: str | None = None,
-        phone: str | None = None,
-        name: str | None = None,
-        limit: int = 50,
-    ) -> list[Contact]:
-        """Contacts by exact email, phone (any format) or full / family name, read by
-        ``actor`` (one ``contact.read`` entry per contact shown).
+    find_contacts = delegate("directory", ContactDirectory.find_contacts)
 
-        :raises ValidationFailed: if the email or phone cannot be normalized.
-        """
-        return self.directory.find_contacts(actor=actor, email=email, phone=phone, name=name, limit=limit)
+    timeline = delegate("directory", ContactDirectory.timeline)
 
-    def timeline(
-        self,
-        ref: str | uuid.UUID,
-        *,
-        actor: Actor,
-        after: TimelineCursor | None = None,
-        limit: int = 100,
-        purpose: str = "care",
-    ) -> Timeline:
-        """A page of a contact's timeline, oldest first, read by ``actor`` for ``purpose``
-        (one ``timeline.read`` entry).  :raises NotFound: if the contact does not exist."""
-        return self.directory.timeline(ref, actor=actor, after=after, limit=limit, purpose=purpose)
+    notes = delegate("directory", ContactDirectory.notes)
 
-    def notes(self, contact_id: uuid.UUID, *, actor: Actor) -> list[Note]:
-        """A contact's notes, oldest first, read by ``actor``."""
-        return self.directory.notes(contact_id, actor=actor)
-
-    def add_note(self, ref: str | uuid.UUID, text: str, *, actor: Actor) -> Note:
-        """Add ``actor``'s note (encrypted) and a ``note.added`` interaction, audited.
-
-        :raises ValueError: if ``text`` is empty.
-        :raises NotFound: if the contact does not exist.
-        """
-        return self.directory.add_note(ref, text, actor=actor)
+    add_note = delegate("directory", ContactDirectory.add_note)
 
     # ------------------------------------------------------------------ pipeline
 
@@ -618,28 +543,13 @@ class CareCRM:
             speed_to_lead_values=self.speed_to_lead_figures.speed_to_lead_values,
         )
 
-    def set_stage(self, ref: str | uuid.UUID, stage: str, *, actor: Actor, reason: str | None = None) -> StageChange:
-        """``actor``'s move of a contact to ``stage`` (always wins over implied moves),
-        audited in the change's own transaction; a free-text reason is kept only
-        encrypted (see :meth:`carecrm.core.pipeline.service.PipelineService.set_stage`).
+    set_stage = delegate("pipeline", PipelineService.set_stage)
 
-        :raises InvalidTransition: if the pipeline does not allow it (lists the allowed stages).
-        :raises ValueError: for an unknown stage or a ``lost`` move without a reason.
-        :raises ConflictError: if the contact changed meanwhile (retry).
-        """
-        return self.pipeline.set_stage(ref, stage, actor=actor, reason=reason)
+    stage_history = delegate("pipeline", PipelineService.stage_history)
 
-    def stage_history(self, contact_id: uuid.UUID) -> list[StageChange]:
-        """A contact's stage changes, oldest first."""
-        return self.pipeline.stage_history(contact_id)
+    pipeline_report = delegate("pipeline", PipelineService.pipeline_report)
 
-    def pipeline_report(self, *, now: datetime | None = None) -> list[StageSummary]:
-        """Contacts per stage, the median seconds in it, and their speed to lead."""
-        return self.pipeline.pipeline_report(now=now)
-
-    def review_pairs(self, contact_id: uuid.UUID | None = None) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
-        """Open pairs of contacts awaiting review: (a, b, reason)."""
-        return self.pipeline.review_pairs(contact_id)
+    review_pairs = delegate("pipeline", PipelineService.review_pairs)
 
     @property
     def coordination(self) -> CoordinationService:
